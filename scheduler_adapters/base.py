@@ -1,0 +1,189 @@
+"""The scheduler-adapter contract: what the broker may ask of any scheduler.
+
+Adapters know nothing of tenants, quotas or the broker's database: a job arrives as a
+``JobSpec`` naming a scheduler account and a POSIX user as plain strings, and leaves
+as ``JobInfo`` records. The broker's UUID for a job travels as ``JobSpec.tag`` and comes
+back in ``JobInfo.tag`` so that a crash between submit and commit can be repaired by
+``list_tagged`` (reconciliation) instead of submitting twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = [
+    "TAG_PREFIX",
+    "ClusterInfo",
+    "JobInfo",
+    "JobSpec",
+    "JobState",
+    "NodeInfo",
+    "PartitionInfo",
+    "SchedulerAdapter",
+]
+
+#: Prefix of the tag the broker puts in a job's comment: ``broker:<uuid>``.
+TAG_PREFIX = "broker:"
+
+
+class JobState(enum.StrEnum):
+    """The broker-level life cycle of a scheduler job.
+
+    Every scheduler state maps onto one of these; a state an adapter does not know
+    maps to ``UNKNOWN`` (logged), never to an exception. ``terminal`` states never change.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A batch job to run, PSI/J-shaped. Broker-owned fields: account, user, tag."""
+
+    name: str
+    script: str
+    time_limit_minutes: int
+    nodes: int = 1
+    ntasks: int | None = None
+    cpus_per_task: int | None = None
+    memory_mb: int | None = None
+    gpus_per_node: int | None = None
+    partition: str | None = None
+    constraints: str | None = None
+    account: str | None = None
+    user: str | None = None
+    tag: str | None = None
+    working_dir: str | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    nodelist: Sequence[str] = ()
+    exclusive: bool = True
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a scheduler says of one job, live or finished."""
+
+    job_id: str
+    state: JobState
+    native_state: str = ""
+    reason: str | None = None
+    exit_code: int | None = None
+    nodes: tuple[str, ...] = ()
+    submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    elapsed_s: int | None = None
+    tag: str | None = None
+    name: str | None = None
+    account: str | None = None
+    partition: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One compute node as the scheduler sees it."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    state: str
+    gpus: int = 0
+    partitions: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    reason: str | None = None
+    alloc_cpus: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """A partition's live load, as far as the scheduler tells it."""
+
+    name: str
+    total_nodes: int
+    idle_nodes: int
+    pending_jobs: int = 0
+    running_jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """Answer of ``ping``: the scheduler is up, its version and its load."""
+
+    name: str
+    version: str
+    partitions: tuple[PartitionInfo, ...] = ()
+
+
+class SchedulerAdapter(abc.ABC):
+    """Talks to one cluster's scheduler.
+
+    Every method may raise ``SchedulerError``; ``SchedulerUnavailable`` means retry later.
+    ``status`` answers for many jobs in one scheduler call and covers finished jobs
+    (from accounting where the controller forgot them); ids it cannot find are absent
+    from the result. ``cancel`` is idempotent: cancelling a finished or unknown job is
+    not an error.
+    """
+
+    kind: str = "abstract"
+
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Submit a batch job; return the scheduler's job id."""
+
+    @abc.abstractmethod
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """Return what the scheduler knows of these jobs, keyed by job id."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job; a no-op when it already ended or is unknown."""
+
+    @abc.abstractmethod
+    def ping(self) -> ClusterInfo:
+        """Check the scheduler answers; raise ``SchedulerUnavailable`` if not."""
+
+    @abc.abstractmethod
+    def nodes(self) -> list[NodeInfo]:
+        """List the cluster's nodes."""
+
+    @abc.abstractmethod
+    def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
+        """Jobs submitted since ``since`` whose comment carries a broker tag, keyed by tag."""
+
+    def drain(self, node: str, reason: str) -> None:
+        """Take a node out of scheduling with a reason (admin action)."""
+        from .errors import SchedulerError
+
+        raise SchedulerError(f"{self.kind} adapter cannot drain nodes", cluster=self.cluster)
+
+    def resume(self, node: str) -> None:
+        """Return a drained node to service."""
+        from .errors import SchedulerError
+
+        raise SchedulerError(f"{self.kind} adapter cannot resume nodes", cluster=self.cluster)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or child processes."""

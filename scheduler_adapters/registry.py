@@ -1,0 +1,47 @@
+"""Build an adapter from its configuration: one exhaustive match, lazy imports.
+
+Lazy imports keep optional dependencies optional: ``pyslurm`` is imported only when a
+cluster is configured with ``kind = "pyslurm"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import SchedulerAdapter
+from .errors import AdapterConfigError
+
+__all__ = ["ADAPTER_KINDS", "create_adapter"]
+
+ADAPTER_KINDS = ("local", "slurm-cli", "slurmrestd", "pyslurm")
+
+
+def create_adapter(kind: str, cluster: str, options: Mapping[str, Any] | None = None) -> SchedulerAdapter:
+    """Return the adapter of ``kind`` for ``cluster``, configured by ``options``."""
+    opts = dict(options or {})
+    try:
+        match kind:
+            case "local":
+                from .local import LocalAdapter
+
+                return LocalAdapter(cluster, **opts)
+            case "slurm-cli":
+                from .slurm.cli import SlurmCliAdapter
+
+                return SlurmCliAdapter(cluster, **opts)
+            case "slurmrestd":
+                from .slurm.rest import SlurmRestAdapter
+
+                return SlurmRestAdapter(cluster, **opts)
+            case "pyslurm":
+                from .slurm.pyslurm import PySlurmAdapter
+
+                return PySlurmAdapter(cluster, **opts)
+            case _:
+                raise AdapterConfigError(
+                    f"unknown adapter kind {kind!r}; expected one of {', '.join(ADAPTER_KINDS)}",
+                    cluster=cluster,
+                )
+    except TypeError as exc:  # unexpected or missing option names
+        raise AdapterConfigError(f"bad options for {kind} adapter: {exc}", cluster=cluster) from exc
