@@ -1,0 +1,121 @@
+"""Settings from the environment (prefix ``BROKER_``) and the clusters file.
+
+Nothing here is created at import time: ``Settings()`` is built by the entry points
+(``brokerctl``, ``create_app`` callers) and passed down.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PartitionConfig(BaseModel):
+    """A partition as the center declares it: sizes, limits and the rated node speed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    nodes: int = Field(1, ge=1)
+    cpus_per_node: int = Field(1, ge=1)
+    memory_mb_per_node: int = Field(1024, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    max_nodes: int | None = Field(None, ge=1)
+    max_time_minutes: int = Field(60, ge=1)
+    rate_tflops: float = Field(0.05, gt=0)
+    price_per_pfh: float = Field(0.0, ge=0)
+    features: list[str] = Field(default_factory=list)
+    references: dict[str, list[float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _max_nodes_default(self) -> PartitionConfig:
+        if self.max_nodes is None:
+            self.max_nodes = self.nodes
+        return self
+
+
+class ClusterConfig(BaseModel):
+    """One cluster: which adapter reaches it, with which options, and its partitions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    adapter: Literal["local", "slurm-cli", "slurmrestd", "pyslurm"]
+    scratch_dir: Path
+    options: dict[str, Any] = Field(default_factory=dict)
+    partitions: list[PartitionConfig] = Field(min_length=1)
+
+    @field_validator("partitions")
+    @classmethod
+    def _unique_partitions(cls, value: list[PartitionConfig]) -> list[PartitionConfig]:
+        names = [p.name for p in value]
+        if len(names) != len(set(names)):
+            raise ValueError("partition names must be unique within a cluster")
+        return value
+
+
+class Settings(BaseSettings):
+    """Broker settings; every field can be set as ``BROKER_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BROKER_", env_file=None, extra="ignore")
+
+    database_url: str = "sqlite:///./broker.db"
+    clusters_file: Path | None = None
+    data_dir: Path = Path("./broker-data")
+    environment: Literal["development", "production", "test"] = "development"
+
+    worker_enabled: bool = True
+    worker_interval_s: float = Field(1.0, gt=0)
+    submit_batch: int = Field(50, ge=1)
+    submit_retry_base_s: float = Field(2.0, gt=0)
+    submit_retry_max_s: float = Field(120.0, gt=0)
+
+    max_script_bytes: int = Field(65536, ge=1)
+    max_body_bytes: int = Field(262144, ge=1024)
+    rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
+    default_rate_tflops: float = Field(0.05, gt=0)
+
+    def load_clusters(self) -> list[ClusterConfig]:
+        """The clusters file's clusters, or one built-in ``local`` cluster."""
+        if self.clusters_file is None:
+            return [default_local_cluster(self.data_dir, self.default_rate_tflops)]
+        return load_clusters_file(self.clusters_file)
+
+
+def default_local_cluster(data_dir: Path, rate_tflops: float) -> ClusterConfig:
+    """The embedded default: jobs run as local processes under ``data_dir``."""
+    root = data_dir.resolve()
+    return ClusterConfig(
+        name="local",
+        adapter="local",
+        scratch_dir=root / "scratch",
+        options={"root_dir": str(root / "local-scheduler"), "node_names": ["local1", "local2"]},
+        partitions=[
+            PartitionConfig(
+                name="default",
+                nodes=2,
+                cpus_per_node=2,
+                memory_mb_per_node=4096,
+                max_nodes=2,
+                max_time_minutes=24 * 60,
+                rate_tflops=rate_tflops,
+            )
+        ],
+    )
+
+
+def load_clusters_file(path: Path) -> list[ClusterConfig]:
+    """Parse a TOML clusters file (``[[clusters]]`` tables)."""
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    clusters = [ClusterConfig.model_validate(c) for c in data.get("clusters", [])]
+    if not clusters:
+        raise ValueError(f"{path}: no [[clusters]] declared")
+    names = [c.name for c in clusters]
+    if len(names) != len(set(names)):
+        raise ValueError(f"{path}: cluster names must be unique")
+    return clusters

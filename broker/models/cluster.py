@@ -1,0 +1,86 @@
+"""Clusters, partitions and nodes as the broker knows them (synced from config and adapters)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..db import Base
+from ._types import UTCDateTime, utcnow
+
+
+class ClusterStatus(enum.StrEnum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+class Validation(enum.StrEnum):
+    UNVALIDATED = "unvalidated"
+    VALIDATED = "validated"
+    DEGRADED = "degraded"
+
+
+class Cluster(Base):
+    __tablename__ = "cluster"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    adapter: Mapped[str] = mapped_column(String(20))
+    scratch_dir: Mapped[str] = mapped_column(String(500))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[ClusterStatus] = mapped_column(
+        Enum(ClusterStatus, native_enum=False, length=16), default=ClusterStatus.UNKNOWN
+    )
+    version: Mapped[str] = mapped_column(String(40), default="")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    # Live load from the last poll: {partition: {idle_nodes, pending_jobs, ...}}
+    load: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Partition(Base):
+    __tablename__ = "partition"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cluster.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    nodes: Mapped[int] = mapped_column(Integer)
+    cpus_per_node: Mapped[int] = mapped_column(Integer)
+    memory_mb_per_node: Mapped[int] = mapped_column(Integer)
+    gpus_per_node: Mapped[int] = mapped_column(Integer, default=0)
+    max_nodes: Mapped[int] = mapped_column(Integer)
+    max_time_minutes: Mapped[int] = mapped_column(Integer)
+    rated_mflops: Mapped[int] = mapped_column(BigInteger)
+    price_per_pfh: Mapped[float] = mapped_column(default=0.0)
+    features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Node(Base):
+    __tablename__ = "node"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cluster.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    partitions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(64), default="unknown")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    # Measured rate (median of recent passing GEMM runs) in MFLOP/s; None = not measured.
+    rate_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    validation: Mapped[Validation] = mapped_column(
+        Enum(Validation, native_enum=False, length=16), default=Validation.UNVALIDATED
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

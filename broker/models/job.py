@@ -1,0 +1,114 @@
+"""Jobs: one PoC batch job from acceptance to settlement."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..db import Base
+from ._types import UTCDateTime, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    """Broker job states (public, lower-case). ``accepted``/``rejected`` are the broker's own."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {
+        JobStatus.REJECTED,
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMEOUT,
+    }
+)
+#: States in which the scheduler holds the job and the worker must poll it.
+LIVE_STATES = frozenset(
+    {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUSPENDED, JobStatus.UNKNOWN}
+)
+
+
+class Job(Base):
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("project_id", "idempotency_key"),
+        UniqueConstraint("cluster", "scheduler_job_id"),
+        Index("ix_job_state_cluster", "state", "cluster"),
+        Index("ix_job_enterprise_created", "enterprise_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    enterprise_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enterprise.id"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), index=True)
+    submitted_by: Mapped[str] = mapped_column(String(120), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_hash: Mapped[str] = mapped_column(String(64), default="")
+
+    name: Mapped[str] = mapped_column(String(200))
+    script: Mapped[str] = mapped_column(Text)
+    nodes: Mapped[int] = mapped_column(Integer)
+    ntasks: Mapped[int | None] = mapped_column(Integer, default=None)
+    cpus_per_task: Mapped[int | None] = mapped_column(Integer, default=None)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    gpus_per_node: Mapped[int | None] = mapped_column(Integer, default=None)
+    time_limit_minutes: Mapped[int] = mapped_column(Integer)
+    cluster: Mapped[str] = mapped_column(String(40))
+    partition: Mapped[str] = mapped_column(String(64))
+    routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    state: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, length=16), default=JobStatus.ACCEPTED
+    )
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    scheduler_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    node_list: Mapped[list[str]] = mapped_column(JSON, default=list)
+    work_dir: Mapped[str] = mapped_column(String(500), default="")
+    stdout_path: Mapped[str] = mapped_column(String(500), default="")
+    stderr_path: Mapped[str] = mapped_column(String(500), default="")
+
+    hold_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    charge_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    elapsed_s: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

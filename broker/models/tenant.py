@@ -1,0 +1,57 @@
+"""Enterprises (tenants) and their API tokens."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Enum, ForeignKey, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..db import Base
+from ._types import UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    """What a token may do. ``operator`` and ``cluster_admin`` are center staff."""
+
+    MEMBER = "member"
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    CLUSTER_ADMIN = "cluster_admin"
+
+
+class EnterpriseStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Enterprise(Base):
+    __tablename__ = "enterprise"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    posix_user: Mapped[str] = mapped_column(String(32))
+    slurm_account: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[EnterpriseStatus] = mapped_column(
+        Enum(EnterpriseStatus, native_enum=False, length=16), default=EnterpriseStatus.ACTIVE
+    )
+    # PFLOP/s the enterprise may hold at once, as MFLOP/s; None = no cap.
+    capacity_cap_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    enterprise_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enterprise.id"), index=True, default=None
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,262 @@
+"""The quota ledger: the one module that writes ledger entries and balances.
+
+Invariants (checked by ``check_invariants`` and by the property tests):
+- an enterprise's available = granted − held − charged never goes below zero
+  (also a CHECK constraint on its balance row);
+- a project never holds plus spends more than its allocation, when it has one;
+- each balance row equals the sum of its entries;
+- a job has at most one HOLD, one RELEASE and one CHARGE (unique partial indexes),
+  and once it is settled its hold is released.
+
+Concurrency: every writer locks the enterprise's balance row first (``FOR UPDATE`` on
+PostgreSQL; SQLite transactions are ``BEGIN IMMEDIATE``, one writer at a time), then
+the project's, always in that order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from ..models import Balance, EntryKind, Job, LedgerEntry, Project
+from ..units import units_to_pfh
+from . import audit
+from .principal import SYSTEM, Principal
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    granted_units: int
+    held_units: int
+    charged_units: int
+
+    @property
+    def available_units(self) -> int:
+        return self.granted_units - self.held_units - self.charged_units
+
+
+def _lock(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None = None) -> Balance:
+    query = select(Balance).where(Balance.enterprise_id == enterprise_id)
+    if project_id is None:
+        query = query.where(Balance.project_id.is_(None))
+    else:
+        query = query.where(Balance.project_id == project_id)
+    row = session.scalar(query.with_for_update())
+    if row is None:
+        raise NotFound("balance not found")
+    return row
+
+
+def _append(session: Session, **fields: object) -> LedgerEntry:
+    entry = LedgerEntry(**fields)
+    session.add(entry)
+    return entry
+
+
+def grant(
+    session: Session, principal: Principal, enterprise_id: uuid.UUID, amount_units: int, memo: str
+) -> LedgerEntry:
+    principal.require_operator()
+    if amount_units <= 0:
+        raise InvalidInput("amount_pfh", "must be greater than zero")
+    bal = _lock(session, enterprise_id)
+    bal.granted_units += amount_units
+    entry = _append(session, enterprise_id=enterprise_id, kind=EntryKind.GRANT,
+                    amount_units=amount_units, memo=memo, actor=principal.actor)
+    session.flush()
+    audit.record(session, principal, "ledger.grant", "ledger_entry", entry.id,
+                 enterprise_id=enterprise_id, amount_pfh=units_to_pfh(amount_units), memo=memo)
+    return entry
+
+
+def adjust(
+    session: Session, principal: Principal, enterprise_id: uuid.UUID, amount_units: int, memo: str
+) -> LedgerEntry:
+    """An operator's correction of the budget, up or down (never below what is in use)."""
+    principal.require_operator()
+    if amount_units == 0:
+        raise InvalidInput("amount_pfh", "must not be zero")
+    if not memo.strip():
+        raise InvalidInput("memo", "an adjustment needs a memo saying why")
+    bal = _lock(session, enterprise_id)
+    if bal.granted_units + amount_units - bal.held_units - bal.charged_units < 0:
+        raise QuotaExceeded("adjustment would make the available balance negative")
+    bal.granted_units += amount_units
+    entry = _append(session, enterprise_id=enterprise_id, kind=EntryKind.ADJUST,
+                    amount_units=amount_units, memo=memo, actor=principal.actor)
+    session.flush()
+    audit.record(session, principal, "ledger.adjust", "ledger_entry", entry.id,
+                 enterprise_id=enterprise_id, amount_pfh=units_to_pfh(amount_units), memo=memo)
+    return entry
+
+
+def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
+    """Reserve ``job.hold_units`` for a job, or raise ``QuotaExceeded``."""
+    units = job.hold_units
+    ent = _lock(session, job.enterprise_id)
+    proj = _lock(session, job.enterprise_id, job.project_id)
+    available = ent.granted_units - ent.held_units - ent.charged_units
+    if units > available:
+        raise QuotaExceeded(
+            f"hold of {units_to_pfh(units)} PFlop·h exceeds the enterprise's available "
+            f"{units_to_pfh(available)} PFlop·h"
+        )
+    if project.allocation_units is not None:
+        left = project.allocation_units - proj.held_units - proj.charged_units
+        if units > left:
+            raise QuotaExceeded(
+                f"hold of {units_to_pfh(units)} PFlop·h exceeds the project's remaining "
+                f"allocation of {units_to_pfh(max(left, 0))} PFlop·h"
+            )
+    ent.held_units += units
+    proj.held_units += units
+    return _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
+                   job_id=job.id, kind=EntryKind.HOLD, amount_units=units, actor=job.submitted_by)
+
+
+def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> bool:
+    """Release the job's hold and charge it, exactly once; False if already settled.
+
+    The charge is capped at the hold: the hold is the upper bound promised at
+    submission (nodes × time limit × highest rate), so a job can never spend more.
+    """
+    ent = _lock(session, job.enterprise_id)  # serializes every settlement of this job
+    if _entry(session, job.id, EntryKind.CHARGE) is not None:
+        return False
+    proj = _lock(session, job.enterprise_id, job.project_id)
+    held = _entry(session, job.id, EntryKind.HOLD)
+    if held is not None and _entry(session, job.id, EntryKind.RELEASE) is None:
+        ent.held_units -= held.amount_units
+        proj.held_units -= held.amount_units
+        _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
+                job_id=job.id, kind=EntryKind.RELEASE, amount_units=held.amount_units,
+                reverses_id=held.id, memo=memo)
+    cap = held.amount_units if held is not None else 0
+    units = max(0, min(charge_units, cap))
+    ent.charged_units += units
+    proj.charged_units += units
+    _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id, job_id=job.id,
+            kind=EntryKind.CHARGE, amount_units=units, memo=memo)
+    job.charge_units = units
+    return True
+
+
+def credit(
+    session: Session, principal: Principal, job: Job, units: int, memo: str
+) -> LedgerEntry | None:
+    """Give back part of a job's charge (a reversing ADJUST linked to its CHARGE)."""
+    ent = _lock(session, job.enterprise_id)
+    charge = _entry(session, job.id, EntryKind.CHARGE)
+    if charge is None:
+        raise Conflict("the job has not been charged")
+    credited = -int(session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
+            LedgerEntry.reverses_id == charge.id, LedgerEntry.kind == EntryKind.ADJUST)
+    ) or 0)
+    units = min(units, charge.amount_units - credited)
+    if units <= 0:
+        return None
+    proj = _lock(session, job.enterprise_id, job.project_id)
+    ent.charged_units -= units
+    proj.charged_units -= units
+    entry = _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
+                    job_id=job.id, kind=EntryKind.ADJUST, amount_units=-units,
+                    reverses_id=charge.id, memo=memo, actor=principal.actor)
+    job.charge_units = (job.charge_units or 0) - units
+    return entry
+
+
+def _entry(session: Session, job_id: uuid.UUID, kind: EntryKind) -> LedgerEntry | None:
+    return session.scalar(
+        select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == kind)
+    )
+
+
+def balance(session: Session, principal: Principal, enterprise_id: uuid.UUID) -> BalanceView:
+    principal.check_visible(enterprise_id, "enterprise")
+    row = session.scalar(
+        select(Balance).where(Balance.enterprise_id == enterprise_id, Balance.project_id.is_(None))
+    )
+    if row is None:
+        raise NotFound("enterprise not found")
+    return BalanceView(row.granted_units, row.held_units, row.charged_units)
+
+
+def list_entries(
+    session: Session,
+    principal: Principal,
+    enterprise_id: uuid.UUID,
+    *,
+    kind: EntryKind | None = None,
+    project_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[LedgerEntry]:
+    principal.check_visible(enterprise_id, "enterprise")
+    query = select(LedgerEntry).where(LedgerEntry.enterprise_id == enterprise_id)
+    if kind is not None:
+        query = query.where(LedgerEntry.kind == kind)
+    if project_id is not None:
+        query = query.where(LedgerEntry.project_id == project_id)
+    if job_id is not None:
+        query = query.where(LedgerEntry.job_id == job_id)
+    if before_id is not None:
+        query = query.where(LedgerEntry.id < before_id)
+    return list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit)))
+
+
+def check_invariants(session: Session, enterprise_id: uuid.UUID) -> list[str]:
+    """Recompute every balance of an enterprise from its entries; list what disagrees."""
+    problems: list[str] = []
+    rows = session.scalars(select(Balance).where(Balance.enterprise_id == enterprise_id))
+    for row in rows:
+        sums = _sums(session, enterprise_id, row.project_id)
+        got = (row.granted_units, row.held_units, row.charged_units)
+        if row.project_id is not None:
+            sums = (0, sums[1], sums[2])
+            got = (0, got[1], got[2])
+        if got != sums:
+            problems.append(f"balance {row.project_id or 'enterprise'}: row {got} != entries {sums}")
+        if row.project_id is None and row.granted_units - row.held_units - row.charged_units < 0:
+            problems.append("enterprise available below zero")
+    dup = session.execute(
+        select(LedgerEntry.job_id, LedgerEntry.kind, func.count())
+        .where(LedgerEntry.enterprise_id == enterprise_id, LedgerEntry.job_id.is_not(None),
+               LedgerEntry.kind != EntryKind.ADJUST)
+        .group_by(LedgerEntry.job_id, LedgerEntry.kind).having(func.count() > 1)
+    ).all()
+    problems += [f"job {j} has {n} {k} entries" for j, k, n in dup]
+    return problems
+
+
+def _sums(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None) -> tuple[int, int, int]:
+    query = select(LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None),
+                   func.sum(LedgerEntry.amount_units)).where(
+        LedgerEntry.enterprise_id == enterprise_id)
+    if project_id is not None:
+        query = query.where(LedgerEntry.project_id == project_id)
+    granted = held = charged = 0
+    for kind, reverses, total in session.execute(
+        query.group_by(LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None))
+    ):
+        total = int(total or 0)
+        if kind is EntryKind.GRANT or (kind is EntryKind.ADJUST and not reverses):
+            granted += total
+        elif kind is EntryKind.ADJUST:
+            charged += total  # credits are negative adjustments of a charge
+        elif kind is EntryKind.HOLD:
+            held += total
+        elif kind is EntryKind.RELEASE:
+            held -= total
+        elif kind is EntryKind.CHARGE:
+            charged += total
+    return granted, held, charged
+
+
+__all__ = ["SYSTEM", "BalanceView", "adjust", "balance", "check_invariants", "credit", "grant",
+           "hold", "list_entries", "settle"]

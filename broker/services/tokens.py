@@ -1,0 +1,96 @@
+"""API tokens: issued once in clear, stored as SHA-256, revocable.
+
+Tokens are 256-bit random secrets, so a fast hash is the right tool (as for GitHub or
+Stripe keys): a slow password KDF buys nothing against brute force of a 2^256 space
+and would cost every request tens of milliseconds. Lookup is by the hash's unique index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import InvalidInput, NotFound, Unauthenticated
+from ..models import ApiToken, Enterprise, Role
+from . import audit
+from .principal import Principal
+
+TOKEN_PREFIX = "hcb_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    session: Session,
+    principal: Principal,
+    *,
+    name: str,
+    role: Role,
+    enterprise_id: uuid.UUID | None,
+) -> tuple[ApiToken, str]:
+    """Issue a token; returns the row and the clear token (shown once, never stored)."""
+    if enterprise_id is None:
+        if role not in (Role.OPERATOR, Role.CLUSTER_ADMIN):
+            raise InvalidInput("role", "tenant roles need an enterprise")
+        principal.require_operator()
+    else:
+        if role not in (Role.MEMBER, Role.ADMIN):
+            raise InvalidInput("role", "must be 'member' or 'admin'")
+        principal.require_enterprise_admin(enterprise_id, "enterprise")
+        if session.get(Enterprise, enterprise_id) is None:
+            raise NotFound("enterprise not found")
+    clear = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        name=name, role=role, enterprise_id=enterprise_id, token_hash=hash_token(clear),
+        prefix=clear[:10],
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, principal, "token.create", "token", row.id,
+        enterprise_id=enterprise_id, name=name, role=role.value,
+    )
+    return row, clear
+
+
+def authenticate(session: Session, token: str) -> Principal:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked token")
+    return Principal(token_id=row.id, name=row.name, role=row.role, enterprise_id=row.enterprise_id)
+
+
+def list_tokens(
+    session: Session, principal: Principal, enterprise_id: uuid.UUID | None
+) -> list[ApiToken]:
+    query = select(ApiToken).order_by(ApiToken.created_at)
+    if enterprise_id is None:
+        principal.require_operator()
+        query = query.where(ApiToken.enterprise_id.is_(None))
+    else:
+        principal.require_enterprise_admin(enterprise_id, "enterprise")
+        query = query.where(ApiToken.enterprise_id == enterprise_id)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, principal: Principal, token_id: uuid.UUID) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound("token not found")
+    if row.enterprise_id is None:
+        principal.require_operator()
+    else:
+        principal.require_enterprise_admin(row.enterprise_id, "token")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        audit.record(
+            session, principal, "token.revoke", "token", row.id, enterprise_id=row.enterprise_id
+        )
+    return row

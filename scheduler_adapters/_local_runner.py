@@ -1,0 +1,114 @@
+"""Runs one local-adapter job: ``python -m scheduler_adapters._local_runner JOB_DIR``.
+
+A detached process of its own, so jobs outlive a restart of the broker: it starts the
+batch script in a new session, enforces the time limit, turns SIGTERM into a cancel,
+and records the outcome atomically in ``state.json``, which the adapter reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def write_state(job_dir: Path, state: dict[str, Any]) -> None:
+    tmp = job_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, job_dir / "state.json")
+
+
+def _open_out(path: str, user: str | None) -> Any:
+    fh = open(path, "ab")  # noqa: SIM115 - handed to the child, closed after it ends
+    if user is not None and os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam(user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return fh
+
+
+def run(job_dir: Path) -> int:
+    meta = json.loads((job_dir / "meta.json").read_text())
+    state: dict[str, Any] = {"state": "running", "runner_pid": os.getpid(), "start_time": _now()}
+    if (job_dir / "cancel").exists():
+        write_state(job_dir, {**state, "state": "cancelled", "end_time": _now()})
+        return 0
+    user = meta.get("user") if os.geteuid() == 0 else None
+    out = _open_out(meta["stdout_path"], user)
+    err = out if meta["stderr_path"] == meta["stdout_path"] else _open_out(meta["stderr_path"], user)
+    proc = subprocess.Popen(
+        ["/bin/bash", str(job_dir / "script.sh")],
+        cwd=meta["working_dir"],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+        env=meta["environment"],
+        start_new_session=True,
+        user=user,
+    )
+    state["pid"] = proc.pid
+    write_state(job_dir, state)
+    outcome = {"why": ""}
+
+    def _stop(signum: int, _frame: Any) -> None:
+        outcome["why"] = "cancelled"
+        _kill_group(proc)
+
+    signal.signal(signal.SIGTERM, _stop)
+    deadline = time.monotonic() + meta["time_limit_minutes"] * 60
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            outcome["why"] = "timeout"
+            _kill_group(proc)
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    rc = proc.returncode
+    if outcome["why"]:
+        final = outcome["why"]
+    else:
+        final = "completed" if rc == 0 else "failed"
+    exit_code = rc if rc >= 0 else 128 - rc
+    write_state(job_dir, {**state, "state": final, "exit_code": exit_code, "end_time": _now()})
+    return 0
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main() -> int:
+    job_dir = Path(sys.argv[1])
+    # Detach fully: the submitting process reaps the intermediate child at once.
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    try:
+        return run(job_dir)
+    except Exception as exc:  # record, never lose a job silently
+        write_state(job_dir, {"state": "failed", "reason": f"runner error: {exc}",
+                              "exit_code": None, "end_time": _now()})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The local adapter: runs batch scripts as local processes (the embedded default).
+
+Each job gets a directory ``<root_dir>/jobs/<id>/`` with its metadata and script; a
+detached runner process (``_local_runner``) executes it and writes ``state.json``, so
+jobs survive a broker restart and ``status`` only reads files. Nodes are virtual
+names (``node_names``) that all map to this host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .base import ClusterInfo, JobInfo, JobSpec, JobState, NodeInfo, PartitionInfo, SchedulerAdapter
+from .errors import AdapterConfigError, SubmitRejected
+
+_STATES = {
+    "queued": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+    "cancelled": JobState.CANCELLED,
+    "timeout": JobState.TIMEOUT,
+}
+
+
+class LocalAdapter(SchedulerAdapter):
+    """Runs each job as a child process tree on this machine."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        root_dir: str,
+        node_names: Sequence[str] = ("local1",),
+        cpus_per_node: int | None = None,
+        memory_mb_per_node: int = 4096,
+        partition: str = "default",
+    ) -> None:
+        super().__init__(cluster)
+        if not node_names:
+            raise AdapterConfigError("node_names must not be empty", cluster=cluster)
+        self.root = Path(root_dir)
+        self.jobs_dir = self.root / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.node_names = tuple(node_names)
+        self.cpus_per_node = cpus_per_node or os.cpu_count() or 1
+        self.memory_mb_per_node = memory_mb_per_node
+        self.partition = partition
+
+    # -- submit -------------------------------------------------------------------
+    def _next_id(self) -> str:
+        with (self.root / "counter").open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            current = int(fh.read().strip() or 0) + 1
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(current))
+            return str(current)
+
+    def submit(self, spec: JobSpec) -> str:
+        if spec.nodes > len(self.node_names):
+            raise SubmitRejected(
+                f"requested {spec.nodes} nodes, the local cluster has {len(self.node_names)}",
+                cluster=self.cluster,
+            )
+        if spec.partition not in (None, self.partition):
+            raise SubmitRejected(f"invalid partition {spec.partition!r}", cluster=self.cluster)
+        job_id = self._next_id()
+        job_dir = self.jobs_dir / job_id
+        job_dir.mkdir()
+        work = Path(spec.working_dir) if spec.working_dir else job_dir
+        work.mkdir(parents=True, exist_ok=True)
+        stdout = spec.stdout_path or str(job_dir / "stdout")
+        nodes = list(spec.nodelist) or list(self.node_names[: spec.nodes])
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "LANG": "C.UTF-8",
+            **spec.environment,
+            "BROKER_JOB_ID": job_id,
+            "SLURM_JOB_ID": job_id,
+            "SLURM_JOB_NUM_NODES": str(len(nodes)),
+            "SLURM_JOB_NODELIST": ",".join(nodes),
+            "SLURM_CPUS_ON_NODE": str(self.cpus_per_node),
+        }
+        if spec.cpus_per_task:
+            env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
+        meta = {
+            "job_id": job_id, "name": spec.name, "tag": spec.tag, "account": spec.account,
+            "user": spec.user, "partition": spec.partition or self.partition, "nodes": nodes,
+            "time_limit_minutes": spec.time_limit_minutes, "working_dir": str(work),
+            "stdout_path": stdout, "stderr_path": spec.stderr_path or stdout,
+            "environment": env, "submit_time": datetime.now(UTC).isoformat(),
+        }
+        (job_dir / "script.sh").write_text(spec.script)
+        (job_dir / "meta.json").write_text(json.dumps(meta))
+        subprocess.run(
+            [sys.executable, "-m", "scheduler_adapters._local_runner", str(job_dir)],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=(job_dir / "runner.log").open("ab"), close_fds=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        return job_id
+
+    # -- follow -------------------------------------------------------------------
+    def _info(self, job_id: str) -> JobInfo | None:
+        job_dir = self.jobs_dir / job_id
+        try:
+            meta = json.loads((job_dir / "meta.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        state = _read_json(job_dir / "state.json") or {"state": "queued"}
+        native = state.get("state", "queued")
+        if native == "running" and not _alive(state.get("runner_pid")):
+            native, state["reason"] = "failed", "runner process lost"
+        start = _ts(state.get("start_time"))
+        end = _ts(state.get("end_time"))
+        elapsed = None
+        if start is not None:
+            elapsed = int(((end or datetime.now(UTC)) - start).total_seconds())
+        return JobInfo(
+            job_id=job_id, state=_STATES.get(native, JobState.UNKNOWN), native_state=native,
+            reason=state.get("reason"), exit_code=state.get("exit_code"),
+            nodes=tuple(meta["nodes"]), submit_time=_ts(meta["submit_time"]),
+            start_time=start, end_time=end, elapsed_s=elapsed, tag=meta.get("tag"),
+            name=meta.get("name"), account=meta.get("account"), partition=meta.get("partition"),
+        )
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        out: dict[str, JobInfo] = {}
+        for job_id in job_ids:
+            if job_id.isdigit() and (info := self._info(job_id)) is not None:
+                out[job_id] = info
+        return out
+
+    def cancel(self, job_id: str) -> None:
+        job_dir = self.jobs_dir / job_id
+        if not job_id.isdigit() or not job_dir.is_dir():
+            return
+        (job_dir / "cancel").touch()
+        state = _read_json(job_dir / "state.json") or {}
+        pid = state.get("runner_pid")
+        if state.get("state") == "running" and _alive(pid):
+            os.kill(int(pid), signal.SIGTERM)
+
+    def _all(self) -> list[JobInfo]:
+        ids = [p.name for p in self.jobs_dir.iterdir() if p.name.isdigit()]
+        return [i for i in (self._info(j) for j in ids) if i is not None]
+
+    def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
+        return {
+            i.tag: i for i in self._all()
+            if i.tag and i.submit_time is not None and i.submit_time >= since
+        }
+
+    def _busy_nodes(self) -> set[str]:
+        busy: set[str] = set()
+        for job_dir in self.jobs_dir.iterdir():
+            state = _read_json(job_dir / "state.json") or {}
+            if state.get("state") == "running" and _alive(state.get("runner_pid")):
+                meta = _read_json(job_dir / "meta.json") or {}
+                busy.update(meta.get("nodes", []))
+        return busy
+
+    def ping(self) -> ClusterInfo:
+        busy = self._busy_nodes()
+        idle = sum(1 for n in self.node_names if n not in busy)
+        part = PartitionInfo(self.partition, len(self.node_names), idle, 0, len(busy))
+        return ClusterInfo(name=self.cluster, version="local", partitions=(part,))
+
+    def nodes(self) -> list[NodeInfo]:
+        busy = self._busy_nodes()
+        return [
+            NodeInfo(name=n, cpus=self.cpus_per_node, memory_mb=self.memory_mb_per_node,
+                     state="allocated" if n in busy else "idle", partitions=(self.partition,))
+            for n in self.node_names
+        ]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it has finished for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
