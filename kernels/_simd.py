@@ -1,0 +1,177 @@
+"""SIMD vectors for numba: a native-width vector type and the few intrinsics the kernels use.
+
+LLVM's auto-vectorizers decide for themselves which loops become vector code; the GEMM
+micro-kernel and the FMA probe must not depend on that, so they are written with explicit
+vectors: one value of ``Vec`` is one register (512 bits on AVX-512 hosts, else 256 bits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+from kernels import _jit  # noqa: F401  (policy first)
+
+
+def _host_vector_bytes() -> int:
+    feats = llvm_binding.get_host_cpu_features()
+    return 64 if feats.get("avx512f", False) else 32
+
+
+VECTOR_BYTES = _host_vector_bytes()
+
+
+def lanes(itemsize: int) -> int:
+    return VECTOR_BYTES // itemsize
+
+
+class Vec(types.Type):  # type: ignore[misc]
+    def __init__(self, dtype: Any, nlanes: int) -> None:
+        self.dtype = dtype
+        self.lanes = nlanes
+        super().__init__(name=f"Vec({dtype}x{nlanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):  # type: ignore[misc]
+    def __init__(self, dmm: Any, fe_type: Vec) -> None:
+        scalar = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(scalar, fe_type.lanes))
+
+
+def _vec_of(arrty: Any) -> Vec:
+    return Vec(arrty.dtype, VECTOR_BYTES // (arrty.dtype.bitwidth // 8))
+
+
+def _elem_ptr(context: Any, builder: Any, arrty: Any, arr: Any, idx: Any) -> Any:
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [idx])
+
+
+def _i32(v: int) -> ir.Constant:
+    return ir.Constant(ir.IntType(32), v)
+
+
+@intrinsic
+def vload(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Unaligned load of one vector from a 1-D contiguous array at element ``idx``."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        p = builder.bitcast(p, context.get_value_type(vt).as_pointer())
+        return builder.load(p, align=arr.dtype.bitwidth // 8)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vstore(typingctx: Any, arr: Any, idx: Any, v: Any) -> Any:
+    """Unaligned store of vector ``v`` into a 1-D contiguous array at element ``idx``."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        p = builder.bitcast(p, context.get_value_type(sig.args[2]).as_pointer())
+        builder.store(args[2], p, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vbcast(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Broadcast ``arr[idx]`` to every lane."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        x = builder.load(_elem_ptr(context, builder, sig.args[0], args[0], args[1]))
+        ll = context.get_value_type(vt)
+        v = builder.insert_element(ir.Constant(ll, ir.Undefined), x, _i32(0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, v, mask)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Prefetch the cache line holding ``arr[idx]`` for writing (llvm.prefetch)."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(p, i8p), _i32(1), _i32(3), _i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
+
+
+@intrinsic
+def vlanes(typingctx: Any, arr: Any) -> Any:
+    """Lanes per vector for ``arr``'s dtype, as a compile-time constant."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(ir.IntType(64), vt.lanes)
+
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def vzero(typingctx: Any, arr: Any) -> Any:
+    """A zero vector of ``arr``'s dtype."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def vfma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """``a * b + c`` with one rounding (llvm.fma)."""
+    if not (isinstance(a, Vec) and a == b == c):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        vt = sig.args[0]
+        ll = context.get_value_type(vt)
+        name = f"llvm.fma.v{vt.lanes}f{vt.dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ll, [ll] * 3), name)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx: Any, a: Any, b: Any) -> Any:
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsum(typingctx: Any, v: Any) -> Any:
+    """Sum of the lanes."""
+    if not isinstance(v, Vec):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        acc = builder.extract_element(args[0], _i32(0))
+        for i in range(1, sig.args[0].lanes):
+            acc = builder.fadd(acc, builder.extract_element(args[0], _i32(i)))
+        return acc
+
+    return v.dtype(v), codegen
