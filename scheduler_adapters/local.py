@@ -3,7 +3,8 @@
 Each job gets a directory ``<root_dir>/jobs/<id>/`` with its metadata and script; a
 detached runner process (``_local_runner``) executes it and writes ``state.json``, so
 jobs survive a broker restart and ``status`` only reads files. Nodes are virtual
-names (``node_names``) that all map to this host.
+names (``node_names``) that all map to this host. With ``run_as_user`` (and root) a
+script runs as the spec's POSIX user; otherwise as the broker's own user.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class LocalAdapter(SchedulerAdapter):
         cpus_per_node: int | None = None,
         memory_mb_per_node: int = 4096,
         partition: str = "default",
+        run_as_user: bool = False,
     ) -> None:
         super().__init__(cluster)
         if not node_names:
@@ -57,6 +59,9 @@ class LocalAdapter(SchedulerAdapter):
         self.cpus_per_node = cpus_per_node or os.cpu_count() or 1
         self.memory_mb_per_node = memory_mb_per_node
         self.partition = partition
+        # Run scripts as JobSpec.user (needs root and that POSIX user). Off in the
+        # embedded default, where jobs run as the broker's own user.
+        self.run_as_user = run_as_user
 
     # -- submit -------------------------------------------------------------------
     def _next_id(self) -> str:
@@ -99,7 +104,7 @@ class LocalAdapter(SchedulerAdapter):
             env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
         meta = {
             "job_id": job_id, "name": spec.name, "tag": spec.tag, "account": spec.account,
-            "user": spec.user, "partition": spec.partition or self.partition, "nodes": nodes,
+            "user": spec.user if self.run_as_user else None, "partition": spec.partition or self.partition, "nodes": nodes,
             "time_limit_minutes": spec.time_limit_minutes, "working_dir": str(work),
             "stdout_path": stdout, "stderr_path": spec.stderr_path or stdout,
             "environment": env, "submit_time": datetime.now(UTC).isoformat(),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect
+import enum
+
+from sqlalchemy import DateTime, Dialect, Enum
 from sqlalchemy.types import TypeDecorator
 
 
@@ -32,3 +34,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
         return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+def str_enum(enum_cls: type[enum.StrEnum], length: int = 16) -> Enum:
+    """A portable enum column storing the members' values (not names), as VARCHAR."""
+    return Enum(
+        enum_cls, native_enum=False, length=length, validate_strings=True,
+        values_callable=lambda cls: [m.value for m in cls],
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Integer, String, Uniq
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ._types import UTCDateTime, utcnow
+from ._types import UTCDateTime, str_enum, utcnow
 
 
 class ClusterStatus(enum.StrEnum):
@@ -35,7 +35,7 @@ class Cluster(Base):
     scratch_dir: Mapped[str] = mapped_column(String(500))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[ClusterStatus] = mapped_column(
-        Enum(ClusterStatus, native_enum=False, length=16), default=ClusterStatus.UNKNOWN
+        str_enum(ClusterStatus), default=ClusterStatus.UNKNOWN
     )
     version: Mapped[str] = mapped_column(String(40), default="")
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -81,6 +81,6 @@ class Node(Base):
     # Measured rate (median of recent passing GEMM runs) in MFLOP/s; None = not measured.
     rate_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
     validation: Mapped[Validation] = mapped_column(
-        Enum(Validation, native_enum=False, length=16), default=Validation.UNVALIDATED
+        str_enum(Validation), default=Validation.UNVALIDATED
     )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

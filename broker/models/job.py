@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ._types import UTCDateTime, utcnow
+from ._types import UTCDateTime, str_enum, utcnow
 
 
 class JobStatus(enum.StrEnum):
@@ -88,7 +88,7 @@ class Job(Base):
     routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     state: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=16), default=JobStatus.ACCEPTED
+        str_enum(JobStatus), default=JobStatus.ACCEPTED
     )
     reason: Mapped[str] = mapped_column(String(1000), default="")
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ._types import UTCDateTime, utcnow
+from ._types import UTCDateTime, str_enum, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -86,7 +86,7 @@ class LedgerEntry(Base):
         ForeignKey("project.id"), index=True, default=None
     )
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
-    kind: Mapped[EntryKind] = mapped_column(Enum(EntryKind, native_enum=False, length=16))
+    kind: Mapped[EntryKind] = mapped_column(str_enum(EntryKind))
     amount_units: Mapped[int] = mapped_column(BigInteger)
     reverses_id: Mapped[int | None] = mapped_column(
         ForeignKey("ledger_entry.id"), default=None

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Enum, ForeignKey, String, Text, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ._types import UTCDateTime, utcnow
+from ._types import UTCDateTime, str_enum, utcnow
 
 
 class ProjectStatus(enum.StrEnum):
@@ -28,7 +28,7 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[ProjectStatus] = mapped_column(
-        Enum(ProjectStatus, native_enum=False, length=16), default=ProjectStatus.DRAFT
+        str_enum(ProjectStatus), default=ProjectStatus.DRAFT
     )
     # Sub-allocation of the enterprise budget in ledger units; None = no project limit.
     allocation_units: Mapped[int | None] = mapped_column(BigInteger, default=None)

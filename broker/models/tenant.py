@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Enum, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ._types import UTCDateTime, utcnow
+from ._types import UTCDateTime, str_enum, utcnow
 
 
 class Role(enum.StrEnum):
@@ -35,7 +35,7 @@ class Enterprise(Base):
     posix_user: Mapped[str] = mapped_column(String(32))
     slurm_account: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[EnterpriseStatus] = mapped_column(
-        Enum(EnterpriseStatus, native_enum=False, length=16), default=EnterpriseStatus.ACTIVE
+        str_enum(EnterpriseStatus), default=EnterpriseStatus.ACTIVE
     )
     # PFLOP/s the enterprise may hold at once, as MFLOP/s; None = no cap.
     capacity_cap_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -50,7 +50,7 @@ class ApiToken(Base):
         ForeignKey("enterprise.id"), index=True, default=None
     )
     name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    role: Mapped[Role] = mapped_column(str_enum(Role))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

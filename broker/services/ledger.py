@@ -51,6 +51,11 @@ def _lock(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | No
     return row
 
 
+def lock_enterprise(session: Session, enterprise_id: uuid.UUID) -> None:
+    """Take the enterprise's balance lock for this transaction (before reading quota state)."""
+    _lock(session, enterprise_id)
+
+
 def _append(session: Session, **fields: object) -> LedgerEntry:
     entry = LedgerEntry(**fields)
     session.add(entry)
@@ -259,4 +264,4 @@ def _sums(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | No
 
 
 __all__ = ["SYSTEM", "BalanceView", "adjust", "balance", "check_invariants", "credit", "grant",
-           "hold", "list_entries", "settle"]
+           "hold", "list_entries", "lock_enterprise", "settle"]

@@ -1,0 +1,1 @@
+"""The thin HTTP layer: parse, call a service, shape the answer."""

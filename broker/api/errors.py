@@ -1,0 +1,75 @@
+"""One error shape for every failure: ``{"error": Name, "detail": message}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import errors
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[errors.BrokerError], int]] = [
+    (errors.NotFound, 404),
+    (errors.Unauthenticated, 401),
+    (errors.PermissionDenied, 403),
+    (errors.InvalidInput, 422),
+    (errors.IdempotencyMismatch, 422),
+    (errors.Conflict, 409),
+    (errors.RateLimited, 429),
+    (errors.Unavailable, 503),
+]
+
+_HTTP_NAMES = {400: "BadRequest", 401: "Unauthenticated", 403: "PermissionDenied",
+               404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
+               413: "PayloadTooLarge", 415: "UnsupportedMediaType", 429: "RateLimited"}
+
+
+def error_response(status: int, name: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": name, "detail": detail}, status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.BrokerError)
+    async def _broker(_: Request, exc: errors.BrokerError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(status, type(exc).__name__, exc.detail, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = []
+        for err in exc.errors()[:5]:
+            where = _loc(tuple(err.get("loc", ())))
+            msgs.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(422, "ValidationError", "; ".join(msgs) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, name, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error: %s", exc.orig)
+        return error_response(409, "Conflict", "the request conflicts with a concurrent change; retry")
+
+    @app.exception_handler(DBAPIError)
+    async def _db(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("database error: %s", exc.orig)
+        return error_response(503, "Unavailable", "the database is unavailable; retry shortly",
+                              {"Retry-After": "5"})

@@ -1,0 +1,91 @@
+"""Enterprises, their tokens, grants, balance and ledger."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from ...models import EntryKind, Role
+from ...schemas.ledger import AdjustCreate, BalanceRead, GrantCreate, LedgerEntryRead
+from ...schemas.tenants import EnterpriseCreate, EnterpriseRead, TokenCreate, TokenCreated, TokenRead
+from ...services import ledger, tenants, tokens
+from ...units import pfh_to_units
+from .. import views
+from ..deps import CurrentPrincipal, SessionDep
+
+router = APIRouter(prefix="/enterprises", tags=["enterprises"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_enterprise(body: EnterpriseCreate, session: SessionDep, me: CurrentPrincipal) -> EnterpriseRead:
+    cap = None if body.capacity_cap_pflops is None else round(body.capacity_cap_pflops * 1e9)
+    ent = tenants.create_enterprise(
+        session, me, name=body.name, posix_user=body.posix_user,
+        slurm_account=body.slurm_account, capacity_cap_mflops=cap,
+    )
+    return views.enterprise(ent)
+
+
+@router.get("")
+def list_enterprises(session: SessionDep, me: CurrentPrincipal) -> list[EnterpriseRead]:
+    return [views.enterprise(e) for e in tenants.list_enterprises(session, me)]
+
+
+@router.get("/{enterprise_id}")
+def get_enterprise(enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> EnterpriseRead:
+    return views.enterprise(tenants.get_enterprise(session, me, enterprise_id))
+
+
+@router.post("/{enterprise_id}/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(
+    enterprise_id: uuid.UUID, body: TokenCreate, session: SessionDep, me: CurrentPrincipal
+) -> TokenCreated:
+    row, clear = tokens.create_token(
+        session, me, name=body.name, role=Role(body.role), enterprise_id=enterprise_id
+    )
+    return TokenCreated(id=row.id, name=row.name, role=row.role.value,
+                        enterprise_id=row.enterprise_id, token=clear)
+
+
+@router.get("/{enterprise_id}/tokens")
+def list_tokens(enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> list[TokenRead]:
+    return [views.token(t) for t in tokens.list_tokens(session, me, enterprise_id)]
+
+
+@router.post("/{enterprise_id}/grants", status_code=status.HTTP_201_CREATED)
+def grant(
+    enterprise_id: uuid.UUID, body: GrantCreate, session: SessionDep, me: CurrentPrincipal
+) -> LedgerEntryRead:
+    tenants.get_enterprise(session, me, enterprise_id)
+    return views.entry(ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo))
+
+
+@router.post("/{enterprise_id}/adjustments", status_code=status.HTTP_201_CREATED)
+def adjust(
+    enterprise_id: uuid.UUID, body: AdjustCreate, session: SessionDep, me: CurrentPrincipal
+) -> LedgerEntryRead:
+    tenants.get_enterprise(session, me, enterprise_id)
+    return views.entry(ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo))
+
+
+@router.get("/{enterprise_id}/balance")
+def get_balance(enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> BalanceRead:
+    return views.balance(enterprise_id, ledger.balance(session, me, enterprise_id))
+
+
+@router.get("/{enterprise_id}/ledger")
+def get_ledger(
+    enterprise_id: uuid.UUID,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    kind: EntryKind | None = None,
+    project_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> list[LedgerEntryRead]:
+    rows = ledger.list_entries(session, me, enterprise_id, kind=kind, project_id=project_id,
+                               job_id=job_id, limit=limit, before_id=before_id)
+    return [views.entry(e) for e in rows]

@@ -1,0 +1,55 @@
+"""Jobs: list, read, cancel, output."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from ...models import JobStatus
+from ...schemas.jobs import JobPage, JobRead
+from ...services import jobs
+from .. import views
+from ..deps import CurrentPrincipal, SessionDep
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    me: CurrentPrincipal,
+    project_id: uuid.UUID | None = None,
+    enterprise_id: uuid.UUID | None = None,
+    state: JobStatus | None = None,
+    cluster: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobPage:
+    rows, nxt = jobs.list_jobs(session, me, project_id=project_id, enterprise_id=enterprise_id,
+                               state=state, cluster=cluster, limit=limit, cursor=cursor)
+    return JobPage(items=[views.job(j) for j in rows], next_cursor=nxt)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobRead:
+    return views.job(jobs.get_job(session, me, job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202)
+def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobRead:
+    return views.job(jobs.cancel(session, me, job_id))
+
+
+@router.get("/{job_id}/output", response_class=PlainTextResponse)
+def job_output(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    stream: Literal["stdout", "stderr"] = "stdout",
+    tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> PlainTextResponse:
+    text = jobs.read_output(session, me, job_id, stream=stream, tail_lines=tail)
+    return PlainTextResponse(text)

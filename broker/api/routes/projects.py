@@ -1,0 +1,67 @@
+"""Projects and job submission."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+
+from ...models import ProjectStatus
+from ...schemas.jobs import JobCreate, JobRead
+from ...schemas.tenants import ProjectCreate, ProjectRead
+from ...services import jobs, projects
+from ...units import pfh_to_units
+from .. import views
+from ..deps import CurrentPrincipal, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_project(body: ProjectCreate, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+    alloc = None if body.allocation_pfh is None else pfh_to_units(body.allocation_pfh)
+    row = projects.create_project(session, me, enterprise_id=body.enterprise_id, name=body.name,
+                                  description=body.description, allocation_units=alloc)
+    return views.project(row)
+
+
+@router.get("")
+def list_projects(
+    session: SessionDep, me: CurrentPrincipal, enterprise_id: uuid.UUID | None = None,
+    status: ProjectStatus | None = None,
+) -> list[ProjectRead]:
+    rows = projects.list_projects(session, me, enterprise_id=enterprise_id, status=status)
+    return [views.project(p) for p in rows]
+
+
+@router.get("/{project_id}")
+def get_project(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+    return views.project(projects.get_project(session, me, project_id))
+
+
+@router.post("/{project_id}/approve")
+def approve(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+    return views.project(projects.approve_project(session, me, project_id))
+
+
+@router.post("/{project_id}/close")
+def close(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+    return views.project(projects.close_project(session, me, project_id))
+
+
+@router.post("/{project_id}/jobs", status_code=status.HTTP_202_ACCEPTED)
+def submit_job(
+    project_id: uuid.UUID,
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRead:
+    result = jobs.submit(session, me, project_id, body, idempotency_key=idempotency_key,
+                         max_script_bytes=settings.max_script_bytes)
+    if not result.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return views.job(result.job)

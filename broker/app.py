@@ -1,0 +1,72 @@
+"""``create_app(settings)``: the FastAPI application with /api/v1 and /ops mounted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from . import __version__
+from .api import errors
+from .api.limits import BodySizeLimit, RateLimiter
+from .api.routes import clusters as clusters_routes
+from .api.routes import enterprises, health, jobs, projects, tokens
+from .config import Settings
+from .db import make_engine, make_session_factory, session_scope
+from .services import clusters
+from .web import routes as web_routes
+from .worker import Worker, start_in_thread
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
+    """Build the app; the worker thread runs when ``run_worker`` (default: settings) says so."""
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    cluster_configs = settings.load_clusters()
+    pool = clusters.AdapterPool(cluster_configs)
+    worker = Worker(settings, factory, pool)
+    want_worker = settings.worker_enabled if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with session_scope(factory) as session:
+            clusters.sync_config(session, cluster_configs)
+        stop = None
+        if want_worker:
+            _, stop = start_in_thread(worker)
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop.set()
+            pool.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="HPC Compute Broker",
+        version=__version__,
+        description="PFlop·h quotas, Slurm clusters and node-speed billing for a PoC center.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.adapters = pool
+    app.state.worker = worker
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    api = APIRouter(prefix="/api/v1")
+    for router in (health.router, enterprises.router, tokens.router, projects.router,
+                   jobs.router, clusters_routes.router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health.router)  # /healthz and /readyz at the root too, for probes
+    app.include_router(web_routes.router)
+    return app

@@ -1,0 +1,44 @@
+"""Grants, balances and ledger entries (amounts in PFlop·h)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import Field
+
+from .common import ReadModel, StrictModel
+
+
+class GrantCreate(StrictModel):
+    amount_pfh: float = Field(gt=0, le=2e6)
+    memo: str = Field("", max_length=500)
+
+
+class AdjustCreate(StrictModel):
+    amount_pfh: float = Field(ge=-2e6, le=2e6)
+    memo: str = Field(min_length=1, max_length=500)
+
+
+class AllocationSet(StrictModel):
+    allocation_pfh: float | None = Field(ge=0, le=2e6)
+
+
+class BalanceRead(ReadModel):
+    enterprise_id: uuid.UUID
+    granted_pfh: float
+    held_pfh: float
+    charged_pfh: float
+    available_pfh: float
+
+
+class LedgerEntryRead(ReadModel):
+    id: int
+    kind: str
+    amount_pfh: float
+    project_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    reverses_id: int | None
+    memo: str
+    actor: str
+    created_at: datetime

@@ -1,0 +1,72 @@
+"""Enterprises, tokens, projects."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from .common import ReadModel, StrictModel
+
+Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&'()-]*$")
+
+
+class EnterpriseCreate(StrictModel):
+    name: str = Name
+    posix_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    slurm_account: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    capacity_cap_pflops: float | None = Field(None, ge=0, le=1e6)
+
+
+class EnterpriseRead(ReadModel):
+    id: uuid.UUID
+    name: str
+    posix_user: str
+    slurm_account: str
+    status: str
+    capacity_cap_pflops: float | None
+    created_at: datetime
+
+
+class TokenCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["member", "admin"] = "member"
+
+
+class TokenCreated(ReadModel):
+    id: uuid.UUID
+    name: str
+    role: str
+    enterprise_id: uuid.UUID | None
+    token: str
+
+
+class TokenRead(ReadModel):
+    id: uuid.UUID
+    name: str
+    role: str
+    enterprise_id: uuid.UUID | None
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ProjectCreate(StrictModel):
+    enterprise_id: uuid.UUID
+    name: str = Name
+    description: str = Field("", max_length=5000)
+    allocation_pfh: float | None = Field(None, ge=0, le=2e6)
+
+
+class ProjectRead(ReadModel):
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    name: str
+    description: str
+    status: str
+    allocation_pfh: float | None
+    created_at: datetime
+    approved_at: datetime | None
+    closed_at: datetime | None

@@ -1,0 +1,142 @@
+"""Clusters: the configured ones mirrored in the database, their adapters, their health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import scheduler_adapters as sa_
+
+from ..config import ClusterConfig
+from ..errors import NotFound
+from ..models import Cluster, ClusterStatus, Node, Partition
+from ..units import tflops_to_mflops
+from .principal import Principal
+
+log = logging.getLogger(__name__)
+
+
+class AdapterPool:
+    """One adapter per configured cluster, created on first use, shared by threads."""
+
+    def __init__(self, clusters: Sequence[ClusterConfig]) -> None:
+        self.configs = {c.name: c for c in clusters}
+        self._adapters: dict[str, sa_.SchedulerAdapter] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cluster: str) -> sa_.SchedulerAdapter:
+        with self._lock:
+            adapter = self._adapters.get(cluster)
+            if adapter is None:
+                cfg = self.configs.get(cluster)
+                if cfg is None:
+                    raise NotFound(f"cluster {cluster!r} is not configured")
+                adapter = sa_.create_adapter(cfg.adapter, cfg.name, cfg.options)
+                self._adapters[cluster] = adapter
+            return adapter
+
+    def close(self) -> None:
+        with self._lock:
+            for adapter in self._adapters.values():
+                adapter.close()
+            self._adapters.clear()
+
+
+def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
+    """Upsert configured clusters and partitions; clusters no longer configured are disabled."""
+    existing = {c.name: c for c in session.scalars(select(Cluster))}
+    for cfg in clusters:
+        row = existing.pop(cfg.name, None)
+        if row is None:
+            row = Cluster(name=cfg.name, adapter=cfg.adapter, scratch_dir=str(cfg.scratch_dir))
+            session.add(row)
+            session.flush()
+        row.adapter, row.scratch_dir, row.options = cfg.adapter, str(cfg.scratch_dir), cfg.options
+        row.enabled = True
+        parts = {p.name: p for p in session.scalars(
+            select(Partition).where(Partition.cluster_id == row.id))}
+        for pc in cfg.partitions:
+            part = parts.pop(pc.name, None) or Partition(cluster_id=row.id, name=pc.name)
+            part.nodes, part.cpus_per_node = pc.nodes, pc.cpus_per_node
+            part.memory_mb_per_node, part.gpus_per_node = pc.memory_mb_per_node, pc.gpus_per_node
+            part.max_nodes = pc.max_nodes or pc.nodes
+            part.max_time_minutes = pc.max_time_minutes
+            part.rated_mflops = tflops_to_mflops(pc.rate_tflops)
+            part.price_per_pfh, part.features = pc.price_per_pfh, list(pc.features)
+            part.references = dict(pc.references)
+            session.add(part)
+        for stale in parts.values():
+            session.delete(stale)
+    for gone in existing.values():
+        gone.enabled = False
+
+
+def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:
+    """Ping a cluster and refresh its load and nodes; mark it down when it does not answer."""
+    adapter = pool.get(cluster.name)
+    now = datetime.now(UTC)
+    try:
+        info = adapter.ping()
+        nodes = adapter.nodes()
+    except sa_.SchedulerError as exc:
+        if cluster.status is not ClusterStatus.DOWN:
+            log.warning("cluster %s is down: %s", cluster.name, exc)
+        cluster.status, cluster.last_error = ClusterStatus.DOWN, str(exc)[:1000]
+        return
+    cluster.status, cluster.version, cluster.last_seen_at = ClusterStatus.UP, info.version, now
+    cluster.last_error = ""
+    cluster.load = {
+        p.name: {"total_nodes": p.total_nodes, "idle_nodes": p.idle_nodes,
+                 "pending_jobs": p.pending_jobs, "running_jobs": p.running_jobs}
+        for p in info.partitions
+    }
+    known = {n.name: n for n in session.scalars(select(Node).where(Node.cluster_id == cluster.id))}
+    for ni in nodes:
+        node = known.get(ni.name) or Node(cluster_id=cluster.id, name=ni.name)
+        node.cpus, node.memory_mb, node.gpus = ni.cpus, ni.memory_mb, ni.gpus
+        node.partitions, node.state, node.reason = list(ni.partitions), ni.state, ni.reason or ""
+        node.updated_at = now
+        session.add(node)
+
+
+def list_clusters(session: Session) -> list[Cluster]:
+    return list(session.scalars(select(Cluster).where(Cluster.enabled).order_by(Cluster.name)))
+
+
+def get_cluster(session: Session, name: str) -> Cluster:
+    row = session.scalar(select(Cluster).where(Cluster.name == name))
+    if row is None:
+        raise NotFound(f"cluster {name!r} not found")
+    return row
+
+
+def partitions_of(session: Session, cluster: Cluster) -> list[Partition]:
+    return list(session.scalars(
+        select(Partition).where(Partition.cluster_id == cluster.id).order_by(Partition.name)))
+
+
+def list_nodes(session: Session, cluster_name: str) -> list[Node]:
+    cluster = get_cluster(session, cluster_name)
+    return list(session.scalars(
+        select(Node).where(Node.cluster_id == cluster.id).order_by(Node.name)))
+
+
+def node_rate_mflops(node: Node | None, partition: Partition) -> int:
+    """Billing rate of a node: its measured rate, else the partition's rated value."""
+    if node is not None and node.rate_mflops:
+        return node.rate_mflops
+    return partition.rated_mflops
+
+
+def max_rate_mflops(session: Session, partition: Partition) -> int:
+    """The highest rate any node of the partition may be billed at (for holds)."""
+    rates = [partition.rated_mflops]
+    for node in session.scalars(select(Node).where(Node.cluster_id == partition.cluster_id)):
+        if partition.name in node.partitions and node.rate_mflops:
+            rates.append(node.rate_mflops)
+    return max(rates)

@@ -1,0 +1,184 @@
+"""Jobs as tenants see them: submit (hold quota, route), list, read, cancel, output."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
+from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
+from ..schemas.jobs import JobCreate
+from . import audit, brokering, ledger, projects
+from .principal import Principal
+
+MAX_OUTPUT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    created: bool
+
+
+def _request_hash(req: JobCreate) -> str:
+    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(
+    session: Session,
+    principal: Principal,
+    project_id: uuid.UUID,
+    req: JobCreate,
+    *,
+    idempotency_key: str | None,
+    max_script_bytes: int,
+    weights: brokering.Weights = brokering.Weights(),
+) -> SubmitResult:
+    """Validate, route, hold quota and store the job as ACCEPTED (the caller commits)."""
+    project = projects.get_project(session, principal, project_id)
+    principal.require_member_of(project.enterprise_id, "project")
+    if len(req.script.encode()) > max_script_bytes:
+        raise InvalidInput("script", f"is larger than {max_script_bytes} bytes")
+    if "\x00" in req.script:
+        raise InvalidInput("script", "must not contain NUL bytes")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+        raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    ledger.lock_enterprise(session, project.enterprise_id)  # serializes this tenant's submits
+    digest = _request_hash(req)
+    if idempotency_key is not None:
+        prior = session.scalar(select(Job).where(
+            Job.project_id == project_id, Job.idempotency_key == idempotency_key))
+        if prior is not None:
+            if prior.request_hash != digest:
+                raise IdempotencyMismatch(
+                    "Idempotency-Key was already used with a different request body")
+            return SubmitResult(prior, created=False)
+    projects.require_active(project)
+    ent = session.get(Enterprise, project.enterprise_id)
+    if ent is None or ent.status is not EnterpriseStatus.ACTIVE:
+        raise Conflict("the enterprise is suspended")
+    decision = brokering.choose(session, req, weights)
+    part = decision.chosen.partition
+    job = Job(
+        id=uuid.uuid4(), enterprise_id=project.enterprise_id, project_id=project.id,
+        submitted_by=principal.actor, idempotency_key=idempotency_key, request_hash=digest,
+        name=req.name, script=_with_shebang(req.script), nodes=req.nodes, ntasks=req.ntasks,
+        cpus_per_task=req.cpus_per_task, memory_mb=req.memory_mb,
+        gpus_per_node=req.gpus_per_node, time_limit_minutes=req.time_limit_minutes,
+        cluster=decision.chosen.cluster.name, partition=part.name,
+        routing=decision.as_json(), state=JobStatus.ACCEPTED,
+        hold_units=req.nodes * decision.chosen.rate_mflops * req.time_limit_minutes * 60,
+    )
+    session.add(job)
+    session.flush()
+    ledger.hold(session, job, project)
+    audit.record(session, principal, "job.submit", "job", job.id,
+                 enterprise_id=job.enterprise_id, cluster=job.cluster, partition=job.partition)
+    return SubmitResult(job, created=True)
+
+
+def _with_shebang(script: str) -> str:
+    return script if script.startswith("#!") else "#!/bin/bash\n" + script
+
+
+def get_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not principal.can_see(job.enterprise_id):
+        raise NotFound("job not found")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    *,
+    project_id: uuid.UUID | None = None,
+    enterprise_id: uuid.UUID | None = None,
+    state: JobStatus | None = None,
+    cluster: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated by (created_at, id); tenants see only their own."""
+    query = select(Job)
+    if not principal.is_staff:
+        query = query.where(Job.enterprise_id == principal.enterprise_id)
+    if enterprise_id is not None:
+        query = query.where(Job.enterprise_id == enterprise_id)
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if cluster is not None:
+        query = query.where(Job.cluster == cluster)
+    if cursor:
+        at, last_id = _decode_cursor(cursor)
+        query = query.where((Job.created_at < at) | ((Job.created_at == at) & (Job.id < last_id)))
+    rows = list(session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, _encode_cursor(rows[-1]) if more and rows else None
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at).astimezone(UTC), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor", "is not a cursor this API returned") from exc
+
+
+def cancel(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
+    """Cancel a job: at once if it never reached a scheduler, else via the worker."""
+    job = get_job(session, principal, job_id)
+    if not principal.is_staff:
+        principal.require_member_of(job.enterprise_id, "job")
+    ledger.lock_enterprise(session, job.enterprise_id)  # the worker's submit takes it too
+    session.refresh(job)
+    if job.state.terminal:
+        return job
+    job.cancel_requested = True
+    if job.state is JobStatus.ACCEPTED and job.submit_attempts == 0:
+        job.state, job.reason = JobStatus.CANCELLED, "cancelled before submission"
+        job.ended_at = datetime.now(UTC)
+        ledger.settle(session, job, 0, memo="cancelled before submission")
+        job.settled_at = job.ended_at
+    audit.record(session, principal, "job.cancel", "job", job.id, enterprise_id=job.enterprise_id)
+    return job
+
+
+def read_output(
+    session: Session, principal: Principal, job_id: uuid.UUID, *, stream: str = "stdout",
+    tail_lines: int | None = None,
+) -> str:
+    job = get_job(session, principal, job_id)
+    if stream not in ("stdout", "stderr"):
+        raise InvalidInput("stream", "must be 'stdout' or 'stderr'")
+    path = job.stdout_path if stream == "stdout" else job.stderr_path
+    if not path:
+        return ""
+    try:
+        with Path(path).open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - MAX_OUTPUT_BYTES))
+            data = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    if tail_lines is not None:
+        data = "".join(data.splitlines(keepends=True)[-tail_lines:])
+    return data

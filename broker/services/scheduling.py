@@ -1,0 +1,169 @@
+"""The worker's rules: turn accepted jobs into scheduler jobs, follow them, settle them.
+
+Crash safety: a job's ``submit_attempts`` is committed *before* the adapter is called,
+so after a crash a job with attempts > 0 is first looked up by its tag
+(``list_tagged``) and adopted if the scheduler has it; it is submitted again only when
+the scheduler has no job carrying its tag. Settlement goes through ``ledger.settle``,
+which charges a job at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import scheduler_adapters as sa_
+
+from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Node, Partition
+from . import ledger
+
+log = logging.getLogger(__name__)
+
+TAG_LOOKBACK = timedelta(minutes=10)
+
+
+def tag_of(job: Job) -> str:
+    return f"{sa_.TAG_PREFIX}{job.id}"
+
+
+def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:
+    query = (
+        select(Job).where(Job.state == JobStatus.ACCEPTED)
+        .where((Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now))
+        .order_by(Job.created_at).limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> sa_.JobSpec:
+    """Create the job's directory on the cluster's scratch and build its JobSpec."""
+    work = Path(cluster.scratch_dir) / str(job.enterprise_id) / str(job.id)
+    work.mkdir(parents=True, exist_ok=True)
+    _give_to(work, posix_user)
+    job.work_dir = str(work)
+    job.stdout_path = str(work / "stdout.txt")
+    job.stderr_path = str(work / "stderr.txt")
+    return spec_for(job, posix_user)
+
+
+def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
+    return sa_.JobSpec(
+        name=job.name, script=job.script, time_limit_minutes=job.time_limit_minutes,
+        nodes=job.nodes, ntasks=job.ntasks, cpus_per_task=job.cpus_per_task,
+        memory_mb=job.memory_mb, gpus_per_node=job.gpus_per_node, partition=job.partition,
+        account=account, user=posix_user, tag=tag_of(job), working_dir=job.work_dir,
+        stdout_path=job.stdout_path, stderr_path=job.stderr_path,
+    )
+
+
+def _give_to(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return  # embedded default: no such POSIX user here, the job runs as the broker
+    for p in (path.parent, path):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def enterprise_of(session: Session, job: Job) -> Enterprise:
+    ent = session.get(Enterprise, job.enterprise_id)
+    assert ent is not None  # FK guarantees it
+    return ent
+
+
+def mark_submitted(job: Job, scheduler_job_id: str, now: datetime) -> None:
+    job.scheduler_job_id = scheduler_job_id
+    job.state = JobStatus.PENDING
+    job.submitted_at = now
+    job.next_attempt_at = None
+    job.reason = ""
+
+
+def backoff(job: Job, now: datetime, error: str, base_s: float, max_s: float) -> None:
+    delay = min(max_s, base_s * 2 ** max(0, job.submit_attempts - 1))
+    job.next_attempt_at = now + timedelta(seconds=delay)
+    job.reason = f"scheduler unavailable, retrying: {error}"[:1000]
+
+
+def reject(session: Session, job: Job, reason: str, now: datetime) -> None:
+    job.state, job.reason, job.ended_at = JobStatus.REJECTED, reason[:1000], now
+    ledger.settle(session, job, 0, memo="rejected by the scheduler")
+    job.settled_at = now
+
+
+_STATE_MAP = {
+    sa_.JobState.PENDING: JobStatus.PENDING,
+    sa_.JobState.RUNNING: JobStatus.RUNNING,
+    sa_.JobState.SUSPENDED: JobStatus.SUSPENDED,
+    sa_.JobState.COMPLETED: JobStatus.COMPLETED,
+    sa_.JobState.FAILED: JobStatus.FAILED,
+    sa_.JobState.CANCELLED: JobStatus.CANCELLED,
+    sa_.JobState.TIMEOUT: JobStatus.TIMEOUT,
+    sa_.JobState.UNKNOWN: JobStatus.UNKNOWN,
+}
+
+
+def live_jobs(session: Session, cluster: str) -> list[Job]:
+    return list(session.scalars(
+        select(Job).where(Job.cluster == cluster, Job.state.in_(LIVE_STATES),
+                          Job.scheduler_job_id.is_not(None))))
+
+
+def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:
+    """Record what the scheduler says; settle on a terminal state. True if settled now."""
+    if job.state.terminal:
+        return False
+    job.state = _STATE_MAP[info.state]
+    job.reason = info.reason or ("" if info.state is not sa_.JobState.UNKNOWN else
+                                 f"unknown scheduler state {info.native_state!r}")
+    if info.nodes:
+        job.node_list = list(info.nodes)
+    job.started_at = info.start_time or job.started_at
+    if not info.state.terminal:
+        return False
+    job.exit_code = info.exit_code
+    job.ended_at = info.end_time or now
+    return settle(session, job, info, now)
+
+
+def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:
+    """Charge Σ over the job's nodes of node rate × elapsed, exactly once."""
+    elapsed = info.elapsed_s
+    if elapsed is None and info.start_time and info.end_time:
+        elapsed = int((info.end_time - info.start_time).total_seconds())
+    elapsed = max(0, elapsed or 0)
+    job.elapsed_s = elapsed
+    units = sum(rate for _, rate in node_rates(session, job)) * elapsed
+    settled = ledger.settle(session, job, units, memo=f"{len(job.node_list) or job.nodes} node(s) × {elapsed} s")
+    if settled:
+        job.settled_at = now
+    return settled
+
+
+def node_rates(session: Session, job: Job) -> list[tuple[str, int]]:
+    """(node, MFLOP/s) for each node the job ran on; the partition's rate where unmeasured."""
+    part = session.scalar(
+        select(Partition).join(Cluster, Cluster.id == Partition.cluster_id)
+        .where(Cluster.name == job.cluster, Partition.name == job.partition))
+    rated = part.rated_mflops if part is not None else 0
+    names = job.node_list or [f"?{i}" for i in range(job.nodes)]
+    measured = {
+        n.name: n.rate_mflops for n in session.scalars(
+            select(Node).join(Cluster, Cluster.id == Node.cluster_id)
+            .where(Cluster.name == job.cluster, Node.name.in_(names)))
+        if n.rate_mflops
+    }
+    return [(name, measured.get(name, rated)) for name in names]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

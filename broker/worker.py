@@ -1,0 +1,200 @@
+"""The worker loop: submit accepted jobs, poll live ones, push cancels, refresh clusters.
+
+Each step runs in short transactions of its own so that a crash at any point leaves
+the database in a state the next run repairs (see ``services.scheduling``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+import scheduler_adapters as sa_
+
+from .config import Settings
+from .db import session_scope
+from .models import LIVE_STATES, Cluster, Job, JobStatus
+from .services import clusters, ledger, scheduling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassStats:
+    submitted: int = 0
+    adopted: int = 0
+    rejected: int = 0
+    retried: int = 0
+    settled: int = 0
+    cancelled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        pool: clusters.AdapterPool,
+        *,
+        refresh_interval_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.pool = pool
+        self.refresh_interval_s = refresh_interval_s
+        self._last_refresh = 0.0
+        self._cancels_sent: set[str] = set()
+
+    # -- the loop ---------------------------------------------------------------
+    def run_once(self) -> PassStats:
+        stats = PassStats()
+        if time.monotonic() - self._last_refresh >= self.refresh_interval_s:
+            self.refresh_clusters()
+        self.submit_due(stats)
+        self.push_cancels(stats)
+        self.poll(stats)
+        return stats
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker started")
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # keep the loop alive; the next pass repairs
+                log.exception("worker pass failed")
+            stop.wait(self.settings.worker_interval_s)
+        log.info("worker stopped")
+
+    # -- steps ------------------------------------------------------------------
+    def refresh_clusters(self) -> None:
+        self._last_refresh = time.monotonic()
+        with session_scope(self.factory) as s:
+            names = list(s.scalars(select(Cluster.name).where(Cluster.enabled)))
+        for name in names:
+            with session_scope(self.factory) as s:
+                row = s.scalar(select(Cluster).where(Cluster.name == name))
+                if row is not None:
+                    clusters.refresh(s, self.pool, row)
+
+    def submit_due(self, stats: PassStats) -> None:
+        now = scheduling.utcnow()
+        with session_scope(self.factory) as s:
+            due = [(j.id, j.cluster, j.submit_attempts, j.created_at)
+                   for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)]
+        by_cluster: dict[str, list[tuple[object, int]]] = defaultdict(list)
+        for job_id, cluster, attempts, _ in due:
+            by_cluster[cluster].append((job_id, attempts))
+        for cluster, jobs in by_cluster.items():
+            tagged: dict[str, sa_.JobInfo] = {}
+            if any(attempts > 0 for _, attempts in jobs):
+                since = min(c for _, cl, _, c in due if cl == cluster) - scheduling.TAG_LOOKBACK
+                try:
+                    tagged = self.pool.get(cluster).list_tagged(since)
+                except sa_.SchedulerError as exc:
+                    stats.errors.append(f"{cluster}: list_tagged: {exc}")
+                    continue  # cannot tell what was submitted: try again next pass
+            for job_id, _ in jobs:
+                self._submit_one(job_id, tagged, stats)
+
+    def _submit_one(self, job_id: object, tagged: dict[str, sa_.JobInfo], stats: PassStats) -> None:
+        now = scheduling.utcnow()
+        with session_scope(self.factory) as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return
+            ledger.lock_enterprise(s, job.enterprise_id)  # same lock as an API cancel
+            s.refresh(job)
+            if job.state is not JobStatus.ACCEPTED:
+                return
+            found = tagged.get(scheduling.tag_of(job)) if job.submit_attempts else None
+            if found is not None:
+                scheduling.mark_submitted(job, found.job_id, now)
+                stats.adopted += 1
+                return
+            if job.cancel_requested:
+                job.state, job.ended_at = JobStatus.CANCELLED, now
+                ledger.settle(s, job, 0, memo="cancelled before submission")
+                job.settled_at = now
+                stats.cancelled += 1
+                return
+            job.submit_attempts += 1
+            ent = scheduling.enterprise_of(s, job)
+            cluster = clusters.get_cluster(s, job.cluster)
+            try:
+                spec = scheduling.prepare_job_dir(job, cluster, ent.posix_user)
+            except OSError as exc:
+                scheduling.reject(s, job, f"cannot prepare the job directory: {exc}", now)
+                stats.rejected += 1
+                return
+            spec = scheduling.spec_for(job, ent.posix_user, ent.slurm_account)
+        # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
+        try:
+            sched_id = self.pool.get(job.cluster).submit(spec)
+        except sa_.SchedulerError as exc:
+            with session_scope(self.factory) as s:
+                job = s.get(Job, job_id)
+                if job is None or job.state is not JobStatus.ACCEPTED:
+                    return
+                if exc.transient:
+                    scheduling.backoff(job, now, str(exc), self.settings.submit_retry_base_s,
+                                       self.settings.submit_retry_max_s)
+                    stats.retried += 1
+                else:
+                    scheduling.reject(s, job, str(exc), scheduling.utcnow())
+                    stats.rejected += 1
+            return
+        with session_scope(self.factory) as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.state is JobStatus.ACCEPTED:
+                scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
+                stats.submitted += 1
+
+    def push_cancels(self, stats: PassStats) -> None:
+        with session_scope(self.factory) as s:
+            todo = [(j.cluster, j.scheduler_job_id) for j in s.scalars(
+                select(Job).where(Job.cancel_requested, Job.state.in_(LIVE_STATES),
+                                  Job.scheduler_job_id.is_not(None)))]
+        for cluster, sched_id in todo:
+            key = f"{cluster}/{sched_id}"
+            if key in self._cancels_sent or sched_id is None:
+                continue
+            try:
+                self.pool.get(cluster).cancel(sched_id)
+                self._cancels_sent.add(key)
+            except sa_.SchedulerError as exc:
+                stats.errors.append(f"{cluster}: cancel {sched_id}: {exc}")
+
+    def poll(self, stats: PassStats) -> None:
+        with session_scope(self.factory) as s:
+            live_clusters = list(s.scalars(
+                select(Job.cluster).where(Job.state.in_(LIVE_STATES),
+                                          Job.scheduler_job_id.is_not(None)).distinct()))
+        for cluster in live_clusters:
+            with session_scope(self.factory) as s:
+                jobs = scheduling.live_jobs(s, cluster)
+                ids = [j.scheduler_job_id for j in jobs if j.scheduler_job_id]
+            try:
+                infos = self.pool.get(cluster).status(ids)
+            except sa_.SchedulerError as exc:
+                stats.errors.append(f"{cluster}: status: {exc}")
+                continue
+            with session_scope(self.factory) as s:
+                for job in scheduling.live_jobs(s, cluster):
+                    info = infos.get(job.scheduler_job_id or "")
+                    if info is not None and scheduling.apply_info(s, job, info, scheduling.utcnow()):
+                        stats.settled += 1
+
+
+def start_in_thread(worker: Worker) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), name="broker-worker",
+                              daemon=True)
+    thread.start()
+    return thread, stop
