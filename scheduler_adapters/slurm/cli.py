@@ -1,0 +1,307 @@
+"""The ``slurm-cli`` adapter: sbatch, squeue, sacct, scancel, sinfo and scontrol.
+
+Commands run as argv lists, never through a shell, with a clean environment (``PATH``,
+``HOME``, ``SLURM_CONF`` and the spec's variables: nothing of the broker's own). When
+the broker runs as root, ``sbatch`` runs as the job's POSIX user (``JobSpec.user``) so
+the job is that user's; queries and ``scancel`` run as the broker.
+
+One poll costs one ``squeue --json`` (the controller's jobs: 22.05 ignores ``-j`` with
+``--json`` and always returns all of them, so ids are filtered here) plus, only for ids
+the controller has forgotten (after ``MinJobAge``), one ``sacct --json -j ids``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
+from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
+from .common import (
+    JOB_ID,
+    cluster_info,
+    exit_code_from_text,
+    is_transient,
+    keyed_by_tag,
+    older_than_2302,
+)
+from .parse import parse_jobs, parse_nodes, plugin_version
+from .script import DEFAULT_PATH, build_environment, build_sbatch
+
+__all__ = ["SlurmCliAdapter"]
+
+log = logging.getLogger(__name__)
+
+#: scancel messages that mean "nothing left to cancel" (cancel is idempotent).
+_ALREADY_DONE = ("invalid job id", "already completing or completed", "job has finished")
+#: dbd plugins whose JSON reports exit code 0 for ``exit 3`` (seen on Debian 22.05.8,
+#: fixtures 22.05/sacct.json vs sacct_exitcode.txt; plain ``sacct -o ExitCode`` is right).
+_BAD_EXIT_CODE_PLUGINS = ("dbv0.0.36", "dbv0.0.37", "dbv0.0.38")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Identity:
+    name: str
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+
+
+class SlurmCliAdapter(SchedulerAdapter):
+    """Drive one cluster through Slurm's command-line tools.
+
+    Options (the ``[clusters.options]`` table of the clusters file):
+
+    * ``slurm_conf``: path of the cluster's ``slurm.conf`` (``SLURM_CONF``); unset uses
+      the tools' default.
+    * ``bin_dir``: folder holding sbatch & co.; unset searches ``PATH``.
+    * ``slurm_cluster``: the cluster's ``ClusterName`` when it differs from the broker's
+      name for it (sacct answers for every cluster of the slurmdbd).
+    * ``timeout_s``: limit for one command; past it the scheduler is "unavailable".
+    * ``allow_root_jobs``: submit a spec without ``user`` as root (tests only).
+    """
+
+    kind = "slurm-cli"
+
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        slurm_conf: str | None = None,
+        bin_dir: str | None = None,
+        slurm_cluster: str | None = None,
+        timeout_s: float = 30.0,
+        allow_root_jobs: bool = False,
+    ) -> None:
+        super().__init__(cluster)
+        self.slurm_conf = slurm_conf
+        self.bin_dir = bin_dir
+        self.slurm_cluster = slurm_cluster or cluster
+        self.timeout_s = timeout_s
+        self.allow_root_jobs = allow_root_jobs
+        self._release: str | None = None
+
+    # ------------------------------------------------------------------ running tools
+    def _bin(self, tool: str) -> str:
+        if self.bin_dir:
+            return os.path.join(self.bin_dir, tool)
+        found = shutil.which(tool) or shutil.which(tool, path=DEFAULT_PATH)
+        if not found:
+            raise AdapterConfigError(f"{tool} not found on PATH", cluster=self.cluster)
+        return found
+
+    def _run(
+        self,
+        tool: str,
+        args: Sequence[str],
+        *,
+        stdin: str | None = None,
+        identity: _Identity | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        base = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
+        if self.slurm_conf:
+            base["SLURM_CONF"] = self.slurm_conf
+        ids: dict[str, Any] = {}
+        if identity is not None:
+            ids = {"user": identity.uid, "group": identity.gid,
+                   "extra_groups": identity.groups}
+        try:
+            return subprocess.run(
+                [self._bin(tool), *args], input=stdin, capture_output=True, text=True,
+                timeout=self.timeout_s, env=dict(env) if env is not None else base,
+                cwd=cwd or "/", check=False, **ids,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SchedulerUnavailable(f"{tool} timed out after {self.timeout_s} s",
+                                       cluster=self.cluster) from exc
+        except FileNotFoundError as exc:
+            if exc.filename == cwd:
+                raise SubmitRejected(f"working directory {cwd} does not exist",
+                                     cluster=self.cluster) from exc
+            raise AdapterConfigError(f"cannot run {tool}: {exc}", cluster=self.cluster) from exc
+        except PermissionError as exc:
+            raise SubmitRejected(f"cannot run {tool} in {cwd}: {exc.strerror}",
+                                 cluster=self.cluster) from exc
+
+    def _failure(self, tool: str, proc: subprocess.CompletedProcess[str]) -> SchedulerError:
+        message = _clean(proc.stderr) or _clean(proc.stdout) or f"{tool} exited {proc.returncode}"
+        if is_transient(message):
+            return SchedulerUnavailable(message, cluster=self.cluster)
+        if "configuration source" in message.lower() or "slurm.conf" in message.lower():
+            return AdapterConfigError(message, cluster=self.cluster)
+        return SchedulerError(message, cluster=self.cluster)
+
+    def _json(self, tool: str, args: Sequence[str]) -> dict[str, Any]:
+        proc = self._run(tool, args)
+        if proc.returncode != 0:
+            raise self._failure(tool, proc)
+        try:
+            doc = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise SchedulerUnavailable(f"{tool} printed no JSON: {exc}",
+                                       cluster=self.cluster) from exc
+        if not isinstance(doc, dict):
+            raise SchedulerError(f"{tool} printed unexpected JSON", cluster=self.cluster)
+        if not self._release:
+            from .parse import release
+
+            self._release = release(doc) or None
+        return doc
+
+    def _identity(self, user: str | None) -> _Identity | None:
+        is_root = os.geteuid() == 0
+        if user is None:
+            if is_root and not self.allow_root_jobs:
+                raise SubmitRejected("refusing to run a job as root: the spec names no user",
+                                     cluster=self.cluster)
+            return None
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError as exc:
+            raise SubmitRejected(f"no POSIX user {user!r} on the submit host",
+                                 cluster=self.cluster) from exc
+        if pw.pw_uid == os.geteuid():
+            return None
+        if not is_root:
+            raise AdapterConfigError(f"cannot submit as {user!r}: the broker is not root",
+                                     cluster=self.cluster)
+        return _Identity(user, pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid),
+                         pw.pw_dir)
+
+    # ------------------------------------------------------------------ contract
+    def submit(self, spec: JobSpec) -> str:
+        identity = self._identity(spec.user)
+        home = identity.home if identity else os.environ.get("HOME", "/")
+        try:
+            request = build_sbatch(spec)
+            env = build_environment(spec, home=home, user=spec.user, slurm_conf=self.slurm_conf)
+        except ValueError as exc:
+            raise SubmitRejected(str(exc), cluster=self.cluster) from exc
+        if request.removed_directives:
+            log.warning("job %s: neutralised broker-owned directives %s", spec.tag,
+                        request.removed_directives)
+        proc = self._run("sbatch", request.options, stdin=request.script, identity=identity,
+                         env=env, cwd=spec.working_dir or (identity.home if identity else None))
+        if proc.returncode != 0:
+            failure = self._failure("sbatch", proc)
+            if failure.transient or isinstance(failure, AdapterConfigError):
+                raise failure
+            raise SubmitRejected(failure.message, cluster=self.cluster)
+        job_id = proc.stdout.strip().split(";", 1)[0]
+        if not JOB_ID.match(job_id):
+            raise SchedulerError(f"sbatch printed no job id: {proc.stdout!r}",
+                                 cluster=self.cluster)
+        return job_id
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        wanted = {str(j) for j in job_ids if JOB_ID.match(str(j))}
+        if not wanted:
+            return {}
+        live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
+        found = {j: live[j] for j in wanted if j in live}
+        missing = sorted(wanted - found.keys(), key=_id_order)
+        if missing:
+            doc = self._json("sacct", ["--json", "--allusers", "-j", ",".join(missing)])
+            done = parse_jobs(doc, self.slurm_cluster)
+            if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
+                done = self._fix_exit_codes(done)
+            found.update({j: done[j] for j in missing if j in done})
+        return found
+
+    def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
+        ended = [j for j, info in jobs.items() if info.state.terminal]
+        if not ended:
+            return jobs
+        proc = self._run("sacct", ["-n", "-P", "-X", "--allusers", "-o", "JobIDRaw,ExitCode",
+                                   "-j", ",".join(ended)])
+        if proc.returncode != 0:
+            log.warning("sacct -o ExitCode failed; exit codes may read 0: %s", proc.stderr)
+            return jobs
+        fixed = dict(jobs)
+        for line in proc.stdout.splitlines():
+            job_id, _, text = line.partition("|")
+            code = exit_code_from_text(text)
+            if job_id in fixed and code is not None:
+                fixed[job_id] = dataclasses.replace(fixed[job_id], exit_code=code)
+        return fixed
+
+    def cancel(self, job_id: str) -> None:
+        if not JOB_ID.match(str(job_id)):
+            return  # no such job can exist: nothing to cancel
+        proc = self._run("scancel", [str(job_id)])
+        if proc.returncode == 0:
+            return
+        message = _clean(proc.stderr).lower()
+        if any(text in message for text in _ALREADY_DONE):
+            return
+        raise self._failure("scancel", proc)
+
+    def _node_doc(self) -> dict[str, Any]:
+        # 22.05 has no `scontrol --json`; its `sinfo --json` lists nodes. From 23.02 on,
+        # `sinfo --json` groups by partition and `scontrol show nodes --json` lists nodes.
+        if self._release is None:
+            self._json("squeue", ["--json"])
+        if older_than_2302(self._release or ""):
+            return self._json("sinfo", ["--json"])
+        return self._json("scontrol", ["show", "nodes", "--json"])
+
+    def nodes(self) -> list[NodeInfo]:
+        return parse_nodes(self._node_doc())
+
+    def ping(self) -> ClusterInfo:
+        jobs_doc = self._json("squeue", ["--json"])
+        nodes = parse_nodes(self._node_doc())
+        jobs = parse_jobs(jobs_doc, self.slurm_cluster).values()
+        return cluster_info(self.cluster, self._release or "", nodes, jobs)
+
+    def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
+        start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
+        done = parse_jobs(self._json(
+            "sacct", ["--json", "--allusers", "-S", start, "-E", "now"]), self.slurm_cluster)
+        live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
+        return keyed_by_tag({**done, **live}, since)
+
+    def drain(self, node: str, reason: str) -> None:
+        self._scontrol_update(node, "DRAIN", reason)
+
+    def resume(self, node: str) -> None:
+        self._scontrol_update(node, "RESUME", None)
+
+    def _scontrol_update(self, node: str, state: str, reason: str | None) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+", node):
+            raise SchedulerError(f"invalid node name {node!r}", cluster=self.cluster)
+        args = ["update", f"NodeName={node}", f"State={state}"]
+        if reason is not None:
+            args.append(f"Reason={reason.replace(chr(10), ' ') or 'broker'}")
+        proc = self._run("scontrol", args)
+        if proc.returncode != 0:
+            raise self._failure("scontrol", proc)
+
+    def accounting(self) -> Any:
+        """A ``SlurmAccounting`` (sacctmgr) bound to this cluster's configuration."""
+        from .accounting import SlurmAccounting
+
+        return SlurmAccounting(self.slurm_cluster, slurm_conf=self.slurm_conf,
+                               bin_dir=self.bin_dir, timeout_s=self.timeout_s)
+
+
+def _clean(text: str) -> str:
+    lines = [re.sub(r"^\w+: error: ", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines)
+
+
+def _id_order(job_id: str) -> tuple[int, str]:
+    head = job_id.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 0, job_id)

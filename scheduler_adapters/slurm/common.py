@@ -1,0 +1,109 @@
+"""Helpers shared by the Slurm adapters: job ids, error classes, partition load, tags."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from ..base import ClusterInfo, JobInfo, JobState, NodeInfo, PartitionInfo
+from .parse import node_is_idle
+
+__all__ = [
+    "JOB_ID",
+    "TRANSIENT_MARKERS",
+    "cluster_info",
+    "exit_code_from_text",
+    "is_transient",
+    "keyed_by_tag",
+    "older_than_2302",
+]
+
+log = logging.getLogger(__name__)
+
+#: A job id the adapters accept: ``123`` or an array task ``123_4``.
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
+
+#: Error texts (lower case) meaning the scheduler is down or busy: retry later.
+TRANSIENT_MARKERS = (
+    "unable to contact slurm controller",
+    "slurm controller not responding",
+    "socket timed out",
+    "connection refused",
+    "connection reset",
+    "zero bytes were transmitted",
+    "communication connection failure",
+    "resource temporarily unavailable",
+    "temporarily unable to accept job",
+    "slurmdbd",
+    "persistent connection",
+    "protocol authentication error",
+    "timed out",
+    "try again",
+)
+
+
+def is_transient(message: str) -> bool:
+    """Whether an error text says "retry later" rather than "this request is wrong"."""
+    low = message.lower()
+    return any(marker in low for marker in TRANSIENT_MARKERS)
+
+
+def exit_code_from_text(text: str) -> int | None:
+    """``sacct -o ExitCode`` text (``3:0``; ``0:15`` for a signal) as one exit code."""
+    code, _, sig = text.strip().partition(":")
+    if not code.isdigit():
+        return None
+    if sig.isdigit() and int(sig):
+        return 128 + int(sig)
+    return int(code)
+
+
+def older_than_2302(release: str) -> bool:
+    """Whether a Slurm release string (``22.05.8``) predates 23.02."""
+    parts = re.findall(r"\d+", release)
+    if len(parts) < 2:
+        return False
+    return (int(parts[0]), int(parts[1])) < (23, 2)
+
+
+def cluster_info(
+    name: str, version: str, nodes: Iterable[NodeInfo], jobs: Iterable[JobInfo]
+) -> ClusterInfo:
+    """A ``ClusterInfo`` with per-partition node totals, idle nodes and job counts."""
+    totals: dict[str, list[int]] = {}
+    for node in nodes:
+        for part in node.partitions:
+            counts = totals.setdefault(part, [0, 0, 0, 0])
+            counts[0] += 1
+            counts[1] += node_is_idle(node)
+    for job in jobs:
+        for part in (job.partition or "").split(","):
+            if part in totals:
+                totals[part][2] += job.state is JobState.PENDING
+                totals[part][3] += job.state is JobState.RUNNING
+    partitions = tuple(
+        PartitionInfo(part, total_nodes=c[0], idle_nodes=c[1], pending_jobs=c[2],
+                      running_jobs=c[3])
+        for part, c in sorted(totals.items()))
+    return ClusterInfo(name=name, version=version, partitions=partitions)
+
+
+def keyed_by_tag(jobs: dict[str, JobInfo], since: datetime) -> dict[str, JobInfo]:
+    """Tagged jobs submitted at or after ``since``, keyed by tag.
+
+    Two jobs with one tag mean a job was submitted twice: the first (lowest id) is
+    the one the broker adopts; the duplicate is logged for an operator.
+    """
+    out: dict[str, JobInfo] = {}
+    for job_id in sorted(jobs, key=lambda j: (len(j), j)):
+        info = jobs[job_id]
+        if info.tag is None or (info.submit_time is not None and info.submit_time < since):
+            continue
+        if info.tag in out:
+            log.warning("tag %s is on jobs %s and %s: keeping the first", info.tag,
+                        out[info.tag].job_id, job_id)
+            continue
+        out[info.tag] = info
+    return out

@@ -1,0 +1,282 @@
+"""One parser for Slurm's JSON of every version: squeue, sacct, sinfo and slurmrestd.
+
+Shapes handled (see tests/fixtures/slurm/ for recorded examples):
+
+* 22.05 (OpenAPI v0.0.38, dbv0.0.38): plain ints (``time_limit: 5``, ``null`` for
+  unset), squeue ``job_state: "COMPLETED"``, sacct ``state: {current: "FAILED"}``,
+  squeue ``exit_code`` as the raw wait status (768 for ``exit 3``), sacct ``exit_code``
+  as ``{status: "SUCCESS", return_code: 0}``, ``meta.Slurm.release``.
+* 23.02+ / 24.x / 25.x (data_parser v0.0.39–v0.0.44): numbers as
+  ``{set, infinite, number}``, states as lists (``["COMPLETED", "COMPLETING"]``),
+  ``exit_code: {status: ["EXITED"], return_code: {set, number}, signal: {id, name}}``,
+  ``meta.slurm.release``, node states as lists.
+
+Everything returns the adapter contract's types; nothing here raises on an unexpected
+field: a missing value becomes ``None`` and an unknown state ``JobState.UNKNOWN``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..base import TAG_PREFIX, JobInfo, NodeInfo
+from .states import map_state
+
+__all__ = [
+    "envelope_errors",
+    "exit_code",
+    "expand_hostlist",
+    "node_is_idle",
+    "number",
+    "parse_job",
+    "parse_jobs",
+    "parse_node",
+    "parse_nodes",
+    "plugin_version",
+    "release",
+    "timestamp",
+]
+
+log = logging.getLogger(__name__)
+Json = Mapping[str, Any]
+
+
+def number(value: Any) -> int | None:
+    """A Slurm number: plain int/float, ``None``, or ``{set, infinite, number}``.
+
+    Unset and infinite both give ``None`` (callers read ``None`` as "no value/no limit").
+    """
+    if isinstance(value, Mapping):
+        if not value.get("set", True) or value.get("infinite", False):
+            return None
+        value = value.get("number")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def timestamp(value: Any) -> datetime | None:
+    """An epoch-seconds Slurm time as an aware UTC datetime; 0 and unset give ``None``."""
+    seconds = number(value)
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+def _words(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        return [str(v) for v in value]
+    return []
+
+
+def exit_code(value: Any) -> int | None:
+    """A job's exit code; a signal gives 128 + signal number (the shell's convention).
+
+    22.05's squeue reports the raw ``wait()`` status (768 is ``exit 3``, 15 is SIGTERM);
+    later versions and sacct report ``{status, return_code, signal}``.
+    """
+    if isinstance(value, Mapping):
+        status = [s.upper() for s in _words(value.get("status"))]
+        signal = value.get("signal")
+        sig = number(signal.get("id", signal.get("signal_id"))) if isinstance(
+            signal, Mapping) else None
+        if ("SIGNALED" in status or "CORE_DUMPED" in status) and sig:
+            return 128 + sig
+        return number(value.get("return_code"))
+    raw = number(value)
+    if raw is None:
+        return None
+    if raw & 0x7F:  # WIFSIGNALED
+        return 128 + (raw & 0x7F)
+    return (raw >> 8) & 0xFF
+
+
+def expand_hostlist(spec: str | None) -> tuple[str, ...]:
+    """Expand a Slurm hostlist (``cn[01-03,7],gpu1``) into node names, in order."""
+    if not spec or spec in ("None assigned", "(null)"):
+        return ()
+    names: list[str] = []
+    for part in _split_top(spec):
+        names.extend(_expand_one(part))
+    return tuple(names)
+
+
+def _split_top(spec: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(spec):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(spec[start:i])
+            start = i + 1
+    parts.append(spec[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _expand_one(part: str) -> list[str]:
+    match = re.search(r"\[([^\]]*)\]", part)
+    if not match:
+        return [part]
+    head, tail = part[: match.start()], part[match.end():]
+    out: list[str] = []
+    for rng in match.group(1).split(","):
+        lo, _, hi = rng.partition("-")
+        if hi and lo.isdigit() and hi.isdigit():
+            width = len(lo)
+            for n in range(int(lo), int(hi) + 1):
+                out.extend(_expand_one(f"{head}{n:0{width}d}{tail}"))
+        else:
+            out.extend(_expand_one(f"{head}{lo}{tail}"))
+    return out
+
+
+def release(doc: Json) -> str:
+    """Slurm's release (``22.05.8``) from a JSON envelope's ``meta``; ``""`` if absent."""
+    meta = doc.get("meta") or {}
+    slurm = meta.get("slurm") or meta.get("Slurm") or {}
+    rel = slurm.get("release")
+    if rel:
+        return str(rel)
+    ver = slurm.get("version") or {}
+    return ".".join(str(ver[k]) for k in ("major", "minor", "micro") if k in ver)
+
+
+def plugin_version(doc: Json) -> str:
+    """The OpenAPI plugin or data parser (``v0.0.38``, ``dbv0.0.38``, ``v0.0.40``...)."""
+    plugin = (doc.get("meta") or {}).get("plugin") or {}
+    text = str(plugin.get("data_parser") or plugin.get("type") or "")
+    return text.rsplit("/", 1)[-1]
+
+
+def envelope_errors(doc: Json) -> list[tuple[int | None, str]]:
+    """The ``errors[]`` of a Slurm JSON reply as (error number, message) pairs."""
+    out: list[tuple[int | None, str]] = []
+    for err in doc.get("errors") or []:
+        if not isinstance(err, Mapping):
+            out.append((None, str(err)))
+            continue
+        code = number(err.get("error_number", err.get("error_code")))
+        parts = [str(err[k]) for k in ("error", "description") if err.get(k)]
+        message = ": ".join(dict.fromkeys(parts)) or "unknown slurm error"
+        out.append((code, message))
+    return out
+
+
+def _tag(comment: Any) -> str | None:
+    if isinstance(comment, Mapping):  # sacct: {administrator, job, system}
+        comment = comment.get("job")
+    if isinstance(comment, str) and comment.startswith(TAG_PREFIX):
+        return comment[len(TAG_PREFIX):].strip() or None
+    return None
+
+
+def _reason(value: Any) -> str | None:
+    text = str(value) if value not in (None, "") else ""
+    return None if text in ("", "None") else text
+
+
+def parse_job(job: Json) -> JobInfo:
+    """One job from squeue/slurmrestd ``jobs[]`` (controller) or sacct/slurmdb ``jobs[]``."""
+    is_db = isinstance(job.get("state"), Mapping) or isinstance(job.get("time"), Mapping)
+    if is_db:
+        state_obj = job.get("state") or {}
+        words = _words(state_obj.get("current"))
+        reason = _reason(state_obj.get("reason"))
+        t = job.get("time") or {}
+        submit, start, end = (timestamp(t.get(k)) for k in ("submission", "start", "end"))
+        elapsed = number(t.get("elapsed"))
+    else:
+        words = _words(job.get("job_state"))
+        reason = _reason(job.get("state_reason"))
+        submit, start, end = (timestamp(job.get(k)) for k in
+                              ("submit_time", "start_time", "end_time"))
+        elapsed = None
+    state = map_state(words)
+    if not state.terminal:
+        end = None  # for live jobs squeue's end_time is the expected end, not a fact
+    if elapsed is None and start is not None:
+        stop = end if end is not None else datetime.now(UTC)
+        elapsed = max(0, int((stop - start).total_seconds()))
+    if not is_db and start is None:
+        elapsed = None
+    code = exit_code(job.get("exit_code")) if state.terminal else None
+    return JobInfo(
+        job_id=str(number(job.get("job_id")) or job.get("job_id")),
+        state=state,
+        native_state="+".join(words),
+        reason=reason,
+        exit_code=code,
+        nodes=expand_hostlist(str(job.get("nodes") or "")) if start else (),
+        submit_time=submit,
+        start_time=start,
+        end_time=end,
+        elapsed_s=elapsed,
+        tag=_tag(job.get("comment")),
+        name=job.get("name") or None,
+        account=job.get("account") or None,
+        partition=job.get("partition") or None,
+    )
+
+
+def parse_jobs(doc: Json, cluster: str | None = None) -> dict[str, JobInfo]:
+    """All jobs of an envelope keyed by job id; ``cluster`` drops other clusters' jobs.
+
+    slurmdbd serves every cluster it accounts for, so sacct/slurmdb answers may mix them.
+    """
+    out: dict[str, JobInfo] = {}
+    for job in doc.get("jobs") or []:
+        if cluster and job.get("cluster") not in (None, "", cluster):
+            continue
+        info = parse_job(job)
+        out[info.job_id] = info
+    return out
+
+
+def _gpus(gres: Any) -> int:
+    total = 0
+    for item in _words(gres) if not isinstance(gres, str) else gres.split(","):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu" and len(fields) > 1 and fields[-1].isdigit():
+            total += int(fields[-1])
+    return total
+
+
+def parse_node(node: Json) -> NodeInfo:
+    """One node from ``sinfo --json`` (22.05), ``scontrol show nodes --json`` or REST."""
+    state = node.get("state")
+    words = [w.lower() for w in _words(state)]
+    words += [f.lower() for f in _words(node.get("state_flags")) if f.lower() not in words]
+    features = node.get("features")
+    feature_list = features.split(",") if isinstance(features, str) else _words(features)
+    return NodeInfo(
+        name=str(node.get("name", "")),
+        cpus=number(node.get("cpus")) or 0,
+        memory_mb=number(node.get("real_memory")) or 0,
+        state="+".join(words) or "unknown",
+        gpus=_gpus(node.get("gres") or ""),
+        partitions=tuple(_words(node.get("partitions"))),
+        features=tuple(f for f in feature_list if f),
+        reason=_reason(node.get("reason")),
+        alloc_cpus=number(node.get("alloc_cpus")) or 0,
+    )
+
+
+def parse_nodes(doc: Json) -> list[NodeInfo]:
+    """Every node of an envelope with a ``nodes[]`` list."""
+    return [parse_node(n) for n in doc.get("nodes") or []]
+
+
+def node_is_idle(node: NodeInfo) -> bool:
+    """Whether a node can start a job now: idle and not drained, down or reserved."""
+    words = set(node.state.split("+"))
+    blocked = {"drain", "draining", "drained", "down", "fail", "not_responding",
+               "maint", "reserved", "powered_down", "powering_down", "future", "planned"}
+    return "idle" in words and not words & blocked
+
