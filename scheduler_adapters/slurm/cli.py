@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
@@ -36,6 +36,9 @@ from .common import (
 )
 from .parse import parse_jobs, parse_nodes, plugin_version
 from .script import DEFAULT_PATH, build_environment, build_sbatch
+
+if TYPE_CHECKING:
+    from .accounting import SlurmAccounting
 
 __all__ = ["SlurmCliAdapter"]
 
@@ -289,7 +292,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         if proc.returncode != 0:
             raise self._failure("scontrol", proc)
 
-    def accounting(self) -> Any:
+    def accounting(self) -> SlurmAccounting:
         """A ``SlurmAccounting`` (sacctmgr) bound to this cluster's configuration."""
         from .accounting import SlurmAccounting
 

@@ -1,0 +1,247 @@
+"""The ``pyslurm`` adapter: Slurm's C API through pyslurm, for Slurm 25.11 sites.
+
+pyslurm is an optional extra, imported only when this adapter is built (it must be
+compiled against the site's exact Slurm release: PyPI's 25.11.x refuses 22.05 with
+"Slurm version mismatch"). No Slurm 25.11 runs on the project's machines, so this
+adapter is tested against a fake module shaped like pyslurm 25.11's documented API:
+
+* ``pyslurm.JobSubmitDescription(**fields).submit() -> int``
+* ``pyslurm.Jobs.load()`` (a mapping of job id to ``pyslurm.Job``), ``pyslurm.Job(id).cancel()``
+* ``pyslurm.db.Jobs.load(pyslurm.db.JobFilter(ids=[...]))`` for finished jobs
+* ``pyslurm.Nodes.load()``, ``pyslurm.Node.load(name).modify(pyslurm.Node(state=, reason=))``
+* ``pyslurm.RPCError`` with ``errno``.
+
+Attribute names of ``Job``/``db.Job``/``Node`` are read defensively (first present
+name wins) because they moved between pyslurm releases.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
+from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
+from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
+from .parse import exit_code, expand_hostlist, number
+from .script import build_environment, sanitize_script
+from .states import map_state
+
+__all__ = ["PySlurmAdapter"]
+
+log = logging.getLogger(__name__)
+
+
+def _attr(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    seconds = number(value)
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+def _nodes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return expand_hostlist(value)
+    if isinstance(value, Iterable):
+        return tuple(str(v) for v in value)
+    return ()
+
+
+def _reason(value: Any) -> str | None:
+    return None if value in (None, "", "None") else str(value)
+
+
+def _values(collection: Any) -> list[Any]:
+    if isinstance(collection, Mapping):
+        return list(collection.values())
+    return list(collection or [])
+
+
+class PySlurmAdapter(SchedulerAdapter):
+    """Drive one cluster through pyslurm in this process.
+
+    Options: ``slurm_cluster`` (``ClusterName`` if different), ``module`` (import name,
+    ``pyslurm``; tests point it at a fake).
+    """
+
+    kind = "pyslurm"
+
+    def __init__(self, cluster: str, *, slurm_cluster: str | None = None,
+                 module: str = "pyslurm") -> None:
+        super().__init__(cluster)
+        self.slurm_cluster = slurm_cluster or cluster
+        try:
+            self._ps: ModuleType = importlib.import_module(module)
+        except ImportError as exc:
+            raise AdapterConfigError(
+                f"the pyslurm adapter needs the {module!r} package built for this site's "
+                f"Slurm (install the 'pyslurm' extra): {exc}", cluster=cluster) from exc
+
+    def _error(self, exc: BaseException, action: str) -> SchedulerError:
+        message = f"{action}: {exc}"
+        transient = any(marker in message.lower() for marker in TRANSIENT_MARKERS)
+        cls = SchedulerUnavailable if transient else SchedulerError
+        return cls(message, cluster=self.cluster, code=getattr(exc, "errno", None))
+
+    def _rpc_errors(self) -> tuple[type[Exception], ...]:
+        rpc = getattr(self._ps, "RPCError", None)
+        if isinstance(rpc, type) and issubclass(rpc, Exception):
+            return (rpc, OSError)
+        return (OSError,)
+
+    def _job_info(self, job: Any) -> JobInfo:
+        state_text = str(_attr(job, "state", default=""))
+        state = map_state(state_text.split("+") if "+" in state_text else state_text)
+        start = _time(_attr(job, "start_time"))
+        end = _time(_attr(job, "end_time")) if state.terminal else None
+        elapsed = number(_attr(job, "elapsed_time", "run_time"))
+        comment = str(_attr(job, "comment", default=""))
+        return JobInfo(
+            job_id=str(_attr(job, "id", "job_id")),
+            state=state,
+            native_state=state_text,
+            reason=_reason(_attr(job, "state_reason")),
+            exit_code=exit_code(_attr(job, "exit_code")) if state.terminal else None,
+            nodes=_nodes(_attr(job, "nodes", "nodelist")) if start else (),
+            submit_time=_time(_attr(job, "submit_time")),
+            start_time=start,
+            end_time=end,
+            elapsed_s=elapsed,
+            tag=comment[len("broker:"):] if comment.startswith("broker:") else None,
+            name=_attr(job, "name"),
+            account=_attr(job, "account"),
+            partition=_attr(job, "partition"),
+        )
+
+    def _mine(self, jobs: Iterable[Any]) -> dict[str, JobInfo]:
+        out = {}
+        for job in jobs:
+            if _attr(job, "cluster", default=self.slurm_cluster) in (self.slurm_cluster, ""):
+                info = self._job_info(job)
+                out[info.job_id] = info
+        return out
+
+    def submit(self, spec: JobSpec) -> str:
+        if spec.user is None:
+            raise SubmitRejected("refusing to submit without a user", cluster=self.cluster)
+        try:
+            env = build_environment(spec, home=spec.working_dir or "/", user=spec.user)
+        except ValueError as exc:
+            raise SubmitRejected(str(exc), cluster=self.cluster) from exc
+        script, _ = sanitize_script(spec.script)
+        fields: dict[str, Any] = {
+            "name": spec.name or "broker-job", "script": script, "user_id": spec.user,
+            "time_limit": spec.time_limit_minutes, "nodes": spec.nodes, "environment": env,
+            "account": spec.account, "partitions": spec.partition, "ntasks": spec.ntasks,
+            "cpus_per_task": spec.cpus_per_task, "constraints": spec.constraints,
+            "working_directory": spec.working_dir, "standard_output": spec.stdout_path,
+            "standard_error": spec.stderr_path,
+            "comment": f"broker:{spec.tag}" if spec.tag else None,
+            "memory_per_node": f"{spec.memory_mb}M" if spec.memory_mb else None,
+            "gres_per_node": {"gpu": spec.gpus_per_node} if spec.gpus_per_node else None,
+            "required_nodes": list(spec.nodelist) or None,
+            "resource_sharing": "exclusive" if spec.exclusive else None,
+        }
+        desc = self._ps.JobSubmitDescription(
+            **{k: v for k, v in fields.items() if v is not None})
+        try:
+            return str(desc.submit())
+        except ValueError as exc:
+            raise SubmitRejected(str(exc), cluster=self.cluster) from exc
+        except self._rpc_errors() as exc:
+            err = self._error(exc, "submit")
+            if err.transient:
+                raise err from exc
+            raise SubmitRejected(err.message, cluster=self.cluster, code=err.code) from exc
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        wanted = {str(j) for j in job_ids if JOB_ID.match(str(j))}
+        if not wanted:
+            return {}
+        try:
+            live = self._mine(_values(self._ps.Jobs.load()))
+            found = {j: live[j] for j in wanted if j in live}
+            missing = wanted - found.keys()
+            if missing:
+                db = self._ps.db
+                flt = db.JobFilter(ids=sorted(int(j.split("_")[0]) for j in missing))
+                done = self._mine(_values(db.Jobs.load(flt)))
+                found.update({j: done[j] for j in missing if j in done})
+        except self._rpc_errors() as exc:
+            raise self._error(exc, "status") from exc
+        return found
+
+    def cancel(self, job_id: str) -> None:
+        if not JOB_ID.match(str(job_id)):
+            return
+        try:
+            self._ps.Job(int(str(job_id).split("_")[0])).cancel()
+        except self._rpc_errors() as exc:
+            text = str(exc).lower()
+            if "invalid job id" in text or "already completing or completed" in text:
+                return
+            raise self._error(exc, "cancel") from exc
+
+    def nodes(self) -> list[NodeInfo]:
+        try:
+            loaded = _values(self._ps.Nodes.load())
+        except self._rpc_errors() as exc:
+            raise self._error(exc, "nodes") from exc
+        out = []
+        for node in loaded:
+            gres = _attr(node, "configured_gres", default={}) or {}
+            out.append(NodeInfo(
+                name=str(_attr(node, "name")),
+                cpus=number(_attr(node, "total_cpus", "cpus")) or 0,
+                memory_mb=number(_attr(node, "real_memory", "memory")) or 0,
+                state=str(_attr(node, "state", default="unknown")).lower(),
+                gpus=(number(gres.get("gpu")) or 0) if isinstance(gres, Mapping) else 0,
+                partitions=tuple(_attr(node, "partitions", default=()) or ()),
+                features=tuple(_attr(node, "available_features", "configured_features",
+                                     default=()) or ()),
+                reason=_attr(node, "reason") or None,
+                alloc_cpus=number(_attr(node, "allocated_cpus", "alloc_cpus")) or 0,
+            ))
+        return out
+
+    def ping(self) -> ClusterInfo:
+        nodes = self.nodes()
+        try:
+            jobs = self._mine(_values(self._ps.Jobs.load()))
+        except self._rpc_errors() as exc:
+            raise self._error(exc, "ping") from exc
+        version = str(getattr(self._ps, "__version__", "") or "")
+        return cluster_info(self.cluster, version, nodes, jobs.values())
+
+    def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
+        try:
+            db = self._ps.db
+            done = self._mine(_values(db.Jobs.load(db.JobFilter(start_time=since))))
+            live = self._mine(_values(self._ps.Jobs.load()))
+        except self._rpc_errors() as exc:
+            raise self._error(exc, "list_tagged") from exc
+        return keyed_by_tag({**done, **live}, since)
+
+    def drain(self, node: str, reason: str) -> None:
+        self._modify(node, state="DRAIN", reason=reason or "broker")
+
+    def resume(self, node: str) -> None:
+        self._modify(node, state="RESUME")
+
+    def _modify(self, node: str, **changes: str) -> None:
+        try:
+            self._ps.Node.load(node).modify(self._ps.Node(**changes))
+        except self._rpc_errors() as exc:
+            raise self._error(exc, f"update node {node}") from exc
