@@ -163,6 +163,59 @@ def vadd(typingctx: Any, a: Any, b: Any) -> Any:
 
 
 @intrinsic
+def vsub(typingctx: Any, a: Any, b: Any) -> Any:
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.fsub(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx: Any, a: Any, b: Any) -> Any:
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.fmul(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vfnma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """``c - a * b`` with one rounding."""
+    if not (isinstance(a, Vec) and a == b == c):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        vt = sig.args[0]
+        ll = context.get_value_type(vt)
+        name = f"llvm.fma.v{vt.lanes}f{vt.dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ll, [ll] * 3), name)
+        return builder.call(fn, [builder.fneg(args[0]), args[1], args[2]])
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vsplat(typingctx: Any, arr: Any, x: Any) -> Any:
+    """``x`` (a scalar) in every lane of a vector of ``arr``'s dtype."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ll = context.get_value_type(vt)
+        xv = context.cast(builder, args[1], sig.args[1], vt.dtype)
+        v = builder.insert_element(ir.Constant(ll, ir.Undefined), xv, _i32(0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, v, mask)
+
+    return vt(arr, x), codegen
+
+
+@intrinsic
 def vsum(typingctx: Any, v: Any) -> Any:
     """Sum of the lanes."""
     if not isinstance(v, Vec):

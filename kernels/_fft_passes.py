@@ -1,0 +1,215 @@
+"""FFT butterflies: one Stockham pass per radix (2, 3, 4, 5) on split re/im vectors.
+
+A pass turns ``s`` interleaved transforms of length ``L`` into ``s*r`` interleaved
+transforms of length ``L/r`` (decimation in frequency, natural-order output after the last
+pass). Element ``(j, q)`` of the batch lives at ``j*s + q``; the inner loop runs over ``q``
+one SIMD vector at a time, so ``s`` must be a multiple of the vector lanes. Forward sign
+only: the inverse is taken as conj(fft(conj(x))) by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kernels._jit import jit
+from kernels._simd import vadd, vbcast, vfma, vfnma, vlanes, vload, vmul, vsplat, vstore, vsub
+
+S3 = math.sqrt(3.0) / 2.0
+C51 = math.cos(2 * math.pi / 5)
+C52 = math.cos(4 * math.pi / 5)
+S51 = math.sin(2 * math.pi / 5)
+S52 = math.sin(4 * math.pi / 5)
+
+
+@jit()
+def _cmul_store(yr: Any, yi: Any, o: int, zr: Any, zi: Any, wr: Any, wi: Any) -> None:
+    vstore(yr, o, vfnma(zi, wi, vmul(zr, wr)))
+    vstore(yi, o, vfma(zr, wi, vmul(zi, wr)))
+
+
+@jit()
+def pass2(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    m = L // 2
+    w = vlanes(xr)
+    for p in range(m):
+        w1r = vbcast(twr, to + p)
+        w1i = vbcast(twi, to + p)
+        ia = s * p
+        ib = ia + s * m
+        io = 2 * s * p
+        for q in range(0, s, w):
+            ar = vload(xr, ia + q)
+            ai = vload(xi, ia + q)
+            br = vload(xr, ib + q)
+            bi = vload(xi, ib + q)
+            vstore(yr, io + q, vadd(ar, br))
+            vstore(yi, io + q, vadd(ai, bi))
+            _cmul_store(yr, yi, io + s + q, vsub(ar, br), vsub(ai, bi), w1r, w1i)
+
+
+@jit()
+def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    m = L // 4
+    w = vlanes(xr)
+    sm = s * m
+    for p in range(m):
+        t = to + 3 * p
+        w1r = vbcast(twr, t)
+        w1i = vbcast(twi, t)
+        w2r = vbcast(twr, t + 1)
+        w2i = vbcast(twi, t + 1)
+        w3r = vbcast(twr, t + 2)
+        w3i = vbcast(twi, t + 2)
+        ia = s * p
+        io = 4 * s * p
+        for q in range(0, s, w):
+            ar = vload(xr, ia + q)
+            ai = vload(xi, ia + q)
+            br = vload(xr, ia + sm + q)
+            bi = vload(xi, ia + sm + q)
+            cr = vload(xr, ia + 2 * sm + q)
+            ci = vload(xi, ia + 2 * sm + q)
+            dr = vload(xr, ia + 3 * sm + q)
+            di = vload(xi, ia + 3 * sm + q)
+            apcr = vadd(ar, cr)
+            apci = vadd(ai, ci)
+            amcr = vsub(ar, cr)
+            amci = vsub(ai, ci)
+            bpdr = vadd(br, dr)
+            bpdi = vadd(bi, di)
+            bmdr = vsub(br, dr)
+            bmdi = vsub(bi, di)
+            vstore(yr, io + q, vadd(apcr, bpdr))
+            vstore(yi, io + q, vadd(apci, bpdi))
+            # y1 = (a - c - i(b - d)) w1, y2 = (a + c - b - d) w2, y3 = (a - c + i(b - d)) w3
+            _cmul_store(yr, yi, io + s + q, vadd(amcr, bmdi), vsub(amci, bmdr), w1r, w1i)
+            _cmul_store(yr, yi, io + 2 * s + q, vsub(apcr, bpdr), vsub(apci, bpdi), w2r, w2i)
+            _cmul_store(yr, yi, io + 3 * s + q, vsub(amcr, bmdi), vadd(amci, bmdr), w3r, w3i)
+
+
+@jit()
+def pass3(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    m = L // 3
+    w = vlanes(xr)
+    sm = s * m
+    half = vsplat(xr, 0.5)
+    s3 = vsplat(xr, S3)
+    for p in range(m):
+        t = to + 2 * p
+        w1r = vbcast(twr, t)
+        w1i = vbcast(twi, t)
+        w2r = vbcast(twr, t + 1)
+        w2i = vbcast(twi, t + 1)
+        ia = s * p
+        io = 3 * s * p
+        for q in range(0, s, w):
+            ar = vload(xr, ia + q)
+            ai = vload(xi, ia + q)
+            br = vload(xr, ia + sm + q)
+            bi = vload(xi, ia + sm + q)
+            cr = vload(xr, ia + 2 * sm + q)
+            ci = vload(xi, ia + 2 * sm + q)
+            t1r = vadd(br, cr)
+            t1i = vadd(bi, ci)
+            t2r = vfnma(half, t1r, ar)
+            t2i = vfnma(half, t1i, ai)
+            # t3 = -i (sqrt(3)/2) (b - c)
+            t3r = vmul(s3, vsub(bi, ci))
+            t3i = vmul(s3, vsub(cr, br))
+            vstore(yr, io + q, vadd(ar, t1r))
+            vstore(yi, io + q, vadd(ai, t1i))
+            _cmul_store(yr, yi, io + s + q, vadd(t2r, t3r), vadd(t2i, t3i), w1r, w1i)
+            _cmul_store(yr, yi, io + 2 * s + q, vsub(t2r, t3r), vsub(t2i, t3i), w2r, w2i)
+
+
+@jit()
+def pass5(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    m = L // 5
+    w = vlanes(xr)
+    sm = s * m
+    c1 = vsplat(xr, C51)
+    c2 = vsplat(xr, C52)
+    s1 = vsplat(xr, S51)
+    s2 = vsplat(xr, S52)
+    for p in range(m):
+        t = to + 4 * p
+        ia = s * p
+        io = 5 * s * p
+        for q in range(0, s, w):
+            ar = vload(xr, ia + q)
+            ai = vload(xi, ia + q)
+            br = vload(xr, ia + sm + q)
+            bi = vload(xi, ia + sm + q)
+            cr = vload(xr, ia + 2 * sm + q)
+            ci = vload(xi, ia + 2 * sm + q)
+            dr = vload(xr, ia + 3 * sm + q)
+            di = vload(xi, ia + 3 * sm + q)
+            er = vload(xr, ia + 4 * sm + q)
+            ei = vload(xi, ia + 4 * sm + q)
+            t1r = vadd(br, er)
+            t1i = vadd(bi, ei)
+            t2r = vadd(cr, dr)
+            t2i = vadd(ci, di)
+            t3r = vsub(br, er)
+            t3i = vsub(bi, ei)
+            t4r = vsub(cr, dr)
+            t4i = vsub(ci, di)
+            vstore(yr, io + q, vadd(ar, vadd(t1r, t2r)))
+            vstore(yi, io + q, vadd(ai, vadd(t1i, t2i)))
+            m1r = vfma(c2, t2r, vfma(c1, t1r, ar))
+            m1i = vfma(c2, t2i, vfma(c1, t1i, ai))
+            m2r = vfma(c1, t2r, vfma(c2, t1r, ar))
+            m2i = vfma(c1, t2i, vfma(c2, t1i, ai))
+            u1r = vfma(s2, t4r, vmul(s1, t3r))
+            u1i = vfma(s2, t4i, vmul(s1, t3i))
+            u2r = vfnma(s1, t4r, vmul(s2, t3r))
+            u2i = vfnma(s1, t4i, vmul(s2, t3i))
+            # y1 = m1 - i u1, y4 = m1 + i u1, y2 = m2 - i u2, y3 = m2 + i u2
+            _cmul_store(yr, yi, io + s + q, vadd(m1r, u1i), vsub(m1i, u1r),
+                        vbcast(twr, t), vbcast(twi, t))  # fmt: skip
+            _cmul_store(yr, yi, io + 2 * s + q, vadd(m2r, u2i), vsub(m2i, u2r),
+                        vbcast(twr, t + 1), vbcast(twi, t + 1))  # fmt: skip
+            _cmul_store(yr, yi, io + 3 * s + q, vsub(m2r, u2i), vadd(m2i, u2r),
+                        vbcast(twr, t + 2), vbcast(twi, t + 2))  # fmt: skip
+            _cmul_store(yr, yi, io + 4 * s + q, vsub(m1r, u1i), vadd(m1i, u1r),
+                        vbcast(twr, t + 3), vbcast(twi, t + 3))  # fmt: skip
+
+
+@jit()
+def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, offsets: Any,
+             twr: Any, twi: Any) -> int:  # fmt: skip
+    """Run every pass on ``s`` interleaved length-``n`` transforms held in (ar, ai).
+
+    Returns 0 when the result ended in (ar, ai), 1 when in (br, bi).
+    """
+    src = 0
+    L = n
+    for st in range(radices.shape[0]):
+        r = radices[st]
+        to = offsets[st]
+        if src == 0:
+            _pass(r, ar, ai, br, bi, L, s, twr, twi, to)
+        else:
+            _pass(r, br, bi, ar, ai, L, s, twr, twi, to)
+        src ^= 1
+        s *= r
+        L //= r
+    return src
+
+
+@jit()
+def _pass(r: int, xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    if r == 4:
+        pass4(xr, xi, yr, yi, L, s, twr, twi, to)
+    elif r == 2:
+        pass2(xr, xi, yr, yi, L, s, twr, twi, to)
+    elif r == 3:
+        pass3(xr, xi, yr, yi, L, s, twr, twi, to)
+    else:
+        pass5(xr, xi, yr, yi, L, s, twr, twi, to)

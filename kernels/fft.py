@@ -1,0 +1,259 @@
+"""FFT: complex64/complex128, 1-D or batched along the last axis, N = 2^a 3^b 5^c.
+
+Four-step (Bailey) algorithm: N = N1 * N2 viewed as an N2 x N1 matrix. Step 1 takes
+blocks of B columns, runs B interleaved length-N2 transforms on them in a cache-resident
+buffer (Stockham passes, one SIMD vector per B/lanes columns), multiplies by the twiddles
+W_N^(n1 k2) and writes them transposed into a split re/im workspace Z (N1 x N2). Step 2
+does the same for blocks of Z's columns (length-N1 transforms) and writes the result in
+natural order. Each step reads and writes the data once, so large N costs two sweeps of
+memory instead of log4 N. Threads share out the column blocks (one transform) or the rows
+(batched).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from kernels._fft_passes import stockham
+from kernels._jit import jit, use_threads
+from kernels._simd import lanes, vbcast, vfma, vfnma, vlanes, vload, vmul, vstore
+
+
+def factor(n: int) -> list[int]:
+    """Radices for a length-n transform (4s first, then 2, 3, 5); ValueError otherwise."""
+    if n < 1:
+        raise ValueError(f"FFT length must be >= 1, got {n}")
+    out: list[int] = []
+    m = n
+    for r in (4, 2, 3, 5):
+        while m % r == 0:
+            out.append(r)
+            m //= r
+    if m != 1:
+        raise ValueError(f"FFT length {n} is not of the form 2^a * 3^b * 5^c")
+    return out
+
+
+def _stage_tables(n: int, dtype: Any) -> tuple[np.ndarray[Any, Any], ...]:
+    radices = factor(n)
+    offsets = []
+    chunks = []
+    L = n
+    pos = 0
+    for r in radices:
+        m = L // r
+        p = np.arange(m)[:, None]
+        j = np.arange(1, r)[None, :]
+        chunks.append(np.exp(-2j * np.pi * (p * j) / L).reshape(-1))
+        offsets.append(pos)
+        pos += m * (r - 1)
+        L = m
+    tw = np.concatenate(chunks) if chunks else np.zeros(1, np.complex128)
+    return (
+        np.array(radices, dtype=np.int64),
+        np.array(offsets, dtype=np.int64),
+        np.ascontiguousarray(tw.real, dtype=dtype),
+        np.ascontiguousarray(tw.imag, dtype=dtype),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    n: int
+    n1: int
+    n2: int
+    block: int
+    tables: tuple[np.ndarray[Any, Any], ...]
+
+
+@lru_cache(maxsize=64)
+def plan(n: int, dtype: Any) -> Plan:
+    """Split n into n1 * n2 (n1 <= n2, n1 as close to sqrt(n) as possible) and tabulate."""
+    factor(n)
+    n1 = 1
+    for d in range(1, math.isqrt(n) + 1):
+        if n % d == 0:
+            n1 = d
+    n2 = n // n1
+    w = lanes(np.dtype(dtype).itemsize)
+    block = 2 * w if n1 % (2 * w) == 0 and n2 % (2 * w) == 0 else w
+    nb1 = -(-n1 // block)
+    k2 = np.arange(n2)
+    # W_N^(n1 k2) = W_N^(c0 k2) * W_N^(c k2) with n1 = c0 + c, c0 a multiple of the block
+    wr = np.exp(-2j * np.pi * np.outer(np.arange(nb1) * block, k2) / n).reshape(-1)
+    wc = np.exp(-2j * np.pi * np.outer(k2, np.arange(block)) / n).reshape(-1)
+    t1 = _stage_tables(n1, dtype)
+    t2 = _stage_tables(n2, dtype)
+    tables = (
+        *t1,
+        *t2,
+        np.ascontiguousarray(wr.real, dtype=dtype),
+        np.ascontiguousarray(wr.imag, dtype=dtype),
+        np.ascontiguousarray(wc.real, dtype=dtype),
+        np.ascontiguousarray(wc.imag, dtype=dtype),
+    )
+    return Plan(n, n1, n2, block, tables)
+
+
+@jit()
+def _step1(x: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
+           zr: Any, zi: Any) -> None:  # fmt: skip
+    """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z."""
+    rad, off, twr, twi = tb[4], tb[5], tb[6], tb[7]
+    wrr, wri, wcr, wci = tb[8], tb[9], tb[10], tb[11]
+    tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    c0 = blk * B
+    b = min(B, n1 - c0)
+    for r in range(n2):
+        src = xo + r * n1 + c0
+        d = r * B
+        for c in range(b):
+            v = x[src + c]
+            tr[d + c] = v.real
+            ti[d + c] = sg * v.imag
+        for c in range(b, B):
+            tr[d + c] = 0
+            ti[d + c] = 0
+    if stockham(tr, ti, ur, ui, n2, B, rad, off, twr, twi) == 1:
+        tr, ti = ur, ui
+    w = vlanes(tr)
+    wo = blk * n2
+    for k2 in range(n2):
+        br = vbcast(wrr, wo + k2)
+        bi = vbcast(wri, wo + k2)
+        for q in range(0, B, w):
+            o = k2 * B + q
+            cr = vload(wcr, o)
+            ci = vload(wci, o)
+            twr_ = vfnma(bi, ci, vmul(br, cr))
+            twi_ = vfma(br, ci, vmul(bi, cr))
+            xr = vload(tr, o)
+            xi = vload(ti, o)
+            vstore(tr, o, vfnma(xi, twi_, vmul(xr, twr_)))
+            vstore(ti, o, vfma(xr, twi_, vmul(xi, twr_)))
+    for c in range(b):
+        d = (c0 + c) * n2
+        for k2 in range(n2):
+            zr[d + k2] = tr[k2 * B + c]
+            zi[d + k2] = ti[k2 * B + c]
+
+
+@jit()
+def _step2(out: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scale: float,
+           tb: Any, zr: Any, zi: Any) -> None:  # fmt: skip
+    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order."""
+    rad, off, twr, twi = tb[0], tb[1], tb[2], tb[3]
+    tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    k0 = blk * B
+    b = min(B, n2 - k0)
+    for r in range(n1):
+        src = r * n2 + k0
+        d = r * B
+        for c in range(b):
+            tr[d + c] = zr[src + c]
+            ti[d + c] = zi[src + c]
+        for c in range(b, B):
+            tr[d + c] = 0
+            ti[d + c] = 0
+    if stockham(tr, ti, ur, ui, n1, B, rad, off, twr, twi) == 1:
+        tr, ti = ur, ui
+    for r in range(n1):
+        d = oo + r * n2 + k0
+        s = r * B
+        for c in range(b):
+            out[d + c] = complex(scale * tr[s + c], sg * scale * ti[s + c])
+
+
+@jit()
+def _with_buffers(tables: Any, size: int) -> Any:
+    dt = tables[2].dtype
+    return (*tables, np.empty(size, dt), np.empty(size, dt), np.empty(size, dt),
+            np.empty(size, dt))  # fmt: skip
+
+
+@jit(parallel=True)
+def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
+              tables: Any, zr: Any, zi: Any, threads: int) -> None:  # fmt: skip
+    sg = -1.0 if inv else 1.0
+    scale = 1.0 / n if inv else 1.0
+    nb1 = (n1 + B - 1) // B
+    nb2 = (n2 + B - 1) // B
+    size = max(n1, n2) * B
+    if rows >= threads and rows > 1:  # threads share out the rows
+        for t in prange(threads):
+            tb = _with_buffers(tables, size)
+            zro = zr[t * n : (t + 1) * n]
+            zio = zi[t * n : (t + 1) * n]
+            for row in range(t, rows, threads):
+                for blk in range(nb1):
+                    _step1(x, row * n, n1, n2, B, blk, sg, tb, zro, zio)
+                for blk in range(nb2):
+                    _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zro, zio)
+    else:  # threads share out the column blocks of each row
+        for row in range(rows):
+            for t in prange(threads):
+                tb = _with_buffers(tables, size)
+                for blk in range(t, nb1, threads):
+                    _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+            for t in prange(threads):
+                tb = _with_buffers(tables, size)
+                for blk in range(t, nb2, threads):
+                    _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+
+
+_local = threading.local()
+
+
+def _workspace(size: int, dtype: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Split re/im scratch, kept per Python thread so repeated calls do not page-fault."""
+    key = np.dtype(dtype).str
+    cache: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]
+    cache = getattr(_local, "ws", None) or {}
+    _local.ws = cache
+    have = cache.get(key)
+    if have is None or have[0].size < size:
+        have = (np.empty(size, dtype), np.empty(size, dtype))
+        cache[key] = have
+    return have
+
+
+def fft(
+    x: np.ndarray[Any, Any],
+    *,
+    inverse: bool = False,
+    threads: int | None = None,
+    out: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """Discrete Fourier transform along the last axis (numpy's sign and scaling conventions:
+    the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
+    shape and dtype."""
+    x = np.asarray(x)
+    if x.dtype not in (np.complex64, np.complex128):
+        raise TypeError(f"fft needs complex64 or complex128 input, got {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError("fft needs at least 1-D input")
+    n = x.shape[-1]
+    p = plan(n, x.real.dtype)
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    elif out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous with the input's shape and dtype")
+    if out.size == 0:
+        return out
+    xc = np.ascontiguousarray(x)
+    rows = xc.size // n
+    nthreads = use_threads(threads)
+    par_rows = rows >= nthreads and rows > 1
+    zr, zi = _workspace(n * (nthreads if par_rows else 1), x.real.dtype)
+    _fft_core(
+        xc.reshape(-1), out.reshape(-1), rows, n, p.n1, p.n2, p.block, bool(inverse),
+        p.tables, zr, zi, nthreads,
+    )  # fmt: skip
+    return out
