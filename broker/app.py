@@ -63,8 +63,14 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     api = APIRouter(prefix="/api/v1")
-    for router in (health.router, enterprises.router, tokens.router, projects.router,
-                   jobs.router, clusters_routes.router):
+    for router in (
+        health.router,
+        enterprises.router,
+        tokens.router,
+        projects.router,
+        jobs.router,
+        clusters_routes.router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)  # /healthz and /readyz at the root too, for probes

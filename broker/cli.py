@@ -48,8 +48,9 @@ def _emit(data: Any, as_json: bool) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    migrate_db: Annotated[bool, typer.Option("--migrate/--no-migrate",
-                                             help="Upgrade the schema first.")] = True,
+    migrate_db: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Upgrade the schema first.")
+    ] = True,
 ) -> None:
     """API, dashboard and worker in one process (the embedded default)."""
     import uvicorn

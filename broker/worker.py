@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -86,9 +87,11 @@ class Worker:
     def submit_due(self, stats: PassStats) -> None:
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
-            due = [(j.id, j.cluster, j.submit_attempts, j.created_at)
-                   for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)]
-        by_cluster: dict[str, list[tuple[object, int]]] = defaultdict(list)
+            due = [
+                (j.id, j.cluster, j.submit_attempts, j.created_at)
+                for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)
+            ]
+        by_cluster: dict[str, list[tuple[uuid.UUID, int]]] = defaultdict(list)
         for job_id, cluster, attempts, _ in due:
             by_cluster[cluster].append((job_id, attempts))
         for cluster, jobs in by_cluster.items():
@@ -103,7 +106,9 @@ class Worker:
             for job_id, _ in jobs:
                 self._submit_one(job_id, tagged, stats)
 
-    def _submit_one(self, job_id: object, tagged: dict[str, sa_.JobInfo], stats: PassStats) -> None:
+    def _submit_one(
+        self, job_id: uuid.UUID, tagged: dict[str, sa_.JobInfo], stats: PassStats
+    ) -> None:
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
             job = s.get(Job, job_id)
@@ -143,8 +148,13 @@ class Worker:
                 if job is None or job.state is not JobStatus.ACCEPTED:
                     return
                 if exc.transient:
-                    scheduling.backoff(job, now, str(exc), self.settings.submit_retry_base_s,
-                                       self.settings.submit_retry_max_s)
+                    scheduling.backoff(
+                        job,
+                        now,
+                        str(exc),
+                        self.settings.submit_retry_base_s,
+                        self.settings.submit_retry_max_s,
+                    )
                     stats.retried += 1
                 else:
                     scheduling.reject(s, job, str(exc), scheduling.utcnow())
@@ -158,9 +168,16 @@ class Worker:
 
     def push_cancels(self, stats: PassStats) -> None:
         with session_scope(self.factory) as s:
-            todo = [(j.cluster, j.scheduler_job_id) for j in s.scalars(
-                select(Job).where(Job.cancel_requested, Job.state.in_(LIVE_STATES),
-                                  Job.scheduler_job_id.is_not(None)))]
+            todo = [
+                (j.cluster, j.scheduler_job_id)
+                for j in s.scalars(
+                    select(Job).where(
+                        Job.cancel_requested,
+                        Job.state.in_(LIVE_STATES),
+                        Job.scheduler_job_id.is_not(None),
+                    )
+                )
+            ]
         for cluster, sched_id in todo:
             key = f"{cluster}/{sched_id}"
             if key in self._cancels_sent or sched_id is None:
@@ -173,9 +190,13 @@ class Worker:
 
     def poll(self, stats: PassStats) -> None:
         with session_scope(self.factory) as s:
-            live_clusters = list(s.scalars(
-                select(Job.cluster).where(Job.state.in_(LIVE_STATES),
-                                          Job.scheduler_job_id.is_not(None)).distinct()))
+            live_clusters = list(
+                s.scalars(
+                    select(Job.cluster)
+                    .where(Job.state.in_(LIVE_STATES), Job.scheduler_job_id.is_not(None))
+                    .distinct()
+                )
+            )
         for cluster in live_clusters:
             with session_scope(self.factory) as s:
                 jobs = scheduling.live_jobs(s, cluster)
@@ -188,13 +209,16 @@ class Worker:
             with session_scope(self.factory) as s:
                 for job in scheduling.live_jobs(s, cluster):
                     info = infos.get(job.scheduler_job_id or "")
-                    if info is not None and scheduling.apply_info(s, job, info, scheduling.utcnow()):
+                    if info is not None and scheduling.apply_info(
+                        s, job, info, scheduling.utcnow()
+                    ):
                         stats.settled += 1
 
 
 def start_in_thread(worker: Worker) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
-    thread = threading.Thread(target=worker.run_forever, args=(stop,), name="broker-worker",
-                              daemon=True)
+    thread = threading.Thread(
+        target=worker.run_forever, args=(stop,), name="broker-worker", daemon=True
+    )
     thread.start()
     return thread, stop

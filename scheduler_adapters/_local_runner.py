@@ -7,6 +7,7 @@ and records the outcome atomically in ``state.json``, which the adapter reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,7 +47,9 @@ def run(job_dir: Path) -> int:
         return 0
     user = meta.get("user") if os.geteuid() == 0 else None
     out = _open_out(meta["stdout_path"], user)
-    err = out if meta["stderr_path"] == meta["stdout_path"] else _open_out(meta["stderr_path"], user)
+    err = (
+        out if meta["stderr_path"] == meta["stdout_path"] else _open_out(meta["stderr_path"], user)
+    )
     proc = subprocess.Popen(
         ["/bin/bash", str(job_dir / "script.sh")],
         cwd=meta["working_dir"],
@@ -71,15 +74,10 @@ def run(job_dir: Path) -> int:
         if time.monotonic() > deadline:
             outcome["why"] = "timeout"
             _kill_group(proc)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            pass
     rc = proc.returncode
-    if outcome["why"]:
-        final = outcome["why"]
-    else:
-        final = "completed" if rc == 0 else "failed"
+    final = outcome["why"] if outcome["why"] else "completed" if rc == 0 else "failed"
     exit_code = rc if rc >= 0 else 128 - rc
     write_state(job_dir, {**state, "state": final, "exit_code": exit_code, "end_time": _now()})
     return 0
@@ -105,8 +103,15 @@ def main() -> int:
     try:
         return run(job_dir)
     except Exception as exc:  # record, never lose a job silently
-        write_state(job_dir, {"state": "failed", "reason": f"runner error: {exc}",
-                              "exit_code": None, "end_time": _now()})
+        write_state(
+            job_dir,
+            {
+                "state": "failed",
+                "reason": f"runner error: {exc}",
+                "exit_code": None,
+                "end_time": _now(),
+            },
+        )
         return 1
 
 

@@ -103,20 +103,32 @@ class LocalAdapter(SchedulerAdapter):
         if spec.cpus_per_task:
             env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
         meta = {
-            "job_id": job_id, "name": spec.name, "tag": spec.tag, "account": spec.account,
-            "user": spec.user if self.run_as_user else None, "partition": spec.partition or self.partition, "nodes": nodes,
-            "time_limit_minutes": spec.time_limit_minutes, "working_dir": str(work),
-            "stdout_path": stdout, "stderr_path": spec.stderr_path or stdout,
-            "environment": env, "submit_time": datetime.now(UTC).isoformat(),
+            "job_id": job_id,
+            "name": spec.name,
+            "tag": spec.tag,
+            "account": spec.account,
+            "user": spec.user if self.run_as_user else None,
+            "partition": spec.partition or self.partition,
+            "nodes": nodes,
+            "time_limit_minutes": spec.time_limit_minutes,
+            "working_dir": str(work),
+            "stdout_path": stdout,
+            "stderr_path": spec.stderr_path or stdout,
+            "environment": env,
+            "submit_time": datetime.now(UTC).isoformat(),
         }
         (job_dir / "script.sh").write_text(spec.script)
         (job_dir / "meta.json").write_text(json.dumps(meta))
-        subprocess.run(
-            [sys.executable, "-m", "scheduler_adapters._local_runner", str(job_dir)],
-            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=(job_dir / "runner.log").open("ab"), close_fds=True,
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
+        with (job_dir / "runner.log").open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", "scheduler_adapters._local_runner", str(job_dir)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                close_fds=True,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
         return job_id
 
     # -- follow -------------------------------------------------------------------
@@ -136,11 +148,20 @@ class LocalAdapter(SchedulerAdapter):
         if start is not None:
             elapsed = int(((end or datetime.now(UTC)) - start).total_seconds())
         return JobInfo(
-            job_id=job_id, state=_STATES.get(native, JobState.UNKNOWN), native_state=native,
-            reason=state.get("reason"), exit_code=state.get("exit_code"),
-            nodes=tuple(meta["nodes"]), submit_time=_ts(meta["submit_time"]),
-            start_time=start, end_time=end, elapsed_s=elapsed, tag=meta.get("tag"),
-            name=meta.get("name"), account=meta.get("account"), partition=meta.get("partition"),
+            job_id=job_id,
+            state=_STATES.get(native, JobState.UNKNOWN),
+            native_state=native,
+            reason=state.get("reason"),
+            exit_code=state.get("exit_code"),
+            nodes=tuple(meta["nodes"]),
+            submit_time=_ts(meta["submit_time"]),
+            start_time=start,
+            end_time=end,
+            elapsed_s=elapsed,
+            tag=meta.get("tag"),
+            name=meta.get("name"),
+            account=meta.get("account"),
+            partition=meta.get("partition"),
         )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -157,8 +178,8 @@ class LocalAdapter(SchedulerAdapter):
         (job_dir / "cancel").touch()
         state = _read_json(job_dir / "state.json") or {}
         pid = state.get("runner_pid")
-        if state.get("state") == "running" and _alive(pid):
-            os.kill(int(pid), signal.SIGTERM)
+        if state.get("state") == "running" and isinstance(pid, int) and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
 
     def _all(self) -> list[JobInfo]:
         ids = [p.name for p in self.jobs_dir.iterdir() if p.name.isdigit()]
@@ -166,7 +187,8 @@ class LocalAdapter(SchedulerAdapter):
 
     def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
         return {
-            i.tag: i for i in self._all()
+            i.tag: i
+            for i in self._all()
             if i.tag and i.submit_time is not None and i.submit_time >= since
         }
 
@@ -188,8 +210,13 @@ class LocalAdapter(SchedulerAdapter):
     def nodes(self) -> list[NodeInfo]:
         busy = self._busy_nodes()
         return [
-            NodeInfo(name=n, cpus=self.cpus_per_node, memory_mb=self.memory_mb_per_node,
-                     state="allocated" if n in busy else "idle", partitions=(self.partition,))
+            NodeInfo(
+                name=n,
+                cpus=self.cpus_per_node,
+                memory_mb=self.memory_mb_per_node,
+                state="allocated" if n in busy else "idle",
+                partitions=(self.partition,),
+            )
             for n in self.node_names
         ]
 

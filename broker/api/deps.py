@@ -14,7 +14,9 @@ from ..errors import Unauthenticated
 from ..services import tokens
 from ..services.principal import Principal
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from POST /enterprises/{id}/tokens")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API token from POST /enterprises/{id}/tokens"
+)
 
 
 def get_settings(request: Request) -> Settings:

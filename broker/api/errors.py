@@ -25,12 +25,22 @@ _STATUS: list[tuple[type[errors.BrokerError], int]] = [
     (errors.Unavailable, 503),
 ]
 
-_HTTP_NAMES = {400: "BadRequest", 401: "Unauthenticated", 403: "PermissionDenied",
-               404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
-               413: "PayloadTooLarge", 415: "UnsupportedMediaType", 429: "RateLimited"}
+_HTTP_NAMES = {
+    400: "BadRequest",
+    401: "Unauthenticated",
+    403: "PermissionDenied",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "RateLimited",
+}
 
 
-def error_response(status: int, name: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, name: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": name, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -66,10 +76,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error: %s", exc.orig)
-        return error_response(409, "Conflict", "the request conflicts with a concurrent change; retry")
+        return error_response(
+            409, "Conflict", "the request conflicts with a concurrent change; retry"
+        )
 
     @app.exception_handler(DBAPIError)
     async def _db(_: Request, exc: DBAPIError) -> JSONResponse:
         log.error("database error: %s", exc.orig)
-        return error_response(503, "Unavailable", "the database is unavailable; retry shortly",
-                              {"Retry-After": "5"})
+        return error_response(
+            503, "Unavailable", "the database is unavailable; retry shortly", {"Retry-After": "5"}
+        )

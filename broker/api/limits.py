@@ -73,9 +73,19 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
-    body = (b'{"error":"PayloadTooLarge","detail":"request body exceeds '
-            + str(max_bytes).encode() + b' bytes"}')
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    body = (
+        b'{"error":"PayloadTooLarge","detail":"request body exceeds '
+        + str(max_bytes).encode()
+        + b' bytes"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -16,80 +16,137 @@ from ..units import mflops_to_tflops, units_to_pfh
 def enterprise(e: Enterprise) -> EnterpriseRead:
     cap = e.capacity_cap_mflops
     return EnterpriseRead(
-        id=e.id, name=e.name, posix_user=e.posix_user, slurm_account=e.slurm_account,
-        status=e.status.value, created_at=e.created_at,
+        id=e.id,
+        name=e.name,
+        posix_user=e.posix_user,
+        slurm_account=e.slurm_account,
+        status=e.status.value,
+        created_at=e.created_at,
         capacity_cap_pflops=None if cap is None else cap / 1e9,
     )
 
 
 def token(t: ApiToken) -> TokenRead:
-    return TokenRead(id=t.id, name=t.name, role=t.role.value, enterprise_id=t.enterprise_id,
-                     prefix=t.prefix, created_at=t.created_at, revoked_at=t.revoked_at)
+    return TokenRead(
+        id=t.id,
+        name=t.name,
+        role=t.role.value,
+        enterprise_id=t.enterprise_id,
+        prefix=t.prefix,
+        created_at=t.created_at,
+        revoked_at=t.revoked_at,
+    )
 
 
 def project(p: Project) -> ProjectRead:
     alloc = p.allocation_units
     return ProjectRead(
-        id=p.id, enterprise_id=p.enterprise_id, name=p.name, description=p.description,
-        status=p.status.value, allocation_pfh=None if alloc is None else units_to_pfh(alloc),
-        created_at=p.created_at, approved_at=p.approved_at, closed_at=p.closed_at,
+        id=p.id,
+        enterprise_id=p.enterprise_id,
+        name=p.name,
+        description=p.description,
+        status=p.status.value,
+        allocation_pfh=None if alloc is None else units_to_pfh(alloc),
+        created_at=p.created_at,
+        approved_at=p.approved_at,
+        closed_at=p.closed_at,
     )
 
 
 def balance(enterprise_id: uuid.UUID, b: BalanceView) -> BalanceRead:
     return BalanceRead(
-        enterprise_id=enterprise_id, granted_pfh=units_to_pfh(b.granted_units),
-        held_pfh=units_to_pfh(b.held_units), charged_pfh=units_to_pfh(b.charged_units),
+        enterprise_id=enterprise_id,
+        granted_pfh=units_to_pfh(b.granted_units),
+        held_pfh=units_to_pfh(b.held_units),
+        charged_pfh=units_to_pfh(b.charged_units),
         available_pfh=units_to_pfh(b.available_units),
     )
 
 
 def entry(e: LedgerEntry) -> LedgerEntryRead:
     return LedgerEntryRead(
-        id=e.id, kind=e.kind.value, amount_pfh=units_to_pfh(e.amount_units),
-        project_id=e.project_id, job_id=e.job_id, reverses_id=e.reverses_id, memo=e.memo,
-        actor=e.actor, created_at=e.created_at,
+        id=e.id,
+        kind=e.kind.value,
+        amount_pfh=units_to_pfh(e.amount_units),
+        project_id=e.project_id,
+        job_id=e.job_id,
+        reverses_id=e.reverses_id,
+        memo=e.memo,
+        actor=e.actor,
+        created_at=e.created_at,
     )
 
 
 def job(j: Job) -> JobRead:
     return JobRead(
-        id=j.id, project_id=j.project_id, enterprise_id=j.enterprise_id, name=j.name,
-        state=j.state.value, reason=j.reason, cluster=j.cluster, partition=j.partition,
-        scheduler_job_id=j.scheduler_job_id, exit_code=j.exit_code, nodes=j.nodes,
-        ntasks=j.ntasks, cpus_per_task=j.cpus_per_task, memory_mb=j.memory_mb,
-        gpus_per_node=j.gpus_per_node, time_limit_minutes=j.time_limit_minutes,
-        node_list=list(j.node_list or []), elapsed_s=j.elapsed_s,
+        id=j.id,
+        project_id=j.project_id,
+        enterprise_id=j.enterprise_id,
+        name=j.name,
+        state=j.state.value,
+        reason=j.reason,
+        cluster=j.cluster,
+        partition=j.partition,
+        scheduler_job_id=j.scheduler_job_id,
+        exit_code=j.exit_code,
+        nodes=j.nodes,
+        ntasks=j.ntasks,
+        cpus_per_task=j.cpus_per_task,
+        memory_mb=j.memory_mb,
+        gpus_per_node=j.gpus_per_node,
+        time_limit_minutes=j.time_limit_minutes,
+        node_list=list(j.node_list or []),
+        elapsed_s=j.elapsed_s,
         hold_pfh=units_to_pfh(j.hold_units),
         charge_pfh=None if j.charge_units is None else units_to_pfh(j.charge_units),
-        routing=j.routing or {}, created_at=j.created_at, submitted_at=j.submitted_at,
-        started_at=j.started_at, ended_at=j.ended_at, settled_at=j.settled_at,
+        routing=j.routing or {},
+        created_at=j.created_at,
+        submitted_at=j.submitted_at,
+        started_at=j.started_at,
+        ended_at=j.ended_at,
+        settled_at=j.settled_at,
     )
 
 
 def partition(p: Partition) -> PartitionRead:
     return PartitionRead(
-        name=p.name, nodes=p.nodes, cpus_per_node=p.cpus_per_node,
-        memory_mb_per_node=p.memory_mb_per_node, gpus_per_node=p.gpus_per_node,
-        max_nodes=p.max_nodes, max_time_minutes=p.max_time_minutes,
-        rate_tflops=mflops_to_tflops(p.rated_mflops), price_per_pfh=p.price_per_pfh,
+        name=p.name,
+        nodes=p.nodes,
+        cpus_per_node=p.cpus_per_node,
+        memory_mb_per_node=p.memory_mb_per_node,
+        gpus_per_node=p.gpus_per_node,
+        max_nodes=p.max_nodes,
+        max_time_minutes=p.max_time_minutes,
+        rate_tflops=mflops_to_tflops(p.rated_mflops),
+        price_per_pfh=p.price_per_pfh,
         features=list(p.features or []),
     )
 
 
 def cluster(c: Cluster, parts: list[Partition]) -> ClusterRead:
     return ClusterRead(
-        name=c.name, adapter=c.adapter, status=c.status.value, version=c.version,
-        last_seen_at=c.last_seen_at, last_error=c.last_error, load=c.load or {},
+        name=c.name,
+        adapter=c.adapter,
+        status=c.status.value,
+        version=c.version,
+        last_seen_at=c.last_seen_at,
+        last_error=c.last_error,
+        load=c.load or {},
         partitions=[partition(p) for p in parts],
     )
 
 
 def node(n: Node, rated_mflops: int) -> NodeRead:
     return NodeRead(
-        name=n.name, cpus=n.cpus, memory_mb=n.memory_mb, gpus=n.gpus,
-        partitions=list(n.partitions or []), state=n.state, reason=n.reason,
+        name=n.name,
+        cpus=n.cpus,
+        memory_mb=n.memory_mb,
+        gpus=n.gpus,
+        partitions=list(n.partitions or []),
+        state=n.state,
+        reason=n.reason,
         rate_tflops=mflops_to_tflops(n.rate_mflops or rated_mflops),
-        measured=n.rate_mflops is not None, validation=n.validation.value,
+        measured=n.rate_mflops is not None,
+        validation=n.validation.value,
         updated_at=n.updated_at,
     )

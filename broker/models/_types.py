@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
-
-import enum
 
 from sqlalchemy import DateTime, Dialect, Enum
 from sqlalchemy.types import TypeDecorator
@@ -39,6 +38,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 def str_enum(enum_cls: type[enum.StrEnum], length: int = 16) -> Enum:
     """A portable enum column storing the members' values (not names), as VARCHAR."""
     return Enum(
-        enum_cls, native_enum=False, length=length, validate_strings=True,
+        enum_cls,
+        native_enum=False,
+        length=length,
+        validate_strings=True,
         values_callable=lambda cls: [m.value for m in cls],
     )

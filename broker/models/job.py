@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -87,9 +86,7 @@ class Job(Base):
     partition: Mapped[str] = mapped_column(String(64))
     routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-    state: Mapped[JobStatus] = mapped_column(
-        str_enum(JobStatus), default=JobStatus.ACCEPTED
-    )
+    state: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.ACCEPTED)
     reason: Mapped[str] = mapped_column(String(1000), default="")
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)

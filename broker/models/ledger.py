@@ -19,7 +19,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -88,9 +87,7 @@ class LedgerEntry(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     kind: Mapped[EntryKind] = mapped_column(str_enum(EntryKind))
     amount_units: Mapped[int] = mapped_column(BigInteger)
-    reverses_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ledger_entry.id"), default=None
-    )
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entry.id"), default=None)
     memo: Mapped[str] = mapped_column(String(500), default="")
     actor: Mapped[str] = mapped_column(String(120), default="system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -56,9 +56,12 @@ class Candidate:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "cluster": self.cluster.name, "partition": self.partition.name,
-            "score": round(self.score, 3), "expected_wait_s": round(self.wait_s, 1),
-            "expected_run_s": round(self.run_s, 1), "rate_tflops": self.rate_mflops / 1e6,
+            "cluster": self.cluster.name,
+            "partition": self.partition.name,
+            "score": round(self.score, 3),
+            "expected_wait_s": round(self.wait_s, 1),
+            "expected_run_s": round(self.run_s, 1),
+            "rate_tflops": self.rate_mflops / 1e6,
             "price": round(self.cost, 6),
         }
 
@@ -71,9 +74,12 @@ class RoutingDecision:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "cluster": self.chosen.cluster.name, "partition": self.chosen.partition.name,
-            "reasons": self.chosen.reasons, "score": round(self.chosen.score, 3),
-            "alternatives": self.alternatives, "rejected": self.rejected,
+            "cluster": self.chosen.cluster.name,
+            "partition": self.chosen.partition.name,
+            "reasons": self.chosen.reasons,
+            "score": round(self.chosen.score, 3),
+            "alternatives": self.alternatives,
+            "rejected": self.rejected,
         }
 
 
@@ -90,7 +96,10 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
     if (req.gpus_per_node or 0) > part.gpus_per_node:
         return f"needs {req.gpus_per_node} GPUs per node, nodes have {part.gpus_per_node}"
     if req.time_limit_minutes > part.max_time_minutes:
-        return f"time limit {req.time_limit_minutes} min exceeds the partition's {part.max_time_minutes}"
+        return (
+            f"time limit {req.time_limit_minutes} min exceeds the partition's "
+            f"{part.max_time_minutes}"
+        )
     missing = set(req.constraints or ()) - set(part.features)
     if missing:
         return f"lacks features {sorted(missing)}"
@@ -99,8 +108,10 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
 
 def choose(session: Session, req: ResourceRequest, weights: Weights = Weights()) -> RoutingDecision:
     rows = session.execute(
-        select(Cluster, Partition).join(Partition, Partition.cluster_id == Cluster.id)
-        .where(Cluster.enabled).order_by(Cluster.name, Partition.name)
+        select(Cluster, Partition)
+        .join(Partition, Partition.cluster_id == Cluster.id)
+        .where(Cluster.enabled)
+        .order_by(Cluster.name, Partition.name)
     ).all()
     if req.cluster is not None and req.cluster not in {c.name for c, _ in rows}:
         raise InvalidInput("cluster", f"unknown cluster {req.cluster!r}")
@@ -138,8 +149,11 @@ def _score(
     idle = int(load.get("idle_nodes", part.nodes))
     pending = int(load.get("pending_jobs", 0))
     # Expected wait: nothing if enough nodes are idle; otherwise a share of the queue.
-    wait_s = 0.0 if idle >= req.nodes and pending == 0 else (
-        (pending + 1) * req.time_limit_minutes * 60 / max(part.nodes, 1) / 2)
+    wait_s = (
+        0.0
+        if idle >= req.nodes and pending == 0
+        else ((pending + 1) * req.time_limit_minutes * 60 / max(part.nodes, 1) / 2)
+    )
     # Run time scales inversely with node speed, relative to a 1 TFLOP/s node.
     run_s = req.time_limit_minutes * 60 * 1e6 / max(rate, 1)
     hold_pfh = req.nodes * rate * req.time_limit_minutes * 60 / UNITS_PER_PFH
@@ -154,8 +168,9 @@ def _explain(req: ResourceRequest, best: Candidate, others: list[Candidate]) -> 
         reasons.append("explicitly requested")
     reasons.append(f"fits: {req.nodes} node(s) within max {best.partition.max_nodes}")
     reasons.append(f"node rate {best.rate_mflops / 1e6:g} TFLOP/s")
-    reasons.append("idle nodes available now" if best.wait_s == 0 else
-                   f"expected wait {best.wait_s:.0f} s")
+    reasons.append(
+        "idle nodes available now" if best.wait_s == 0 else f"expected wait {best.wait_s:.0f} s"
+    )
     if others:
         reasons.append(f"lowest score {best.score:.1f} of {len(others) + 1} candidates")
     return reasons

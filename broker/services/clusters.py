@@ -16,7 +16,6 @@ from ..config import ClusterConfig
 from ..errors import NotFound
 from ..models import Cluster, ClusterStatus, Node, Partition
 from ..units import tflops_to_mflops
-from .principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,10 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
             session.flush()
         row.adapter, row.scratch_dir, row.options = cfg.adapter, str(cfg.scratch_dir), cfg.options
         row.enabled = True
-        parts = {p.name: p for p in session.scalars(
-            select(Partition).where(Partition.cluster_id == row.id))}
+        parts = {
+            p.name: p
+            for p in session.scalars(select(Partition).where(Partition.cluster_id == row.id))
+        }
         for pc in cfg.partitions:
             part = parts.pop(pc.name, None) or Partition(cluster_id=row.id, name=pc.name)
             part.nodes, part.cpus_per_node = pc.nodes, pc.cpus_per_node
@@ -91,8 +92,12 @@ def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:
     cluster.status, cluster.version, cluster.last_seen_at = ClusterStatus.UP, info.version, now
     cluster.last_error = ""
     cluster.load = {
-        p.name: {"total_nodes": p.total_nodes, "idle_nodes": p.idle_nodes,
-                 "pending_jobs": p.pending_jobs, "running_jobs": p.running_jobs}
+        p.name: {
+            "total_nodes": p.total_nodes,
+            "idle_nodes": p.idle_nodes,
+            "pending_jobs": p.pending_jobs,
+            "running_jobs": p.running_jobs,
+        }
         for p in info.partitions
     }
     known = {n.name: n for n in session.scalars(select(Node).where(Node.cluster_id == cluster.id))}
@@ -116,14 +121,18 @@ def get_cluster(session: Session, name: str) -> Cluster:
 
 
 def partitions_of(session: Session, cluster: Cluster) -> list[Partition]:
-    return list(session.scalars(
-        select(Partition).where(Partition.cluster_id == cluster.id).order_by(Partition.name)))
+    return list(
+        session.scalars(
+            select(Partition).where(Partition.cluster_id == cluster.id).order_by(Partition.name)
+        )
+    )
 
 
 def list_nodes(session: Session, cluster_name: str) -> list[Node]:
     cluster = get_cluster(session, cluster_name)
-    return list(session.scalars(
-        select(Node).where(Node.cluster_id == cluster.id).order_by(Node.name)))
+    return list(
+        session.scalars(select(Node).where(Node.cluster_id == cluster.id).order_by(Node.name))
+    )
 
 
 def node_rate_mflops(node: Node | None, partition: Partition) -> int:

@@ -55,12 +55,14 @@ def submit(
     ledger.lock_enterprise(session, project.enterprise_id)  # serializes this tenant's submits
     digest = _request_hash(req)
     if idempotency_key is not None:
-        prior = session.scalar(select(Job).where(
-            Job.project_id == project_id, Job.idempotency_key == idempotency_key))
+        prior = session.scalar(
+            select(Job).where(Job.project_id == project_id, Job.idempotency_key == idempotency_key)
+        )
         if prior is not None:
             if prior.request_hash != digest:
                 raise IdempotencyMismatch(
-                    "Idempotency-Key was already used with a different request body")
+                    "Idempotency-Key was already used with a different request body"
+                )
             return SubmitResult(prior, created=False)
     projects.require_active(project)
     ent = session.get(Enterprise, project.enterprise_id)
@@ -69,20 +71,39 @@ def submit(
     decision = brokering.choose(session, req, weights)
     part = decision.chosen.partition
     job = Job(
-        id=uuid.uuid4(), enterprise_id=project.enterprise_id, project_id=project.id,
-        submitted_by=principal.actor, idempotency_key=idempotency_key, request_hash=digest,
-        name=req.name, script=_with_shebang(req.script), nodes=req.nodes, ntasks=req.ntasks,
-        cpus_per_task=req.cpus_per_task, memory_mb=req.memory_mb,
-        gpus_per_node=req.gpus_per_node, time_limit_minutes=req.time_limit_minutes,
-        cluster=decision.chosen.cluster.name, partition=part.name,
-        routing=decision.as_json(), state=JobStatus.ACCEPTED,
+        id=uuid.uuid4(),
+        enterprise_id=project.enterprise_id,
+        project_id=project.id,
+        submitted_by=principal.actor,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        name=req.name,
+        script=_with_shebang(req.script),
+        nodes=req.nodes,
+        ntasks=req.ntasks,
+        cpus_per_task=req.cpus_per_task,
+        memory_mb=req.memory_mb,
+        gpus_per_node=req.gpus_per_node,
+        time_limit_minutes=req.time_limit_minutes,
+        cluster=decision.chosen.cluster.name,
+        partition=part.name,
+        routing=decision.as_json(),
+        state=JobStatus.ACCEPTED,
         hold_units=req.nodes * decision.chosen.rate_mflops * req.time_limit_minutes * 60,
     )
     session.add(job)
     session.flush()
     ledger.hold(session, job, project)
-    audit.record(session, principal, "job.submit", "job", job.id,
-                 enterprise_id=job.enterprise_id, cluster=job.cluster, partition=job.partition)
+    audit.record(
+        session,
+        principal,
+        "job.submit",
+        "job",
+        job.id,
+        enterprise_id=job.enterprise_id,
+        cluster=job.cluster,
+        partition=job.partition,
+    )
     return SubmitResult(job, created=True)
 
 
@@ -123,8 +144,9 @@ def list_jobs(
     if cursor:
         at, last_id = _decode_cursor(cursor)
         query = query.where((Job.created_at < at) | ((Job.created_at == at) & (Job.id < last_id)))
-    rows = list(session.scalars(
-        query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, _encode_cursor(rows[-1]) if more and rows else None
@@ -162,7 +184,11 @@ def cancel(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
 
 
 def read_output(
-    session: Session, principal: Principal, job_id: uuid.UUID, *, stream: str = "stdout",
+    session: Session,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    stream: str = "stdout",
     tail_lines: int | None = None,
 ) -> str:
     job = get_job(session, principal, job_id)

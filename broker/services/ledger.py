@@ -39,7 +39,9 @@ class BalanceView:
         return self.granted_units - self.held_units - self.charged_units
 
 
-def _lock(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None = None) -> Balance:
+def _lock(
+    session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None = None
+) -> Balance:
     query = select(Balance).where(Balance.enterprise_id == enterprise_id)
     if project_id is None:
         query = query.where(Balance.project_id.is_(None))
@@ -70,11 +72,25 @@ def grant(
         raise InvalidInput("amount_pfh", "must be greater than zero")
     bal = _lock(session, enterprise_id)
     bal.granted_units += amount_units
-    entry = _append(session, enterprise_id=enterprise_id, kind=EntryKind.GRANT,
-                    amount_units=amount_units, memo=memo, actor=principal.actor)
+    entry = _append(
+        session,
+        enterprise_id=enterprise_id,
+        kind=EntryKind.GRANT,
+        amount_units=amount_units,
+        memo=memo,
+        actor=principal.actor,
+    )
     session.flush()
-    audit.record(session, principal, "ledger.grant", "ledger_entry", entry.id,
-                 enterprise_id=enterprise_id, amount_pfh=units_to_pfh(amount_units), memo=memo)
+    audit.record(
+        session,
+        principal,
+        "ledger.grant",
+        "ledger_entry",
+        entry.id,
+        enterprise_id=enterprise_id,
+        amount_pfh=units_to_pfh(amount_units),
+        memo=memo,
+    )
     return entry
 
 
@@ -91,11 +107,25 @@ def adjust(
     if bal.granted_units + amount_units - bal.held_units - bal.charged_units < 0:
         raise QuotaExceeded("adjustment would make the available balance negative")
     bal.granted_units += amount_units
-    entry = _append(session, enterprise_id=enterprise_id, kind=EntryKind.ADJUST,
-                    amount_units=amount_units, memo=memo, actor=principal.actor)
+    entry = _append(
+        session,
+        enterprise_id=enterprise_id,
+        kind=EntryKind.ADJUST,
+        amount_units=amount_units,
+        memo=memo,
+        actor=principal.actor,
+    )
     session.flush()
-    audit.record(session, principal, "ledger.adjust", "ledger_entry", entry.id,
-                 enterprise_id=enterprise_id, amount_pfh=units_to_pfh(amount_units), memo=memo)
+    audit.record(
+        session,
+        principal,
+        "ledger.adjust",
+        "ledger_entry",
+        entry.id,
+        enterprise_id=enterprise_id,
+        amount_pfh=units_to_pfh(amount_units),
+        memo=memo,
+    )
     return entry
 
 
@@ -119,8 +149,15 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
             )
     ent.held_units += units
     proj.held_units += units
-    return _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
-                   job_id=job.id, kind=EntryKind.HOLD, amount_units=units, actor=job.submitted_by)
+    return _append(
+        session,
+        enterprise_id=job.enterprise_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        kind=EntryKind.HOLD,
+        amount_units=units,
+        actor=job.submitted_by,
+    )
 
 
 def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> bool:
@@ -137,15 +174,29 @@ def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> boo
     if held is not None and _entry(session, job.id, EntryKind.RELEASE) is None:
         ent.held_units -= held.amount_units
         proj.held_units -= held.amount_units
-        _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
-                job_id=job.id, kind=EntryKind.RELEASE, amount_units=held.amount_units,
-                reverses_id=held.id, memo=memo)
+        _append(
+            session,
+            enterprise_id=job.enterprise_id,
+            project_id=job.project_id,
+            job_id=job.id,
+            kind=EntryKind.RELEASE,
+            amount_units=held.amount_units,
+            reverses_id=held.id,
+            memo=memo,
+        )
     cap = held.amount_units if held is not None else 0
     units = max(0, min(charge_units, cap))
     ent.charged_units += units
     proj.charged_units += units
-    _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id, job_id=job.id,
-            kind=EntryKind.CHARGE, amount_units=units, memo=memo)
+    _append(
+        session,
+        enterprise_id=job.enterprise_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        kind=EntryKind.CHARGE,
+        amount_units=units,
+        memo=memo,
+    )
     job.charge_units = units
     return True
 
@@ -158,19 +209,31 @@ def credit(
     charge = _entry(session, job.id, EntryKind.CHARGE)
     if charge is None:
         raise Conflict("the job has not been charged")
-    credited = -int(session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
-            LedgerEntry.reverses_id == charge.id, LedgerEntry.kind == EntryKind.ADJUST)
-    ) or 0)
+    credited = -int(
+        session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
+                LedgerEntry.reverses_id == charge.id, LedgerEntry.kind == EntryKind.ADJUST
+            )
+        )
+        or 0
+    )
     units = min(units, charge.amount_units - credited)
     if units <= 0:
         return None
     proj = _lock(session, job.enterprise_id, job.project_id)
     ent.charged_units -= units
     proj.charged_units -= units
-    entry = _append(session, enterprise_id=job.enterprise_id, project_id=job.project_id,
-                    job_id=job.id, kind=EntryKind.ADJUST, amount_units=-units,
-                    reverses_id=charge.id, memo=memo, actor=principal.actor)
+    entry = _append(
+        session,
+        enterprise_id=job.enterprise_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        kind=EntryKind.ADJUST,
+        amount_units=-units,
+        reverses_id=charge.id,
+        memo=memo,
+        actor=principal.actor,
+    )
     job.charge_units = (job.charge_units or 0) - units
     return entry
 
@@ -226,23 +289,31 @@ def check_invariants(session: Session, enterprise_id: uuid.UUID) -> list[str]:
             sums = (0, sums[1], sums[2])
             got = (0, got[1], got[2])
         if got != sums:
-            problems.append(f"balance {row.project_id or 'enterprise'}: row {got} != entries {sums}")
+            problems.append(
+                f"balance {row.project_id or 'enterprise'}: row {got} != entries {sums}"
+            )
         if row.project_id is None and row.granted_units - row.held_units - row.charged_units < 0:
             problems.append("enterprise available below zero")
     dup = session.execute(
         select(LedgerEntry.job_id, LedgerEntry.kind, func.count())
-        .where(LedgerEntry.enterprise_id == enterprise_id, LedgerEntry.job_id.is_not(None),
-               LedgerEntry.kind != EntryKind.ADJUST)
-        .group_by(LedgerEntry.job_id, LedgerEntry.kind).having(func.count() > 1)
+        .where(
+            LedgerEntry.enterprise_id == enterprise_id,
+            LedgerEntry.job_id.is_not(None),
+            LedgerEntry.kind != EntryKind.ADJUST,
+        )
+        .group_by(LedgerEntry.job_id, LedgerEntry.kind)
+        .having(func.count() > 1)
     ).all()
     problems += [f"job {j} has {n} {k} entries" for j, k, n in dup]
     return problems
 
 
-def _sums(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None) -> tuple[int, int, int]:
-    query = select(LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None),
-                   func.sum(LedgerEntry.amount_units)).where(
-        LedgerEntry.enterprise_id == enterprise_id)
+def _sums(
+    session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None
+) -> tuple[int, int, int]:
+    query = select(
+        LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None), func.sum(LedgerEntry.amount_units)
+    ).where(LedgerEntry.enterprise_id == enterprise_id)
     if project_id is not None:
         query = query.where(LedgerEntry.project_id == project_id)
     granted = held = charged = 0
@@ -263,5 +334,16 @@ def _sums(session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | No
     return granted, held, charged
 
 
-__all__ = ["SYSTEM", "BalanceView", "adjust", "balance", "check_invariants", "credit", "grant",
-           "hold", "list_entries", "lock_enterprise", "settle"]
+__all__ = [
+    "SYSTEM",
+    "BalanceView",
+    "adjust",
+    "balance",
+    "check_invariants",
+    "credit",
+    "grant",
+    "hold",
+    "list_entries",
+    "lock_enterprise",
+    "settle",
+]

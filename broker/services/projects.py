@@ -29,14 +29,23 @@ def create_project(
     if session.scalar(exists) is not None:
         raise Conflict(f"the enterprise already has a project named {name!r}")
     project = Project(
-        enterprise_id=enterprise_id, name=name, description=description,
+        enterprise_id=enterprise_id,
+        name=name,
+        description=description,
         allocation_units=allocation_units,
     )
     session.add(project)
     session.flush()
     session.add(Balance(enterprise_id=enterprise_id, project_id=project.id))
-    audit.record(session, principal, "project.create", "project", project.id,
-                 enterprise_id=enterprise_id, name=name)
+    audit.record(
+        session,
+        principal,
+        "project.create",
+        "project",
+        project.id,
+        enterprise_id=enterprise_id,
+        name=name,
+    )
     return project
 
 
@@ -72,8 +81,14 @@ def approve_project(session: Session, principal: Principal, project_id: uuid.UUI
     if project.status is ProjectStatus.DRAFT:
         project.status = ProjectStatus.ACTIVE
         project.approved_at = datetime.now(UTC)
-        audit.record(session, principal, "project.approve", "project", project.id,
-                     enterprise_id=project.enterprise_id)
+        audit.record(
+            session,
+            principal,
+            "project.approve",
+            "project",
+            project.id,
+            enterprise_id=project.enterprise_id,
+        )
     return project
 
 
@@ -83,8 +98,14 @@ def close_project(session: Session, principal: Principal, project_id: uuid.UUID)
     if project.status is not ProjectStatus.CLOSED:
         project.status = ProjectStatus.CLOSED
         project.closed_at = datetime.now(UTC)
-        audit.record(session, principal, "project.close", "project", project.id,
-                     enterprise_id=project.enterprise_id)
+        audit.record(
+            session,
+            principal,
+            "project.close",
+            "project",
+            project.id,
+            enterprise_id=project.enterprise_id,
+        )
     return project
 
 

@@ -33,9 +33,11 @@ def tag_of(job: Job) -> str:
 
 def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:
     query = (
-        select(Job).where(Job.state == JobStatus.ACCEPTED)
+        select(Job)
+        .where(Job.state == JobStatus.ACCEPTED)
         .where((Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now))
-        .order_by(Job.created_at).limit(limit)
+        .order_by(Job.created_at)
+        .limit(limit)
     )
     return list(session.scalars(query))
 
@@ -53,11 +55,21 @@ def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> sa_.JobSpec:
 
 def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
     return sa_.JobSpec(
-        name=job.name, script=job.script, time_limit_minutes=job.time_limit_minutes,
-        nodes=job.nodes, ntasks=job.ntasks, cpus_per_task=job.cpus_per_task,
-        memory_mb=job.memory_mb, gpus_per_node=job.gpus_per_node, partition=job.partition,
-        account=account, user=posix_user, tag=tag_of(job), working_dir=job.work_dir,
-        stdout_path=job.stdout_path, stderr_path=job.stderr_path,
+        name=job.name,
+        script=job.script,
+        time_limit_minutes=job.time_limit_minutes,
+        nodes=job.nodes,
+        ntasks=job.ntasks,
+        cpus_per_task=job.cpus_per_task,
+        memory_mb=job.memory_mb,
+        gpus_per_node=job.gpus_per_node,
+        partition=job.partition,
+        account=account,
+        user=posix_user,
+        tag=tag_of(job),
+        working_dir=job.work_dir,
+        stdout_path=job.stdout_path,
+        stderr_path=job.stderr_path,
     )
 
 
@@ -113,9 +125,15 @@ _STATE_MAP = {
 
 
 def live_jobs(session: Session, cluster: str) -> list[Job]:
-    return list(session.scalars(
-        select(Job).where(Job.cluster == cluster, Job.state.in_(LIVE_STATES),
-                          Job.scheduler_job_id.is_not(None))))
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.cluster == cluster,
+                Job.state.in_(LIVE_STATES),
+                Job.scheduler_job_id.is_not(None),
+            )
+        )
+    )
 
 
 def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:
@@ -123,8 +141,11 @@ def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> 
     if job.state.terminal:
         return False
     job.state = _STATE_MAP[info.state]
-    job.reason = info.reason or ("" if info.state is not sa_.JobState.UNKNOWN else
-                                 f"unknown scheduler state {info.native_state!r}")
+    job.reason = info.reason or (
+        ""
+        if info.state is not sa_.JobState.UNKNOWN
+        else f"unknown scheduler state {info.native_state!r}"
+    )
     if info.nodes:
         job.node_list = list(info.nodes)
     job.started_at = info.start_time or job.started_at
@@ -143,7 +164,9 @@ def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool
     elapsed = max(0, elapsed or 0)
     job.elapsed_s = elapsed
     units = sum(rate for _, rate in node_rates(session, job)) * elapsed
-    settled = ledger.settle(session, job, units, memo=f"{len(job.node_list) or job.nodes} node(s) × {elapsed} s")
+    settled = ledger.settle(
+        session, job, units, memo=f"{len(job.node_list) or job.nodes} node(s) × {elapsed} s"
+    )
     if settled:
         job.settled_at = now
     return settled
@@ -152,14 +175,19 @@ def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool
 def node_rates(session: Session, job: Job) -> list[tuple[str, int]]:
     """(node, MFLOP/s) for each node the job ran on; the partition's rate where unmeasured."""
     part = session.scalar(
-        select(Partition).join(Cluster, Cluster.id == Partition.cluster_id)
-        .where(Cluster.name == job.cluster, Partition.name == job.partition))
+        select(Partition)
+        .join(Cluster, Cluster.id == Partition.cluster_id)
+        .where(Cluster.name == job.cluster, Partition.name == job.partition)
+    )
     rated = part.rated_mflops if part is not None else 0
     names = job.node_list or [f"?{i}" for i in range(job.nodes)]
     measured = {
-        n.name: n.rate_mflops for n in session.scalars(
-            select(Node).join(Cluster, Cluster.id == Node.cluster_id)
-            .where(Cluster.name == job.cluster, Node.name.in_(names)))
+        n.name: n.rate_mflops
+        for n in session.scalars(
+            select(Node)
+            .join(Cluster, Cluster.id == Node.cluster_id)
+            .where(Cluster.name == job.cluster, Node.name.in_(names))
+        )
         if n.rate_mflops
     }
     return [(name, measured.get(name, rated)) for name in names]

@@ -47,8 +47,15 @@ def create_enterprise(
     session.add(ent)
     session.flush()
     session.add(Balance(enterprise_id=ent.id, project_id=None))
-    audit.record(session, principal, "enterprise.create", "enterprise", ent.id,
-                 enterprise_id=ent.id, name=name)
+    audit.record(
+        session,
+        principal,
+        "enterprise.create",
+        "enterprise",
+        ent.id,
+        enterprise_id=ent.id,
+        name=name,
+    )
     return ent
 
 
@@ -74,6 +81,12 @@ def set_status(
     ent = get_enterprise(session, principal, enterprise_id)
     if ent.status is not status:
         ent.status = status
-        audit.record(session, principal, f"enterprise.{status.value}", "enterprise", ent.id,
-                     enterprise_id=ent.id)
+        audit.record(
+            session,
+            principal,
+            f"enterprise.{status.value}",
+            "enterprise",
+            ent.id,
+            enterprise_id=ent.id,
+        )
     return ent

@@ -20,7 +20,7 @@ from ..models import ApiToken, Enterprise, Role
 from . import audit
 from .principal import Principal
 
-TOKEN_PREFIX = "hcb_"
+TOKEN_PREFIX = "hcb_"  # noqa: S105 - a public prefix, not a secret
 
 
 def hash_token(token: str) -> str:
@@ -48,14 +48,23 @@ def create_token(
             raise NotFound("enterprise not found")
     clear = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
-        name=name, role=role, enterprise_id=enterprise_id, token_hash=hash_token(clear),
+        name=name,
+        role=role,
+        enterprise_id=enterprise_id,
+        token_hash=hash_token(clear),
         prefix=clear[:10],
     )
     session.add(row)
     session.flush()
     audit.record(
-        session, principal, "token.create", "token", row.id,
-        enterprise_id=enterprise_id, name=name, role=role.value,
+        session,
+        principal,
+        "token.create",
+        "token",
+        row.id,
+        enterprise_id=enterprise_id,
+        name=name,
+        role=role.value,
     )
     return row, clear
 

@@ -14,7 +14,10 @@ router = APIRouter(prefix="/clusters", tags=["clusters"])
 
 @router.get("")
 def list_clusters(session: SessionDep, me: CurrentPrincipal) -> list[ClusterRead]:
-    return [views.cluster(c, clusters.partitions_of(session, c)) for c in clusters.list_clusters(session)]
+    return [
+        views.cluster(c, clusters.partitions_of(session, c))
+        for c in clusters.list_clusters(session)
+    ]
 
 
 @router.get("/{name}/nodes")

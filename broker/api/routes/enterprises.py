@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, status
 
 from ...models import EntryKind, Role
 from ...schemas.ledger import AdjustCreate, BalanceRead, GrantCreate, LedgerEntryRead
-from ...schemas.tenants import EnterpriseCreate, EnterpriseRead, TokenCreate, TokenCreated, TokenRead
+from ...schemas.tenants import (
+    EnterpriseCreate,
+    EnterpriseRead,
+    TokenCreate,
+    TokenCreated,
+    TokenRead,
+)
 from ...services import ledger, tenants, tokens
 from ...units import pfh_to_units
 from .. import views
@@ -19,11 +25,17 @@ router = APIRouter(prefix="/enterprises", tags=["enterprises"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_enterprise(body: EnterpriseCreate, session: SessionDep, me: CurrentPrincipal) -> EnterpriseRead:
+def create_enterprise(
+    body: EnterpriseCreate, session: SessionDep, me: CurrentPrincipal
+) -> EnterpriseRead:
     cap = None if body.capacity_cap_pflops is None else round(body.capacity_cap_pflops * 1e9)
     ent = tenants.create_enterprise(
-        session, me, name=body.name, posix_user=body.posix_user,
-        slurm_account=body.slurm_account, capacity_cap_mflops=cap,
+        session,
+        me,
+        name=body.name,
+        posix_user=body.posix_user,
+        slurm_account=body.slurm_account,
+        capacity_cap_mflops=cap,
     )
     return views.enterprise(ent)
 
@@ -34,7 +46,9 @@ def list_enterprises(session: SessionDep, me: CurrentPrincipal) -> list[Enterpri
 
 
 @router.get("/{enterprise_id}")
-def get_enterprise(enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> EnterpriseRead:
+def get_enterprise(
+    enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal
+) -> EnterpriseRead:
     return views.enterprise(tenants.get_enterprise(session, me, enterprise_id))
 
 
@@ -45,12 +59,15 @@ def create_token(
     row, clear = tokens.create_token(
         session, me, name=body.name, role=Role(body.role), enterprise_id=enterprise_id
     )
-    return TokenCreated(id=row.id, name=row.name, role=row.role.value,
-                        enterprise_id=row.enterprise_id, token=clear)
+    return TokenCreated(
+        id=row.id, name=row.name, role=row.role.value, enterprise_id=row.enterprise_id, token=clear
+    )
 
 
 @router.get("/{enterprise_id}/tokens")
-def list_tokens(enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> list[TokenRead]:
+def list_tokens(
+    enterprise_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal
+) -> list[TokenRead]:
     return [views.token(t) for t in tokens.list_tokens(session, me, enterprise_id)]
 
 
@@ -59,7 +76,9 @@ def grant(
     enterprise_id: uuid.UUID, body: GrantCreate, session: SessionDep, me: CurrentPrincipal
 ) -> LedgerEntryRead:
     tenants.get_enterprise(session, me, enterprise_id)
-    return views.entry(ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo))
+    return views.entry(
+        ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
+    )
 
 
 @router.post("/{enterprise_id}/adjustments", status_code=status.HTTP_201_CREATED)
@@ -67,7 +86,9 @@ def adjust(
     enterprise_id: uuid.UUID, body: AdjustCreate, session: SessionDep, me: CurrentPrincipal
 ) -> LedgerEntryRead:
     tenants.get_enterprise(session, me, enterprise_id)
-    return views.entry(ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo))
+    return views.entry(
+        ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
+    )
 
 
 @router.get("/{enterprise_id}/balance")
@@ -86,6 +107,14 @@ def get_ledger(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> list[LedgerEntryRead]:
-    rows = ledger.list_entries(session, me, enterprise_id, kind=kind, project_id=project_id,
-                               job_id=job_id, limit=limit, before_id=before_id)
+    rows = ledger.list_entries(
+        session,
+        me,
+        enterprise_id,
+        kind=kind,
+        project_id=project_id,
+        job_id=job_id,
+        limit=limit,
+        before_id=before_id,
+    )
     return [views.entry(e) for e in rows]

@@ -28,8 +28,16 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
-    rows, nxt = jobs.list_jobs(session, me, project_id=project_id, enterprise_id=enterprise_id,
-                               state=state, cluster=cluster, limit=limit, cursor=cursor)
+    rows, nxt = jobs.list_jobs(
+        session,
+        me,
+        project_id=project_id,
+        enterprise_id=enterprise_id,
+        state=state,
+        cluster=cluster,
+        limit=limit,
+        cursor=cursor,
+    )
     return JobPage(items=[views.job(j) for j in rows], next_cursor=nxt)
 
 

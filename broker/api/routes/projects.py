@@ -21,14 +21,22 @@ router = APIRouter(prefix="/projects", tags=["projects"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_project(body: ProjectCreate, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
     alloc = None if body.allocation_pfh is None else pfh_to_units(body.allocation_pfh)
-    row = projects.create_project(session, me, enterprise_id=body.enterprise_id, name=body.name,
-                                  description=body.description, allocation_units=alloc)
+    row = projects.create_project(
+        session,
+        me,
+        enterprise_id=body.enterprise_id,
+        name=body.name,
+        description=body.description,
+        allocation_units=alloc,
+    )
     return views.project(row)
 
 
 @router.get("")
 def list_projects(
-    session: SessionDep, me: CurrentPrincipal, enterprise_id: uuid.UUID | None = None,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    enterprise_id: uuid.UUID | None = None,
     status: ProjectStatus | None = None,
 ) -> list[ProjectRead]:
     rows = projects.list_projects(session, me, enterprise_id=enterprise_id, status=status)
@@ -60,8 +68,14 @@ def submit_job(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobRead:
-    result = jobs.submit(session, me, project_id, body, idempotency_key=idempotency_key,
-                         max_script_bytes=settings.max_script_bytes)
+    result = jobs.submit(
+        session,
+        me,
+        project_id,
+        body,
+        idempotency_key=idempotency_key,
+        max_script_bytes=settings.max_script_bytes,
+    )
     if not result.created:
         response.headers["Idempotent-Replayed"] = "true"
     return views.job(result.job)

@@ -1,0 +1,115 @@
+"""Fixtures for API tests: an app with the local adapter, driven step by step."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from broker.app import create_app
+from broker.config import Settings
+from broker.db import session_scope
+from broker.models import Role
+from broker.services import tokens
+from broker.services.principal import SYSTEM
+
+
+@dataclass
+class Api:
+    """A test client with helpers for the common set-up steps."""
+
+    client: TestClient
+    operator: str
+
+    def h(self, token: str | None = None, **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token or self.operator}"}
+        headers.update(extra)
+        return headers
+
+    def post(self, path: str, token: str | None = None, **kw: Any) -> Any:
+        headers = self.h(token, **kw.pop("headers", {}))
+        return self.client.post(f"/api/v1{path}", headers=headers, **kw)
+
+    def get(self, path: str, token: str | None = None, **kw: Any) -> Any:
+        return self.client.get(f"/api/v1{path}", headers=self.h(token), **kw)
+
+    def enterprise(self, name: str | None = None, grant_pfh: float = 0) -> dict[str, Any]:
+        r = self.post("/enterprises", json={"name": name or f"Ent {uuid.uuid4().hex[:8]}"})
+        assert r.status_code == 201, r.text
+        ent: dict[str, Any] = r.json()
+        if grant_pfh:
+            g = self.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": grant_pfh})
+            assert g.status_code == 201, g.text
+        return ent
+
+    def token(self, enterprise_id: str, role: str = "member") -> str:
+        r = self.post(f"/enterprises/{enterprise_id}/tokens", json={"name": role, "role": role})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+    def project(self, enterprise_id: str, approve: bool = True, **extra: Any) -> dict[str, Any]:
+        body = {"enterprise_id": enterprise_id, "name": f"p{uuid.uuid4().hex[:8]}", **extra}
+        r = self.post("/projects", json=body)
+        assert r.status_code == 201, r.text
+        if approve:
+            assert self.post(f"/projects/{r.json()['id']}/approve").status_code == 200
+        return dict(r.json())
+
+    def tenant(self, grant_pfh: float = 10) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """An enterprise with a grant, a member token and an active project."""
+        ent = self.enterprise(grant_pfh=grant_pfh)
+        return ent, self.token(ent["id"]), self.project(ent["id"])
+
+    def submit(self, project_id: str, token: str, key: str | None = None, **spec: Any) -> Any:
+        body = {"name": "job", "script": "echo hi", "nodes": 1, "time_limit_minutes": 5, **spec}
+        headers = {"Idempotency-Key": key} if key else {}
+        return self.post(f"/projects/{project_id}/jobs", token, json=body, headers=headers)
+
+    def drive_until(self, job_id: str, states: set[str], timeout_s: float = 20) -> dict[str, Any]:
+        """Run worker passes until the job reaches one of ``states``."""
+        worker = self.client.app.state.worker  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            worker.run_once()
+            job: dict[str, Any] = self.get(f"/jobs/{job_id}").json()
+            if job["state"] in states:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job stuck in {job['state']}: {job}")
+            time.sleep(0.1)
+
+
+def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        environment="test",
+        worker_enabled=False,
+        **overrides,
+    )
+
+
+def operator_token(app: Any) -> str:
+    with session_scope(app.state.session_factory) as s:
+        _, clear = tokens.create_token(
+            s, SYSTEM, name="ops", role=Role.OPERATOR, enterprise_id=None
+        )
+    return clear
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(db_url, tmp_path)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        yield Api(client, operator_token(app))
