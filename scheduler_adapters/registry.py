@@ -17,7 +17,9 @@ __all__ = ["ADAPTER_KINDS", "create_adapter"]
 ADAPTER_KINDS = ("local", "slurm-cli", "slurmrestd", "pyslurm")
 
 
-def create_adapter(kind: str, cluster: str, options: Mapping[str, Any] | None = None) -> SchedulerAdapter:
+def create_adapter(
+    kind: str, cluster: str, options: Mapping[str, Any] | None = None
+) -> SchedulerAdapter:
     """Return the adapter of ``kind`` for ``cluster``, configured by ``options``."""
     opts = dict(options or {})
     try:
