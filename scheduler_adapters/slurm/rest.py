@@ -49,6 +49,7 @@ SUPPORTED_VERSIONS = ("v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0
 TRANSIENT_CODES = frozenset({1001, 1002, 1003, 1004, 1007, 5004, 5005, 7000})
 #: Error numbers meaning the job is already gone: cancel is then a no-op.
 GONE_CODES = frozenset({2017, 2021})  # ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE
+EMPTY_RESULT = 9003
 _BAD_EXIT_CODE_PLUGINS = ("dbv0.0.36", "dbv0.0.37", "dbv0.0.38")
 
 
@@ -164,7 +165,9 @@ class SlurmRestAdapter(SchedulerAdapter):
                                  code=resp.status_code)
         for warning in doc.get("warnings") or []:
             log.debug("slurmrestd warning on %s %s: %s", method, path, warning)
-        errors = envelope_errors(doc)
+        # 9003 (ESLURM_REST_EMPTY_RESULT, "Nothing found with query") comes with HTTP 200
+        # when a slurmdb query matches no job: an empty answer, not a failure.
+        errors = [e for e in envelope_errors(doc) if e[0] != EMPTY_RESULT]
         if errors or resp.status_code >= 400:
             raise self._error(errors, resp.status_code)
         return doc

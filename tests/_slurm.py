@@ -1,0 +1,105 @@
+"""Pytest plugin for tests against the live dev Slurm clusters (``deploy/slurm/devcluster``).
+
+Loaded from the root conftest with ``pytest_plugins = ["tests._slurm"]``. Tests that use
+these fixtures are marked ``@pytest.mark.slurm``. The clusters are brought up once per
+session (``devcluster up --two`` is idempotent and takes about a second when already up)
+and left running: tearing them down would cost the next session a cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "DEVCLUSTER",
+    "SlurmTenant",
+    "ensure_posix_user",
+    "ensure_slurm_tenant",
+    "load_clusters",
+    "slurm_clusters_file",
+    "slurm_tenant",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+DEVCLUSTER = REPO / "deploy" / "slurm" / "devcluster"
+
+
+def ensure_posix_user(name: str) -> None:
+    """Create a system user ``name`` (with a home, shell bash) unless it exists."""
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    proc = subprocess.run(
+        ["useradd", "--system", "--create-home", "--shell", "/bin/bash", name],
+        capture_output=True, text=True, check=False,
+    )
+    # Another test process may have created it meanwhile (useradd exits 9: exists).
+    if proc.returncode not in (0, 9):
+        raise RuntimeError(f"useradd {name} failed: {proc.stderr.strip()}")
+
+
+def load_clusters(path: Path) -> dict[str, dict[str, Any]]:
+    """The clusters file's entries keyed by cluster name."""
+    with path.open("rb") as fh:
+        return {c["name"]: c for c in tomllib.load(fh)["clusters"]}
+
+
+@pytest.fixture(scope="session")
+def slurm_clusters_file() -> Path:
+    """Bring up alpha and beta (fast if already up); the path of their clusters file."""
+    if os.geteuid() != 0:
+        pytest.skip("the dev Slurm clusters need root")
+    proc = subprocess.run([sys.executable, str(DEVCLUSTER), "up", "--two"],
+                          capture_output=True, text=True, check=False, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"devcluster up --two failed ({proc.returncode}):\n{proc.stderr}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class SlurmTenant:
+    """A Slurm account with one POSIX user associated on every dev cluster."""
+
+    account: str
+    user: str
+    clusters: dict[str, dict[str, Any]]
+
+    def workdir(self, cluster: str, name: str) -> Path:
+        """A fresh job directory under the cluster's scratch_dir, owned by the user."""
+        path = Path(self.clusters[cluster]["scratch_dir"]) / self.user / name
+        path.mkdir(parents=True, exist_ok=True)
+        pw = pwd.getpwnam(self.user)
+        for p in (path.parent, path):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+        return path
+
+
+def ensure_slurm_tenant(clusters_file: Path, account: str, user: str) -> SlurmTenant:
+    """Create POSIX ``user`` and Slurm ``account`` with ``user`` on every cluster."""
+    from scheduler_adapters.slurm.accounting import AccountSpec, SlurmAccounting
+
+    ensure_posix_user(user)
+    clusters = load_clusters(clusters_file)
+    for name, entry in clusters.items():
+        conf = entry["options"].get("slurm_conf")
+        acct = SlurmAccounting(name, slurm_conf=conf)
+        acct.sync([AccountSpec(cluster=name, account=account, users=(user,))])
+    return SlurmTenant(account, user, clusters)
+
+
+@pytest.fixture(scope="session")
+def slurm_tenant(slurm_clusters_file: Path) -> Iterator[SlurmTenant]:
+    """The account ``broker-tests`` with POSIX user ``brokertest`` on alpha and beta."""
+    yield ensure_slurm_tenant(slurm_clusters_file, "broker-tests", "brokertest")
