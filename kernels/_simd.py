@@ -215,6 +215,102 @@ def vsplat(typingctx: Any, arr: Any, x: Any) -> Any:
     return vt(arr, x), codegen
 
 
+def _halves(context: Any, builder: Any, arrty: Any, arr: Any, idx: Any, vt: Vec) -> Any:
+    ll = context.get_value_type(vt)
+    p0 = _elem_ptr(context, builder, arrty, arr, idx)
+    p1 = builder.gep(p0, [ir.Constant(ir.IntType(64), vt.lanes)])
+    align = vt.dtype.bitwidth // 8
+    v0 = builder.load(builder.bitcast(p0, ll.as_pointer()), align=align)
+    v1 = builder.load(builder.bitcast(p1, ll.as_pointer()), align=align)
+    return v0, v1
+
+
+@intrinsic
+def vload_even(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Elements idx, idx+2, ... (the real parts of interleaved complex data), one vector."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        v0, v1 = _halves(context, builder, sig.args[0], args[0], args[1], vt)
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), list(range(0, 2 * vt.lanes, 2)))
+        return builder.shuffle_vector(v0, v1, mask)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vload_odd(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Elements idx+1, idx+3, ... (the imaginary parts of interleaved complex data)."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        v0, v1 = _halves(context, builder, sig.args[0], args[0], args[1], vt)
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), list(range(1, 2 * vt.lanes, 2)))
+        return builder.shuffle_vector(v0, v1, mask)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vstore_interleaved(typingctx: Any, arr: Any, idx: Any, re: Any, im: Any) -> Any:
+    """Store re[0], im[0], re[1], im[1], ... from element idx (two vectors' worth)."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        vt = sig.args[2]
+        w = vt.lanes
+        ll = context.get_value_type(vt)
+        mty = ir.VectorType(ir.IntType(32), w)
+        lo = [x for i in range(w // 2) for x in (i, w + i)]
+        hi = [x for i in range(w // 2, w) for x in (i, w + i)]
+        p0 = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        p1 = builder.gep(p0, [ir.Constant(ir.IntType(64), w)])
+        align = vt.dtype.bitwidth // 8
+        v_lo = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, lo))
+        v_hi = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, hi))
+        builder.store(v_lo, builder.bitcast(p0, ll.as_pointer()), align=align)
+        builder.store(v_hi, builder.bitcast(p1, ll.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, re, im), codegen
+
+
+@intrinsic
+def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, dld: Any) -> Any:
+    """Transpose a lanes x lanes tile: rows at src[so + i*sld] to rows at dst[do + j*dld]."""
+    vt = _vec_of(src)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        w = vt.lanes
+        ll = context.get_value_type(vt)
+        align = vt.dtype.bitwidth // 8
+        s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
+        i64 = ir.IntType(64)
+        rows = []
+        for i in range(w):
+            off = builder.add(s_off, builder.mul(s_ld, ir.Constant(i64, i)))
+            p = _elem_ptr(context, builder, sig.args[0], s_arr, off)
+            rows.append(builder.load(builder.bitcast(p, ll.as_pointer()), align=align))
+        mty = ir.VectorType(ir.IntType(32), w)
+        h = w // 2
+        while h >= 1:  # swap the off-diagonal h x h blocks of every 2h x 2h block
+            m_a = [j if not j & h else w + j - h for j in range(w)]
+            m_b = [j + h if not j & h else w + j for j in range(w)]
+            for i in range(w):
+                if i & h:
+                    continue
+                a, b = rows[i], rows[i | h]
+                rows[i] = builder.shuffle_vector(a, b, ir.Constant(mty, m_a))
+                rows[i | h] = builder.shuffle_vector(a, b, ir.Constant(mty, m_b))
+            h //= 2
+        for j in range(w):
+            off = builder.add(d_off, builder.mul(d_ld, ir.Constant(i64, j)))
+            p = _elem_ptr(context, builder, sig.args[3], d_arr, off)
+            builder.store(rows[j], builder.bitcast(p, ll.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, so, sld, dst, do, dld), codegen
+
+
 @intrinsic
 def vsum(typingctx: Any, v: Any) -> Any:
     """Sum of the lanes."""

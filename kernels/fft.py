@@ -23,7 +23,21 @@ from numba import prange
 
 from kernels._fft_passes import stockham
 from kernels._jit import jit, use_threads
-from kernels._simd import lanes, vbcast, vfma, vfnma, vlanes, vload, vmul, vstore
+from kernels._simd import (
+    lanes,
+    vbcast,
+    vfma,
+    vfnma,
+    vlanes,
+    vload,
+    vload_even,
+    vload_odd,
+    vmul,
+    vsplat,
+    vstore,
+    vstore_interleaved,
+    vtranspose,
+)
 
 
 def factor(n: int) -> list[int]:
@@ -103,27 +117,35 @@ def plan(n: int, dtype: Any) -> Plan:
 
 
 @jit()
-def _step1(x: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
+def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
            zr: Any, zi: Any) -> None:  # fmt: skip
-    """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z."""
+    """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z.
+
+    ``xf`` is the input as interleaved re/im floats; ``xo`` the row's first complex index.
+    """
     rad, off, twr, twi = tb[4], tb[5], tb[6], tb[7]
     wrr, wri, wcr, wci = tb[8], tb[9], tb[10], tb[11]
     tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    w = vlanes(tr)
     c0 = blk * B
     b = min(B, n1 - c0)
+    sgv = vsplat(tr, sg)
     for r in range(n2):
         src = xo + r * n1 + c0
         d = r * B
-        for c in range(b):
-            v = x[src + c]
-            tr[d + c] = v.real
-            ti[d + c] = sg * v.imag
-        for c in range(b, B):
-            tr[d + c] = 0
-            ti[d + c] = 0
+        if b == B:
+            for q in range(0, B, w):
+                vstore(tr, d + q, vload_even(xf, 2 * (src + q)))
+                vstore(ti, d + q, vmul(sgv, vload_odd(xf, 2 * (src + q))))
+        else:
+            for c in range(b):
+                tr[d + c] = xf[2 * (src + c)]
+                ti[d + c] = sg * xf[2 * (src + c) + 1]
+            for c in range(b, B):
+                tr[d + c] = 0
+                ti[d + c] = 0
     if stockham(tr, ti, ur, ui, n2, B, rad, off, twr, twi) == 1:
         tr, ti = ur, ui
-    w = vlanes(tr)
     wo = blk * n2
     for k2 in range(n2):
         br = vbcast(wrr, wo + k2)
@@ -138,37 +160,61 @@ def _step1(x: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: A
             xi = vload(ti, o)
             vstore(tr, o, vfnma(xi, twi_, vmul(xr, twr_)))
             vstore(ti, o, vfma(xr, twi_, vmul(xi, twr_)))
-    for c in range(b):
-        d = (c0 + c) * n2
-        for k2 in range(n2):
-            zr[d + k2] = tr[k2 * B + c]
-            zi[d + k2] = ti[k2 * B + c]
+    if b == B and n2 % w == 0:
+        for k in range(0, n2, w):
+            for q in range(0, B, w):
+                vtranspose(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
+                vtranspose(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+    else:
+        for c in range(b):
+            d = (c0 + c) * n2
+            for k2 in range(n2):
+                zr[d + k2] = tr[k2 * B + c]
+                zi[d + k2] = ti[k2 * B + c]
 
 
 @jit()
-def _step2(out: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scale: float,
+def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scale: float,
            tb: Any, zr: Any, zi: Any) -> None:  # fmt: skip
-    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order."""
+    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order.
+
+    ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
+    """
     rad, off, twr, twi = tb[0], tb[1], tb[2], tb[3]
     tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    w = vlanes(tr)
     k0 = blk * B
     b = min(B, n2 - k0)
     for r in range(n1):
         src = r * n2 + k0
         d = r * B
-        for c in range(b):
-            tr[d + c] = zr[src + c]
-            ti[d + c] = zi[src + c]
-        for c in range(b, B):
-            tr[d + c] = 0
-            ti[d + c] = 0
+        if b == B:
+            for q in range(0, B, w):
+                vstore(tr, d + q, vload(zr, src + q))
+                vstore(ti, d + q, vload(zi, src + q))
+        else:
+            for c in range(b):
+                tr[d + c] = zr[src + c]
+                ti[d + c] = zi[src + c]
+            for c in range(b, B):
+                tr[d + c] = 0
+                ti[d + c] = 0
     if stockham(tr, ti, ur, ui, n1, B, rad, off, twr, twi) == 1:
         tr, ti = ur, ui
+    sre = vsplat(tr, scale)
+    sim = vsplat(tr, sg * scale)
     for r in range(n1):
         d = oo + r * n2 + k0
         s = r * B
-        for c in range(b):
-            out[d + c] = complex(scale * tr[s + c], sg * scale * ti[s + c])
+        if b == B:
+            for q in range(0, B, w):
+                re = vmul(sre, vload(tr, s + q))
+                im = vmul(sim, vload(ti, s + q))
+                vstore_interleaved(of, 2 * (d + q), re, im)
+        else:
+            for c in range(b):
+                of[2 * (d + c)] = scale * tr[s + c]
+                of[2 * (d + c) + 1] = sg * scale * ti[s + c]
 
 
 @jit()
@@ -253,7 +299,7 @@ def fft(
     par_rows = rows >= nthreads and rows > 1
     zr, zi = _workspace(n * (nthreads if par_rows else 1), x.real.dtype)
     _fft_core(
-        xc.reshape(-1), out.reshape(-1), rows, n, p.n1, p.n2, p.block, bool(inverse),
+        xc.reshape(-1).view(zr.dtype), out.reshape(-1).view(zr.dtype), rows, n, p.n1, p.n2, p.block, bool(inverse),
         p.tables, zr, zi, nthreads,
     )  # fmt: skip
     return out
