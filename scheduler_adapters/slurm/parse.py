@@ -169,6 +169,10 @@ def envelope_errors(doc: Json) -> list[tuple[int | None, str]]:
     return out
 
 
+def _mapping(value: Any) -> Json:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _tag(comment: Any) -> str | None:
     if isinstance(comment, Mapping):  # sacct: {administrator, job, system}
         comment = comment.get("job")
@@ -186,10 +190,10 @@ def parse_job(job: Json) -> JobInfo:
     """One job from squeue/slurmrestd ``jobs[]`` (controller) or sacct/slurmdb ``jobs[]``."""
     is_db = isinstance(job.get("state"), Mapping) or isinstance(job.get("time"), Mapping)
     if is_db:
-        state_obj = job.get("state") or {}
+        state_obj = _mapping(job.get("state"))
         words = _words(state_obj.get("current"))
         reason = _reason(state_obj.get("reason"))
-        t = job.get("time") or {}
+        t = _mapping(job.get("time"))
         submit, start, end = (timestamp(t.get(k)) for k in ("submission", "start", "end"))
         elapsed = number(t.get("elapsed"))
     else:

@@ -161,8 +161,8 @@ class SlurmRestAdapter(SchedulerAdapter):
         if not isinstance(doc, dict):
             message = f"{method} {path}: HTTP {resp.status_code}: {resp.text[:200]}"
             transient = resp.status_code >= 500 or resp.status_code == 429
-            raise SchedulerError(message, transient=transient, cluster=self.cluster,
-                                 code=resp.status_code)
+            cls = SchedulerUnavailable if transient else SchedulerError
+            raise cls(message, cluster=self.cluster, code=resp.status_code)
         for warning in doc.get("warnings") or []:
             log.debug("slurmrestd warning on %s %s: %s", method, path, warning)
         # 9003 (ESLURM_REST_EMPTY_RESULT, "Nothing found with query") comes with HTTP 200
