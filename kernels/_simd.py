@@ -312,6 +312,46 @@ def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, d
 
 
 @intrinsic
+def vstore_stream(typingctx: Any, arr: Any, idx: Any, v: Any) -> Any:
+    """Non-temporal store of ``v`` at element ``idx``, which must be vector-aligned."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        p = builder.bitcast(p, context.get_value_type(sig.args[2]).as_pointer())
+        st = builder.store(args[2], p, align=VECTOR_BYTES)
+        md = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+        st.set_metadata("nontemporal", md)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def misalignment(typingctx: Any, arr: Any) -> Any:
+    """Elements from ``arr``'s start to its first vector-aligned element."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        addr = builder.ptrtoint(ary.data, i64)
+        rem = builder.and_(builder.sub(ir.Constant(i64, 0), addr), ir.Constant(i64, VECTOR_BYTES - 1))
+        return builder.udiv(rem, ir.Constant(i64, sig.args[0].dtype.bitwidth // 8))
+
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def fence(typingctx: Any) -> Any:
+    """Store fence, so non-temporal stores are visible before the kernel returns."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
 def vsum(typingctx: Any, v: Any) -> Any:
     """Sum of the lanes."""
     if not isinstance(v, Vec):
