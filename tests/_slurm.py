@@ -43,7 +43,9 @@ def ensure_posix_user(name: str) -> None:
         pass
     proc = subprocess.run(
         ["useradd", "--system", "--create-home", "--shell", "/bin/bash", name],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     # Another test process may have created it meanwhile (useradd exits 9: exists).
     if proc.returncode not in (0, 9):
@@ -61,8 +63,13 @@ def slurm_clusters_file() -> Path:
     """Bring up alpha and beta (fast if already up); the path of their clusters file."""
     if os.geteuid() != 0:
         pytest.skip("the dev Slurm clusters need root")
-    proc = subprocess.run([sys.executable, str(DEVCLUSTER), "up", "--two"],
-                          capture_output=True, text=True, check=False, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(DEVCLUSTER), "up", "--two"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     if proc.returncode != 0:
         pytest.fail(f"devcluster up --two failed ({proc.returncode}):\n{proc.stderr}")
     return Path(proc.stdout.strip().splitlines()[-1])

@@ -140,16 +140,25 @@ class SlurmAccounting:
         self.timeout_s = timeout_s
 
     def _tool(self, tool: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        path = os.path.join(self.bin_dir, tool) if self.bin_dir else (
-            shutil.which(tool) or shutil.which(tool, path=DEFAULT_PATH))
+        path = (
+            os.path.join(self.bin_dir, tool)
+            if self.bin_dir
+            else (shutil.which(tool) or shutil.which(tool, path=DEFAULT_PATH))
+        )
         if not path:
             raise AdapterConfigError(f"{tool} not found on PATH", cluster=self.cluster)
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
         try:
-            return subprocess.run([path, *args], capture_output=True, text=True, env=env,
-                                  timeout=self.timeout_s, check=False)
+            return subprocess.run(
+                [path, *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=self.timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise SchedulerUnavailable(f"{tool} timed out", cluster=self.cluster) from exc
 
@@ -168,16 +177,26 @@ class SlurmAccounting:
         names = ",".join(accounts)
         if names:
             where.append(f"account={names}")
-        out = self._run(["-nP", "show", "assoc", *where,
-                         "format=cluster,account,user,parentname,grptresmins,grptres"])
+        out = self._run(
+            [
+                "-nP",
+                "show",
+                "assoc",
+                *where,
+                "format=cluster,account,user,parentname,grptresmins,grptres",
+            ]
+        )
         rows = []
         for line in out.splitlines():
             fields = line.split("|")
             if len(fields) < 6:
                 continue
             cluster, account, user, parent, mins, tres = fields[:6]
-            rows.append(Association(cluster, account, user or None, parent or None,
-                                    _tres(mins), _tres(tres)))
+            rows.append(
+                Association(
+                    cluster, account, user or None, parent or None, _tres(mins), _tres(tres)
+                )
+            )
         return rows
 
     def plan(self, desired: Sequence[AccountSpec]) -> list[Action]:
@@ -192,16 +211,23 @@ class SlurmAccounting:
         for spec in desired:
             have = accounts.get(spec.account)
             if have is None:
-                argv = ["add", "account", spec.account, f"cluster={self.cluster}",
-                        f"parent={spec.parent}"]
+                argv = [
+                    "add",
+                    "account",
+                    spec.account,
+                    f"cluster={self.cluster}",
+                    f"parent={spec.parent}",
+                ]
                 if spec.description:
                     argv.append(f"description={spec.description}")
-                actions.append(Action(f"add account {spec.account} on {self.cluster}",
-                                      tuple(argv)))
+                actions.append(Action(f"add account {spec.account} on {self.cluster}", tuple(argv)))
             actions += [
-                Action(f"add user {user} to {spec.account} on {self.cluster}",
-                       ("add", "user", user, f"account={spec.account}", f"cluster={self.cluster}"))
-                for user in spec.users if (spec.account, user) not in users
+                Action(
+                    f"add user {user} to {spec.account} on {self.cluster}",
+                    ("add", "user", user, f"account={spec.account}", f"cluster={self.cluster}"),
+                )
+                for user in spec.users
+                if (spec.account, user) not in users
             ]
             actions += self._limit_actions(spec, have)
         return actions
@@ -216,11 +242,20 @@ class SlurmAccounting:
             sets.append(f"GrpTRES=billing={_limit(spec.billing_capacity)}")
         if not sets:
             return []
-        summary = (f"set {spec.account} on {self.cluster}: "
-                   f"GrpTRESMins billing {now_mins} -> {spec.billing_minutes}, "
-                   f"GrpTRES billing {now_tres} -> {spec.billing_capacity}")
-        argv = ("modify", "account", "where", f"name={spec.account}", f"cluster={self.cluster}",
-                "set", *sets)
+        summary = (
+            f"set {spec.account} on {self.cluster}: "
+            f"GrpTRESMins billing {now_mins} -> {spec.billing_minutes}, "
+            f"GrpTRES billing {now_tres} -> {spec.billing_capacity}"
+        )
+        argv = (
+            "modify",
+            "account",
+            "where",
+            f"name={spec.account}",
+            f"cluster={self.cluster}",
+            "set",
+            *sets,
+        )
         return [Action(summary, argv)]
 
     def apply(self, actions: Iterable[Action]) -> None:
@@ -238,8 +273,10 @@ class SlurmAccounting:
 
     def usage_billing_minutes(self, account: str) -> int | None:
         """Billing minutes the account has used, as Slurm counts it against GrpTRESMins."""
-        out = self._run(["-nP", "-A", account, "-M", self.cluster,
-                         "-o", "Account,User,GrpTRESRaw"], tool="sshare")
+        out = self._run(
+            ["-nP", "-A", account, "-M", self.cluster, "-o", "Account,User,GrpTRESRaw"],
+            tool="sshare",
+        )
         for line in out.splitlines():
             fields = [f.strip() for f in line.split("|")]
             if len(fields) >= 3 and fields[0] == account and not fields[1]:

@@ -118,25 +118,33 @@ class SlurmCliAdapter(SchedulerAdapter):
             base["SLURM_CONF"] = self.slurm_conf
         ids: dict[str, Any] = {}
         if identity is not None:
-            ids = {"user": identity.uid, "group": identity.gid,
-                   "extra_groups": identity.groups}
+            ids = {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
         try:
             return subprocess.run(
-                [self._bin(tool), *args], input=stdin, capture_output=True, text=True,
-                timeout=self.timeout_s, env=dict(env) if env is not None else base,
-                cwd=cwd or "/", check=False, **ids,
+                [self._bin(tool), *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                env=dict(env) if env is not None else base,
+                cwd=cwd or "/",
+                check=False,
+                **ids,
             )
         except subprocess.TimeoutExpired as exc:
-            raise SchedulerUnavailable(f"{tool} timed out after {self.timeout_s} s",
-                                       cluster=self.cluster) from exc
+            raise SchedulerUnavailable(
+                f"{tool} timed out after {self.timeout_s} s", cluster=self.cluster
+            ) from exc
         except FileNotFoundError as exc:
             if exc.filename == cwd:
-                raise SubmitRejected(f"working directory {cwd} does not exist",
-                                     cluster=self.cluster) from exc
+                raise SubmitRejected(
+                    f"working directory {cwd} does not exist", cluster=self.cluster
+                ) from exc
             raise AdapterConfigError(f"cannot run {tool}: {exc}", cluster=self.cluster) from exc
         except PermissionError as exc:
-            raise SubmitRejected(f"cannot run {tool} in {cwd}: {exc.strerror}",
-                                 cluster=self.cluster) from exc
+            raise SubmitRejected(
+                f"cannot run {tool} in {cwd}: {exc.strerror}", cluster=self.cluster
+            ) from exc
 
     def _failure(self, tool: str, proc: subprocess.CompletedProcess[str]) -> SchedulerError:
         message = _clean(proc.stderr) or _clean(proc.stdout) or f"{tool} exited {proc.returncode}"
@@ -153,8 +161,9 @@ class SlurmCliAdapter(SchedulerAdapter):
         try:
             doc = json.loads(proc.stdout)
         except json.JSONDecodeError as exc:
-            raise SchedulerUnavailable(f"{tool} printed no JSON: {exc}",
-                                       cluster=self.cluster) from exc
+            raise SchedulerUnavailable(
+                f"{tool} printed no JSON: {exc}", cluster=self.cluster
+            ) from exc
         if not isinstance(doc, dict):
             raise SchedulerError(f"{tool} printed unexpected JSON", cluster=self.cluster)
         if not self._release:
@@ -167,21 +176,23 @@ class SlurmCliAdapter(SchedulerAdapter):
         is_root = os.geteuid() == 0
         if user is None:
             if is_root and not self.allow_root_jobs:
-                raise SubmitRejected("refusing to run a job as root: the spec names no user",
-                                     cluster=self.cluster)
+                raise SubmitRejected(
+                    "refusing to run a job as root: the spec names no user", cluster=self.cluster
+                )
             return None
         try:
             pw = pwd.getpwnam(user)
         except KeyError as exc:
-            raise SubmitRejected(f"no POSIX user {user!r} on the submit host",
-                                 cluster=self.cluster) from exc
+            raise SubmitRejected(
+                f"no POSIX user {user!r} on the submit host", cluster=self.cluster
+            ) from exc
         if pw.pw_uid == os.geteuid():
             return None
         if not is_root:
-            raise AdapterConfigError(f"cannot submit as {user!r}: the broker is not root",
-                                     cluster=self.cluster)
-        return _Identity(user, pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid),
-                         pw.pw_dir)
+            raise AdapterConfigError(
+                f"cannot submit as {user!r}: the broker is not root", cluster=self.cluster
+            )
+        return _Identity(user, pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid), pw.pw_dir)
 
     # ------------------------------------------------------------------ contract
     def submit(self, spec: JobSpec) -> str:
@@ -193,10 +204,19 @@ class SlurmCliAdapter(SchedulerAdapter):
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         if request.removed_directives:
-            log.warning("job %s: neutralised broker-owned directives %s", spec.tag,
-                        request.removed_directives)
-        proc = self._run("sbatch", request.options, stdin=request.script, identity=identity,
-                         env=env, cwd=spec.working_dir or (identity.home if identity else None))
+            log.warning(
+                "job %s: neutralised broker-owned directives %s",
+                spec.tag,
+                request.removed_directives,
+            )
+        proc = self._run(
+            "sbatch",
+            request.options,
+            stdin=request.script,
+            identity=identity,
+            env=env,
+            cwd=spec.working_dir or (identity.home if identity else None),
+        )
         if proc.returncode != 0:
             failure = self._failure("sbatch", proc)
             if failure.transient or isinstance(failure, AdapterConfigError):
@@ -204,8 +224,7 @@ class SlurmCliAdapter(SchedulerAdapter):
             raise SubmitRejected(failure.message, cluster=self.cluster)
         job_id = proc.stdout.strip().split(";", 1)[0]
         if not JOB_ID.match(job_id):
-            raise SchedulerError(f"sbatch printed no job id: {proc.stdout!r}",
-                                 cluster=self.cluster)
+            raise SchedulerError(f"sbatch printed no job id: {proc.stdout!r}", cluster=self.cluster)
         return job_id
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -227,8 +246,10 @@ class SlurmCliAdapter(SchedulerAdapter):
         ended = [j for j, info in jobs.items() if info.state.terminal]
         if not ended:
             return jobs
-        proc = self._run("sacct", ["-n", "-P", "-X", "--allusers", "-o", "JobIDRaw,ExitCode",
-                                   "-j", ",".join(ended)])
+        proc = self._run(
+            "sacct",
+            ["-n", "-P", "-X", "--allusers", "-o", "JobIDRaw,ExitCode", "-j", ",".join(ended)],
+        )
         if proc.returncode != 0:
             log.warning("sacct -o ExitCode failed; exit codes may read 0: %s", proc.stderr)
             return jobs
@@ -271,8 +292,10 @@ class SlurmCliAdapter(SchedulerAdapter):
 
     def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
         start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
-        done = parse_jobs(self._json(
-            "sacct", ["--json", "--allusers", "-S", start, "-E", "now"]), self.slurm_cluster)
+        done = parse_jobs(
+            self._json("sacct", ["--json", "--allusers", "-S", start, "-E", "now"]),
+            self.slurm_cluster,
+        )
         live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
         return keyed_by_tag({**done, **live}, since)
 
@@ -296,8 +319,12 @@ class SlurmCliAdapter(SchedulerAdapter):
         """A ``SlurmAccounting`` (sacctmgr) bound to this cluster's configuration."""
         from .accounting import SlurmAccounting
 
-        return SlurmAccounting(self.slurm_cluster, slurm_conf=self.slurm_conf,
-                               bin_dir=self.bin_dir, timeout_s=self.timeout_s)
+        return SlurmAccounting(
+            self.slurm_cluster,
+            slurm_conf=self.slurm_conf,
+            bin_dir=self.bin_dir,
+            timeout_s=self.timeout_s,
+        )
 
 
 def _clean(text: str) -> str:

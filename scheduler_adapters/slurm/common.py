@@ -84,9 +84,9 @@ def cluster_info(
                 totals[part][2] += job.state is JobState.PENDING
                 totals[part][3] += job.state is JobState.RUNNING
     partitions = tuple(
-        PartitionInfo(part, total_nodes=c[0], idle_nodes=c[1], pending_jobs=c[2],
-                      running_jobs=c[3])
-        for part, c in sorted(totals.items()))
+        PartitionInfo(part, total_nodes=c[0], idle_nodes=c[1], pending_jobs=c[2], running_jobs=c[3])
+        for part, c in sorted(totals.items())
+    )
     return ClusterInfo(name=name, version=version, partitions=partitions)
 
 
@@ -102,8 +102,12 @@ def keyed_by_tag(jobs: dict[str, JobInfo], since: datetime) -> dict[str, JobInfo
         if info.tag is None or (info.submit_time is not None and info.submit_time < since):
             continue
         if info.tag in out:
-            log.warning("tag %s is on jobs %s and %s: keeping the first", info.tag,
-                        out[info.tag].job_id, job_id)
+            log.warning(
+                "tag %s is on jobs %s and %s: keeping the first",
+                info.tag,
+                out[info.tag].job_id,
+                job_id,
+            )
             continue
         out[info.tag] = info
     return out

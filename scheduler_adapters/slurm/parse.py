@@ -86,8 +86,11 @@ def exit_code(value: Any) -> int | None:
     if isinstance(value, Mapping):
         status = [s.upper() for s in _words(value.get("status"))]
         signal = value.get("signal")
-        sig = number(signal.get("id", signal.get("signal_id"))) if isinstance(
-            signal, Mapping) else None
+        sig = (
+            number(signal.get("id", signal.get("signal_id")))
+            if isinstance(signal, Mapping)
+            else None
+        )
         if ("SIGNALED" in status or "CORE_DUMPED" in status) and sig:
             return 128 + sig
         return number(value.get("return_code"))
@@ -124,7 +127,7 @@ def _expand_one(part: str) -> list[str]:
     match = re.search(r"\[([^\]]*)\]", part)
     if not match:
         return [part]
-    head, tail = part[: match.start()], part[match.end():]
+    head, tail = part[: match.start()], part[match.end() :]
     out: list[str] = []
     for rng in match.group(1).split(","):
         lo, _, hi = rng.partition("-")
@@ -177,7 +180,7 @@ def _tag(comment: Any) -> str | None:
     if isinstance(comment, Mapping):  # sacct: {administrator, job, system}
         comment = comment.get("job")
     if isinstance(comment, str) and comment.startswith(TAG_PREFIX):
-        return comment[len(TAG_PREFIX):].strip() or None
+        return comment[len(TAG_PREFIX) :].strip() or None
     return None
 
 
@@ -199,8 +202,9 @@ def parse_job(job: Json) -> JobInfo:
     else:
         words = _words(job.get("job_state"))
         reason = _reason(job.get("state_reason"))
-        submit, start, end = (timestamp(job.get(k)) for k in
-                              ("submit_time", "start_time", "end_time"))
+        submit, start, end = (
+            timestamp(job.get(k)) for k in ("submit_time", "start_time", "end_time")
+        )
         elapsed = None
     state = map_state(words)
     if not state.terminal:
@@ -280,7 +284,18 @@ def parse_nodes(doc: Json) -> list[NodeInfo]:
 def node_is_idle(node: NodeInfo) -> bool:
     """Whether a node can start a job now: idle and not drained, down or reserved."""
     words = set(node.state.split("+"))
-    blocked = {"drain", "draining", "drained", "down", "fail", "not_responding",
-               "maint", "reserved", "powered_down", "powering_down", "future", "planned"}
+    blocked = {
+        "drain",
+        "draining",
+        "drained",
+        "down",
+        "fail",
+        "not_responding",
+        "maint",
+        "reserved",
+        "powered_down",
+        "powering_down",
+        "future",
+        "planned",
+    }
     return "idle" in words and not words & blocked
-

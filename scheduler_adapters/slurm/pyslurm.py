@@ -78,8 +78,9 @@ class PySlurmAdapter(SchedulerAdapter):
 
     kind = "pyslurm"
 
-    def __init__(self, cluster: str, *, slurm_cluster: str | None = None,
-                 module: str = "pyslurm") -> None:
+    def __init__(
+        self, cluster: str, *, slurm_cluster: str | None = None, module: str = "pyslurm"
+    ) -> None:
         super().__init__(cluster)
         self.slurm_cluster = slurm_cluster or cluster
         try:
@@ -87,7 +88,9 @@ class PySlurmAdapter(SchedulerAdapter):
         except ImportError as exc:
             raise AdapterConfigError(
                 f"the pyslurm adapter needs the {module!r} package built for this site's "
-                f"Slurm (install the 'pyslurm' extra): {exc}", cluster=cluster) from exc
+                f"Slurm (install the 'pyslurm' extra): {exc}",
+                cluster=cluster,
+            ) from exc
 
     def _error(self, exc: BaseException, action: str) -> SchedulerError:
         message = f"{action}: {exc}"
@@ -119,7 +122,7 @@ class PySlurmAdapter(SchedulerAdapter):
             start_time=start,
             end_time=end,
             elapsed_s=elapsed,
-            tag=comment[len("broker:"):] if comment.startswith("broker:") else None,
+            tag=comment[len("broker:") :] if comment.startswith("broker:") else None,
             name=_attr(job, "name"),
             account=_attr(job, "account"),
             partition=_attr(job, "partition"),
@@ -142,11 +145,19 @@ class PySlurmAdapter(SchedulerAdapter):
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         script, _ = sanitize_script(spec.script)
         fields: dict[str, Any] = {
-            "name": spec.name or "broker-job", "script": script, "user_id": spec.user,
-            "time_limit": spec.time_limit_minutes, "nodes": spec.nodes, "environment": env,
-            "account": spec.account, "partitions": spec.partition, "ntasks": spec.ntasks,
-            "cpus_per_task": spec.cpus_per_task, "constraints": spec.constraints,
-            "working_directory": spec.working_dir, "standard_output": spec.stdout_path,
+            "name": spec.name or "broker-job",
+            "script": script,
+            "user_id": spec.user,
+            "time_limit": spec.time_limit_minutes,
+            "nodes": spec.nodes,
+            "environment": env,
+            "account": spec.account,
+            "partitions": spec.partition,
+            "ntasks": spec.ntasks,
+            "cpus_per_task": spec.cpus_per_task,
+            "constraints": spec.constraints,
+            "working_directory": spec.working_dir,
+            "standard_output": spec.stdout_path,
             "standard_error": spec.stderr_path,
             "comment": f"broker:{spec.tag}" if spec.tag else None,
             "memory_per_node": f"{spec.memory_mb}M" if spec.memory_mb else None,
@@ -154,8 +165,7 @@ class PySlurmAdapter(SchedulerAdapter):
             "required_nodes": list(spec.nodelist) or None,
             "resource_sharing": "exclusive" if spec.exclusive else None,
         }
-        desc = self._ps.JobSubmitDescription(
-            **{k: v for k, v in fields.items() if v is not None})
+        desc = self._ps.JobSubmitDescription(**{k: v for k, v in fields.items() if v is not None})
         try:
             return str(desc.submit())
         except ValueError as exc:
@@ -202,18 +212,21 @@ class PySlurmAdapter(SchedulerAdapter):
         out = []
         for node in loaded:
             gres = _attr(node, "configured_gres", default={}) or {}
-            out.append(NodeInfo(
-                name=str(_attr(node, "name")),
-                cpus=number(_attr(node, "total_cpus", "cpus")) or 0,
-                memory_mb=number(_attr(node, "real_memory", "memory")) or 0,
-                state=str(_attr(node, "state", default="unknown")).lower(),
-                gpus=(number(gres.get("gpu")) or 0) if isinstance(gres, Mapping) else 0,
-                partitions=tuple(_attr(node, "partitions", default=()) or ()),
-                features=tuple(_attr(node, "available_features", "configured_features",
-                                     default=()) or ()),
-                reason=_attr(node, "reason") or None,
-                alloc_cpus=number(_attr(node, "allocated_cpus", "alloc_cpus")) or 0,
-            ))
+            out.append(
+                NodeInfo(
+                    name=str(_attr(node, "name")),
+                    cpus=number(_attr(node, "total_cpus", "cpus")) or 0,
+                    memory_mb=number(_attr(node, "real_memory", "memory")) or 0,
+                    state=str(_attr(node, "state", default="unknown")).lower(),
+                    gpus=(number(gres.get("gpu")) or 0) if isinstance(gres, Mapping) else 0,
+                    partitions=tuple(_attr(node, "partitions", default=()) or ()),
+                    features=tuple(
+                        _attr(node, "available_features", "configured_features", default=()) or ()
+                    ),
+                    reason=_attr(node, "reason") or None,
+                    alloc_cpus=number(_attr(node, "allocated_cpus", "alloc_cpus")) or 0,
+                )
+            )
         return out
 
     def ping(self) -> ClusterInfo:

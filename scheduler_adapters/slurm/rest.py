@@ -43,8 +43,7 @@ __all__ = ["SUPPORTED_VERSIONS", "SlurmRestAdapter", "mint_token"]
 log = logging.getLogger(__name__)
 
 #: API versions this adapter speaks, newest first (tried in this order by ``ping``).
-SUPPORTED_VERSIONS = ("v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39",
-                      "v0.0.38")
+SUPPORTED_VERSIONS = ("v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38")
 #: Slurm error numbers meaning "the controller or slurmdbd is unreachable": retry later.
 TRANSIENT_CODES = frozenset({1001, 1002, 1003, 1004, 1007, 5004, 5005, 7000})
 #: Error numbers meaning the job is already gone: cancel is then a no-op.
@@ -104,8 +103,9 @@ class SlurmRestAdapter(SchedulerAdapter):
     ) -> None:
         super().__init__(cluster)
         if (jwt_key_file is None) == (token_file is None):
-            raise AdapterConfigError("give exactly one of jwt_key_file and token_file",
-                                     cluster=cluster)
+            raise AdapterConfigError(
+                "give exactly one of jwt_key_file and token_file", cluster=cluster
+            )
         if api_version is not None and api_version not in SUPPORTED_VERSIONS:
             raise AdapterConfigError(f"unsupported api_version {api_version!r}", cluster=cluster)
         self.url = url.rstrip("/")
@@ -125,35 +125,45 @@ class SlurmRestAdapter(SchedulerAdapter):
             try:
                 return Path(self.token_file).read_text().strip()
             except OSError as exc:
-                raise AdapterConfigError(f"cannot read token_file: {exc}",
-                                         cluster=self.cluster) from exc
+                raise AdapterConfigError(
+                    f"cannot read token_file: {exc}", cluster=self.cluster
+                ) from exc
         now = time.time()
         if self._token is None or now > self._token[1]:
             try:
                 key = Path(str(self.jwt_key_file)).read_bytes()
             except OSError as exc:
-                raise AdapterConfigError(f"cannot read jwt_key_file: {exc}",
-                                         cluster=self.cluster) from exc
+                raise AdapterConfigError(
+                    f"cannot read jwt_key_file: {exc}", cluster=self.cluster
+                ) from exc
             token = mint_token(key, self.user_name, self.token_lifespan_s, now)
             self._token = (token, now + self.token_lifespan_s * 0.8)  # renew before expiry
         return self._token[0]
 
-    def _request(self, method: str, path: str, *, body: Any = None,
-                 act_as: str | None = None) -> httpx.Response:
-        headers = {"X-SLURM-USER-NAME": act_as or self.user_name,
-                   "X-SLURM-USER-TOKEN": self._bearer()}
+    def _request(
+        self, method: str, path: str, *, body: Any = None, act_as: str | None = None
+    ) -> httpx.Response:
+        headers = {
+            "X-SLURM-USER-NAME": act_as or self.user_name,
+            "X-SLURM-USER-TOKEN": self._bearer(),
+        }
         try:
             return self._client.request(method, path, json=body, headers=headers)
         except httpx.TransportError as exc:
-            raise SchedulerUnavailable(f"slurmrestd at {self.url} unreachable: {exc}",
-                                       cluster=self.cluster) from exc
+            raise SchedulerUnavailable(
+                f"slurmrestd at {self.url} unreachable: {exc}", cluster=self.cluster
+            ) from exc
 
-    def _call(self, method: str, path: str, *, body: Any = None,
-              act_as: str | None = None) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, *, body: Any = None, act_as: str | None = None
+    ) -> dict[str, Any]:
         resp = self._request(method, path, body=body, act_as=act_as)
         if resp.status_code in (401, 403):
-            raise AdapterConfigError(f"slurmrestd refused the credentials ({resp.status_code})",
-                                     cluster=self.cluster, code=resp.status_code)
+            raise AdapterConfigError(
+                f"slurmrestd refused the credentials ({resp.status_code})",
+                cluster=self.cluster,
+                code=resp.status_code,
+            )
         try:
             doc = resp.json()
         except ValueError:
@@ -176,8 +186,11 @@ class SlurmRestAdapter(SchedulerAdapter):
         codes = [c for c, _ in errors if c is not None]
         message = "; ".join(m for _, m in errors) or f"HTTP {status}"
         code = next((c for c in codes if c not in (-1, 9000, 9001)), codes[0] if codes else None)
-        transient = status in (502, 503, 504) or any(c in TRANSIENT_CODES for c in codes) or (
-            is_transient(message))
+        transient = (
+            status in (502, 503, 504)
+            or any(c in TRANSIENT_CODES for c in codes)
+            or (is_transient(message))
+        )
         cls = SchedulerUnavailable if transient else SchedulerError
         return cls(message, transient=transient, cluster=self.cluster, code=code)
 
@@ -195,8 +208,10 @@ class SlurmRestAdapter(SchedulerAdapter):
                 continue
             self.api_version = candidate
             return self._call("GET", f"/slurm/{candidate}/ping")
-        raise AdapterConfigError(f"slurmrestd at {self.url} speaks none of "
-                                 f"{', '.join(SUPPORTED_VERSIONS)}", cluster=self.cluster)
+        raise AdapterConfigError(
+            f"slurmrestd at {self.url} speaks none of {', '.join(SUPPORTED_VERSIONS)}",
+            cluster=self.cluster,
+        )
 
     def _db(self) -> str:
         return f"/slurmdb/{self.version}"
@@ -248,14 +263,19 @@ class SlurmRestAdapter(SchedulerAdapter):
         # code of 0 on a FAILED job is unknown, not success.
         if self.slurm_conf:
             return self._cli()._fix_exit_codes(jobs)
-        return {j: dataclasses.replace(i, exit_code=None) if i.state.value == "failed"
-                and i.exit_code == 0 else i for j, i in jobs.items()}
+        return {
+            j: dataclasses.replace(i, exit_code=None)
+            if i.state.value == "failed" and i.exit_code == 0
+            else i
+            for j, i in jobs.items()
+        }
 
     def _cli(self) -> SlurmCliAdapter:
         from .cli import SlurmCliAdapter
 
-        return SlurmCliAdapter(self.cluster, slurm_conf=self.slurm_conf,
-                               slurm_cluster=self.slurm_cluster)
+        return SlurmCliAdapter(
+            self.cluster, slurm_conf=self.slurm_conf, slurm_cluster=self.slurm_cluster
+        )
 
     def cancel(self, job_id: str) -> None:
         if not JOB_ID.match(str(job_id)):
@@ -263,8 +283,11 @@ class SlurmRestAdapter(SchedulerAdapter):
         try:
             self._call("DELETE", f"{self._ctl()}/job/{job_id}")
         except SchedulerError as exc:
-            gone = exc.code in GONE_CODES or "invalid job id" in exc.message.lower() or (
-                "already completing or completed" in exc.message.lower())
+            gone = (
+                exc.code in GONE_CODES
+                or "invalid job id" in exc.message.lower()
+                or ("already completing or completed" in exc.message.lower())
+            )
             if not gone or exc.transient:
                 raise
 
@@ -272,12 +295,14 @@ class SlurmRestAdapter(SchedulerAdapter):
         return parse_nodes(self._call("GET", f"{self._ctl()}/nodes"))
 
     def ping(self) -> ClusterInfo:
-        doc = self._discover() if self.api_version is None else self._call(
-            "GET", f"{self._ctl()}/ping")
+        doc = (
+            self._discover()
+            if self.api_version is None
+            else self._call("GET", f"{self._ctl()}/ping")
+        )
         pings = doc.get("pings") or []
         if not any(str(p.get("ping", p.get("pinged", ""))).upper() == "UP" for p in pings):
-            raise SchedulerUnavailable(f"slurmctld is not up: {pings!r:.200}",
-                                       cluster=self.cluster)
+            raise SchedulerUnavailable(f"slurmctld is not up: {pings!r:.200}", cluster=self.cluster)
         nodes = self.nodes()
         jobs = parse_jobs(self._call("GET", f"{self._ctl()}/jobs"), self.slurm_cluster)
         return cluster_info(self.cluster, release(doc), nodes, jobs.values())
@@ -286,9 +311,12 @@ class SlurmRestAdapter(SchedulerAdapter):
         minutes = max(1, int((datetime.now(UTC) - since).total_seconds() // 60) + 1)
         cluster = urllib.parse.quote(self.slurm_cluster, safe="")
         # "now-Nminutes": 22.05 rejects epoch seconds here ("Unable to parse time format").
-        done = parse_jobs(self._call(
-            "GET", f"{self._db()}/jobs?cluster={cluster}&start_time=now-{minutes}minutes"),
-            self.slurm_cluster)
+        done = parse_jobs(
+            self._call(
+                "GET", f"{self._db()}/jobs?cluster={cluster}&start_time=now-{minutes}minutes"
+            ),
+            self.slurm_cluster,
+        )
         live = parse_jobs(self._call("GET", f"{self._ctl()}/jobs"), self.slurm_cluster)
         return keyed_by_tag({**done, **live}, since)
 
@@ -301,9 +329,10 @@ class SlurmRestAdapter(SchedulerAdapter):
     def _update_node(self, node: str, state: str, reason: str | None) -> None:
         if self.version in ("v0.0.38", "v0.0.39"):  # no node update in these APIs
             if not self.slurm_conf:
-                raise SchedulerError(f"API {self.version} has no node endpoint: configure "
-                                     "slurm_conf",
-                                     cluster=self.cluster)
+                raise SchedulerError(
+                    f"API {self.version} has no node endpoint: configure slurm_conf",
+                    cluster=self.cluster,
+                )
             cli = self._cli()
             cli.drain(node, reason or "") if state == "DRAIN" else cli.resume(node)
             return

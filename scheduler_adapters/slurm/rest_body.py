@@ -46,8 +46,7 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         "name": spec.name or "broker-job",
         "time_limit": _num(spec.time_limit_minutes) if new else spec.time_limit_minutes,
         "current_working_directory": spec.working_dir or "/tmp",  # noqa: S108 - Slurm default
-        "environment": (env if version == "v0.0.38"
-                        else [f"{k}={v}" for k, v in env.items()]),
+        "environment": (env if version == "v0.0.38" else [f"{k}={v}" for k, v in env.items()]),
     }
     if new:
         job["nodes"] = str(spec.nodes)
@@ -68,10 +67,12 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         optional["memory_per_node"] = _num(spec.memory_mb) if new else spec.memory_mb
     if spec.gpus_per_node:
         optional["tres_per_node" if new else "gpus_per_node"] = (
-            f"gres/gpu:{spec.gpus_per_node}" if new else str(spec.gpus_per_node))
+            f"gres/gpu:{spec.gpus_per_node}" if new else str(spec.gpus_per_node)
+        )
     if spec.nodelist:
         optional["required_nodes" if new else "nodelist"] = (
-            list(spec.nodelist) if new else ",".join(spec.nodelist))
+            list(spec.nodelist) if new else ",".join(spec.nodelist)
+        )
     if spec.exclusive:
         optional["exclusive"] = ["true"] if new else "exclusive"
     job.update({k: v for k, v in optional.items() if v is not None})

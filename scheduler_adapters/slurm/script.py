@@ -71,7 +71,7 @@ def _owned_token(token: str) -> bool:
 
 
 def _directive_is_owned(line: str) -> bool:
-    body = line[len(_MAGIC):]
+    body = line[len(_MAGIC) :]
     try:
         tokens = shlex.split(body, comments=True)
     except ValueError:  # unbalanced quotes: judge the raw words
@@ -144,8 +144,13 @@ def build_sbatch(spec: JobSpec) -> SbatchRequest:
         raise ValueError("time_limit_minutes: must be at least 1")
     if spec.nodes < 1:
         raise ValueError("nodes: must be at least 1")
-    opts = ["--parsable", "--export=ALL", _opt("job-name", spec.name or "broker-job"),
-            _opt("nodes", spec.nodes), _opt("time", spec.time_limit_minutes)]
+    opts = [
+        "--parsable",
+        "--export=ALL",
+        _opt("job-name", spec.name or "broker-job"),
+        _opt("nodes", spec.nodes),
+        _opt("time", spec.time_limit_minutes),
+    ]
     if spec.tag:
         opts.append(_opt("comment", f"{TAG_PREFIX}{spec.tag}"))
     optional: Mapping[str, object | None] = {

@@ -71,18 +71,29 @@ class Harness:
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     kind: str = request.param
     if kind == "local":
-        adapter = create_adapter("local", "local", {
-            "root_dir": str(tmp_path / "local"), "node_names": ["n1", "n2"],
-            "cpus_per_node": 2, "memory_mb_per_node": 2048})
+        adapter = create_adapter(
+            "local",
+            "local",
+            {
+                "root_dir": str(tmp_path / "local"),
+                "node_names": ["n1", "n2"],
+                "cpus_per_node": 2,
+                "memory_mb_per_node": 2048,
+            },
+        )
         made = Harness(adapter, tmp_path, node_count=2)
     else:
         tenant: SlurmTenant = request.getfixturevalue("slurm_tenant")
         cluster = CLUSTER_OF[kind]
         entry = tenant.clusters[cluster]
         adapter = create_adapter(entry["adapter"], cluster, entry["options"])
-        made = Harness(adapter, tenant.workdir(cluster, uuid.uuid4().hex[:12]),
-                       account=tenant.account, user=tenant.user,
-                       node_count=sum(p["nodes"] for p in entry["partitions"]))
+        made = Harness(
+            adapter,
+            tenant.workdir(cluster, uuid.uuid4().hex[:12]),
+            account=tenant.account,
+            user=tenant.user,
+            node_count=sum(p["nodes"] for p in entry["partitions"]),
+        )
     yield made
     for job_id in made.submitted:  # leave nothing running for the next test
         made.adapter.cancel(job_id)

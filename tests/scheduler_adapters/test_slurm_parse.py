@@ -24,9 +24,17 @@ def load(rel: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(5, 5), (None, None), (2.0, 2), ({"set": True, "infinite": False, "number": 7}, 7),
-     ({"set": False, "infinite": False, "number": 0}, None),
-     ({"set": True, "infinite": True, "number": 0}, None), ("12", 12), (True, None), ("x", None)],
+    [
+        (5, 5),
+        (None, None),
+        (2.0, 2),
+        ({"set": True, "infinite": False, "number": 7}, 7),
+        ({"set": False, "infinite": False, "number": 0}, None),
+        ({"set": True, "infinite": True, "number": 0}, None),
+        ("12", 12),
+        (True, None),
+        ("x", None),
+    ],
 )
 def test_number(value: object, expected: int | None) -> None:
     assert parse.number(value) == expected
@@ -34,12 +42,24 @@ def test_number(value: object, expected: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0, 0), (768, 3), (15, 143), (9, 137), (None, None),
-     ({"status": "SUCCESS", "return_code": 0}, 0),
-     ({"status": ["EXITED"], "return_code": {"set": True, "number": 3}}, 3),
-     ({"status": ["SIGNALED"], "return_code": {"set": False, "number": 0},
-       "signal": {"id": {"set": True, "number": 9}, "name": "KILL"}}, 137),
-     ({"status": "SIGNALED", "return_code": None, "signal": {"signal_id": 15}}, 143)],
+    [
+        (0, 0),
+        (768, 3),
+        (15, 143),
+        (9, 137),
+        (None, None),
+        ({"status": "SUCCESS", "return_code": 0}, 0),
+        ({"status": ["EXITED"], "return_code": {"set": True, "number": 3}}, 3),
+        (
+            {
+                "status": ["SIGNALED"],
+                "return_code": {"set": False, "number": 0},
+                "signal": {"id": {"set": True, "number": 9}, "name": "KILL"},
+            },
+            137,
+        ),
+        ({"status": "SIGNALED", "return_code": None, "signal": {"signal_id": 15}}, 143),
+    ],
 )
 def test_exit_code(value: object, expected: int | None) -> None:
     assert parse.exit_code(value) == expected
@@ -47,10 +67,15 @@ def test_exit_code(value: object, expected: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
-    [("localhost", ("localhost",)), ("beta[1-2]", ("beta1", "beta2")),
-     ("cn[08-10,12],gpu1", ("cn08", "cn09", "cn10", "cn12", "gpu1")),
-     ("r[1-2]n[1-2]", ("r1n1", "r1n2", "r2n1", "r2n2")), ("", ()), (None, ()),
-     ("None assigned", ())],
+    [
+        ("localhost", ("localhost",)),
+        ("beta[1-2]", ("beta1", "beta2")),
+        ("cn[08-10,12],gpu1", ("cn08", "cn09", "cn10", "cn12", "gpu1")),
+        ("r[1-2]n[1-2]", ("r1n1", "r1n2", "r2n1", "r2n2")),
+        ("", ()),
+        (None, ()),
+        ("None assigned", ()),
+    ],
 )
 def test_expand_hostlist(spec: str | None, expected: tuple[str, ...]) -> None:
     assert parse.expand_hostlist(spec) == expected
@@ -144,11 +169,31 @@ def test_nodes_2405_shape() -> None:
     assert nodes["cn02"].alloc_cpus == 64 and nodes["cn05"].state == "down+not_responding"
 
 
-@given(st.dictionaries(st.sampled_from(
-    ["job_id", "job_state", "state", "time", "exit_code", "nodes", "comment", "start_time",
-     "submit_time", "end_time", "cluster"]),
-    st.one_of(st.none(), st.integers(), st.text(max_size=10),
-              st.lists(st.text(max_size=8), max_size=3),
-              st.fixed_dictionaries({"set": st.booleans(), "number": st.integers(0, 2**31)}))))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "job_id",
+                "job_state",
+                "state",
+                "time",
+                "exit_code",
+                "nodes",
+                "comment",
+                "start_time",
+                "submit_time",
+                "end_time",
+                "cluster",
+            ]
+        ),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=10),
+            st.lists(st.text(max_size=8), max_size=3),
+            st.fixed_dictionaries({"set": st.booleans(), "number": st.integers(0, 2**31)}),
+        ),
+    )
+)
 def test_parse_job_never_raises(job: dict[str, Any]) -> None:
     assert isinstance(parse.parse_job(job).state, JobState)

@@ -41,8 +41,13 @@ def recorded(rel: str) -> httpx.Response:
 def adapter(tmp_path: Path, handler: Handler, **kw: Any) -> SlurmRestAdapter:
     key = tmp_path / "jwt.key"
     key.write_bytes(KEY)
-    return SlurmRestAdapter("beta", url="http://rest.test", jwt_key_file=str(key),
-                            transport=httpx.MockTransport(handler), **kw)
+    return SlurmRestAdapter(
+        "beta",
+        url="http://rest.test",
+        jwt_key_file=str(key),
+        transport=httpx.MockTransport(handler),
+        **kw,
+    )
 
 
 def routes_2205(seen: list[httpx.Request]) -> Handler:
@@ -89,8 +94,17 @@ def test_token_is_a_valid_hs256_jwt_for_the_service_user(tmp_path: Path) -> None
 def test_submit_acts_as_the_user_with_broker_fields(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
     rest = adapter(tmp_path, routes_2205(seen), api_version="v0.0.38")
-    job_id = rest.submit(JobSpec(name="n", script="#SBATCH -A evil\necho", time_limit_minutes=3,
-                                 account="acme", user="alice", tag="t-1", working_dir="/w"))
+    job_id = rest.submit(
+        JobSpec(
+            name="n",
+            script="#SBATCH -A evil\necho",
+            time_limit_minutes=3,
+            account="acme",
+            user="alice",
+            tag="t-1",
+            working_dir="/w",
+        )
+    )
     assert job_id == "1"
     request = seen[-1]
     assert request.headers["X-SLURM-USER-NAME"] == "alice"
@@ -112,8 +126,9 @@ def test_status_uses_jobs_then_one_slurmdb_call(tmp_path: Path) -> None:
 
 
 def test_rejection_is_permanent_and_typed(tmp_path: Path) -> None:
-    rest = adapter(tmp_path, lambda r: recorded("22.05/rest_submit_bad_account.json"),
-                   api_version="v0.0.38")
+    rest = adapter(
+        tmp_path, lambda r: recorded("22.05/rest_submit_bad_account.json"), api_version="v0.0.38"
+    )
     with pytest.raises(SubmitRejected) as caught:
         rest.submit(JobSpec(name="n", script="true", time_limit_minutes=1, user="u"))
     assert caught.value.code == 2045 and not caught.value.transient
@@ -121,15 +136,25 @@ def test_rejection_is_permanent_and_typed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("response", "error"),
-    [(httpx.Response(503, text="busy"), SchedulerUnavailable),
-     (httpx.Response(401, text=""), AdapterConfigError),
-     (httpx.Response(500, json={"errors": [{"error_number": 1007, "error": "Protocol "
-                                            "authentication error"}]}), SchedulerUnavailable),
-     (httpx.Response(500, json={"errors": [{"error_number": 2099, "error": "odd"}]}),
-      SchedulerError)],
+    [
+        (httpx.Response(503, text="busy"), SchedulerUnavailable),
+        (httpx.Response(401, text=""), AdapterConfigError),
+        (
+            httpx.Response(
+                500,
+                json={"errors": [{"error_number": 1007, "error": "Protocol authentication error"}]},
+            ),
+            SchedulerUnavailable,
+        ),
+        (
+            httpx.Response(500, json={"errors": [{"error_number": 2099, "error": "odd"}]}),
+            SchedulerError,
+        ),
+    ],
 )
-def test_failures_are_classified(tmp_path: Path, response: httpx.Response,
-                                 error: type[SchedulerError]) -> None:
+def test_failures_are_classified(
+    tmp_path: Path, response: httpx.Response, error: type[SchedulerError]
+) -> None:
     rest = adapter(tmp_path, lambda r: response, api_version="v0.0.38")
     with pytest.raises(error) as caught:
         rest.nodes()
@@ -154,9 +179,13 @@ def test_token_file_is_read_per_request(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("abc\n")
     seen: list[httpx.Request] = []
-    rest = SlurmRestAdapter("beta", url="http://rest.test", token_file=str(token),
-                            api_version="v0.0.38", transport=httpx.MockTransport(
-                                routes_2205(seen)))
+    rest = SlurmRestAdapter(
+        "beta",
+        url="http://rest.test",
+        token_file=str(token),
+        api_version="v0.0.38",
+        transport=httpx.MockTransport(routes_2205(seen)),
+    )
     rest.nodes()
     token.write_text("def")
     rest.nodes()
@@ -171,9 +200,13 @@ def test_exactly_one_credential() -> None:
 
 
 def test_v0040_shapes(tmp_path: Path) -> None:
-    table = {"/slurm/v0.0.40/jobs": "24.05/jobs.json", "/slurm/v0.0.40/nodes": "24.05/nodes.json",
-             "/slurm/v0.0.40/ping": "24.05/ping.json", "/slurm/v0.0.40/job/submit":
-             "24.05/submit.json", "/slurmdb/v0.0.40/jobs": "24.05/slurmdb_jobs.json"}
+    table = {
+        "/slurm/v0.0.40/jobs": "24.05/jobs.json",
+        "/slurm/v0.0.40/nodes": "24.05/nodes.json",
+        "/slurm/v0.0.40/ping": "24.05/ping.json",
+        "/slurm/v0.0.40/job/submit": "24.05/submit.json",
+        "/slurmdb/v0.0.40/jobs": "24.05/slurmdb_jobs.json",
+    }
     seen: list[httpx.Request] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -185,8 +218,19 @@ def test_v0040_shapes(tmp_path: Path) -> None:
     info = rest.ping()
     assert rest.version == "v0.0.40" and info.version == "24.05.4"
     assert {p.name for p in info.partitions} == {"batch", "gpu"}
-    assert rest.submit(JobSpec(name="n", script="true", time_limit_minutes=9, user="u",
-                               memory_mb=100, nodelist=("cn01",))) == "111"
+    assert (
+        rest.submit(
+            JobSpec(
+                name="n",
+                script="true",
+                time_limit_minutes=9,
+                user="u",
+                memory_mb=100,
+                nodelist=("cn01",),
+            )
+        )
+        == "111"
+    )
     body = json.loads(seen[-1].content)
     assert "script" not in body and body["job"]["script"].startswith("#!/bin/bash")
     assert body["job"]["time_limit"] == {"set": True, "infinite": False, "number": 9}
@@ -198,8 +242,9 @@ def test_v0040_shapes(tmp_path: Path) -> None:
 
 
 def test_job_description_v0039_environment_is_a_list() -> None:
-    body = job_description(JobSpec(name="n", script="true", time_limit_minutes=1,
-                                   environment={"A": "1"}), "v0.0.39")
+    body = job_description(
+        JobSpec(name="n", script="true", time_limit_minutes=1, environment={"A": "1"}), "v0.0.39"
+    )
     assert "A=1" in body["job"]["environment"] and "script" in body
 
 

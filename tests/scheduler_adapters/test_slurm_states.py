@@ -30,8 +30,20 @@ def test_every_short_code_maps_like_its_long_name(code: str) -> None:
 
 def test_slurm_h_base_states_are_all_in_the_table() -> None:
     # enum job_states in slurm.h (JOB_PENDING .. JOB_OOM); JOB_END is a sentinel.
-    slurm_h = {"PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "CANCELLED", "FAILED",
-               "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
+    slurm_h = {
+        "PENDING",
+        "RUNNING",
+        "SUSPENDED",
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
     assert set(states.BASE_STATES) == slurm_h
 
 

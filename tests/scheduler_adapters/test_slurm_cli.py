@@ -1,0 +1,246 @@
+"""The slurm-cli adapter: fake Slurm tools on a bin_dir (psij style), then live alpha."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler_adapters import (
+    AdapterConfigError,
+    JobSpec,
+    JobState,
+    SchedulerUnavailable,
+    SubmitRejected,
+)
+from scheduler_adapters.slurm.cli import SlurmCliAdapter
+from tests._slurm import SlurmTenant
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm" / "22.05"
+
+
+def fake_tool(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f'#!/bin/bash\necho "$0 $*" >> {bin_dir}/calls.log\n{body}\n')
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "squeue", f"cat {FIXTURES / 'squeue_finished.json'}")
+    fake_tool(
+        bin_dir,
+        "sacct",
+        f"""if [[ "$*" == *--json* ]]; then cat {FIXTURES / "sacct.json"}
+else cat {FIXTURES / "sacct_exitcode.txt"}; fi""",
+    )
+    fake_tool(bin_dir, "sbatch", f"cat > {bin_dir}/script.sh; echo '42;alpha'")
+    fake_tool(bin_dir, "scancel", "exit 0")
+    return bin_dir
+
+
+def calls(bin_dir: Path) -> list[str]:
+    log = bin_dir / "calls.log"
+    return (
+        [Path(line.split()[0]).name for line in log.read_text().splitlines()]
+        if (log.exists())
+        else []
+    )
+
+
+def cli(bin_dir: Path, **kw: Any) -> SlurmCliAdapter:
+    return SlurmCliAdapter("alpha", bin_dir=str(bin_dir), allow_root_jobs=True, **kw)
+
+
+def test_submit_passes_options_and_sanitised_script(fake_bin: Path) -> None:
+    job_id = cli(fake_bin).submit(
+        JobSpec(
+            name="n",
+            script="#SBATCH --uid=0\necho hi",
+            time_limit_minutes=3,
+            account="acme",
+            tag="t",
+        )
+    )
+    assert job_id == "42"
+    argv = (fake_bin / "calls.log").read_text().split()
+    assert "--account=acme" in argv and "--comment=broker:t" in argv and "--time=3" in argv
+    script = (fake_bin / "script.sh").read_text()
+    assert "#SBATCH --uid" not in script and script.startswith("#!/bin/bash")
+
+
+def test_status_is_one_squeue_then_one_sacct_with_exit_code_fix(fake_bin: Path) -> None:
+    adapter = cli(fake_bin, slurm_cluster="alpha")
+    answer = adapter.status(["4", "5", "9", "77"])
+    # 4 and 5 are in squeue; 9 only in sacct, whose JSON says exit 0 for `exit 3`.
+    assert answer["5"].exit_code == 3 and answer["9"].exit_code == 3
+    assert answer["9"].state is JobState.FAILED and "77" not in answer
+    assert calls(fake_bin) == ["squeue", "sacct", "sacct"]
+
+
+def test_only_squeue_when_the_controller_knows_every_id(fake_bin: Path) -> None:
+    cli(fake_bin).status(["4", "5", "6"])
+    assert calls(fake_bin) == ["squeue"]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "error"),
+    [
+        (
+            "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+            "combination specified",
+            SubmitRejected,
+        ),
+        (
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+            "(connect failure)",
+            SchedulerUnavailable,
+        ),
+        ("sbatch: fatal: Could not establish a configuration source", AdapterConfigError),
+    ],
+)
+def test_sbatch_failures_are_classified(
+    fake_bin: Path, stderr: str, error: type[Exception]
+) -> None:
+    fake_tool(fake_bin, "sbatch", f"echo {shlex.quote(stderr)} >&2; exit 1")
+    with pytest.raises(error) as caught:
+        cli(fake_bin).submit(JobSpec(name="n", script="true", time_limit_minutes=1))
+    assert "error:" not in str(caught.value).split("]", 1)[-1][:10]
+
+
+def test_scancel_of_finished_job_is_a_no_op(fake_bin: Path) -> None:
+    fake_tool(
+        fake_bin,
+        "scancel",
+        "echo 'scancel: error: Kill job error on job id 5: Job/step "
+        "already completing or completed' >&2; exit 1",
+    )
+    cli(fake_bin).cancel("5")
+    fake_tool(
+        fake_bin, "scancel", "echo 'scancel: error: Unable to contact slurm controller' >&2; exit 1"
+    )
+    with pytest.raises(SchedulerUnavailable):
+        cli(fake_bin).cancel("5")
+
+
+def test_timeout_is_transient(fake_bin: Path) -> None:
+    fake_tool(fake_bin, "squeue", "sleep 5")
+    with pytest.raises(SchedulerUnavailable):
+        cli(fake_bin, timeout_s=0.3).status(["1"])
+
+
+def test_root_jobs_are_refused_without_a_user(fake_bin: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root could submit for others")
+    with pytest.raises(SubmitRejected, match="root"):
+        SlurmCliAdapter("alpha", bin_dir=str(fake_bin)).submit(
+            JobSpec(name="n", script="true", time_limit_minutes=1)
+        )
+    with pytest.raises(SubmitRejected, match="no POSIX user"):
+        cli(fake_bin).submit(
+            JobSpec(name="n", script="true", time_limit_minutes=1, user="no-such-user-xyz")
+        )
+
+
+# ---------------------------------------------------------------------------- live alpha
+def alpha(tenant: SlurmTenant) -> SlurmCliAdapter:
+    return SlurmCliAdapter("alpha", **tenant.clusters["alpha"]["options"])
+
+
+def wait(adapter: SlurmCliAdapter, job_id: str, until: Any, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = adapter.status([job_id]).get(job_id)
+        if info is not None and until(info):
+            return info
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached the expected state")
+
+
+@pytest.mark.slurm
+def test_live_job_runs_as_the_user_and_script_cannot_change_account(
+    slurm_tenant: SlurmTenant,
+) -> None:
+    adapter = alpha(slurm_tenant)
+    work = slurm_tenant.workdir("alpha", uuid.uuid4().hex[:12])
+    script = "#!/bin/bash\n#SBATCH --account=root\n#SBATCH --comment=forged\nid -un\n"
+    job_id = adapter.submit(
+        JobSpec(
+            name="who",
+            script=script,
+            time_limit_minutes=1,
+            account=slurm_tenant.account,
+            user=slurm_tenant.user,
+            tag="who-" + uuid.uuid4().hex,
+            working_dir=str(work),
+            stdout_path=str(work / "out.txt"),
+        )
+    )
+    info = wait(adapter, job_id, lambda i: i.state.terminal)
+    assert info.state is JobState.COMPLETED and info.account == slurm_tenant.account
+    assert info.tag and info.tag.startswith("who-")
+    assert (work / "out.txt").read_text().strip() == slurm_tenant.user
+
+
+@pytest.mark.slurm
+def test_live_sacct_path_reports_exit_3(
+    slurm_tenant: SlurmTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = alpha(slurm_tenant)
+    work = slurm_tenant.workdir("alpha", uuid.uuid4().hex[:12])
+    job_id = adapter.submit(
+        JobSpec(
+            name="x3",
+            script="exit 3",
+            time_limit_minutes=1,
+            account=slurm_tenant.account,
+            user=slurm_tenant.user,
+            working_dir=str(work),
+        )
+    )
+    wait(adapter, job_id, lambda i: i.state.terminal)
+    # Pretend the controller forgot the job (MinJobAge passed): the answer comes from
+    # sacct, whose 22.05 JSON says exit code 0, corrected from `sacct -o ExitCode`.
+    real_json = adapter._json
+
+    def no_squeue(tool: str, args: list[str]) -> dict[str, Any]:
+        return {"jobs": []} if tool == "squeue" else real_json(tool, args)
+
+    monkeypatch.setattr(adapter, "_json", no_squeue)
+    info = wait(adapter, job_id, lambda i: i.state.terminal, timeout_s=20)
+    assert (info.state, info.exit_code) == (JobState.FAILED, 3)
+    assert info.elapsed_s is not None and info.nodes == ("localhost",)
+
+
+@pytest.mark.slurm
+def test_live_unknown_account_is_rejected(slurm_tenant: SlurmTenant) -> None:
+    with pytest.raises(SubmitRejected, match="Invalid account"):
+        alpha(slurm_tenant).submit(
+            JobSpec(
+                name="n",
+                script="true",
+                time_limit_minutes=1,
+                account="no-such-account",
+                user=slurm_tenant.user,
+                working_dir=str(slurm_tenant.workdir("alpha", "rej")),
+            )
+        )
+
+
+@pytest.mark.slurm
+def test_live_drain_and_resume(slurm_tenant: SlurmTenant) -> None:
+    adapter = alpha(slurm_tenant)
+    adapter.drain("localhost", "contract test")
+    try:
+        (node,) = adapter.nodes()
+        assert "drain" in node.state and node.reason == "contract test"
+    finally:
+        adapter.resume("localhost")
+    assert "drain" not in adapter.nodes()[0].state
