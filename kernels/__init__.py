@@ -4,8 +4,8 @@
 """
 
 from kernels import _jit  # noqa: F401  (first: flags must be set before numba compiles)
-from kernels.fft import fft
-from kernels.gemm import gemm
+from kernels.fourier import fft
+from kernels.matmul import gemm
 from kernels.peak import fma_peak
 from kernels.stream import triad
 

@@ -32,9 +32,10 @@ from typing import Any, TypeVar
 os.environ["NUMBA_SLP_VECTORIZE"] = "1"
 os.environ.setdefault("NUMBA_OPT", "3")
 
-import numba  # noqa: E402  (the flags above must be set before numba reads them)
-from numba.core import config  # noqa: E402
-from numba.core.caching import FunctionCache  # noqa: E402
+# The flags above must be set before numba reads them.
+import numba
+from numba.core import config
+from numba.core.caching import FunctionCache
 
 config.SLP_VECTORIZE = 1
 

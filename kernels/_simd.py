@@ -334,7 +334,8 @@ def misalignment(typingctx: Any, arr: Any) -> Any:
         ary = context.make_array(sig.args[0])(context, builder, args[0])
         i64 = ir.IntType(64)
         addr = builder.ptrtoint(ary.data, i64)
-        rem = builder.and_(builder.sub(ir.Constant(i64, 0), addr), ir.Constant(i64, VECTOR_BYTES - 1))
+        neg = builder.sub(ir.Constant(i64, 0), addr)
+        rem = builder.and_(neg, ir.Constant(i64, VECTOR_BYTES - 1))
         return builder.udiv(rem, ir.Constant(i64, sig.args[0].dtype.bitwidth // 8))
 
     return types.int64(arr), codegen

@@ -107,7 +107,7 @@ def run_one(kernel: str, size: int, dtype: str, threads: int, repeat: int) -> di
     if repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {repeat}")
     if kernel == "fft":
-        from kernels.fft import factor
+        from kernels.fourier import factor
 
         try:
             factor(size)

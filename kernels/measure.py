@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from kernels.fft import factor, fft
-from kernels.gemm import gemm
+from kernels.fourier import factor, fft
+from kernels.matmul import gemm
 from kernels.peak import flops_per_iteration, fma_probe
 from kernels.stream import triad
 

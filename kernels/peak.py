@@ -24,6 +24,7 @@ B_VALUE = 2.0**-20  # every partial sum iters * B_VALUE is exact in float32 and 
 def _chains(x: Any, iters: int) -> float:
     a = vload(x, 0)
     b = vload(x, vlanes(x))
+    # fmt: off
     c0 = vzero(x); c1 = vzero(x); c2 = vzero(x); c3 = vzero(x)  # noqa: E702
     c4 = vzero(x); c5 = vzero(x); c6 = vzero(x); c7 = vzero(x)  # noqa: E702
     c8 = vzero(x); c9 = vzero(x); c10 = vzero(x); c11 = vzero(x)  # noqa: E702
@@ -32,6 +33,7 @@ def _chains(x: Any, iters: int) -> float:
         c3 = vfma(a, b, c3); c4 = vfma(a, b, c4); c5 = vfma(a, b, c5)  # noqa: E702
         c6 = vfma(a, b, c6); c7 = vfma(a, b, c7); c8 = vfma(a, b, c8)  # noqa: E702
         c9 = vfma(a, b, c9); c10 = vfma(a, b, c10); c11 = vfma(a, b, c11)  # noqa: E702
+    # fmt: on
     s = vadd(vadd(vadd(c0, c1), vadd(c2, c3)), vadd(vadd(c4, c5), vadd(c6, c7)))
     return vsum(vadd(s, vadd(vadd(c8, c9), vadd(c10, c11))))  # type: ignore[no-any-return]
 

@@ -298,8 +298,7 @@ def fft(
     nthreads = use_threads(threads)
     par_rows = rows >= nthreads and rows > 1
     zr, zi = _workspace(n * (nthreads if par_rows else 1), x.real.dtype)
-    _fft_core(
-        xc.reshape(-1).view(zr.dtype), out.reshape(-1).view(zr.dtype), rows, n, p.n1, p.n2, p.block, bool(inverse),
-        p.tables, zr, zi, nthreads,
-    )  # fmt: skip
+    xf = xc.reshape(-1).view(zr.dtype)
+    of = out.reshape(-1).view(zr.dtype)
+    _fft_core(xf, of, rows, n, p.n1, p.n2, p.block, bool(inverse), p.tables, zr, zi, nthreads)
     return out

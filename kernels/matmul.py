@@ -45,6 +45,7 @@ def _ukernel(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: 
         prefetch(c, r)
         prefetch(c, r + NV * w - 1)
         r += ldc
+    # fmt: off
     c00 = vzero(ap); c01 = vzero(ap); c02 = vzero(ap); c03 = vzero(ap)  # noqa: E702
     c10 = vzero(ap); c11 = vzero(ap); c12 = vzero(ap); c13 = vzero(ap)  # noqa: E702
     c20 = vzero(ap); c21 = vzero(ap); c22 = vzero(ap); c23 = vzero(ap)  # noqa: E702
@@ -93,6 +94,7 @@ def _ukernel(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: 
     co += ldc
     _put(c, co, c50, first); _put(c, co + w, c51, first)  # noqa: E702
     _put(c, co + 2 * w, c52, first); _put(c, co + 3 * w, c53, first)  # noqa: E702
+    # fmt: on
 
 
 @jit()
@@ -257,7 +259,19 @@ def gemm(
     bv, tb = _as_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
     _gemm_core(
-        av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
-        m, n, k, nthreads, mc, kc, nc,
+        av.reshape(-1),
+        av.shape[1],
+        ta,
+        bv.reshape(-1),
+        bv.shape[1],
+        tb,
+        c.reshape(-1),
+        m,
+        n,
+        k,
+        nthreads,
+        mc,
+        kc,
+        nc,
     )
     return c

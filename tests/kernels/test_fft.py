@@ -1,0 +1,92 @@
+"""FFT against numpy.fft: every radix mix, both dtypes, batches, inverse round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from kernels import fft
+from kernels.fourier import factor
+
+SIZES = [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 15, 16, 20, 25, 27, 30, 32, 45, 60, 64, 75, 81, 96,
+         100, 120, 125, 128, 135, 243, 250, 256, 360, 375, 512, 625, 729, 1000, 1024, 1080,
+         2048, 3125, 4096, 6561, 7680, 8000, 1 << 14, 3**4 * 5**2 * 2**3, 1 << 16]  # fmt: skip
+TOL = {np.complex128: 1e-13, np.complex64: 2e-6}
+
+
+def _signal(shape: tuple[int, ...], dtype: type, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+def _close(got: np.ndarray, ref: np.ndarray, dtype: type) -> None:
+    scale = max(float(np.abs(ref).max(initial=0)), 1.0)
+    assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * scale * 4)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("n", SIZES)
+def test_forward_and_inverse(n: int, dtype: type) -> None:
+    x = _signal((n,), dtype, seed=n)
+    x128 = x.astype(np.complex128)
+    y = fft(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    _close(y, np.fft.fft(x128), dtype)
+    _close(fft(x, inverse=True), np.fft.ifft(x128), dtype)
+    _close(fft(y, inverse=True), x128, dtype)  # round trip
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(3, 64), (2, 3, 120), (5, 1), (1, 4096), (4, 1000)])
+def test_batched(shape: tuple[int, ...], threads: int, dtype: type) -> None:
+    x = _signal(shape, dtype, seed=len(shape))
+    _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
+    back = fft(fft(x, threads=threads), inverse=True, threads=threads)
+    _close(back, x.astype(np.complex128), dtype)
+
+
+def test_threads_on_one_long_transform() -> None:
+    x = _signal((1 << 17,), np.complex128, seed=7)
+    _close(fft(x, threads=2), np.fft.fft(x), np.complex128)
+
+
+def test_non_contiguous_input_and_out() -> None:
+    x = _signal((6, 200), np.complex128, seed=3)
+    view = x[::2, ::2]  # length 100 along the last axis, strided
+    out = np.empty(view.shape, np.complex128)
+    got = fft(view, out=out)
+    assert got is out
+    _close(out, np.fft.fft(view, axis=-1), np.complex128)
+
+
+def test_input_not_modified() -> None:
+    x = _signal((240,), np.complex128, seed=4)
+    keep = x.copy()
+    fft(x)
+    fft(x, inverse=True)
+    assert np.array_equal(x, keep)
+
+
+@pytest.mark.parametrize("n", [7, 11, 14, 49, 1001, 2 * 7 * 5])
+def test_unsupported_lengths(n: int) -> None:
+    with pytest.raises(ValueError, match="2\\^a"):
+        fft(np.zeros(n, np.complex128))
+
+
+def test_errors() -> None:
+    with pytest.raises(TypeError):
+        fft(np.zeros(8))
+    with pytest.raises(ValueError):
+        fft(np.zeros((), np.complex128))
+    with pytest.raises(ValueError, match="out"):
+        fft(np.zeros(8, np.complex128), out=np.zeros(8, np.complex64))
+    with pytest.raises(ValueError):
+        factor(0)
+
+
+def test_factor() -> None:
+    assert factor(1) == []
+    assert factor(64) == [4, 4, 4]
+    assert factor(2 * 3 * 5 * 4) == [4, 2, 3, 5]

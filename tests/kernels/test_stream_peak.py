@@ -1,0 +1,57 @@
+"""STREAM triad against numpy, and the FMA probe's exact sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels import fma_peak, triad
+from kernels.peak import fma_probe
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 17, 1000, 4099, 1 << 19])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_triad(n: int, dtype: type, offset: int) -> None:
+    rng = np.random.default_rng(n + offset)
+    b = rng.standard_normal(n + offset).astype(dtype)[offset:]
+    c = rng.standard_normal(n + offset).astype(dtype)[offset:]
+    a = np.zeros(n + offset, dtype)[offset:]  # misaligned starts exercise the scalar head
+    got = triad(a, b, c, 2.5, threads=2)
+    assert got is a
+    ref = b.astype(np.float64) + 2.5 * c.astype(np.float64)
+    bound = 2 * np.finfo(dtype).eps * (np.abs(b) + 2.5 * np.abs(c))
+    assert np.all(np.abs(a - ref) <= bound)
+
+
+def test_triad_streaming_sizes_both_thread_counts() -> None:
+    n = (6 << 20) // 8 + 5  # above the non-temporal threshold, odd length
+    b = np.arange(n, dtype=np.float64)
+    c = np.ones(n)
+    for threads in (1, 2):
+        a = np.zeros(n)
+        triad(a, b, c, -1.0, threads=threads)
+        assert np.array_equal(a, b - 1.0)
+
+
+def test_triad_errors() -> None:
+    x = np.zeros(4)
+    with pytest.raises(ValueError):
+        triad(np.zeros((2, 2)), x, x, 1.0)
+    with pytest.raises(ValueError):
+        triad(np.zeros(8)[::2], x, x, 1.0)
+    with pytest.raises(ValueError):
+        triad(np.zeros(5), x, x, 1.0)
+    with pytest.raises(TypeError):
+        triad(x, x, x.astype(np.float32), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fma_probe_sums_are_exact(dtype: type) -> None:
+    seconds, err = fma_probe(2, iters=10_000, dtype=dtype)
+    assert seconds > 0
+    assert err == 0.0
+
+
+def test_fma_peak_is_positive() -> None:
+    assert fma_peak(1, seconds=0.02) > 0
