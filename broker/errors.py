@@ -9,6 +9,7 @@ Exception tree::
     ├── InvalidInput(field)   a request field breaks a rule the schema cannot express
     ├── Conflict              the request clashes with current state
     │   ├── QuotaExceeded     not enough PFlop·h available for the hold
+    │   ├── CapacityExceeded  the enterprise's capacity cap (PFLOP/s held at once) is reached
     │   └── IdempotencyMismatch  same Idempotency-Key, different body
     ├── RateLimited(retry_after_s)
     └── Unavailable           a dependency (database, scheduler) is down: retry later
@@ -50,6 +51,10 @@ class Conflict(BrokerError):
 
 
 class QuotaExceeded(Conflict):
+    pass
+
+
+class CapacityExceeded(Conflict):
     pass
 
 

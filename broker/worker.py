@@ -21,7 +21,7 @@ import scheduler_adapters as sa_
 from .config import Settings
 from .db import session_scope
 from .models import LIVE_STATES, Cluster, Job, JobStatus
-from .services import clusters, ledger, scheduling
+from .services import clusters, ledger, scheduling, tenants
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Worker:
     # -- steps ------------------------------------------------------------------
     def refresh_clusters(self) -> None:
         self._last_refresh = time.monotonic()
+        with session_scope(self.factory) as s:
+            tenants.roll_periods(s, scheduling.utcnow())
         with session_scope(self.factory) as s:
             names = list(s.scalars(select(Cluster.name).where(Cluster.enabled)))
         for name in names:

@@ -37,7 +37,7 @@ if [ -x deploy/slurm/devcluster ]; then
 fi
 
 log "ruff"
-ruff check broker scheduler_adapters kernels tests benchmarks migrations
+ruff check .
 log "mypy"
 mypy
 log "import-linter"

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import uuid
 
-from ..models import ApiToken, Cluster, Enterprise, Job, LedgerEntry, Node, Partition, Project
+from ..models import (
+    ApiToken,
+    AuditEvent,
+    Cluster,
+    Enterprise,
+    Job,
+    LedgerEntry,
+    Node,
+    Partition,
+    Project,
+)
 from ..schemas.clusters import ClusterRead, NodeRead, PartitionRead
 from ..schemas.jobs import JobRead
-from ..schemas.ledger import BalanceRead, LedgerEntryRead
+from ..schemas.ledger import AuditEventRead, BalanceRead, LedgerEntryRead, ProjectBalanceRead
 from ..schemas.tenants import EnterpriseRead, ProjectRead, TokenRead
 from ..services.ledger import BalanceView
 from ..units import mflops_to_tflops, units_to_pfh
@@ -21,6 +31,9 @@ def enterprise(e: Enterprise) -> EnterpriseRead:
         posix_user=e.posix_user,
         slurm_account=e.slurm_account,
         status=e.status.value,
+        period=e.period_kind.value,
+        carry_over=e.carry_over,
+        current_period=e.current_period,
         created_at=e.created_at,
         capacity_cap_pflops=None if cap is None else cap / 1e9,
     )
@@ -63,6 +76,21 @@ def balance(enterprise_id: uuid.UUID, b: BalanceView) -> BalanceRead:
     )
 
 
+def project_balance(p: Project, b: BalanceView) -> ProjectBalanceRead:
+    alloc = p.allocation_units
+    return ProjectBalanceRead(
+        project_id=p.id,
+        allocation_pfh=None if alloc is None else units_to_pfh(alloc),
+        held_pfh=units_to_pfh(b.held_units),
+        charged_pfh=units_to_pfh(b.charged_units),
+        remaining_pfh=None if alloc is None else units_to_pfh(b.available_units),
+    )
+
+
+def audit_event(a: AuditEvent) -> AuditEventRead:
+    return AuditEventRead.model_validate(a)
+
+
 def entry(e: LedgerEntry) -> LedgerEntryRead:
     return LedgerEntryRead(
         id=e.id,
@@ -71,6 +99,7 @@ def entry(e: LedgerEntry) -> LedgerEntryRead:
         project_id=e.project_id,
         job_id=e.job_id,
         reverses_id=e.reverses_id,
+        period=e.period,
         memo=e.memo,
         actor=e.actor,
         created_at=e.created_at,

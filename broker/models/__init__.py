@@ -5,7 +5,7 @@ from .cluster import Cluster, ClusterStatus, Node, Partition, Validation
 from .job import LIVE_STATES, TERMINAL_STATES, Job, JobStatus
 from .ledger import Balance, EntryKind, LedgerEntry
 from .project import Project, ProjectStatus
-from .tenant import ApiToken, Enterprise, EnterpriseStatus, Role
+from .tenant import ApiToken, Enterprise, EnterpriseStatus, PeriodKind, Role
 
 __all__ = [
     "LIVE_STATES",
@@ -23,6 +23,7 @@ __all__ = [
     "LedgerEntry",
     "Node",
     "Partition",
+    "PeriodKind",
     "Project",
     "ProjectStatus",
     "Role",

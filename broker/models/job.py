@@ -95,6 +95,9 @@ class Job(Base):
     stdout_path: Mapped[str] = mapped_column(String(500), default="")
     stderr_path: Mapped[str] = mapped_column(String(500), default="")
 
+    # Highest node rate of the partition at submission: the hold's rate, and this
+    # job's share of the enterprise's capacity cap while it is held or running.
+    rate_mflops: Mapped[int] = mapped_column(BigInteger, default=0)
     hold_units: Mapped[int] = mapped_column(BigInteger, default=0)
     charge_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
     elapsed_s: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -88,6 +88,7 @@ class LedgerEntry(Base):
     kind: Mapped[EntryKind] = mapped_column(str_enum(EntryKind))
     amount_units: Mapped[int] = mapped_column(BigInteger)
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entry.id"), default=None)
+    period: Mapped[str] = mapped_column(String(7), default="")  # budget period, e.g. 2026-11
     memo: Mapped[str] = mapped_column(String(500), default="")
     actor: Mapped[str] = mapped_column(String(120), default="system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

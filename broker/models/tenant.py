@@ -27,6 +27,11 @@ class EnterpriseStatus(enum.StrEnum):
     SUSPENDED = "suspended"
 
 
+class PeriodKind(enum.StrEnum):
+    MONTH = "month"
+    QUARTER = "quarter"
+
+
 class Enterprise(Base):
     __tablename__ = "enterprise"
 
@@ -39,6 +44,11 @@ class Enterprise(Base):
     )
     # PFLOP/s the enterprise may hold at once, as MFLOP/s; None = no cap.
     capacity_cap_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Budget periods: grants are made per period; at a period's end the unused balance
+    # expires (an ADJUST entry) unless it carries over.
+    period_kind: Mapped[PeriodKind] = mapped_column(str_enum(PeriodKind), default=PeriodKind.MONTH)
+    carry_over: Mapped[bool] = mapped_column(default=True)
+    current_period: Mapped[str] = mapped_column(String(7), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -32,6 +33,25 @@ class BalanceRead(ReadModel):
     available_pfh: float
 
 
+class ProjectBalanceRead(ReadModel):
+    project_id: uuid.UUID
+    allocation_pfh: float | None
+    held_pfh: float
+    charged_pfh: float
+    remaining_pfh: float | None
+
+
+class AuditEventRead(ReadModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    enterprise_id: uuid.UUID | None
+    detail: dict[str, Any]
+
+
 class LedgerEntryRead(ReadModel):
     id: int
     kind: str
@@ -39,6 +59,7 @@ class LedgerEntryRead(ReadModel):
     project_id: uuid.UUID | None
     job_id: uuid.UUID | None
     reverses_id: int | None
+    period: str
     memo: str
     actor: str
     created_at: datetime

@@ -18,6 +18,12 @@ class EnterpriseCreate(StrictModel):
     posix_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     slurm_account: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     capacity_cap_pflops: float | None = Field(None, ge=0, le=1e6)
+    period: Literal["month", "quarter"] = "month"
+    carry_over: bool = True
+
+
+class CapacitySet(StrictModel):
+    capacity_cap_pflops: float | None = Field(ge=0, le=1e6)
 
 
 class EnterpriseRead(ReadModel):
@@ -27,6 +33,10 @@ class EnterpriseRead(ReadModel):
     slurm_account: str
     status: str
     capacity_cap_pflops: float | None
+    capacity_in_use_pflops: float | None = None
+    period: str
+    carry_over: bool
+    current_period: str
     created_at: datetime
 
 

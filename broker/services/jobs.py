@@ -89,6 +89,7 @@ def submit(
         partition=part.name,
         routing=decision.as_json(),
         state=JobStatus.ACCEPTED,
+        rate_mflops=decision.chosen.rate_mflops,
         hold_units=req.nodes * decision.chosen.rate_mflops * req.time_limit_minutes * 60,
     )
     session.add(job)

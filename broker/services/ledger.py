@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
-from ..models import Balance, EntryKind, Job, LedgerEntry, Project
+from ..errors import CapacityExceeded, Conflict, InvalidInput, NotFound, QuotaExceeded
+from ..models import (
+    LIVE_STATES,
+    Balance,
+    Enterprise,
+    EntryKind,
+    Job,
+    JobStatus,
+    LedgerEntry,
+    PeriodKind,
+    Project,
+)
 from ..units import units_to_pfh
 from . import audit
 from .principal import SYSTEM, Principal
@@ -71,10 +82,12 @@ def grant(
     if amount_units <= 0:
         raise InvalidInput("amount_pfh", "must be greater than zero")
     bal = _lock(session, enterprise_id)
+    ent = _enterprise(session, enterprise_id)
     bal.granted_units += amount_units
     entry = _append(
         session,
         enterprise_id=enterprise_id,
+        period=ent.current_period or period_of(datetime.now(UTC), ent.period_kind),
         kind=EntryKind.GRANT,
         amount_units=amount_units,
         memo=memo,
@@ -147,6 +160,7 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
                 f"hold of {units_to_pfh(units)} PFlop·h exceeds the project's remaining "
                 f"allocation of {units_to_pfh(max(left, 0))} PFlop·h"
             )
+    _check_capacity(session, job)
     ent.held_units += units
     proj.held_units += units
     return _append(
@@ -158,6 +172,114 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
         amount_units=units,
         actor=job.submitted_by,
     )
+
+
+#: Jobs that count against the capacity cap: held (accepted) or in the scheduler.
+CAPACITY_STATES = frozenset({JobStatus.ACCEPTED, *LIVE_STATES})
+
+
+def capacity_in_use_mflops(
+    session: Session, enterprise_id: uuid.UUID, exclude: uuid.UUID | None = None
+) -> int:
+    """Σ nodes × rate of the enterprise's held and running jobs, in MFLOP/s."""
+    query = select(func.coalesce(func.sum(Job.nodes * Job.rate_mflops), 0)).where(
+        Job.enterprise_id == enterprise_id, Job.state.in_(CAPACITY_STATES)
+    )
+    if exclude is not None:
+        query = query.where(Job.id != exclude)
+    return int(session.scalar(query) or 0)
+
+
+def _check_capacity(session: Session, job: Job) -> None:
+    """Refuse (not queue) a job that would take the enterprise over its capacity cap.
+
+    Refusing keeps the broker's promise simple: an accepted job is on its way to a
+    scheduler now; the client sees 409 CapacityExceeded and resubmits when its
+    running jobs end.
+    """
+    cap = _enterprise(session, job.enterprise_id).capacity_cap_mflops
+    if cap is None:
+        return
+    in_use = capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
+    wanted = job.nodes * job.rate_mflops
+    if in_use + wanted > cap:
+        raise CapacityExceeded(
+            f"job needs {wanted / 1e9:g} PFLOP/s; the enterprise holds {in_use / 1e9:g} of its "
+            f"capacity cap of {cap / 1e9:g} PFLOP/s"
+        )
+
+
+def _enterprise(session: Session, enterprise_id: uuid.UUID) -> Enterprise:
+    ent = session.get(Enterprise, enterprise_id)
+    if ent is None:
+        raise NotFound("enterprise not found")
+    return ent
+
+
+def period_of(at: datetime, kind: PeriodKind) -> str:
+    """The budget period containing ``at``: ``2026-11`` (month) or ``2026-Q4`` (quarter)."""
+    if kind is PeriodKind.QUARTER:
+        return f"{at.year}-Q{(at.month - 1) // 3 + 1}"
+    return f"{at.year}-{at.month:02d}"
+
+
+def roll_period(session: Session, enterprise_id: uuid.UUID, now: datetime) -> LedgerEntry | None:
+    """Enter the period containing ``now``; without carry-over, expire what was unused.
+
+    The expiry is an ADJUST of −available, so the ledger shows it; holds of running
+    jobs stay reserved and are settled as usual.
+    """
+    bal = _lock(session, enterprise_id)
+    ent = _enterprise(session, enterprise_id)
+    period = period_of(now, ent.period_kind)
+    if ent.current_period == period:
+        return None
+    previous, ent.current_period = ent.current_period, period
+    unused = bal.granted_units - bal.held_units - bal.charged_units
+    if not previous or ent.carry_over or unused <= 0:
+        return None
+    bal.granted_units -= unused
+    return _append(
+        session,
+        enterprise_id=enterprise_id,
+        kind=EntryKind.ADJUST,
+        amount_units=-unused,
+        period=previous,
+        memo=f"unused budget of {previous} expired",
+    )
+
+
+def allocate(
+    session: Session, principal: Principal, project: Project, allocation_units: int | None
+) -> Project:
+    """Set (or clear, with None) a project's sub-allocation of the enterprise budget."""
+    principal.require_enterprise_admin(project.enterprise_id, "project")
+    _lock(session, project.enterprise_id)
+    proj = _lock(session, project.enterprise_id, project.id)
+    if allocation_units is not None and allocation_units < proj.held_units + proj.charged_units:
+        raise InvalidInput(
+            "allocation_pfh",
+            f"is below what the project already holds and spent "
+            f"({units_to_pfh(proj.held_units + proj.charged_units)} PFlop·h)",
+        )
+    project.allocation_units = allocation_units
+    audit.record(
+        session,
+        principal,
+        "project.allocate",
+        "project",
+        project.id,
+        enterprise_id=project.enterprise_id,
+        allocation_pfh=None if allocation_units is None else units_to_pfh(allocation_units),
+    )
+    return project
+
+
+def project_balance(session: Session, project: Project) -> BalanceView:
+    row = session.scalar(select(Balance).where(Balance.project_id == project.id))
+    if row is None:
+        raise NotFound("project not found")
+    return BalanceView(project.allocation_units or 0, row.held_units, row.charged_units)
 
 
 def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> bool:
@@ -264,6 +386,8 @@ def list_entries(
     job_id: uuid.UUID | None = None,
     limit: int = 100,
     before_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[LedgerEntry]:
     principal.check_visible(enterprise_id, "enterprise")
     query = select(LedgerEntry).where(LedgerEntry.enterprise_id == enterprise_id)
@@ -275,6 +399,10 @@ def list_entries(
         query = query.where(LedgerEntry.job_id == job_id)
     if before_id is not None:
         query = query.where(LedgerEntry.id < before_id)
+    if since is not None:
+        query = query.where(LedgerEntry.created_at >= since)
+    if until is not None:
+        query = query.where(LedgerEntry.created_at < until)
     return list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit)))
 
 
@@ -338,12 +466,17 @@ __all__ = [
     "SYSTEM",
     "BalanceView",
     "adjust",
+    "allocate",
     "balance",
+    "capacity_in_use_mflops",
     "check_invariants",
     "credit",
     "grant",
     "hold",
     "list_entries",
     "lock_enterprise",
+    "period_of",
+    "project_balance",
+    "roll_period",
     "settle",
 ]

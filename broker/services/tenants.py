@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
-from ..models import Balance, Enterprise, EnterpriseStatus
-from . import audit
+from ..models import Balance, Enterprise, EnterpriseStatus, PeriodKind
+from . import audit, ledger
 from .principal import Principal
 
 _POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -29,6 +30,8 @@ def create_enterprise(
     posix_user: str | None = None,
     slurm_account: str | None = None,
     capacity_cap_mflops: int | None = None,
+    period: PeriodKind = PeriodKind.MONTH,
+    carry_over: bool = True,
 ) -> Enterprise:
     principal.require_operator()
     if session.scalar(select(Enterprise.id).where(Enterprise.name == name)) is not None:
@@ -42,7 +45,13 @@ def create_enterprise(
     if session.scalar(select(Enterprise.id).where(Enterprise.slurm_account == account)):
         raise Conflict(f"slurm_account {account!r} is taken; give another")
     ent = Enterprise(
-        name=name, posix_user=user, slurm_account=account, capacity_cap_mflops=capacity_cap_mflops
+        name=name,
+        posix_user=user,
+        slurm_account=account,
+        capacity_cap_mflops=capacity_cap_mflops,
+        period_kind=period,
+        carry_over=carry_over,
+        current_period=ledger.period_of(datetime.now(UTC), period),
     )
     session.add(ent)
     session.flush()
@@ -90,3 +99,30 @@ def set_status(
             enterprise_id=ent.id,
         )
     return ent
+
+
+def set_capacity_cap(
+    session: Session, principal: Principal, enterprise_id: uuid.UUID, cap_mflops: int | None
+) -> Enterprise:
+    principal.require_operator()
+    ent = get_enterprise(session, principal, enterprise_id)
+    ent.capacity_cap_mflops = cap_mflops
+    audit.record(
+        session,
+        principal,
+        "enterprise.capacity_cap",
+        "enterprise",
+        ent.id,
+        enterprise_id=ent.id,
+        cap_pflops=None if cap_mflops is None else cap_mflops / 1e9,
+    )
+    return ent
+
+
+def roll_periods(session: Session, now: datetime) -> int:
+    """Move every enterprise into the current budget period; returns how many expired."""
+    expired = 0
+    for ent_id in session.scalars(select(Enterprise.id)):
+        if ledger.roll_period(session, ent_id, now) is not None:
+            expired += 1
+    return expired

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from ...models import EntryKind, Role
-from ...schemas.ledger import AdjustCreate, BalanceRead, GrantCreate, LedgerEntryRead
+from ...models import EntryKind, PeriodKind, Role
+from ...schemas.ledger import (
+    AdjustCreate,
+    AuditEventRead,
+    BalanceRead,
+    GrantCreate,
+    LedgerEntryRead,
+)
 from ...schemas.tenants import (
+    CapacitySet,
     EnterpriseCreate,
     EnterpriseRead,
     TokenCreate,
     TokenCreated,
     TokenRead,
 )
-from ...services import ledger, tenants, tokens
+from ...services import audit, ledger, tenants, tokens
 from ...units import pfh_to_units
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep
@@ -36,6 +44,8 @@ def create_enterprise(
         posix_user=body.posix_user,
         slurm_account=body.slurm_account,
         capacity_cap_mflops=cap,
+        period=PeriodKind(body.period),
+        carry_over=body.carry_over,
     )
     return views.enterprise(ent)
 
@@ -43,6 +53,25 @@ def create_enterprise(
 @router.get("")
 def list_enterprises(session: SessionDep, me: CurrentPrincipal) -> list[EnterpriseRead]:
     return [views.enterprise(e) for e in tenants.list_enterprises(session, me)]
+
+
+@router.put("/{enterprise_id}/capacity")
+def set_capacity(
+    enterprise_id: uuid.UUID, body: CapacitySet, session: SessionDep, me: CurrentPrincipal
+) -> EnterpriseRead:
+    cap = None if body.capacity_cap_pflops is None else round(body.capacity_cap_pflops * 1e9)
+    return views.enterprise(tenants.set_capacity_cap(session, me, enterprise_id, cap))
+
+
+@router.get("/{enterprise_id}/audit")
+def enterprise_audit(
+    enterprise_id: uuid.UUID,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEventRead]:
+    rows = audit.list_events(session, me, enterprise_id=enterprise_id, limit=limit)
+    return [views.audit_event(a) for a in rows]
 
 
 @router.get("/{enterprise_id}")
@@ -106,6 +135,8 @@ def get_ledger(
     job_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[LedgerEntryRead]:
     rows = ledger.list_entries(
         session,
@@ -116,5 +147,7 @@ def get_ledger(
         job_id=job_id,
         limit=limit,
         before_id=before_id,
+        since=since,
+        until=until,
     )
     return [views.entry(e) for e in rows]

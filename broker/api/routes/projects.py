@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Response, status
 
 from ...models import ProjectStatus
 from ...schemas.jobs import JobCreate, JobRead
+from ...schemas.ledger import AllocationSet, ProjectBalanceRead
 from ...schemas.tenants import ProjectCreate, ProjectRead
-from ...services import jobs, projects
+from ...services import jobs, ledger, projects
 from ...units import pfh_to_units
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep, SettingsDep
@@ -46,6 +47,23 @@ def list_projects(
 @router.get("/{project_id}")
 def get_project(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
     return views.project(projects.get_project(session, me, project_id))
+
+
+@router.put("/{project_id}/allocation")
+def set_allocation(
+    project_id: uuid.UUID, body: AllocationSet, session: SessionDep, me: CurrentPrincipal
+) -> ProjectRead:
+    project = projects.get_project(session, me, project_id)
+    units = None if body.allocation_pfh is None else pfh_to_units(body.allocation_pfh)
+    return views.project(ledger.allocate(session, me, project, units))
+
+
+@router.get("/{project_id}/balance")
+def project_balance(
+    project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal
+) -> ProjectBalanceRead:
+    project = projects.get_project(session, me, project_id)
+    return views.project_balance(project, ledger.project_balance(session, project))
 
 
 @router.post("/{project_id}/approve")
