@@ -55,6 +55,9 @@ def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
     m = L // 4
     w = vlanes(xr)
     sm = s * m
+    if m == 1:  # last pass: every twiddle is 1
+        _pass4_last(xr, xi, yr, yi, s)
+        return
     for p in range(m):
         t = to + 3 * p
         w1r = vbcast(twr, t)
@@ -88,6 +91,36 @@ def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
             _cmul_store(yr, yi, io + s + q, vadd(amcr, bmdi), vsub(amci, bmdr), w1r, w1i)
             _cmul_store(yr, yi, io + 2 * s + q, vsub(apcr, bpdr), vsub(apci, bpdi), w2r, w2i)
             _cmul_store(yr, yi, io + 3 * s + q, vsub(amcr, bmdi), vadd(amci, bmdr), w3r, w3i)
+
+
+@jit()
+def _pass4_last(xr: Any, xi: Any, yr: Any, yi: Any, s: int) -> None:
+    w = vlanes(xr)
+    for q in range(0, s, w):
+        ar = vload(xr, q)
+        ai = vload(xi, q)
+        br = vload(xr, s + q)
+        bi = vload(xi, s + q)
+        cr = vload(xr, 2 * s + q)
+        ci = vload(xi, 2 * s + q)
+        dr = vload(xr, 3 * s + q)
+        di = vload(xi, 3 * s + q)
+        apcr = vadd(ar, cr)
+        apci = vadd(ai, ci)
+        amcr = vsub(ar, cr)
+        amci = vsub(ai, ci)
+        bpdr = vadd(br, dr)
+        bpdi = vadd(bi, di)
+        bmdr = vsub(br, dr)
+        bmdi = vsub(bi, di)
+        vstore(yr, q, vadd(apcr, bpdr))
+        vstore(yi, q, vadd(apci, bpdi))
+        vstore(yr, s + q, vadd(amcr, bmdi))
+        vstore(yi, s + q, vsub(amci, bmdr))
+        vstore(yr, 2 * s + q, vsub(apcr, bpdr))
+        vstore(yi, 2 * s + q, vsub(apci, bpdi))
+        vstore(yr, 3 * s + q, vsub(amcr, bmdi))
+        vstore(yi, 3 * s + q, vadd(amci, bmdr))
 
 
 @jit()
