@@ -87,6 +87,9 @@ class Plan:
     tables: tuple[np.ndarray[Any, Any], ...]
 
 
+ROW_BLOCK_MAX = 2048  # batched rows up to this length go B rows at a time through one buffer
+
+
 @lru_cache(maxsize=64)
 def plan(n: int, dtype: Any) -> Plan:
     """Split n into n1 * n2 (n1 <= n2, n1 as close to sqrt(n) as possible) and tabulate."""
@@ -105,6 +108,7 @@ def plan(n: int, dtype: Any) -> Plan:
     wc = np.exp(-2j * np.pi * np.outer(k2, np.arange(block)) / n).reshape(-1)
     t1 = _stage_tables(n1, dtype)
     t2 = _stage_tables(n2, dtype)
+    tfull = _stage_tables(n if n <= ROW_BLOCK_MAX else 1, dtype)
     tables = (
         *t1,
         *t2,
@@ -112,6 +116,7 @@ def plan(n: int, dtype: Any) -> Plan:
         np.ascontiguousarray(wr.imag, dtype=dtype),
         np.ascontiguousarray(wc.real, dtype=dtype),
         np.ascontiguousarray(wc.imag, dtype=dtype),
+        *tfull,
     )
     return Plan(n, n1, n2, block, tables)
 
@@ -125,7 +130,7 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
     """
     rad, off, twr, twi = tb[4], tb[5], tb[6], tb[7]
     wrr, wri, wcr, wci = tb[8], tb[9], tb[10], tb[11]
-    tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
     w = vlanes(tr)
     c0 = blk * B
     b = min(B, n1 - c0)
@@ -181,7 +186,7 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scal
     ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
     """
     rad, off, twr, twi = tb[0], tb[1], tb[2], tb[3]
-    tr, ti, ur, ui = tb[12], tb[13], tb[14], tb[15]
+    tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
     w = vlanes(tr)
     k0 = blk * B
     b = min(B, n2 - k0)
@@ -218,6 +223,26 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scal
 
 
 @jit()
+def _rows_block(xf: Any, of: Any, r0: int, n: int, B: int, sg: float, scale: float,
+                tb: Any) -> None:  # fmt: skip
+    """Rows r0..r0+B as B interleaved length-n transforms in one cache-resident buffer."""
+    rad, off, twr, twi = tb[12], tb[13], tb[14], tb[15]
+    tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
+    for c in range(B):
+        src = 2 * (r0 + c) * n
+        for j in range(n):
+            tr[j * B + c] = xf[src + 2 * j]
+            ti[j * B + c] = sg * xf[src + 2 * j + 1]
+    if stockham(tr, ti, ur, ui, n, B, rad, off, twr, twi) == 1:
+        tr, ti = ur, ui
+    for c in range(B):
+        d = 2 * (r0 + c) * n
+        for k in range(n):
+            of[d + 2 * k] = scale * tr[k * B + c]
+            of[d + 2 * k + 1] = sg * scale * ti[k * B + c]
+
+
+@jit()
 def _with_buffers(tables: Any, size: int) -> Any:
     dt = tables[2].dtype
     return (*tables, np.empty(size, dt), np.empty(size, dt), np.empty(size, dt),
@@ -226,18 +251,23 @@ def _with_buffers(tables: Any, size: int) -> Any:
 
 @jit(parallel=True)
 def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
-              tables: Any, zr: Any, zi: Any, threads: int) -> None:  # fmt: skip
+              tables: Any, zr: Any, zi: Any, threads: int, row_blocks: bool) -> None:  # fmt: skip
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
     nb2 = (n2 + B - 1) // B
     size = max(n1, n2) * B
+    nrb = rows // B if row_blocks else 0
+    if nrb > 0:
+        size = max(size, n * B)
     if rows >= threads and rows > 1:  # threads share out the rows
         for t in prange(threads):
             tb = _with_buffers(tables, size)
+            for rb in range(t, nrb, threads):
+                _rows_block(x, out, rb * B, n, B, sg, scale, tb)
             zro = zr[t * n : (t + 1) * n]
             zio = zi[t * n : (t + 1) * n]
-            for row in range(t, rows, threads):
+            for row in range(nrb * B + t, rows, threads):
                 for blk in range(nb1):
                     _step1(x, row * n, n1, n2, B, blk, sg, tb, zro, zio)
                 for blk in range(nb2):
@@ -300,5 +330,8 @@ def fft(
     zr, zi = _workspace(n * (nthreads if par_rows else 1), x.real.dtype)
     xf = xc.reshape(-1).view(zr.dtype)
     of = out.reshape(-1).view(zr.dtype)
-    _fft_core(xf, of, rows, n, p.n1, p.n2, p.block, bool(inverse), p.tables, zr, zi, nthreads)
+    row_blocks = n <= ROW_BLOCK_MAX and rows >= p.block
+    _fft_core(
+        xf, of, rows, n, p.n1, p.n2, p.block, bool(inverse), p.tables, zr, zi, nthreads, row_blocks
+    )
     return out

@@ -39,7 +39,9 @@ def test_forward_and_inverse(n: int, dtype: type) -> None:
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape", [(3, 64), (2, 3, 120), (5, 1), (1, 4096), (4, 1000)])
+@pytest.mark.parametrize(
+    "shape", [(3, 64), (2, 3, 120), (5, 1), (1, 4096), (4, 1000), (40, 96), (2, 17, 250), (33, 8)]
+)
 def test_batched(shape: tuple[int, ...], threads: int, dtype: type) -> None:
     x = _signal(shape, dtype, seed=len(shape))
     _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
