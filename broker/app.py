@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from . import __version__
+from . import __version__, observability
 from .api import errors
 from .api.limits import BodySizeLimit, RateLimiter
 from .api.routes import clusters as clusters_routes
@@ -61,6 +61,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(observability.RequestContext)  # outermost: ids, access log, metrics
+    observability.install_metrics_route(app, observability.make_registry(factory))
 
     api = APIRouter(prefix="/api/v1")
     for router in (

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
+from .. import observability
 from ..config import ClusterConfig
 from ..errors import NotFound
 from ..models import Cluster, ClusterStatus, Node, Partition
@@ -36,6 +37,7 @@ class AdapterPool:
                 if cfg is None:
                     raise NotFound(f"cluster {cluster!r} is not configured")
                 adapter = sa_.create_adapter(cfg.adapter, cfg.name, cfg.options)
+                adapter = observability.InstrumentedAdapter(adapter)  # metrics per cluster
                 self._adapters[cluster] = adapter
             return adapter
 

@@ -1,0 +1,389 @@
+"""Observability: Prometheus metrics, JSON logs with a request id, instrumented adapters.
+
+Process-wide metric objects live here (counters and histograms are per process, as
+Prometheus expects: scrape every API process and the worker). Figures that belong to
+the database (jobs by state, ledger totals, cluster status) are computed at scrape
+time by ``DatabaseCollector`` with cheap ``GROUP BY`` queries, so every API process
+reports the same numbers and nothing needs a background thread.
+
+Imports stay at the services level and below (models, scheduler_adapters): the
+adapter pool in ``services.clusters`` wraps its adapters here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import scheduler_adapters as sa_
+
+from .models import Balance, Cluster, ClusterStatus, Job, JobStatus
+from .units import units_to_pfh
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("broker.access")
+
+T = TypeVar("T")
+
+# -- process-wide metrics (registered per exposition registry, see ``make_registry``) --
+HTTP_REQUESTS = Counter(
+    "broker_http_requests",
+    "HTTP requests by method, route template and status code.",
+    ["method", "route", "status"],
+    registry=None,
+)
+HTTP_LATENCY = Histogram(
+    "broker_http_request_duration_seconds",
+    "HTTP request latency by method and route template.",
+    ["method", "route"],
+    registry=None,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+ADAPTER_CALLS = Counter(
+    "broker_adapter_calls",
+    "Scheduler adapter calls by cluster and method.",
+    ["cluster", "method"],
+    registry=None,
+)
+ADAPTER_ERRORS = Counter(
+    "broker_adapter_errors",
+    "Scheduler adapter calls that raised, by cluster, method and error class.",
+    ["cluster", "method", "error"],
+    registry=None,
+)
+ADAPTER_LATENCY = Histogram(
+    "broker_adapter_call_duration_seconds",
+    "Scheduler adapter call latency by cluster and method.",
+    ["cluster", "method"],
+    registry=None,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+WORKER_LAST_PASS = Gauge(
+    "broker_worker_last_pass_timestamp_seconds",
+    "Unix time at which the worker last finished a pass (alert on time() minus this).",
+    registry=None,
+)
+WORKER_PASS_DURATION = Histogram(
+    "broker_worker_pass_duration_seconds",
+    "Duration of one worker pass (submit, cancel, poll).",
+    registry=None,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+WORKER_LAG = Gauge(
+    "broker_worker_loop_lag_seconds",
+    "How much later than its interval the last pass started (0 when on time).",
+    registry=None,
+)
+WORKER_LEADER = Gauge(
+    "broker_worker_leader",
+    "1 while this worker holds the leader lock and works, 0 while it waits.",
+    registry=None,
+)
+WORKER_EVENTS = Counter(
+    "broker_worker_job_events",
+    "Job transitions made by the worker (submitted, adopted, rejected, retried, ...).",
+    ["event"],
+    registry=None,
+)
+WORKER_PASS_ERRORS = Counter(
+    "broker_worker_pass_errors",
+    "Worker passes that failed with an unexpected exception.",
+    registry=None,
+)
+
+PROCESS_METRICS = (
+    HTTP_REQUESTS,
+    HTTP_LATENCY,
+    ADAPTER_CALLS,
+    ADAPTER_ERRORS,
+    ADAPTER_LATENCY,
+    WORKER_LAST_PASS,
+    WORKER_PASS_DURATION,
+    WORKER_LAG,
+    WORKER_LEADER,
+    WORKER_EVENTS,
+    WORKER_PASS_ERRORS,
+)
+
+
+class DatabaseCollector:
+    """Jobs by state, ledger totals and cluster status, read from the database per scrape."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # no describe-time query: collected lazily at scrape time
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("broker_database_up", "1 if the database answered this scrape.")
+        try:
+            with self.factory() as session:
+                families = list(self._families(session))
+        except Exception as exc:  # a scrape must not fail because the database is down
+            log.warning("metrics: database unavailable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self, session: Session) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily("broker_jobs", "Jobs by state.", labels=["state"])
+        counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        for state in JobStatus:
+            jobs.add_metric([state.value], counts.get(state, 0))
+        yield jobs
+        granted, held, charged = session.execute(
+            select(
+                func.coalesce(func.sum(Balance.granted_units), 0),
+                func.coalesce(func.sum(Balance.held_units), 0),
+                func.coalesce(func.sum(Balance.charged_units), 0),
+            ).where(Balance.project_id.is_(None))
+        ).one()
+        ledger = GaugeMetricFamily(
+            "broker_ledger_pfh",
+            "Center-wide ledger totals over all enterprises, in PFlop·h.",
+            labels=["kind"],
+        )
+        for kind, units in (
+            ("granted", granted),
+            ("held", held),
+            ("charged", charged),
+            ("available", granted - held - charged),
+        ):
+            ledger.add_metric([kind], units_to_pfh(int(units)))
+        yield ledger
+        up = GaugeMetricFamily(
+            "broker_cluster_up",
+            "1 if the worker's last refresh reached the cluster.",
+            labels=["cluster"],
+        )
+        for name, status in session.execute(
+            select(Cluster.name, Cluster.status).where(Cluster.enabled)
+        ):
+            up.add_metric([name], 1 if status is ClusterStatus.UP else 0)
+        yield up
+
+
+def make_registry(factory: sessionmaker[Session] | None = None) -> CollectorRegistry:
+    """A registry with the process metrics and, given a session factory, the database ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    for metric in PROCESS_METRICS:
+        registry.register(metric)
+    if factory is not None:
+        registry.register(DatabaseCollector(factory))
+    return registry
+
+
+# -- adapters -------------------------------------------------------------------------
+class InstrumentedAdapter(sa_.SchedulerAdapter):
+    """A scheduler adapter that counts, times and logs every call of the one it wraps."""
+
+    def __init__(self, inner: sa_.SchedulerAdapter) -> None:
+        super().__init__(inner.cluster)
+        self.inner = inner
+        self.kind = inner.kind
+
+    def _call(self, method: str, fn: Callable[[], T]) -> T:
+        ADAPTER_CALLS.labels(self.cluster, method).inc()
+        started = time.perf_counter()
+        try:
+            return fn()
+        except Exception as exc:
+            ADAPTER_ERRORS.labels(self.cluster, method, type(exc).__name__).inc()
+            raise
+        finally:
+            ADAPTER_LATENCY.labels(self.cluster, method).observe(time.perf_counter() - started)
+
+    def submit(self, spec: sa_.JobSpec) -> str:
+        return self._call("submit", lambda: self.inner.submit(spec))
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, sa_.JobInfo]:
+        return self._call("status", lambda: self.inner.status(job_ids))
+
+    def cancel(self, job_id: str) -> None:
+        self._call("cancel", lambda: self.inner.cancel(job_id))
+
+    def ping(self) -> sa_.ClusterInfo:
+        return self._call("ping", self.inner.ping)
+
+    def nodes(self) -> list[sa_.NodeInfo]:
+        return self._call("nodes", self.inner.nodes)
+
+    def list_tagged(self, since: datetime) -> dict[str, sa_.JobInfo]:
+        return self._call("list_tagged", lambda: self.inner.list_tagged(since))
+
+    def drain(self, node: str, reason: str) -> None:
+        self._call("drain", lambda: self.inner.drain(node, reason))
+
+    def resume(self, node: str) -> None:
+        self._call("resume", lambda: self.inner.resume(node))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # adapter-specific attributes, read through
+
+
+# -- worker ---------------------------------------------------------------------------
+def record_pass(counts: dict[str, int], duration_s: float, lag_s: float) -> None:
+    """Record one finished worker pass: its duration, lag and the job events it made."""
+    WORKER_PASS_DURATION.observe(duration_s)
+    WORKER_LAG.set(max(0.0, lag_s))
+    WORKER_LAST_PASS.set(time.time())
+    for event, n in counts.items():
+        if n:
+            WORKER_EVENTS.labels(event).inc(n)
+
+
+# -- logs and request ids -------------------------------------------------------------
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_STD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp each record with the id of the request being served (at emit time)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            rid = request_id_var.get()
+            if rid is not None:
+                record.request_id = rid
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    """Log to stderr as JSON lines (``fmt="json"``) or plain text, for every logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # broker.access logs requests
+
+
+def _route_of(scope: Scope) -> str:
+    """The matched route's template, rebuilt from the path and its parameters.
+
+    Rebuilding (rather than reading ``scope["route"].path``) gives the full template
+    under included routers' prefixes, whatever the framework version stores there.
+    """
+    if "endpoint" not in scope:
+        return "<unmatched>"
+    params = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
+    parts = []
+    for part in str(scope.get("path", "")).split("/"):
+        name = params.pop(part, None)
+        parts.append("{" + name + "}" if name is not None else part)
+    return "/".join(parts)
+
+
+class RequestContext:
+    """ASGI middleware: request id (accepted or made), access log, HTTP metrics.
+
+    An incoming ``X-Request-ID`` made of safe characters is kept, else a new one is
+    made; either way it is echoed in the response header and put on every log record
+    emitted while the request runs. Metrics are labelled by route template
+    (``/api/v1/jobs/{job_id}``), never by raw path, to keep cardinality bounded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
+        text = incoming.decode("latin-1")
+        rid = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route, method = _route_of(scope), scope.get("method", "")
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(elapsed)
+            access_log.info(
+                "%s %s %s",
+                method,
+                scope.get("path", ""),
+                status,
+                extra={
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1e3, 2),
+                    "request_id": rid,
+                },
+            )
+            request_id_var.reset(token)
+
+
+def install_metrics_route(app: Any, registry: CollectorRegistry) -> None:
+    """Serve ``registry`` at ``GET /metrics`` (text exposition format; no auth: keep it
+    on an internal network, see deploy/nginx)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.responses import Response
+
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -1,0 +1,177 @@
+"""/metrics in the Prometheus text format, request ids, JSON logs and /readyz."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+
+import scheduler_adapters as sa_
+from broker import leader, observability
+from broker.app import create_app
+from broker.config import Settings
+from broker.db import make_session_factory
+
+from .conftest import Api
+
+
+def scrape(api: Api) -> dict[str, list[Any]]:
+    r = api.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
+    found = [s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()]
+    assert found, f"no {name}{labels} in {sorted(samples)}"
+    return float(sum(found))
+
+
+def test_metrics_show_requests_jobs_ledger_adapters_and_worker(api: Api) -> None:
+    _, member, project = api.tenant(grant_pfh=10)
+    job = api.submit(project["id"], member, script="echo hi").json()
+    assert api.get(f"/jobs/{job['id']}", member).status_code == 200
+    assert api.get("/jobs/00000000-0000-0000-0000-000000000000", member).status_code == 404
+    before = scrape(api)
+    assert value(before, "broker_jobs", state="accepted") == 1
+    assert value(before, "broker_jobs", state="completed") == 0
+    assert value(before, "broker_ledger_pfh", kind="granted") == pytest.approx(10)
+    held = value(before, "broker_ledger_pfh", kind="held")
+    assert held > 0
+    assert value(before, "broker_ledger_pfh", kind="available") == pytest.approx(10 - held)
+    # requests are labelled by route template and status, never by raw path
+    route = "/api/v1/jobs/{job_id}"
+    assert value(before, "broker_http_requests_total", route=route, status="200") >= 1
+    assert value(before, "broker_http_requests_total", route=route, status="404") >= 1
+    assert value(before, "broker_http_request_duration_seconds_count", route=route) >= 2
+    assert not any(job["id"] in str(s.labels) for v in before.values() for s in v)
+
+    api.drive_until(job["id"], {"completed"})
+    # the worker's loop metrics come from run_forever: run one pass of it
+    worker = api.client.app.state.worker  # type: ignore[attr-defined]
+    stop = threading.Event()
+    lock = leader.NoLock()
+    thread = threading.Thread(target=worker.run_forever, args=(stop, lock))
+    thread.start()
+    stop.set()
+    thread.join(10)
+    after = scrape(api)
+    assert value(after, "broker_jobs", state="completed") == 1
+    assert value(after, "broker_ledger_pfh", kind="held") == 0
+    assert value(after, "broker_adapter_calls_total", cluster="local", method="submit") >= 1
+    assert value(after, "broker_adapter_call_duration_seconds_count", cluster="local") >= 1
+    assert value(after, "broker_worker_last_pass_timestamp_seconds") > 0
+    assert value(after, "broker_worker_pass_duration_seconds_count") >= 1
+    assert "broker_worker_loop_lag_seconds" in after
+    assert value(after, "broker_worker_leader") == 0  # released when stopped
+    assert value(after, "broker_database_up") == 1
+    assert value(after, "broker_cluster_up", cluster="local") == 1
+
+
+def test_adapter_errors_are_counted_per_cluster(api: Api) -> None:
+    adapter = api.client.app.state.adapters.get("local")  # type: ignore[attr-defined]
+    with pytest.raises(sa_.SchedulerError):
+        adapter.drain("local1", "test")  # the local adapter cannot drain
+    samples = scrape(api)
+    assert (
+        value(
+            samples,
+            "broker_adapter_errors_total",
+            cluster="local",
+            method="drain",
+            error="SchedulerError",
+        )
+        >= 1
+    )
+
+
+def test_request_id_is_made_or_kept_and_logged_as_json(api: Api) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(observability.RequestIdFilter())
+    handler.setFormatter(observability.JsonFormatter())
+    logger = logging.getLogger("broker.access")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        made = api.client.get("/healthz")
+        kept = api.client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+        bad = api.client.get("/healthz", headers={"X-Request-ID": "no spaces or tabs"})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert len(made.headers["x-request-id"]) == 32
+    assert kept.headers["x-request-id"] == "abc-123"
+    assert bad.headers["x-request-id"] not in ("no spaces or tabs", made.headers["x-request-id"])
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["request_id"] for r in records] == [
+        made.headers["x-request-id"],
+        "abc-123",
+        bad.headers["x-request-id"],
+    ]
+    assert records[1]["route"] == "/healthz" and records[1]["status"] == 200
+    assert records[1]["level"] == "info" and records[1]["logger"] == "broker.access"
+    assert records[1]["duration_ms"] >= 0
+
+
+def test_log_records_inside_a_request_carry_its_id() -> None:
+    record = logging.makeLogRecord({"msg": "hello %s", "args": ("world",), "levelno": 20})
+    token = observability.request_id_var.set("rid-1")
+    try:
+        assert observability.RequestIdFilter().filter(record)
+    finally:
+        observability.request_id_var.reset(token)
+    data = json.loads(observability.JsonFormatter().format(record))
+    assert data["msg"] == "hello world" and data["request_id"] == "rid-1"
+
+
+def test_readyz_reports_clusters_and_503_without_database(api: Api) -> None:
+    r = api.client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["database"] == "ok" and "local" in r.json()["clusters"]
+    app = api.client.app
+    good = app.state.session_factory  # type: ignore[attr-defined]
+    dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    app.state.session_factory = make_session_factory(dead)  # type: ignore[attr-defined]
+    try:
+        down = api.client.get("/readyz")
+        scraped = api.client.get("/metrics")
+    finally:
+        app.state.session_factory = good  # type: ignore[attr-defined]
+        dead.dispose()
+    assert down.status_code == 503
+    assert down.json()["status"] == "unavailable"
+    assert down.json()["database"].startswith("error")
+    assert scraped.status_code == 200  # metrics still answer, saying the database is down
+
+
+def test_worker_metrics_exposed_without_http_app(settings: Settings) -> None:
+    """The standalone worker's registry (served by ``brokerctl worker --metrics-port``)."""
+    registry = observability.make_registry(None)
+    families = {f.name for f in text_string_to_metric_families(_text(registry))}
+    assert {"broker_worker_leader", "broker_worker_loop_lag_seconds"} <= families
+
+
+def _text(registry: Any) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
+
+
+def test_create_app_twice_in_one_process(settings: Settings) -> None:
+    for _ in range(2):
+        with TestClient(create_app(settings, run_worker=False)) as client:
+            assert client.get("/metrics").status_code == 200
