@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import scheduler_adapters as sa_
 
+from . import leader, observability
 from .config import Settings
 from .db import session_scope
 from .models import LIVE_STATES, Cluster, Job, JobStatus
@@ -63,14 +64,34 @@ class Worker:
         self.poll(stats)
         return stats
 
-    def run_forever(self, stop: threading.Event) -> None:
-        log.info("worker started")
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # keep the loop alive; the next pass repairs
-                log.exception("worker pass failed")
-            stop.wait(self.settings.worker_interval_s)
+    def run_forever(self, stop: threading.Event, lock: leader.LeaderLock | None = None) -> None:
+        """Loop until ``stop``, working only while this worker holds the leader lock."""
+        lock = lock or leader.for_database(self.settings.database_url)
+        log.info("worker started", extra={"lock": lock.describe()})
+        waiting, due = False, None
+        try:
+            while not stop.is_set():
+                if not lock.ensure():
+                    observability.WORKER_LEADER.set(0)
+                    if not waiting:
+                        log.info("another worker holds the leader lock; waiting")
+                    waiting, due = True, None
+                    stop.wait(lock.poll_s)
+                    continue
+                observability.WORKER_LEADER.set(1)
+                waiting, started = False, time.monotonic()
+                try:
+                    stats = self.run_once()
+                except Exception:  # keep the loop alive; the next pass repairs
+                    observability.WORKER_PASS_ERRORS.inc()
+                    log.exception("worker pass failed")
+                else:
+                    _record(stats, time.monotonic() - started, started - (due or started))
+                due = time.monotonic() + self.settings.worker_interval_s
+                stop.wait(self.settings.worker_interval_s)
+        finally:
+            lock.release()
+            observability.WORKER_LEADER.set(0)
         log.info("worker stopped")
 
     # -- steps ------------------------------------------------------------------
@@ -215,6 +236,14 @@ class Worker:
                         s, job, info, scheduling.utcnow()
                     ):
                         stats.settled += 1
+
+
+def _record(stats: PassStats, duration_s: float, lag_s: float) -> None:
+    counts = {k: v for k, v in vars(stats).items() if isinstance(v, int)}
+    counts["errors"] = len(stats.errors)
+    observability.record_pass(counts, duration_s, lag_s)
+    if any(counts.values()):
+        log.info("worker pass", extra={**counts, "error_samples": stats.errors[:5]})
 
 
 def start_in_thread(worker: Worker) -> tuple[threading.Thread, threading.Event]:
