@@ -26,6 +26,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     """Build the app; the worker thread runs when ``run_worker`` (default: settings) says so."""
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
+    read_factory = make_session_factory(engine, write=False)
     cluster_configs = settings.load_clusters()
     pool = clusters.AdapterPool(cluster_configs)
     worker = Worker(settings, factory, pool)
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
+    app.state.read_session_factory = read_factory
     app.state.adapters = pool
     app.state.worker = worker
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)

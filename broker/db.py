@@ -1,8 +1,10 @@
 """Engine, sessions and the declarative base.
 
-SQLite (embedded default) runs in WAL mode and opens every transaction with
-``BEGIN IMMEDIATE`` so that one writer at a time holds the database: a quota check
-and the hold that follows cannot interleave with another submission. PostgreSQL
+SQLite (embedded default) runs in WAL mode. Sessions from a *write* factory open
+their transaction with ``BEGIN IMMEDIATE``, so one writer at a time holds the
+database from its first read: a quota check and the hold that follows cannot
+interleave with another submission, and a writer never fails on a stale snapshot.
+Read sessions use a plain deferred ``BEGIN`` and never block writers. PostgreSQL
 locks the enterprise's balance row instead (``services.ledger``).
 """
 
@@ -56,11 +58,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
+    """Sessions for units of work that may write (default) or only read."""
+    bind = engine.execution_options(sqlite_immediate=True) if write else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 @contextmanager

@@ -102,10 +102,11 @@ class Worker:
         with session_scope(self.factory) as s:
             names = list(s.scalars(select(Cluster.name).where(Cluster.enabled)))
         for name in names:
+            found = clusters.probe(self.pool, name)
             with session_scope(self.factory) as s:
                 row = s.scalar(select(Cluster).where(Cluster.name == name))
                 if row is not None:
-                    clusters.refresh(s, self.pool, row)
+                    clusters.record_probe(s, row, found)
 
     def submit_due(self, stats: PassStats) -> None:
         now = scheduling.utcnow()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -24,17 +26,31 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns without error."""
-    session: Session = request.app.state.session_factory()
+# Commits run on threads of their own. Were they to share the request threadpool, a
+# request holding the enterprise's balance lock could wait for a free thread to
+# commit while every thread waits for that lock: a deadlock under load.
+_COMMIT_LIMITER = anyio.CapacityLimiter(32)
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request, committed when the handler returns without error.
+
+    Handlers that take locks commit themselves before returning: FastAPI serializes a
+    sync handler's response on the shared threadpool, so a lock held until this
+    teardown could wait behind requests that wait for that very lock.
+    """
+    state = request.app.state
+    factory = state.read_session_factory if request.method in _READS else state.session_factory
+    session: Session = factory()
     try:
         yield session
-        session.commit()
+        await anyio.to_thread.run_sync(session.commit, limiter=_COMMIT_LIMITER)
     except BaseException:
-        session.rollback()
+        await anyio.to_thread.run_sync(session.rollback, limiter=_COMMIT_LIMITER)
         raise
     finally:
-        session.close()
+        await anyio.to_thread.run_sync(session.close, limiter=_COMMIT_LIMITER)
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
@@ -43,12 +59,13 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def get_principal(
     request: Request,
-    session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """Authenticate in a short read session of its own, closed before the handler runs."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    principal = tokens.authenticate(session, creds.credentials)
+    with request.app.state.read_session_factory() as session:
+        principal = tokens.authenticate(session, creds.credentials)
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(str(principal.token_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -79,18 +80,33 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
         gone.enabled = False
 
 
-def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:
-    """Ping a cluster and refresh its load and nodes; mark it down when it does not answer."""
-    adapter = pool.get(cluster.name)
-    now = datetime.now(UTC)
+@dataclass(frozen=True)
+class Probe:
+    """What one ping of a cluster found: its info and nodes, or the error."""
+
+    info: sa_.ClusterInfo | None
+    nodes: list[sa_.NodeInfo]
+    error: str = ""
+
+
+def probe(pool: AdapterPool, cluster: str) -> Probe:
+    """Ask the scheduler (outside any transaction: it may take seconds)."""
+    adapter = pool.get(cluster)
     try:
-        info = adapter.ping()
-        nodes = adapter.nodes()
+        return Probe(adapter.ping(), adapter.nodes())
     except sa_.SchedulerError as exc:
+        return Probe(None, [], str(exc)[:1000])
+
+
+def record_probe(session: Session, cluster: Cluster, found: Probe) -> None:
+    """Mark the cluster up (with its load and nodes) or down (with the error)."""
+    now = datetime.now(UTC)
+    if found.info is None:
         if cluster.status is not ClusterStatus.DOWN:
-            log.warning("cluster %s is down: %s", cluster.name, exc)
-        cluster.status, cluster.last_error = ClusterStatus.DOWN, str(exc)[:1000]
+            log.warning("cluster %s is down: %s", cluster.name, found.error)
+        cluster.status, cluster.last_error = ClusterStatus.DOWN, found.error
         return
+    info = found.info
     cluster.status, cluster.version, cluster.last_seen_at = ClusterStatus.UP, info.version, now
     cluster.last_error = ""
     cluster.load = {
@@ -103,7 +119,7 @@ def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:
         for p in info.partitions
     }
     known = {n.name: n for n in session.scalars(select(Node).where(Node.cluster_id == cluster.id))}
-    for ni in nodes:
+    for ni in found.nodes:
         node = known.get(ni.name) or Node(cluster_id=cluster.id, name=ni.name)
         node.cpus, node.memory_mb, node.gpus = ni.cpus, ni.memory_mb, ni.gpus
         node.partitions, node.state, node.reason = list(ni.partitions), ni.state, ni.reason or ""
@@ -151,3 +167,8 @@ def max_rate_mflops(session: Session, partition: Partition) -> int:
         if partition.name in node.partitions and node.rate_mflops:
             rates.append(node.rate_mflops)
     return max(rates)
+
+
+def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:
+    """Probe and record in one go (for the CLI; the worker probes outside transactions)."""
+    record_probe(session, cluster, probe(pool, cluster.name))

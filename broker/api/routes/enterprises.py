@@ -47,6 +47,7 @@ def create_enterprise(
         period=PeriodKind(body.period),
         carry_over=body.carry_over,
     )
+    session.commit()
     return views.enterprise(ent)
 
 
@@ -60,7 +61,9 @@ def set_capacity(
     enterprise_id: uuid.UUID, body: CapacitySet, session: SessionDep, me: CurrentPrincipal
 ) -> EnterpriseRead:
     cap = None if body.capacity_cap_pflops is None else round(body.capacity_cap_pflops * 1e9)
-    return views.enterprise(tenants.set_capacity_cap(session, me, enterprise_id, cap))
+    ent = tenants.set_capacity_cap(session, me, enterprise_id, cap)
+    session.commit()
+    return views.enterprise(ent)
 
 
 @router.get("/{enterprise_id}/audit")
@@ -88,6 +91,7 @@ def create_token(
     row, clear = tokens.create_token(
         session, me, name=body.name, role=Role(body.role), enterprise_id=enterprise_id
     )
+    session.commit()
     return TokenCreated(
         id=row.id, name=row.name, role=row.role.value, enterprise_id=row.enterprise_id, token=clear
     )
@@ -105,9 +109,9 @@ def grant(
     enterprise_id: uuid.UUID, body: GrantCreate, session: SessionDep, me: CurrentPrincipal
 ) -> LedgerEntryRead:
     tenants.get_enterprise(session, me, enterprise_id)
-    return views.entry(
-        ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
-    )
+    entry = ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
+    session.commit()
+    return views.entry(entry)
 
 
 @router.post("/{enterprise_id}/adjustments", status_code=status.HTTP_201_CREATED)
@@ -115,9 +119,9 @@ def adjust(
     enterprise_id: uuid.UUID, body: AdjustCreate, session: SessionDep, me: CurrentPrincipal
 ) -> LedgerEntryRead:
     tenants.get_enterprise(session, me, enterprise_id)
-    return views.entry(
-        ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
-    )
+    entry = ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
+    session.commit()
+    return views.entry(entry)
 
 
 @router.get("/{enterprise_id}/balance")

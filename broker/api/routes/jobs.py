@@ -48,7 +48,9 @@ def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> Job
 
 @router.post("/{job_id}/cancel", status_code=202)
 def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobRead:
-    return views.job(jobs.cancel(session, me, job_id))
+    job = jobs.cancel(session, me, job_id)
+    session.commit()
+    return views.job(job)
 
 
 @router.get("/{job_id}/output", response_class=PlainTextResponse)

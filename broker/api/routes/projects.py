@@ -30,6 +30,7 @@ def create_project(body: ProjectCreate, session: SessionDep, me: CurrentPrincipa
         description=body.description,
         allocation_units=alloc,
     )
+    session.commit()
     return views.project(row)
 
 
@@ -55,7 +56,9 @@ def set_allocation(
 ) -> ProjectRead:
     project = projects.get_project(session, me, project_id)
     units = None if body.allocation_pfh is None else pfh_to_units(body.allocation_pfh)
-    return views.project(ledger.allocate(session, me, project, units))
+    ledger.allocate(session, me, project, units)
+    session.commit()
+    return views.project(project)
 
 
 @router.get("/{project_id}/balance")
@@ -68,12 +71,16 @@ def project_balance(
 
 @router.post("/{project_id}/approve")
 def approve(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
-    return views.project(projects.approve_project(session, me, project_id))
+    project = projects.approve_project(session, me, project_id)
+    session.commit()
+    return views.project(project)
 
 
 @router.post("/{project_id}/close")
 def close(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
-    return views.project(projects.close_project(session, me, project_id))
+    project = projects.close_project(session, me, project_id)
+    session.commit()
+    return views.project(project)
 
 
 @router.post("/{project_id}/jobs", status_code=status.HTTP_202_ACCEPTED)
@@ -96,4 +103,5 @@ def submit_job(
     )
     if not result.created:
         response.headers["Idempotent-Replayed"] = "true"
+    session.commit()
     return views.job(result.job)

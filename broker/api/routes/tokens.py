@@ -16,4 +16,6 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 @router.post("/{token_id}/revoke")
 def revoke(token_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> TokenRead:
-    return views.token(tokens.revoke_token(session, me, token_id))
+    row = tokens.revoke_token(session, me, token_id)
+    session.commit()
+    return views.token(row)
