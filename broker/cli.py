@@ -1,47 +1,70 @@
-"""brokerctl: the cluster admin's command line (Typer + Rich)."""
+"""brokerctl: the cluster admin's command line (Typer + Rich).
+
+The root holds the processes (``serve``, ``api``, ``worker``) and the schema (``db``);
+the command groups live in ``broker.cli_cmds``. Every command works against the
+database directly, as the SYSTEM operator, through the service functions. Exit codes:
+0 ok, 1 domain error, 2 usage error, 3 the database cannot be reached.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from . import migrate
-from .config import Settings
-from .db import make_engine, make_session_factory, session_scope
-from .errors import BrokerError
-from .models import Role
-from .services import tokens
-from .services.principal import SYSTEM
+from . import migrate, observability
+from .cli_cmds import _common as c
+from .cli_cmds.clusters import cluster_app, nodes_app
+from .cli_cmds.jobs import jobs_app
+from .cli_cmds.quota import quota_app
+from .cli_cmds.tenants import enterprise_app, project_app, token_app
 
-app = typer.Typer(help="Drive the HPC compute broker.", no_args_is_help=True)
+app = typer.Typer(
+    help="Drive the HPC compute broker: tenants, quotas, clusters, nodes and jobs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(enterprise_app, name="enterprise")
 app.add_typer(token_app, name="token")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    return Settings()
+app.add_typer(project_app, name="project")
+app.add_typer(quota_app, name="quota")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(jobs_app, name="jobs")
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
 
 
-def _emit(data: Any, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
-    else:
-        console.print(data)
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(envvar="BROKER_LOG_FORMAT", help="Logs on stderr: JSON lines or text."),
+]
+LogLevelOpt = Annotated[str, typer.Option(envvar="BROKER_LOG_LEVEL", help="Log level.")]
+
+
+@app.callback()
+def root(
+    database_url: Annotated[
+        str | None, typer.Option(help="Database URL (default: $BROKER_DATABASE_URL).")
+    ] = None,
+    clusters_file: Annotated[
+        Path | None, typer.Option(help="Clusters file (default: $BROKER_CLUSTERS_FILE).")
+    ] = None,
+) -> None:
+    c.overrides.clear()
+    if database_url is not None:
+        c.overrides["database_url"] = database_url
+    if clusters_file is not None:
+        c.overrides["clusters_file"] = clusters_file
 
 
 @app.command()
@@ -51,91 +74,106 @@ def serve(
     migrate_db: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Upgrade the schema first.")
     ] = True,
+    log_format: LogFormatOpt = LogFormat.JSON,
+    log_level: LogLevelOpt = "INFO",
 ) -> None:
     """API, dashboard and worker in one process (the embedded default)."""
     import uvicorn
 
     from .app import create_app
 
-    settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = c.settings()
+    observability.configure_logging(log_format, log_level)
     if migrate_db:
-        migrate.upgrade(settings.database_url)
-    uvicorn.run(create_app(settings, run_worker=True), host=host, port=port, log_level="info")
+        with c.database(settings.database_url, must_exist=False):
+            migrate.upgrade(settings.database_url)
+    application = create_app(settings, run_worker=True)
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_format: LogFormatOpt = LogFormat.JSON,
+    log_level: LogLevelOpt = "INFO",
 ) -> None:
-    """The API and dashboard only (run a separate `brokerctl worker`)."""
+    """The API and dashboard only (run one `brokerctl worker` beside any number of these)."""
     import uvicorn
 
     from .app import create_app
 
-    uvicorn.run(create_app(_settings(), run_worker=False), host=host, port=port)
+    settings = c.settings()
+    observability.configure_logging(log_format, log_level)
+    application = create_app(settings, run_worker=False)
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command()
-def worker() -> None:
-    """The worker only: submit, poll, settle."""
-    import threading
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+    leader_poll_s: Annotated[
+        float, typer.Option(min=0.05, help="How often a standby worker tries the leader lock.")
+    ] = 2.0,
+    log_format: LogFormatOpt = LogFormat.JSON,
+    log_level: LogLevelOpt = "INFO",
+) -> None:
+    """The worker only: submit, poll, settle. A second one waits for the leader lock."""
+    from prometheus_client import start_http_server
 
+    from . import leader
+    from .db import make_engine, make_session_factory, session_scope
     from .services import clusters
     from .worker import Worker
 
-    settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = c.settings()
+    observability.configure_logging(log_format, log_level)
+    configs = c.load_clusters()
     factory = make_session_factory(make_engine(settings.database_url))
-    configs = settings.load_clusters()
-    with session_scope(factory) as s:
+    if metrics_port is not None:
+        registry = observability.make_registry(factory)
+        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    with c.database(settings.database_url), session_scope(factory) as s:
         clusters.sync_config(s, configs)
     stop = threading.Event()
+    pool = clusters.AdapterPool(configs)
+    lock = leader.for_database(settings.database_url, poll_s=leader_poll_s)
     try:
-        Worker(settings, factory, clusters.AdapterPool(configs)).run_forever(stop)
+        Worker(settings, factory, pool).run_forever(stop, lock)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        pool.close()
+        logging.getLogger(__name__).info("worker exiting")
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations up to REVISION (default: head)."""
-    settings = _settings()
-    migrate.upgrade(settings.database_url, revision)
-    console.print(f"database at revision {migrate.current(settings.database_url)}")
+def db_upgrade(revision: str = "head", as_json: c.JsonOpt = False) -> None:
+    """Apply migrations up to REVISION (default: head); creates a SQLite file if needed."""
+    url = c.settings().database_url
+    with c.database(url, must_exist=False):
+        migrate.upgrade(url, revision)
+        current = migrate.current(url)
+    if as_json:
+        c.print_json({"current": current, "head": migrate.head()})
+    else:
+        c.console.print(f"database at revision {current}")
 
 
 @db_app.command("current")
-def db_current(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def db_current(as_json: c.JsonOpt = False) -> None:
     """Show the schema revision of the database and the code's head."""
-    settings = _settings()
-    data = {"current": migrate.current(settings.database_url), "head": migrate.head()}
-    _emit(data, as_json)
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="A name for the token's holder.")],
-    operator: Annotated[bool, typer.Option("--operator", help="A center operator token.")] = False,
-    cluster_admin: Annotated[bool, typer.Option("--cluster-admin")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Create a staff token and print it (shown once)."""
-    if operator == cluster_admin:
-        _fail("give exactly one of --operator or --cluster-admin", 2)
-    settings = _settings()
-    factory = make_session_factory(make_engine(settings.database_url))
-    role = Role.OPERATOR if operator else Role.CLUSTER_ADMIN
-    try:
-        with session_scope(factory) as s:
-            row, clear = tokens.create_token(s, SYSTEM, name=name, role=role, enterprise_id=None)
-    except BrokerError as exc:
-        _fail(exc.detail)
+    url = c.settings().database_url
+    with c.database(url):
+        data: dict[str, Any] = {"current": migrate.current(url), "head": migrate.head()}
+    data["up_to_date"] = data["current"] == data["head"]
     if as_json:
-        _emit({"id": str(row.id), "name": name, "role": role.value, "token": clear}, True)
+        c.print_json(data)
     else:
-        sys.stdout.write(clear + "\n")
+        c.fields("schema", data)
 
 
 def main() -> None:

@@ -1,0 +1,47 @@
+"""brokerctl jobs: list, show, cancel (with --dry-run)."""
+
+from __future__ import annotations
+
+import uuid
+
+from .conftest import Cli
+
+
+def test_jobs_list_show_cancel(cli: Cli) -> None:
+    seeded = cli.seed(jobs_n=2)
+    first, second = seeded["jobs"]
+    listed = cli.json("jobs", "list")
+    assert {j["id"] for j in listed} == {first, second}
+    assert all(j["state"] == "accepted" and j["cluster"] == "local" for j in listed)
+    assert len(cli.json("jobs", "list", "--limit", "1")) == 1
+    assert len(cli.json("jobs", "list", "--enterprise", "acme", "--state", "accepted")) == 2
+    assert len(cli.json("jobs", "list", "--project", "poc", "--cluster", "local")) == 2
+    assert cli.json("jobs", "list", "--state", "running") == []
+    assert first in cli.run("jobs", "list").stdout
+
+    shown = cli.json("jobs", "show", first)
+    assert shown["id"] == first and shown["hold_pfh"] > 0
+    assert [e["kind"] for e in shown["ledger"]] == ["HOLD"]
+    assert shown["routing"]["cluster"] == "local"
+    assert "HOLD" in cli.run("jobs", "show", first).stdout
+
+    plan = cli.json("jobs", "cancel", first, second, "--dry-run")
+    assert {(p["was"], p["state"], p["dry_run"]) for p in plan} == {("accepted", "accepted", True)}
+    assert "would: cancelled" in cli.run("jobs", "cancel", first, "--dry-run").stdout
+    assert cli.json("jobs", "show", first)["state"] == "accepted"
+
+    done = cli.json("jobs", "cancel", first)
+    assert done[0]["state"] == "cancelled" and done[0]["outcome"] == "cancelled"
+    after = cli.json("jobs", "show", first)
+    assert after["state"] == "cancelled" and after["charge_pfh"] == 0
+    assert sorted(e["kind"] for e in after["ledger"]) == ["CHARGE", "HOLD", "RELEASE"]
+    assert cli.json("jobs", "cancel", first)[0]["outcome"] == "already ended"
+    assert (
+        cli.json("quota", "show", "acme")["held_pfh"]
+        == cli.json("jobs", "show", second)["hold_pfh"]
+    )
+
+    cli.run("jobs", "show", str(uuid.uuid4()), code=1)
+    cli.run("jobs", "cancel", str(uuid.uuid4()), code=1)
+    cli.run("jobs", "show", "17", code=2)
+    cli.run("jobs", "list", "--state", "sleeping", code=2)
