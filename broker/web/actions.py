@@ -1,0 +1,155 @@
+"""The operator's actions (POST, CSRF-checked): approve, grant/adjust, drain/resume, cancel.
+
+Each goes through the service that owns the rule, with the operator's ``Principal``,
+so it is checked and audited as the same call over the API would be. A refused action
+rolls back whatever the service began and comes back as a flash message.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import scheduler_adapters as sa_
+
+from ..errors import BrokerError, InvalidInput, NotFound
+from ..models import Node
+from ..services import audit, clusters, jobs, ledger, projects
+from ..services.principal import Principal
+from ..units import pfh_to_units
+from . import session as ops_session
+from .deps import Db, HtmlErrorRoute, Operator, redirect, require_csrf, safe_next
+
+log = logging.getLogger(__name__)
+router = APIRouter(dependencies=[Depends(require_csrf)], route_class=HtmlErrorRoute)
+Back = Annotated[str, Form()]
+
+
+def _attempt(
+    request: Request, db: Session, back: str, action: Callable[[], str]
+) -> RedirectResponse:
+    """Run ``action`` (which returns the success message); a refusal becomes an error flash."""
+    sess = ops_session.load(request)
+    try:
+        done = action()
+        db.flush()
+    except BrokerError as exc:
+        db.rollback()
+        sess.flash("error", exc.detail)
+    except sa_.SchedulerError as exc:
+        db.rollback()
+        sess.flash("error", f"the scheduler refused: {exc}")
+    else:
+        sess.flash("info", done)
+    return redirect(request, safe_next(back))
+
+
+@router.post("/projects/{project_id}/approve")
+def approve(
+    request: Request, db: Db, me: Operator, project_id: uuid.UUID, back: Back = "/ops/projects"
+) -> RedirectResponse:
+    def act() -> str:
+        return f"Project {projects.approve_project(db, me, project_id).name} approved."
+
+    return _attempt(request, db, back, act)
+
+
+@router.post("/enterprises/{enterprise_id}/quota")
+def change_quota(
+    request: Request,
+    db: Db,
+    me: Operator,
+    enterprise_id: uuid.UUID,
+    action: Annotated[str, Form()],
+    amount_pfh: Annotated[str, Form()],
+    memo: Annotated[str, Form(max_length=500)] = "",
+) -> RedirectResponse:
+    back = f"/ops/enterprises/{enterprise_id}"
+
+    def act() -> str:
+        try:
+            units = pfh_to_units(amount_pfh)
+        except ValueError as exc:
+            raise InvalidInput("amount_pfh", str(exc)) from exc
+        if action == "grant":
+            ledger.grant(db, me, enterprise_id, units, memo.strip())
+        elif action == "adjust":
+            ledger.adjust(db, me, enterprise_id, units, memo.strip())
+        else:
+            raise InvalidInput("action", "must be 'grant' or 'adjust'")
+        verb = "Granted" if action == "grant" else "Adjusted the budget by"
+        return f"{verb} {amount_pfh} PFlop·h."
+
+    return _attempt(request, db, back, act)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(
+    request: Request, db: Db, me: Operator, job_id: uuid.UUID, back: Back = "/ops/jobs"
+) -> RedirectResponse:
+    def act() -> str:
+        job = jobs.cancel(db, me, job_id)
+        if job.state.terminal:
+            return f"Job {job.name} is {job.state.value}."
+        return f"Cancel of {job.name} requested: the worker stops it on {job.cluster}."
+
+    return _attempt(request, db, back, act)
+
+
+def _node(db: Session, cluster: str, name: str) -> Node:
+    row = clusters.get_cluster(db, cluster)
+    node = db.scalar(select(Node).where(Node.cluster_id == row.id, Node.name == name))
+    if node is None:
+        raise NotFound(f"node {name!r} not found on {cluster}")
+    return node
+
+
+def _set_node(
+    db: Session, me: Principal, cluster: str, node: Node, state: str, reason: str
+) -> None:
+    """Record what the scheduler was told; the next refresh reads back its own view."""
+    node.state, node.reason, node.updated_at = state, reason, datetime.now(UTC)
+    action = "node.drain" if state == "drained" else "node.resume"
+    audit.record(db, me, action, "node", f"{cluster}/{node.name}", reason=reason)
+
+
+@router.post("/clusters/{cluster}/nodes/{name}/drain")
+def drain_node(
+    request: Request,
+    db: Db,
+    me: Operator,
+    cluster: str,
+    name: str,
+    reason: Annotated[str, Form(min_length=1, max_length=200)],
+) -> RedirectResponse:
+    def act() -> str:
+        me.require_staff()
+        node = _node(db, cluster, name)
+        text = f"{reason.strip()} [ops:{me.name}]"
+        request.app.state.adapters.get(cluster).drain(node.name, text)
+        _set_node(db, me, cluster, node, "drained", text)
+        return f"Node {name} drained."
+
+    return _attempt(request, db, f"/ops/clusters/{cluster}", act)
+
+
+@router.post("/clusters/{cluster}/nodes/{name}/resume")
+def resume_node(
+    request: Request, db: Db, me: Operator, cluster: str, name: str
+) -> RedirectResponse:
+    def act() -> str:
+        me.require_staff()
+        node = _node(db, cluster, name)
+        request.app.state.adapters.get(cluster).resume(node.name)
+        _set_node(db, me, cluster, node, "idle", "")
+        return f"Node {name} resumed."
+
+    return _attempt(request, db, f"/ops/clusters/{cluster}", act)
