@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker import leader
 from broker.config import Settings
 from broker.db import make_engine, make_session_factory, session_scope
+from broker.models import Job, Role
+from broker.schemas.jobs import JobCreate
+from broker.services import jobs, ledger, projects, tenants
+from broker.services.principal import SYSTEM, Principal
+from broker.units import pfh_to_units
 from broker.worker import Worker
 
 
@@ -95,3 +110,186 @@ def test_run_forever_waits_while_another_holds_the_lock(tmp_path: Path) -> None:
     thread.join(5)
     assert calls, "the waiting worker never took over"
     assert not waiting.held
+
+
+CLUSTERS = """
+[[clusters]]
+name = "local"
+adapter = "local"
+scratch_dir = "{tmp}/scratch"
+options = {{ root_dir = "{tmp}/sched", node_names = ["n1", "n2"] }}
+[[clusters.partitions]]
+name = "default"
+nodes = 2
+max_time_minutes = 60
+"""
+
+
+class WorkerProcess:
+    """``brokerctl worker`` as a child process, its JSON log lines read from a file."""
+
+    def __init__(self, name: str, env: dict[str, str], tmp: Path, metrics_port: int = 0) -> None:
+        self.log_path = tmp / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        brokerctl = Path(sys.executable).with_name("brokerctl")
+        self.proc = subprocess.Popen(
+            [
+                str(brokerctl),
+                "worker",
+                "--leader-poll-s",
+                "0.5",
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def said(self, msg: str) -> bool:
+        return any(r.get("msg") == msg for r in self.records())
+
+    def submitted(self) -> int:
+        return sum(r.get("submitted", 0) + r.get("adopted", 0) for r in self.records())
+
+    def stop(self) -> None:
+        self._log.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 20.0) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def workers(pg_url: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], list[WorkerProcess]]]:
+    clusters_file = tmp_path / "clusters.toml"
+    clusters_file.write_text(CLUSTERS.format(tmp=tmp_path))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "BROKER_DATABASE_URL": pg_url,
+        "BROKER_CLUSTERS_FILE": str(clusters_file),
+        "BROKER_DATA_DIR": str(tmp_path / "data"),
+        "BROKER_WORKER_INTERVAL_S": "0.2",
+    }
+    started: list[WorkerProcess] = []
+    yield env, started
+    for w in started:
+        w.stop()
+
+
+def _submit(url: str, project: Any, n: int) -> list[uuid.UUID]:
+    member = Principal(token_id=None, name="m", role=Role.MEMBER, enterprise_id=project[1])
+    engine = make_engine(url)
+    ids = []
+    with session_scope(make_session_factory(engine)) as s:
+        for i in range(n):
+            req = JobCreate(name=f"j{i}", script="echo hi", nodes=1, time_limit_minutes=5)
+            ids.append(
+                jobs.submit(
+                    s, member, project[0], req, idempotency_key=None, max_script_bytes=4096
+                ).job.id
+            )
+    engine.dispose()
+    return ids
+
+
+def _states(url: str) -> dict[uuid.UUID, str]:
+    engine = make_engine(url)
+    with session_scope(make_session_factory(engine)) as s:
+        out = {j.id: j.state.value for j in s.query(Job)}
+    engine.dispose()
+    return out
+
+
+def _tenant(url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    engine = make_engine(url)
+    with session_scope(make_session_factory(engine)) as s:
+        ent = tenants.create_enterprise(s, SYSTEM, name="Acme")
+        ledger.grant(s, SYSTEM, ent.id, pfh_to_units(100), "test")
+        proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="poc")
+        projects.approve_project(s, SYSTEM, proj.id)
+        ids = (proj.id, ent.id)
+    engine.dispose()
+    return ids
+
+
+@pytest.mark.postgres
+def test_second_worker_takes_over_when_the_leader_is_killed(
+    pg_url: str, tmp_path: Path, workers: tuple[dict[str, str], list[WorkerProcess]]
+) -> None:
+    env, started = workers
+    first = WorkerProcess("first", env, tmp_path)
+    started.append(first)
+    wait_for("the first worker to lead", lambda: first.said("leader lock acquired"))
+    port = free_port()
+    second = WorkerProcess("second", env, tmp_path, metrics_port=port)
+    started.append(second)
+    wait_for(
+        "the second worker to wait",
+        lambda: second.said("another worker holds the leader lock; waiting"),
+    )
+    project = _tenant(pg_url)
+    batch1 = _submit(pg_url, project, 4)
+    wait_for("batch 1 submitted", lambda: all(_states(pg_url)[j] != "accepted" for j in batch1))
+    wait_for("the first worker to log it", lambda: first.submitted() == 4)
+    assert second.submitted() == 0
+    assert not second.said("leader lock acquired")
+
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    killed = time.monotonic()
+    batch2 = _submit(pg_url, project, 4)
+    wait_for("the second worker to lead", lambda: second.said("leader lock acquired"))
+    takeover_s = time.monotonic() - killed
+    wait_for("batch 2 submitted", lambda: all(_states(pg_url)[j] != "accepted" for j in batch2))
+    wait_for("the second worker to log it", lambda: second.submitted() == 4)
+    print(f"takeover after kill -9: {takeover_s:.2f} s")
+    assert takeover_s < 5.0
+
+    # The standalone worker serves its own /metrics: it leads now, and its loop runs.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {
+        (m.name, tuple(sorted(m.labels.items()))): m.value
+        for f in text_string_to_metric_families(text)
+        for m in f.samples
+    }
+    assert samples[("broker_worker_leader", ())] == 1
+    assert samples[("broker_worker_last_pass_timestamp_seconds", ())] > time.time() - 10
+    assert samples[("broker_jobs", (("state", "accepted"),))] == 0
+
+    # Every job went to the scheduler exactly once: one local job dir per broker job.
+    metas = [
+        json.loads((d / "meta.json").read_text()) for d in (tmp_path / "sched" / "jobs").iterdir()
+    ]
+    tags = sorted(m["tag"] for m in metas)
+    assert len(tags) == len(set(tags)) == 8
+    assert tags == sorted(f"broker:{j}" for j in batch1 + batch2)
