@@ -1,0 +1,182 @@
+"""Accepted submissions per second with the quota hold, and their latency.
+
+Starts `brokerctl api` (worker off, so every accepted job keeps its hold) on a fresh
+PostgreSQL database (and optionally SQLite), creates tenants with ample quota, then
+runs closed-loop clients that each submit jobs back to back for a fixed time.
+Prints, side by side per backend: accepted/s, p50, p90, p99 and max latency.
+Optionally measures slurmrestd's own submit rate in the same run (--slurmrestd URL).
+
+    .venv/bin/python benchmarks/submit_load.py [--seconds 10] [--clients 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from broker import migrate  # noqa: E402
+from broker.db import make_engine, make_session_factory, session_scope  # noqa: E402
+from broker.models import Role  # noqa: E402
+from broker.services import ledger, projects, tenants, tokens  # noqa: E402
+from broker.services.principal import SYSTEM  # noqa: E402
+from tests.servers import brokerctl_server, clean_env  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CLUSTERS = """
+[[clusters]]
+name = "local"
+adapter = "local"
+scratch_dir = "{root}/scratch"
+[clusters.options]
+root_dir = "{root}/sched"
+[[clusters.partitions]]
+name = "default"
+nodes = 4
+cpus_per_node = 2
+max_time_minutes = 60
+rate_tflops = 1.0
+"""
+
+
+def fresh_pg() -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg(url: str) -> None:
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_tenants(url: str, n: int) -> list[tuple[str, str]]:
+    """n enterprises, each with a project and a member token; returns (project, token)."""
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    out = []
+    with session_scope(make_session_factory(engine)) as s:
+        for i in range(n):
+            ent = tenants.create_enterprise(s, SYSTEM, name=f"bench-{i}")
+            ledger.grant(s, SYSTEM, ent.id, 10**18, "bench")
+            proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="p")
+            projects.approve_project(s, SYSTEM, proj.id)
+            _, tok = tokens.create_token(
+                s, SYSTEM, name="m", role=Role.MEMBER, enterprise_id=ent.id
+            )
+            out.append((str(proj.id), tok))
+    engine.dispose()
+    return out
+
+
+def run_clients(
+    base: str, tenants_: list[tuple[str, str]], clients: int, seconds: float
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+    body = {"name": "bench", "script": "true", "nodes": 1, "time_limit_minutes": 1}
+
+    def client(i: int) -> None:
+        nonlocal errors
+        project, token = tenants_[i % len(tenants_)]
+        mine: list[float] = []
+        bad = 0
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                r = c.post(f"/projects/{project}/jobs", json=body)
+                dt = time.perf_counter() - t0
+                if r.status_code == 202:
+                    mine.append(dt)
+                else:
+                    bad += 1
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+
+    return {
+        "accepted_per_s": len(lat) / wall,
+        "p50_ms": pct(0.5),
+        "p90_ms": pct(0.9),
+        "p99_ms": pct(0.99),
+        "max_ms": (lat[-1] * 1000 if lat else float("nan")),
+        "accepted": len(lat),
+        "errors": errors,
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--tenants", type=int, default=8)
+    ap.add_argument(
+        "--sqlite", action="store_true", help="also measure the embedded SQLite default"
+    )
+    args = ap.parse_args()
+    rows = []
+    backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
+    for backend in backends:
+        tmp = Path(tempfile.mkdtemp())
+        url = fresh_pg() if backend == "postgresql" else f"sqlite:///{tmp / 'b.db'}"
+        try:
+            ts = make_tenants(url, args.tenants)
+            (tmp / "clusters.toml").write_text(CLUSTERS.format(root=tmp))
+            env = clean_env(
+                BROKER_DATABASE_URL=url,
+                BROKER_CLUSTERS_FILE=str(tmp / "clusters.toml"),
+                BROKER_RATE_LIMIT_PER_MINUTE="0",
+            )
+            with brokerctl_server("api", tmp, env) as base:
+                run_clients(base, ts, 4, 1.0)  # warm-up
+                for n in args.clients:
+                    rows.append((backend, n, run_clients(base, ts, n, args.seconds)))
+        finally:
+            if backend == "postgresql":
+                drop_pg(url)
+    print(
+        f"{'backend':<11}{'clients':>8}{'accepted/s':>12}{'p50 ms':>9}{'p90 ms':>9}"
+        f"{'p99 ms':>9}{'max ms':>9}{'errors':>8}"
+    )
+    for backend, n, r in rows:
+        print(
+            f"{backend:<11}{n:>8}{r['accepted_per_s']:>12.1f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
+            f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r['errors']:>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()
