@@ -37,6 +37,9 @@ class PassStats:
     cancelled: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def bump(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
 
 class Worker:
     def __init__(
@@ -142,27 +145,10 @@ class Worker:
             s.refresh(job)
             if job.state is not JobStatus.ACCEPTED:
                 return
-            found = tagged.get(scheduling.tag_of(job)) if job.submit_attempts else None
-            if found is not None:
-                scheduling.mark_submitted(job, found.job_id, now)
-                stats.adopted += 1
-                return
-            if job.cancel_requested:
-                job.state, job.ended_at = JobStatus.CANCELLED, now
-                ledger.settle(s, job, 0, memo="cancelled before submission")
-                job.settled_at = now
-                stats.cancelled += 1
-                return
-            job.submit_attempts += 1
-            ent = scheduling.enterprise_of(s, job)
-            cluster = clusters.get_cluster(s, job.cluster)
-            try:
-                spec = scheduling.prepare_job_dir(job, cluster, ent.posix_user)
-            except OSError as exc:
-                scheduling.reject(s, job, f"cannot prepare the job directory: {exc}", now)
-                stats.rejected += 1
-                return
-            spec = scheduling.spec_for(job, ent.posix_user, ent.slurm_account)
+            outcome, spec = scheduling.begin_submission(s, job, tagged, now)
+        if outcome != "submit" or spec is None:
+            stats.bump(outcome)
+            return
         # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
         try:
             sched_id = self.pool.get(job.cluster).submit(spec)

@@ -20,11 +20,20 @@ from .errors import (
     SchedulerUnavailable,
     SubmitRejected,
 )
-from .registry import ADAPTER_KINDS, create_adapter
+from .registry import ADAPTER_KINDS, create_accounting, create_adapter
+from .slurm.accounting import (
+    AccountSpec,
+    Action,
+    SlurmAccounting,
+    pfh_to_billing_minutes,
+    pflops_to_billing,
+)
 
 __all__ = [
     "ADAPTER_KINDS",
     "TAG_PREFIX",
+    "AccountSpec",
+    "Action",
     "AdapterConfigError",
     "ClusterInfo",
     "JobInfo",
@@ -36,6 +45,10 @@ __all__ = [
     "SchedulerAdapter",
     "SchedulerError",
     "SchedulerUnavailable",
+    "SlurmAccounting",
     "SubmitRejected",
+    "create_accounting",
     "create_adapter",
+    "pfh_to_billing_minutes",
+    "pflops_to_billing",
 ]

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import SchedulerAdapter
+from .slurm.accounting import SlurmAccounting
 from .errors import AdapterConfigError
 
-__all__ = ["ADAPTER_KINDS", "create_adapter"]
+__all__ = ["ADAPTER_KINDS", "create_accounting", "create_adapter"]
 
 ADAPTER_KINDS = ("local", "slurm-cli", "slurmrestd", "pyslurm")
 
@@ -47,3 +48,16 @@ def create_adapter(
                 )
     except TypeError as exc:  # unexpected or missing option names
         raise AdapterConfigError(f"bad options for {kind} adapter: {exc}", cluster=cluster) from exc
+
+
+def create_accounting(
+    kind: str, cluster: str, options: Mapping[str, Any] | None = None
+) -> SlurmAccounting | None:
+    """The accounting (sacctmgr) handle of a Slurm cluster, or None for other schedulers.
+
+    It needs the cluster's ``slurm_conf`` (and optional ``bin_dir``) from its options.
+    """
+    opts = dict(options or {})
+    if kind not in ("slurm-cli", "slurmrestd", "pyslurm") or not opts.get("slurm_conf"):
+        return None
+    return SlurmAccounting(cluster, slurm_conf=opts["slurm_conf"], bin_dir=opts.get("bin_dir"))

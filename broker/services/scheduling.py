@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
-from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Node, Partition
-from . import ledger
+from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Node, Partition, Project
+from . import ledger, slurm_sync
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,14 @@ def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:
     return list(session.scalars(query))
 
 
-def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> sa_.JobSpec:
-    """Create the job's directory on the cluster's scratch and build its JobSpec."""
+def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
+    """Create the job's directory on the cluster's scratch, owned by the job's user."""
     work = Path(cluster.scratch_dir) / str(job.enterprise_id) / str(job.id)
     work.mkdir(parents=True, exist_ok=True)
     _give_to(work, posix_user)
     job.work_dir = str(work)
     job.stdout_path = str(work / "stdout.txt")
     job.stderr_path = str(work / "stderr.txt")
-    return spec_for(job, posix_user)
 
 
 def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
@@ -90,6 +89,38 @@ def enterprise_of(session: Session, job: Job) -> Enterprise:
     ent = session.get(Enterprise, job.enterprise_id)
     assert ent is not None  # FK guarantees it
     return ent
+
+
+def begin_submission(
+    session: Session, job: Job, tagged: dict[str, sa_.JobInfo], now: datetime
+) -> tuple[str, sa_.JobSpec | None]:
+    """Decide what to do with an ACCEPTED job before calling the scheduler.
+
+    Returns ``("adopted" | "cancelled" | "rejected", None)`` when settled here, or
+    ``("submit", spec)`` after counting the attempt: the caller commits, *then* submits.
+    """
+    found = tagged.get(tag_of(job)) if job.submit_attempts else None
+    if found is not None:  # an earlier attempt reached the scheduler: adopt, never resubmit
+        mark_submitted(job, found.job_id, now)
+        return "adopted", None
+    if job.cancel_requested:
+        job.state, job.ended_at = JobStatus.CANCELLED, now
+        ledger.settle(session, job, 0, memo="cancelled before submission")
+        job.settled_at = now
+        return "cancelled", None
+    job.submit_attempts += 1
+    ent = enterprise_of(session, job)
+    cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
+    try:
+        if cluster is None:
+            raise OSError(f"cluster {job.cluster!r} is no longer configured")
+        prepare_job_dir(job, cluster, ent.posix_user)
+    except OSError as exc:
+        reject(session, job, f"cannot prepare the job directory: {exc}", now)
+        return "rejected", None
+    project = session.get(Project, job.project_id)
+    account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
+    return "submit", spec_for(job, ent.posix_user, account)
 
 
 def mark_submitted(job: Job, scheduler_job_id: str, now: datetime) -> None:
