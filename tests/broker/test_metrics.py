@@ -142,15 +142,18 @@ def test_readyz_reports_clusters_and_503_without_database(api: Api) -> None:
     r = api.client.get("/readyz")
     assert r.status_code == 200
     assert r.json()["database"] == "ok" and "local" in r.json()["clusters"]
-    app = api.client.app
-    good = app.state.session_factory  # type: ignore[attr-defined]
+    state = api.client.app.state  # type: ignore[attr-defined]
+    names = [n for n in ("session_factory", "read_session_factory") if hasattr(state, n)]
+    good = {n: getattr(state, n) for n in names}
     dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    app.state.session_factory = make_session_factory(dead)  # type: ignore[attr-defined]
+    for n in names:
+        setattr(state, n, make_session_factory(dead))
     try:
         down = api.client.get("/readyz")
         scraped = api.client.get("/metrics")
     finally:
-        app.state.session_factory = good  # type: ignore[attr-defined]
+        for n, factory in good.items():
+            setattr(state, n, factory)
         dead.dispose()
     assert down.status_code == 503
     assert down.json()["status"] == "unavailable"
