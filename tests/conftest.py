@@ -14,6 +14,8 @@ from sqlalchemy import text
 from broker import migrate
 from broker.db import make_engine
 
+pytest_plugins = ["tests._slurm"]
+
 PG_ADMIN_URL = os.environ.get(
     "BROKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
