@@ -21,6 +21,7 @@ from .cli_cmds import _common as c
 from .cli_cmds.clusters import cluster_app, nodes_app
 from .cli_cmds.jobs import jobs_app
 from .cli_cmds.quota import quota_app
+from .cli_cmds.slurm import slurm_app
 from .cli_cmds.tenants import enterprise_app, project_app, token_app
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(quota_app, name="quota")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(slurm_app, name="slurm")
 
 
 class LogFormat(StrEnum):

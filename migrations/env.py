@@ -38,7 +38,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(url)
+    engine = make_engine(url, sqlite_foreign_keys=False)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
