@@ -11,6 +11,7 @@ for display only.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,11 @@ from pygal.style import Style  # type: ignore[import-untyped]
 
 from ..services.reports import BurnDown
 from ..units import UNITS_PER_PFH
+
+# pygal appends a finder with only the legacy ``find_module`` to ``sys.meta_path`` (for
+# its map plugins, which we do not use); on Python 3.11 every later failed import then
+# warns ImportWarning, an error under ``-W error``, breaking ``try: import x`` fallbacks.
+sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, pygal.PluginImportFixer)]
 
 _SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S)
 _STYLE = Style(
@@ -34,6 +40,8 @@ _STYLE = Style(
     legend_font_size=13,
     value_font_size=12,
     tooltip_font_size=12,
+    guide_stroke_color="#d1d5db",
+    major_guide_stroke_color="#d1d5db",
     colors=("#2563eb", "#16a34a", "#dc2626", "#f59e0b", "#7c3aed", "#0891b2", "#64748b"),
 )
 STATE_COLORS = {
@@ -58,8 +66,10 @@ def _common(**extra: Any) -> dict[str, Any]:
         "width": 860,
         "height": 320,
         "legend_at_bottom": True,
-        "legend_at_bottom_columns": 4,
-        "margin": 8,
+        "legend_at_bottom_columns": 3,
+        "stroke_style": {"width": 2},
+        "margin": 10,
+        "margin_bottom": 28,
         "print_values": False,
         "truncate_legend": 40,
         "truncate_label": 24,
@@ -89,8 +99,8 @@ def burn_down(bd: BurnDown, now: datetime) -> str:
             fill=False,
         )
     )
-    chart.add("remaining (granted − charged)", [(p.at, pfh(p.remaining_units)) for p in bd.points])
-    chart.add("available (− held)", [(p.at, pfh(p.available_units)) for p in bd.points])
+    chart.add("remaining: granted − charged", [(p.at, pfh(p.remaining_units)) for p in bd.points])
+    chart.add("available: − held", [(p.at, pfh(p.available_units)) for p in bd.points])
     proj = bd.projection
     if proj.rate_units_per_day > 0 and proj.available_units > 0:
         days_left = (end - now.timestamp()) / 86400
@@ -100,12 +110,12 @@ def burn_down(bd: BurnDown, now: datetime) -> str:
         else:
             tail = (bd.end, pfh(max(0, round(proj.available_units - burnt))))
         chart.add(
-            "projection at the last 7 days' rate",
+            "projection (7-day rate)",
             [(now, pfh(proj.available_units)), tail],
-            stroke_style={"dasharray": "6,5", "width": 2},
+            stroke_style={"dasharray": "6,5", "width": 2.5},
         )
     else:
-        chart.add("projection at the last 7 days' rate", [])
+        chart.add("projection (7-day rate)", [])
     return _svg(chart)
 
 
@@ -173,7 +183,7 @@ def busy_nodes(points: Sequence[tuple[datetime, float]], total_nodes: int) -> st
             "nodes in the cluster",
             [(points[0][0], total_nodes), (points[-1][0], total_nodes)],
             fill=False,
-            stroke_style={"dasharray": "4,4"},
+            stroke_style={"dasharray": "4,4", "width": 1.5},
         )
     return _svg(chart)
 

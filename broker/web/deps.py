@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session
 
 from .. import errors
@@ -116,7 +117,12 @@ def fmt_duration(seconds: int | None) -> str:
 
 @cache
 def templates() -> Jinja2Templates:
-    tpl = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,  # a missing variable is a bug, not an empty string
+    )
+    tpl = Jinja2Templates(env=env)
     tpl.env.filters.update(
         pfh=fmt_pfh,
         dt=fmt_dt,

@@ -22,6 +22,7 @@
   });
 
   var body = document.getElementById("job-rows");
+  var every = window.OPS_REFRESH_MS || 5000;
   var live = document.getElementById("live");
   if (!body || !live) return;
   async function refresh() {
@@ -32,5 +33,5 @@
       if (resp.ok) { body.innerHTML = await resp.text(); body.setAttribute("data-refreshed", Date.now()); }
     } catch (e) { /* the next tick retries */ }
   }
-  setInterval(refresh, 5000);
+  setInterval(refresh, every);
 })();
