@@ -1,0 +1,148 @@
+"""Accepted → scheduler-id jobs/s through the broker, beside a raw sbatch loop, one run.
+
+Brings up the dev clusters (deploy/slurm/devcluster up --two), accepts N jobs per
+cluster through the broker's submit service, then times the worker turning them into
+scheduler jobs (alpha: slurm-cli, beta: slurmrestd). The same N jobs submitted by a
+plain `sbatch --parsable` loop as the same POSIX user give the baseline. Every job is
+cancelled afterwards so the clusters are left idle.
+
+    .venv/bin/python benchmarks/slurm_submit.py [-n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from broker import migrate  # noqa: E402
+from broker.config import Settings  # noqa: E402
+from broker.db import make_engine, make_session_factory, session_scope  # noqa: E402
+from broker.models import Job, JobStatus, Role  # noqa: E402
+from broker.schemas.jobs import JobCreate  # noqa: E402
+from broker.services import clusters, jobs, ledger, projects, slurm_sync, tenants  # noqa: E402
+from broker.services.principal import SYSTEM, Principal  # noqa: E402
+from broker.worker import PassStats, Worker  # noqa: E402
+from tests._slurm import ensure_posix_user, load_clusters  # noqa: E402
+
+USER, ACCOUNT = "brokerbench", "e_bench"
+
+
+def cluster_file() -> Path:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/slurm/devcluster"), "up", "--two"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def scancel_all(conf: str) -> None:
+    subprocess.run(["scancel", "-u", USER], env={**os.environ, "SLURM_CONF": conf}, check=False)
+
+
+def raw_sbatch(conf: str, partition: str, account: str, workdir: Path, n: int) -> float:
+    env = {"PATH": "/usr/bin:/bin", "SLURM_CONF": conf}
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--partition={partition}",
+        f"--account={account}",
+        "--time=1",
+        f"--chdir={workdir}",
+        "--output=/dev/null",
+        "--wrap=true",
+    ]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(argv, env=env, user=USER, check=True, capture_output=True)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("-n", type=int, default=100, help="jobs per cluster and per method")
+    args = ap.parse_args()
+    path = cluster_file()
+    info = load_clusters(path)
+    ensure_posix_user(USER)
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    migrate.upgrade(url)
+    settings = Settings(
+        database_url=url,
+        clusters_file=path,
+        data_dir=tmp,
+        worker_enabled=False,
+        submit_batch=10_000,
+    )
+    configs = settings.load_clusters()
+    factory = make_session_factory(make_engine(url))
+    with session_scope(factory) as s:
+        clusters.sync_config(s, configs)
+        ent = tenants.create_enterprise(
+            s, SYSTEM, name="Bench", posix_user=USER, slurm_account=ACCOUNT
+        )
+        ledger.grant(s, SYSTEM, ent.id, 10**18, "bench")
+        proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="bench")
+        projects.approve_project(s, SYSTEM, proj.id)
+        slurm_sync.sync(s, configs, dry_run=False)
+        account = slurm_sync.project_account(ent, proj)
+        ent_id, proj_id = ent.id, proj.id
+    member = Principal(None, "m", Role.MEMBER, ent_id)
+    pool = clusters.AdapterPool(configs)
+    worker = Worker(settings, factory, pool)
+    worker.refresh_clusters()
+    rows = []
+    for name in ("alpha", "beta"):
+        conf = info[name]["options"]["slurm_conf"]
+        part = info[name]["partitions"][0]["name"]
+        with session_scope(factory) as s:
+            for _ in range(args.n):
+                req = JobCreate(
+                    name="b", script="true", nodes=1, time_limit_minutes=1, cluster=name
+                )
+                jobs.submit(s, member, proj_id, req, idempotency_key=None, max_script_bytes=1000)
+        t0 = time.perf_counter()
+        while True:
+            worker.submit_due(PassStats())
+            with session_scope(factory) as s:
+                left = (
+                    s.query(Job)
+                    .filter(Job.cluster == name, Job.state == JobStatus.ACCEPTED)
+                    .count()
+                )
+            if left == 0:
+                break
+        broker_rate = args.n / (time.perf_counter() - t0)
+        scancel_all(conf)
+        workdir = Path(info[name]["scratch_dir"]) / "bench"
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(workdir, USER)
+        raw = statistics.median(
+            raw_sbatch(conf, part, account, workdir, args.n // 2) for _ in range(2)
+        )
+        scancel_all(conf)
+        rows.append((name, info[name]["adapter"], broker_rate, raw))
+    pool.close()
+    print(
+        f"{'cluster':<8}{'adapter':<12}{'broker jobs/s':>14}{'raw sbatch jobs/s':>19}{'ratio':>8}"
+    )
+    for name, adapter, b, r in rows:
+        print(f"{name:<8}{adapter:<12}{b:>14.1f}{r:>19.1f}{b / r:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
