@@ -1,6 +1,8 @@
 """The broker's ORM models; importing this package registers every table."""
 
 from .audit import AuditEvent
+from .benchmark import NodeRate, RunState, ValidationRun
+from .billing import ChargeLine
 from .cluster import Cluster, ClusterStatus, Node, Partition, Validation
 from .job import LIVE_STATES, TERMINAL_STATES, Job, JobStatus
 from .ledger import Balance, EntryKind, LedgerEntry
@@ -13,6 +15,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Balance",
+    "ChargeLine",
     "Cluster",
     "ClusterStatus",
     "Enterprise",
@@ -22,10 +25,13 @@ __all__ = [
     "JobStatus",
     "LedgerEntry",
     "Node",
+    "NodeRate",
     "Partition",
     "PeriodKind",
     "Project",
     "ProjectStatus",
     "Role",
+    "RunState",
     "Validation",
+    "ValidationRun",
 ]

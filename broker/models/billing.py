@@ -1,0 +1,45 @@
+"""Charge lines: a job's charge (or credit) per node and per month, with its rate's proof."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..db import Base
+from ._types import UTCDateTime, utcnow
+
+
+class ChargeLine(Base):
+    """Part of one ledger entry (CHARGE, or a crediting ADJUST) for one node and month.
+
+    The lines of an entry add up to its amount exactly; a statement is the lines of
+    a month, so statement totals match the ledger to the last unit.
+    """
+
+    __tablename__ = "charge_line"
+    __table_args__ = (
+        Index("ix_charge_line_enterprise_period", "enterprise_id", "period"),
+        Index("ix_charge_line_job", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entry.id"))
+    enterprise_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    period: Mapped[str] = mapped_column(String(7))  # YYYY-MM of the usage
+    cluster: Mapped[str] = mapped_column(String(40))
+    partition: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    node_seconds: Mapped[int] = mapped_column(Integer)
+    rate_mflops: Mapped[int] = mapped_column(BigInteger)
+    rate_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # NodeRate version
+    run_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # ValidationRun
+    units: Mapped[int] = mapped_column(BigInteger)  # negative for credits
+    memo: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
