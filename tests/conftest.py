@@ -20,6 +20,9 @@ PG_ADMIN_URL = os.environ.get(
     "BROKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TABLES = [
+    "charge_line",
+    "node_rate",
+    "validation_run",
     "ledger_entry",
     "balance",
     "job",
