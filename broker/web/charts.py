@@ -199,13 +199,35 @@ def billed_rate(points: Sequence[tuple[str, float]], rated_tflops: float) -> str
     return _svg(chart)
 
 
+_VALIDATION_COLORS = {"validated": "#16a34a", "degraded": "#dc2626", "unvalidated": "#94a3b8"}
+#: Above this many nodes the rates are drawn as a histogram, not one bar per node.
+MAX_NODE_BARS = 64
+
+
 def node_rates(rows: Sequence[tuple[str, float, str]]) -> str:
-    """Each node's billing rate (TFLOP/s), coloured by validation."""
-    colors = {"validated": "#16a34a", "degraded": "#dc2626", "unvalidated": "#94a3b8"}
+    """Each node's billing rate (TFLOP/s), coloured by validation; a histogram for many."""
+    if len(rows) > MAX_NODE_BARS:
+        return _rate_histogram(rows)
+    colors = _VALIDATION_COLORS
     chart = pygal.Bar(**_common(show_legend=False, height=260, y_title="TFLOP/s"))
     chart.x_labels = [name for name, _, _ in rows]
     chart.add(
         "rate",
         [{"value": rate, "color": colors.get(v, "#64748b"), "label": v} for _, rate, v in rows],
     )
+    return _svg(chart)
+
+
+def _rate_histogram(rows: Sequence[tuple[str, float, str]]) -> str:
+    """Nodes per rate bin (two significant digits), stacked by validation."""
+    bins = sorted({float(f"{rate:.2g}") for _, rate, _ in rows})
+    style = Style(**{**_STYLE.to_dict(), "colors": tuple(_VALIDATION_COLORS.values())})
+    chart = pygal.StackedBar(**_common(style=style, height=260, y_title="nodes", x_title="TFLOP/s"))
+    chart.x_labels = [f"{b:g}" for b in bins]
+    for validation in _VALIDATION_COLORS:
+        counts = dict.fromkeys(bins, 0)
+        for _, rate, v in rows:
+            if v == validation:
+                counts[float(f"{rate:.2g}")] += 1
+        chart.add(validation, [counts[b] for b in bins])
     return _svg(chart)
