@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
     default_rate_tflops: float = Field(0.05, gt=0)
 
+    # Node validation: the kernels run as jobs under a broker-owned account and user.
+    validation_account: str = "hcb_validation"
+    validation_user: str = "hcbvalidator"
+    validation_python: str = ""  # interpreter with the kernels installed; default: ours
+    validation_args: str = ""  # extra `kernels validate` arguments, e.g. "--quick"
+    validation_time_limit_minutes: int = Field(15, ge=1)
+    validation_min_gemm_peak_ratio: float = Field(0.2, ge=0, le=1)
+    validation_rate_samples: int = Field(5, ge=1)
+
     def load_clusters(self) -> list[ClusterConfig]:
         """The clusters file's clusters, or one built-in ``local`` cluster."""
         if self.clusters_file is None:

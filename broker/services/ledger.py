@@ -360,6 +360,11 @@ def credit(
     return entry
 
 
+def charge_entry(session: Session, job_id: uuid.UUID) -> LedgerEntry | None:
+    """The job's CHARGE entry, once it is settled."""
+    return _entry(session, job_id, EntryKind.CHARGE)
+
+
 def _entry(session: Session, job_id: uuid.UUID, kind: EntryKind) -> LedgerEntry | None:
     return session.scalar(
         select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == kind)
@@ -469,6 +474,7 @@ __all__ = [
     "allocate",
     "balance",
     "capacity_in_use_mflops",
+    "charge_entry",
     "check_invariants",
     "credit",
     "grant",

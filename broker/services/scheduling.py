@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
-from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Node, Partition, Project
-from . import ledger, slurm_sync
+from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
+from . import billing, ledger, slurm_sync
 
 log = logging.getLogger(__name__)
 
@@ -194,34 +194,12 @@ def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool
         elapsed = int((info.end_time - info.start_time).total_seconds())
     elapsed = max(0, elapsed or 0)
     job.elapsed_s = elapsed
-    units = sum(rate for _, rate in node_rates(session, job)) * elapsed
-    settled = ledger.settle(
-        session, job, units, memo=f"{len(job.node_list) or job.nodes} node(s) × {elapsed} s"
-    )
+    start = info.start_time or job.started_at or job.ended_at or now
+    memo = f"{len(job.node_list) or job.nodes} node(s) x {elapsed} s"
+    settled = billing.settle_job(session, job, start, elapsed, memo)
     if settled:
         job.settled_at = now
     return settled
-
-
-def node_rates(session: Session, job: Job) -> list[tuple[str, int]]:
-    """(node, MFLOP/s) for each node the job ran on; the partition's rate where unmeasured."""
-    part = session.scalar(
-        select(Partition)
-        .join(Cluster, Cluster.id == Partition.cluster_id)
-        .where(Cluster.name == job.cluster, Partition.name == job.partition)
-    )
-    rated = part.rated_mflops if part is not None else 0
-    names = job.node_list or [f"?{i}" for i in range(job.nodes)]
-    measured = {
-        n.name: n.rate_mflops
-        for n in session.scalars(
-            select(Node)
-            .join(Cluster, Cluster.id == Node.cluster_id)
-            .where(Cluster.name == job.cluster, Node.name.in_(names))
-        )
-        if n.rate_mflops
-    }
-    return [(name, measured.get(name, rated)) for name in names]
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,234 @@
+"""Performance-normalized billing: charge lines per node and month, credits, statements.
+
+A job's charge is Σ over the nodes it ran on of the node's rate × elapsed seconds,
+where the rate is the node's measured rate *in force when the job started* (a
+``NodeRate`` version, whose validation run is the proof), else the partition's rated
+value. Each node's seconds are split at month boundaries. The lines of a CHARGE entry
+add up to its amount exactly (largest-remainder rounding when the hold capped it).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..models import ChargeLine, Cluster, Job, LedgerEntry, Node, NodeRate, Partition
+from . import audit, ledger
+from .principal import Principal
+
+
+@dataclass(frozen=True)
+class NodeShare:
+    node: str
+    rate_mflops: int
+    rate_id: int | None
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class Line:
+    period: str
+    node: str
+    node_seconds: int
+    share: NodeShare
+
+    @property
+    def units(self) -> int:
+        return self.share.rate_mflops * self.node_seconds
+
+
+def _partition(session: Session, job: Job) -> Partition | None:
+    return session.scalar(
+        select(Partition)
+        .join(Cluster, Cluster.id == Partition.cluster_id)
+        .where(Cluster.name == job.cluster, Partition.name == job.partition)
+    )
+
+
+def node_shares(session: Session, job: Job, at: datetime) -> list[NodeShare]:
+    """The billing rate of each node the job ran on, as in force at ``at``."""
+    part = _partition(session, job)
+    rated = part.rated_mflops if part is not None else 0
+    names = list(job.node_list) or [f"unknown-{i + 1}" for i in range(job.nodes)]
+    rows = {
+        n.name: n
+        for n in session.scalars(
+            select(Node)
+            .join(Cluster, Cluster.id == Node.cluster_id)
+            .where(Cluster.name == job.cluster, Node.name.in_(names))
+        )
+    }
+    shares = []
+    for name in names:
+        node = rows.get(name)
+        version = None
+        if node is not None:
+            version = session.scalar(
+                select(NodeRate)
+                .where(NodeRate.node_id == node.id, NodeRate.valid_from <= at)
+                .order_by(NodeRate.valid_from.desc(), NodeRate.id.desc())
+                .limit(1)
+            )
+        if version is not None:
+            shares.append(NodeShare(name, version.rate_mflops, version.id, version.run_id))
+        else:
+            shares.append(NodeShare(name, rated, None, None))
+    return shares
+
+
+def month_seconds(start: datetime, elapsed_s: int) -> list[tuple[str, int]]:
+    """Split ``elapsed_s`` seconds from ``start`` at month boundaries (sums exactly)."""
+    out: list[tuple[str, int]] = []
+    left, cursor = elapsed_s, start.astimezone(UTC)
+    while left > 0:
+        nxt = datetime(cursor.year + cursor.month // 12, cursor.month % 12 + 1, 1, tzinfo=UTC)
+        part = min(left, math.ceil((nxt - cursor).total_seconds()))
+        out.append((f"{cursor.year}-{cursor.month:02d}", part))
+        left -= part
+        cursor = nxt
+    return out or [(f"{start.year}-{start.month:02d}", 0)]
+
+
+def price(session: Session, job: Job, start: datetime, elapsed_s: int) -> list[Line]:
+    shares = node_shares(session, job, start)
+    return [
+        Line(period, share.node, seconds, share)
+        for share in shares
+        for period, seconds in month_seconds(start, elapsed_s)
+    ]
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """Integers proportional to ``weights`` that add up to ``total`` exactly."""
+    whole = sum(weights)
+    if whole == 0:
+        return [0] * len(weights)
+    shares = [total * w // whole for w in weights]
+    rest = total - sum(shares)
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[:rest]:
+        shares[i] += 1
+    return shares
+
+
+def settle_job(session: Session, job: Job, start: datetime, elapsed_s: int, memo: str) -> bool:
+    """Charge the job its lines (capped at its hold) exactly once; record the lines."""
+    lines = price(session, job, start, elapsed_s)
+    if not ledger.settle(session, job, sum(ln.units for ln in lines), memo=memo):
+        return False
+    entry = ledger.charge_entry(session, job.id)
+    assert entry is not None
+    session.flush()
+    amounts = apportion(entry.amount_units, [ln.units for ln in lines])
+    for ln, units in zip(lines, amounts, strict=True):
+        session.add(_line(job, entry.id, ln.period, ln.node, ln.node_seconds, ln.share, units, ""))
+    return True
+
+
+def _line(
+    job: Job,
+    entry_id: int,
+    period: str,
+    node: str,
+    seconds: int,
+    share: NodeShare,
+    units: int,
+    memo: str,
+) -> ChargeLine:
+    return ChargeLine(
+        entry_id=entry_id,
+        enterprise_id=job.enterprise_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        period=period,
+        cluster=job.cluster,
+        partition=job.partition,
+        node=node,
+        node_seconds=seconds,
+        rate_mflops=share.rate_mflops,
+        rate_id=share.rate_id,
+        run_id=share.run_id,
+        units=units,
+        memo=memo,
+    )
+
+
+def credit_node(
+    session: Session,
+    principal: Principal,
+    cluster: str,
+    node: str,
+    since: datetime | None,
+    reason: str,
+) -> list[tuple[uuid.UUID, int]]:
+    """Credit every job charged for ``node`` that ended after ``since`` (a reversing ADJUST)."""
+    query = (
+        select(ChargeLine.job_id, func.sum(ChargeLine.units))
+        .join(Job, Job.id == ChargeLine.job_id)
+        .where(ChargeLine.cluster == cluster, ChargeLine.node == node)
+        .group_by(ChargeLine.job_id)
+    )
+    if since is not None:
+        query = query.where(Job.ended_at >= since)
+    credited: list[tuple[uuid.UUID, int]] = []
+    for job_id, net in session.execute(query).all():
+        job = session.get(Job, job_id)
+        if job is None or int(net or 0) <= 0:
+            continue
+        lines = list(
+            session.scalars(
+                select(ChargeLine).where(
+                    ChargeLine.job_id == job_id, ChargeLine.node == node, ChargeLine.units > 0
+                )
+            )
+        )
+        entry = ledger.credit(session, principal, job, int(net), f"node {node} degraded: {reason}")
+        if entry is None:
+            continue
+        session.flush()
+        amounts = apportion(-entry.amount_units, [ln.units for ln in lines])
+        for ln, units in zip(lines, amounts, strict=True):
+            share = NodeShare(ln.node, ln.rate_mflops, ln.rate_id, ln.run_id)
+            session.add(
+                _line(
+                    job,
+                    entry.id,
+                    ln.period,
+                    ln.node,
+                    ln.node_seconds,
+                    share,
+                    -units,
+                    f"credit: node {node} degraded",
+                )
+            )
+        credited.append((job_id, -entry.amount_units))
+        audit.record(
+            session,
+            principal,
+            "job.credit",
+            "job",
+            job_id,
+            enterprise_id=job.enterprise_id,
+            node=node,
+            units=-entry.amount_units,
+        )
+    return credited
+
+
+def ledger_charged(session: Session, enterprise_id: uuid.UUID) -> int:
+    """Net charged units in the ledger (CHARGE entries less their crediting ADJUSTs)."""
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
+                LedgerEntry.enterprise_id == enterprise_id,
+                (LedgerEntry.kind == "CHARGE")
+                | ((LedgerEntry.kind == "ADJUST") & LedgerEntry.reverses_id.is_not(None)),
+            )
+        )
+        or 0
+    )
