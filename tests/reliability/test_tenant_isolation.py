@@ -170,8 +170,8 @@ def snapshot(api: Api) -> dict[str, list[tuple[Any, ...]]]:
         for table in Base.metadata.sorted_tables:
             if table.name in ("audit_event", "alembic_version"):
                 continue
-            rows = s.execute(text(f"SELECT * FROM {table.name}")).all()  # noqa: S608
-            out[table.name] = sorted((tuple(map(str, r)) for r in rows))
+            rows = s.execute(text(f"SELECT * FROM {table.name}")).all()
+            out[table.name] = sorted(tuple(map(str, r)) for r in rows)
     return out
 
 
