@@ -1,0 +1,202 @@
+"""Hostile input gets a 4xx in the one error shape, never a 500.
+
+Oversized bodies (with and without Content-Length) and scripts, deeply nested JSON,
+invalid UTF-8, numbers too large for any field, NaN and infinity, malformed ids,
+cursors, dates and headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ..broker.conftest import Api
+
+pytestmark = pytest.mark.filterwarnings("ignore:PluginImportFixer:ImportWarning")
+
+GOOD = '{"name":"x","script":"id","nodes":1,"time_limit_minutes":1}'
+
+
+def job_body(**replace: str) -> str:
+    fields = {"name": '"x"', "script": '"id"', "nodes": "1", "time_limit_minutes": "1"}
+    fields.update(replace)
+    return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+
+
+@pytest.fixture
+def tenant(api: Api) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    return api.tenant()
+
+
+def assert_shape(r: Any, status: int | tuple[int, ...], error: str | None = None) -> None:
+    codes = status if isinstance(status, tuple) else (status,)
+    assert r.status_code in codes, (r.status_code, r.text[:300])
+    body = r.json()
+    assert set(body) == {"error", "detail"}, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    if error is not None:
+        assert body["error"] == error, body
+
+
+BAD_JOB_BODIES = {
+    "deep array": job_body(cluster="[" * 100_000 + "]" * 100_000),
+    "deep object": '{"a":' * 30_000 + "1" + "}" * 30_000,
+    "invalid utf-8": b'{"name":"x\xff\xfe","script":"id","nodes":1,"time_limit_minutes":1}',
+    "overlong utf-8": b'{"name":"x","script":"\xc0\xaf","nodes":1,"time_limit_minutes":1}',
+    "5000-digit int": job_body(nodes="9" * 5000),
+    "400-digit int": job_body(nodes="9" * 400),
+    "huge float": job_body(nodes="1e400"),
+    "NaN": job_body(nodes="NaN"),
+    "Infinity": job_body(time_limit_minutes="Infinity"),
+    "negative": job_body(nodes="-1"),
+    "float for int": job_body(nodes="1.5"),
+    "memory past int64": job_body(memory_mb=str(2**63)),
+    "not json": "hello",
+    "a JSON array": "[1,2]",
+    "null": "null",
+    "empty": "",
+    "unknown field": job_body(account='"root"'),
+    "NUL in script": job_body(script='"a\\u0000b"'),
+    "lone surrogate": job_body(script='"\\ud800"'),
+    "name with shell": job_body(name='"x;rm -rf /"'),
+    "name with newline": job_body(name='"x\\n#SBATCH --account=root"'),
+    "name unicode": job_body(name='"ジョブ"'),
+    "very long name": job_body(name='"' + "a" * 5000 + '"'),
+    "duplicate keys": '{"name":"x","name":"y","script":"id","nodes":1,"time_limit_minutes":1,'
+    '"nodes":"many"}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JOB_BODIES))
+def test_bad_job_bodies_are_4xx(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]], case: str
+) -> None:
+    _, member, project = tenant
+    body = BAD_JOB_BODIES[case]
+    r = api.client.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        content=body if isinstance(body, bytes) else body.encode(),
+        headers={"Authorization": f"Bearer {member}", "Content-Type": "application/json"},
+    )
+    assert_shape(r, (400, 422))
+    assert api.get("/jobs", member).json()["items"] == []  # nothing was accepted
+
+
+def test_oversized_body_with_content_length_is_413(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]]
+) -> None:
+    _, member, project = tenant
+    big = job_body(script='"' + "a" * 300_000 + '"')
+    r = api.client.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        content=big.encode(),
+        headers={"Authorization": f"Bearer {member}", "Content-Type": "application/json"},
+    )
+    assert_shape(r, 413, "PayloadTooLarge")
+
+
+def test_oversized_streamed_body_without_content_length_is_413(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]]
+) -> None:
+    """A chunked upload has no Content-Length: the limit must still answer 413."""
+    _, member, project = tenant
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name":"x","nodes":1,"time_limit_minutes":1,"script":"'
+        for _ in range(40):
+            yield b"a" * 10_000
+        yield b'"}'
+
+    r = api.client.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {member}", "Content-Type": "application/json"},
+    )
+    assert_shape(r, 413, "PayloadTooLarge")
+
+
+def test_oversized_script_is_422_naming_the_field(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]]
+) -> None:
+    _, member, project = tenant
+    r = api.submit(project["id"], member, script="a" * 70_000)
+    assert_shape(r, 422)
+    assert r.json()["detail"].startswith("script")
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/jobs/not-a-uuid", "ValidationError"),
+        ("/jobs/00000000-0000-0000-0000-000000000000", "NotFound"),
+        ("/jobs?limit=99999999999999999999999999", "ValidationError"),
+        ("/jobs?limit=-1", "ValidationError"),
+        ("/jobs?cursor=" + "A" * 150, "InvalidInput"),
+        ("/jobs?cursor=%ff%fe", "InvalidInput"),
+        ("/jobs?cursor=" + "A" * 5000, "ValidationError"),
+        ("/jobs?state=exploded", "ValidationError"),
+        ("/jobs?cluster=" + "x" * 100, "ValidationError"),
+        ("/enterprises/{e}/ledger?before_id=" + "9" * 5000, "ValidationError"),
+        ("/enterprises/{e}/ledger?before_id=" + str(2**64), "ValidationError"),
+        ("/enterprises/{e}/ledger?since=99999-01-01", "ValidationError"),
+        ("/enterprises/{e}/ledger?until=" + "9" * 200, "ValidationError"),
+        ("/enterprises/{e}/ledger?kind=STEAL", "ValidationError"),
+        ("/enterprises/{e}/audit?limit=0", "ValidationError"),
+        ("/jobs/{j}/output?tail=" + "9" * 40, "ValidationError"),
+        ("/jobs/{j}/output?stream=/etc/passwd", "ValidationError"),
+        ("/clusters/..%2F..%2Fetc/nodes", "NotFound"),
+    ],
+)
+def test_bad_queries_and_paths_are_4xx(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]], path: str, error: str
+) -> None:
+    ent, member, project = tenant
+    job = api.submit(project["id"], member).json()
+    r = api.get(path.format(e=ent["id"], j=job["id"]), member)
+    assert_shape(r, (404, 422), error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"amount_pfh": 1e400}',
+        '{"amount_pfh": NaN}',
+        '{"amount_pfh": -Infinity}',
+        '{"amount_pfh": ' + "9" * 5000 + "}",
+        '{"amount_pfh": 1e-400}',
+    ],
+)
+def test_huge_amounts_are_4xx(api: Api, body: str) -> None:
+    ent = api.enterprise()
+    r = api.client.post(
+        f"/api/v1/enterprises/{ent['id']}/grants",
+        content=body.encode(),
+        headers={"Authorization": f"Bearer {api.operator}", "Content-Type": "application/json"},
+    )
+    assert_shape(r, (400, 422))
+    assert api.get(f"/enterprises/{ent['id']}/balance").json()["granted_pfh"] == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer " + "x" * 10_000},
+        {"Authorization": b"Bearer \xff\xfe"},
+        {"Authorization": "Bearer ' OR 1=1 --"},
+    ],
+)
+def test_malformed_credentials_are_401(api: Api, headers: dict[str, Any]) -> None:
+    r = api.client.get("/api/v1/jobs", headers=headers)
+    assert_shape(r, 401, "Unauthenticated")
+
+
+def test_idempotency_key_too_long_is_422(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]]
+) -> None:
+    _, member, project = tenant
+    r = api.submit(project["id"], member, key="k" * 300)
+    assert_shape(r, 422)
