@@ -22,7 +22,7 @@ from . import leader, observability
 from .config import Settings
 from .db import session_scope
 from .models import LIVE_STATES, Cluster, Job, JobStatus
-from .services import clusters, ledger, scheduling, tenants
+from .services import clusters, ledger, scheduling, tenants, validation
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,13 @@ class Worker:
         self.submit_due(stats)
         self.push_cancels(stats)
         self.poll(stats)
+        self.poll_validations()
         return stats
+
+    def poll_validations(self) -> None:
+        """Judge finished node-validation jobs (rates, drains, credits)."""
+        with session_scope(self.factory) as s:
+            validation.poll_runs(s, self.pool, self.settings, scheduling.utcnow())
 
     def run_forever(self, stop: threading.Event, lock: leader.LeaderLock | None = None) -> None:
         """Loop until ``stop``, working only while this worker holds the leader lock."""

@@ -63,6 +63,25 @@ class LocalAdapter(SchedulerAdapter):
         # embedded default, where jobs run as the broker's own user.
         self.run_as_user = run_as_user
 
+    # -- drained nodes (kept in a file, like the scheduler's own state) ------------
+    def _drained(self) -> dict[str, str]:
+        return _read_json(self.root / "drained.json") or {}
+
+    def drain(self, node: str, reason: str) -> None:
+        if node not in self.node_names:
+            raise SubmitRejected(f"unknown node {node!r}", cluster=self.cluster)
+        with (self.root / "counter").open("a+") as fh:  # the same lock as job ids
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            drained = {**self._drained(), node: reason}
+            (self.root / "drained.json").write_text(json.dumps(drained))
+
+    def resume(self, node: str) -> None:
+        with (self.root / "counter").open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            drained = self._drained()
+            drained.pop(node, None)
+            (self.root / "drained.json").write_text(json.dumps(drained))
+
     # -- submit -------------------------------------------------------------------
     def _next_id(self) -> str:
         with (self.root / "counter").open("a+") as fh:
@@ -88,7 +107,13 @@ class LocalAdapter(SchedulerAdapter):
         work = Path(spec.working_dir) if spec.working_dir else job_dir
         work.mkdir(parents=True, exist_ok=True)
         stdout = spec.stdout_path or str(job_dir / "stdout")
-        nodes = list(spec.nodelist) or list(self.node_names[: spec.nodes])
+        drained = self._drained()
+        usable = [n for n in self.node_names if n not in drained]
+        nodes = list(spec.nodelist) or usable[: spec.nodes]
+        if len(nodes) < spec.nodes:
+            raise SubmitRejected(
+                f"requested {spec.nodes} nodes, {len(usable)} are in service", cluster=self.cluster
+            )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
@@ -208,14 +233,15 @@ class LocalAdapter(SchedulerAdapter):
         return ClusterInfo(name=self.cluster, version="local", partitions=(part,))
 
     def nodes(self) -> list[NodeInfo]:
-        busy = self._busy_nodes()
+        busy, drained = self._busy_nodes(), self._drained()
         return [
             NodeInfo(
                 name=n,
                 cpus=self.cpus_per_node,
                 memory_mb=self.memory_mb_per_node,
-                state="allocated" if n in busy else "idle",
+                state="drain" if n in drained else "allocated" if n in busy else "idle",
                 partitions=(self.partition,),
+                reason=drained.get(n),
             )
             for n in self.node_names
         ]

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from ...models import EntryKind, PeriodKind, Role
 from ...schemas.ledger import (
@@ -24,7 +25,7 @@ from ...schemas.tenants import (
     TokenCreated,
     TokenRead,
 )
-from ...services import audit, ledger, tenants, tokens
+from ...services import audit, ledger, statements, tenants, tokens
 from ...units import pfh_to_units
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep
@@ -75,6 +76,25 @@ def enterprise_audit(
 ) -> list[AuditEventRead]:
     rows = audit.list_events(session, me, enterprise_id=enterprise_id, limit=limit)
     return [views.audit_event(a) for a in rows]
+
+
+@router.get(
+    "/{enterprise_id}/usage",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+    response_model=None,
+)
+def usage_statement(
+    enterprise_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])],
+) -> Response:
+    """The month's statement; ``Accept: text/csv`` for CSV (one row per charge line)."""
+    doc = statements.statement(session, me, enterprise_id, month)
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(statements.as_csv(doc), media_type="text/csv")
+    return JSONResponse(doc)
 
 
 @router.get("/{enterprise_id}")

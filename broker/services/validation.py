@@ -1,0 +1,389 @@
+"""Node validation: run our kernels on each node, judge them, set rates, drain the slow.
+
+A campaign submits `python -m kernels validate --json` pinned to each node (exclusive,
+through the cluster's adapter, under the broker-owned validation account). The worker
+ingests each result, judges it against the partition's references with ReFrame
+semantics (``[value, lower, upper]``, bounds relative to value, ``upper`` optional) and
+against the node's own FMA probe, then either sets a new node rate (median GEMM of the
+recent passing runs) or marks the node degraded, drains it in the scheduler and
+credits the jobs it ran since its last passing run. A degraded node is resumed only
+after a passing run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import scheduler_adapters as sa_
+
+from ..config import Settings
+from ..errors import Conflict, NotFound
+from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
+from ..schemas.kernels import KernelsReport
+from . import audit, billing, clusters
+from .principal import SYSTEM, Principal
+
+log = logging.getLogger(__name__)
+
+#: Reference name -> (kernel, result field) in the kernels' JSON.
+METRICS = {
+    "gemm_gflops": ("gemm", "gflops_median"),
+    "fft_gflops": ("fft", "gflops_median"),
+    "stream_gbs": ("stream", "gbs_median"),
+    "peak_gflops": ("peak", "gflops_median"),
+}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+def judge(
+    report: KernelsReport, references: dict[str, list[float]], min_gemm_peak: float
+) -> Verdict:
+    """Pass/fail of one node's report, with every reason it fell short."""
+    metrics: dict[str, float | None] = {}
+    for key, (kernel, attr) in METRICS.items():
+        res = report.result(kernel)
+        metrics[key] = None if res is None else getattr(res, attr)
+    reasons = [
+        f"{r.kernel}: residual {r.residual:.3g} over its threshold"
+        for r in report.results
+        if not r.residual_ok
+    ]
+    for key, ref in sorted(references.items()):
+        value = metrics.get(key)
+        if key not in METRICS or not ref:
+            continue
+        if value is None:
+            reasons.append(f"{key}: not measured")
+            continue
+        target = ref[0]
+        lower = ref[1] if len(ref) > 1 else None
+        upper = ref[2] if len(ref) > 2 else None
+        if lower is not None and value < target * (1 + lower):
+            reasons.append(
+                f"{key} {value:.3g} below {target * (1 + lower):.3g} "
+                f"(reference {target:g}, lower {lower:+.0%})"
+            )
+        if upper is not None and value > target * (1 + upper):
+            reasons.append(
+                f"{key} {value:.3g} above {target * (1 + upper):.3g} "
+                f"(reference {target:g}, upper {upper:+.0%})"
+            )
+    gemm, peak = metrics.get("gemm_gflops"), metrics.get("peak_gflops")
+    if gemm is None:
+        reasons.append("gemm: not measured")
+    elif peak and gemm / peak < min_gemm_peak:
+        reasons.append(
+            f"gemm {gemm:.3g} GFLOP/s is {gemm / peak:.0%} of the node's own FMA "
+            f"probe ({peak:.3g}); at least {min_gemm_peak:.0%} expected"
+        )
+    return Verdict(not reasons, reasons, metrics)
+
+
+def _script(settings: Settings) -> str:
+    python = settings.validation_python or sys.executable
+    args = shlex.split(settings.validation_args)
+    cmd = " ".join(shlex.quote(a) for a in [python, "-m", "kernels", "validate", "--json", *args])
+    return f"#!/bin/bash\nexec {cmd}\n"
+
+
+def _own(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def start_campaign(
+    session: Session,
+    pool: clusters.AdapterPool,
+    settings: Settings,
+    principal: Principal,
+    cluster_name: str,
+    *,
+    partition: str | None = None,
+    node: str | None = None,
+) -> list[ValidationRun]:
+    """Submit one validation job per selected node; returns the runs."""
+    principal.require_staff()
+    cluster = clusters.get_cluster(session, cluster_name)
+    nodes = [
+        n
+        for n in clusters.list_nodes(session, cluster_name)
+        if (node is None or n.name == node)
+        and (partition is None or partition in (n.partitions or []))
+    ]
+    if not nodes:
+        raise NotFound(f"no node on {cluster_name} matches (refresh the cluster first?)")
+    parts = [p.name for p in clusters.partitions_of(session, cluster)]
+    adapter = pool.get(cluster_name)
+    campaign = str(uuid.uuid4())
+    root = Path(cluster.scratch_dir) / "_validation"
+    cache = root / "numba-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    _own(root, settings.validation_user)
+    _own(cache, settings.validation_user)
+    runs = []
+    for n in nodes:
+        part = partition or next((p for p in n.partitions if p in parts), parts[0])
+        work = root / campaign / n.name
+        work.mkdir(parents=True)
+        for p in (work.parent, work):
+            _own(p, settings.validation_user)
+        run = ValidationRun(
+            node_id=n.id,
+            cluster=cluster_name,
+            partition=part,
+            campaign=campaign,
+            work_dir=str(work),
+        )
+        spec = sa_.JobSpec(
+            name=f"validate-{n.name}",
+            script=_script(settings),
+            time_limit_minutes=settings.validation_time_limit_minutes,
+            nodes=1,
+            partition=part,
+            account=settings.validation_account,
+            user=settings.validation_user,
+            tag=f"validate:{campaign}:{n.name}",
+            working_dir=str(work),
+            stdout_path=str(work / "result.json"),
+            stderr_path=str(work / "stderr.txt"),
+            nodelist=(n.name,),
+            exclusive=True,
+            environment={"NUMBA_CACHE_DIR": str(cache)},
+        )
+        try:
+            run.scheduler_job_id = adapter.submit(spec)
+        except sa_.SchedulerError as exc:
+            run.state, run.reasons, run.finished_at = RunState.ERROR, [str(exc)], run.created_at
+        session.add(run)
+        runs.append(run)
+    session.flush()
+    audit.record(
+        session,
+        principal,
+        "nodes.validate",
+        "cluster",
+        cluster_name,
+        campaign=campaign,
+        nodes=[n.name for n in nodes],
+    )
+    return runs
+
+
+def poll_runs(
+    session: Session, pool: clusters.AdapterPool, settings: Settings, now: datetime
+) -> list[ValidationRun]:
+    """Ingest the validation jobs that finished; returns the runs judged now."""
+    pending = list(
+        session.scalars(
+            select(ValidationRun).where(
+                ValidationRun.state == RunState.SUBMITTED,
+                ValidationRun.scheduler_job_id.is_not(None),
+            )
+        )
+    )
+    by_cluster: dict[str, list[ValidationRun]] = defaultdict(list)
+    for run in pending:
+        by_cluster[run.cluster].append(run)
+    done = []
+    for cluster, runs in by_cluster.items():
+        try:
+            infos = pool.get(cluster).status(
+                [r.scheduler_job_id for r in runs if r.scheduler_job_id]
+            )
+        except sa_.SchedulerError as exc:
+            log.warning("validation poll of %s failed: %s", cluster, exc)
+            continue
+        for run in runs:
+            info = infos.get(run.scheduler_job_id or "")
+            if info is not None and info.state.terminal:
+                ingest(session, pool, settings, run, info, now)
+                done.append(run)
+    return done
+
+
+def ingest(
+    session: Session,
+    pool: clusters.AdapterPool,
+    settings: Settings,
+    run: ValidationRun,
+    info: sa_.JobInfo,
+    now: datetime,
+) -> None:
+    run.finished_at = now
+    node = session.get(Node, run.node_id)
+    assert node is not None
+    try:
+        raw = json.loads((Path(run.work_dir) / "result.json").read_text())
+        report = KernelsReport.model_validate(raw)
+    except (OSError, ValueError, ValidationError) as exc:
+        stderr = _tail(Path(run.work_dir) / "stderr.txt")
+        run.state = RunState.ERROR
+        run.reasons = [
+            f"no usable result (job {info.native_state or info.state.value}, "
+            f"exit {info.exit_code}): {str(exc)[:200]}",
+            stderr,
+        ]
+        return
+    part = session.scalar(
+        select(Partition)
+        .join(Cluster, Cluster.id == Partition.cluster_id)
+        .where(Cluster.name == run.cluster, Partition.name == run.partition)
+    )
+    refs = dict(part.references) if part is not None else {}
+    verdict = judge(report, refs, settings.validation_min_gemm_peak_ratio)
+    run.result, run.reasons = raw, verdict.reasons
+    run.gemm_gflops, run.fft_gflops = verdict.metrics["gemm_gflops"], verdict.metrics["fft_gflops"]
+    run.stream_gbs, run.peak_gflops = verdict.metrics["stream_gbs"], verdict.metrics["peak_gflops"]
+    if verdict.passed:
+        run.state = RunState.PASSED
+        session.flush()
+        _set_rate(session, node, run, settings.validation_rate_samples, now)
+        node.validation = Validation.VALIDATED
+    else:
+        run.state = RunState.FAILED
+        session.flush()
+        _degrade(session, pool, node, run, now)
+
+
+def _set_rate(
+    session: Session, node: Node, run: ValidationRun, samples: int, now: datetime
+) -> None:
+    recent = list(
+        session.scalars(
+            select(ValidationRun.gemm_gflops)
+            .where(
+                ValidationRun.node_id == node.id,
+                ValidationRun.state == RunState.PASSED,
+                ValidationRun.gemm_gflops.is_not(None),
+            )
+            .order_by(ValidationRun.id.desc())
+            .limit(samples)
+        )
+    )
+    rate = round(statistics.median(g for g in recent if g is not None) * 1000)
+    session.add(
+        NodeRate(
+            node_id=node.id, rate_mflops=rate, run_id=run.id, samples=len(recent), valid_from=now
+        )
+    )
+    node.rate_mflops = rate
+
+
+def _degrade(
+    session: Session, pool: clusters.AdapterPool, node: Node, run: ValidationRun, now: datetime
+) -> None:
+    reason = "validation failed: " + "; ".join(run.reasons)
+    node.validation, node.reason = Validation.DEGRADED, reason[:500]
+    try:
+        pool.get(run.cluster).drain(node.name, reason[:200])
+        node.state = "drain"
+    except sa_.SchedulerError as exc:
+        log.error("could not drain %s/%s: %s", run.cluster, node.name, exc)
+    last_pass = session.scalar(
+        select(ValidationRun.finished_at)
+        .where(
+            ValidationRun.node_id == node.id,
+            ValidationRun.state == RunState.PASSED,
+            ValidationRun.id < run.id,
+        )
+        .order_by(ValidationRun.id.desc())
+        .limit(1)
+    )
+    billing.credit_node(session, SYSTEM, run.cluster, node.name, last_pass, "; ".join(run.reasons))
+    audit.record(
+        session,
+        SYSTEM,
+        "node.degrade",
+        "node",
+        node.name,
+        cluster=run.cluster,
+        run=run.id,
+        reasons=run.reasons,
+    )
+
+
+def _tail(path: Path, limit: int = 500) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def drain_node(
+    session: Session,
+    pool: clusters.AdapterPool,
+    principal: Principal,
+    cluster: str,
+    name: str,
+    reason: str,
+) -> Node:
+    principal.require_staff()
+    node = _node(session, cluster, name)
+    pool.get(cluster).drain(name, reason)
+    node.state, node.reason = "drain", reason[:500]
+    audit.record(session, principal, "node.drain", "node", name, cluster=cluster, reason=reason)
+    return node
+
+
+def resume_node(
+    session: Session, pool: clusters.AdapterPool, principal: Principal, cluster: str, name: str
+) -> Node:
+    """Return a node to service; a degraded one only after a passing validation run."""
+    principal.require_staff()
+    node = _node(session, cluster, name)
+    if node.validation is Validation.DEGRADED:
+        raise Conflict(f"node {name} is degraded: it resumes only after a passing validation run")
+    pool.get(cluster).resume(name)
+    node.state, node.reason = "idle", ""
+    audit.record(session, principal, "node.resume", "node", name, cluster=cluster)
+    return node
+
+
+def _node(session: Session, cluster: str, name: str) -> Node:
+    row = session.scalar(
+        select(Node)
+        .join(Cluster, Cluster.id == Node.cluster_id)
+        .where(Cluster.name == cluster, Node.name == name)
+    )
+    if row is None:
+        raise NotFound(f"node {name!r} not found on {cluster!r}")
+    return row
+
+
+def history(session: Session, cluster: str, name: str, limit: int = 50) -> list[ValidationRun]:
+    node = _node(session, cluster, name)
+    return list(
+        session.scalars(
+            select(ValidationRun)
+            .where(ValidationRun.node_id == node.id)
+            .order_by(ValidationRun.id.desc())
+            .limit(limit)
+        )
+    )
