@@ -9,7 +9,6 @@ with node validation: register it on ``nodes_app`` from that module
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -18,8 +17,9 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..api import views
+from ..errors import BrokerError
 from ..models import Node
-from ..services import audit, clusters
+from ..services import clusters, validation
 from . import _common as c
 
 cluster_app = typer.Typer(help="Clusters (declared in the clusters file).", no_args_is_help=True)
@@ -252,28 +252,12 @@ def _change_one(
     if dry_run:
         return result
     try:
-        adapter = pool.get(cluster)
         if action == "drain":
-            adapter.drain(node.name, reason)
+            validation.drain_node(session, pool, c.ADMIN, cluster, node.name, reason)
         else:
-            adapter.resume(node.name)
-    except sa_.SchedulerError as exc:
+            validation.resume_node(session, pool, c.ADMIN, cluster, node.name)
+    except (sa_.SchedulerError, BrokerError) as exc:
         result["error"] = str(exc).strip()
-        return result
-    # The scheduler now has it; the worker's next refresh brings its exact state.
-    node.state = "drain" if action == "drain" else "idle"
-    node.reason = reason if action == "drain" else ""
-    node.updated_at = datetime.now(UTC)
-    audit.record(
-        session,
-        c.ADMIN,
-        f"node.{action}",
-        "node",
-        node.id,
-        cluster=cluster,
-        node=node.name,
-        reason=reason,
-    )
     return result
 
 

@@ -10,20 +10,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
-from ..errors import BrokerError, InvalidInput, NotFound
-from ..models import Node
-from ..services import audit, clusters, jobs, ledger, projects
-from ..services.principal import Principal
+from ..errors import BrokerError, InvalidInput
+from ..services import jobs, ledger, projects, validation
 from ..units import pfh_to_units
 from . import session as ops_session
 from .deps import Db, HtmlErrorRoute, Operator, redirect, require_csrf, safe_next
@@ -104,23 +100,6 @@ def cancel_job(
     return _attempt(request, db, back, act)
 
 
-def _node(db: Session, cluster: str, name: str) -> Node:
-    row = clusters.get_cluster(db, cluster)
-    node = db.scalar(select(Node).where(Node.cluster_id == row.id, Node.name == name))
-    if node is None:
-        raise NotFound(f"node {name!r} not found on {cluster}")
-    return node
-
-
-def _set_node(
-    db: Session, me: Principal, cluster: str, node: Node, state: str, reason: str
-) -> None:
-    """Record what the scheduler was told; the next refresh reads back its own view."""
-    node.state, node.reason, node.updated_at = state, reason, datetime.now(UTC)
-    action = "node.drain" if state == "drained" else "node.resume"
-    audit.record(db, me, action, "node", f"{cluster}/{node.name}", reason=reason)
-
-
 @router.post("/clusters/{cluster}/nodes/{name}/drain")
 def drain_node(
     request: Request,
@@ -131,11 +110,8 @@ def drain_node(
     reason: Annotated[str, Form(min_length=1, max_length=200)],
 ) -> RedirectResponse:
     def act() -> str:
-        me.require_staff()
-        node = _node(db, cluster, name)
         text = f"{reason.strip()} [ops:{me.name}]"
-        request.app.state.adapters.get(cluster).drain(node.name, text)
-        _set_node(db, me, cluster, node, "drained", text)
+        validation.drain_node(db, request.app.state.adapters, me, cluster, name, text)
         return f"Node {name} drained."
 
     return _attempt(request, db, f"/ops/clusters/{cluster}", act)
@@ -146,10 +122,7 @@ def resume_node(
     request: Request, db: Db, me: Operator, cluster: str, name: str
 ) -> RedirectResponse:
     def act() -> str:
-        me.require_staff()
-        node = _node(db, cluster, name)
-        request.app.state.adapters.get(cluster).resume(node.name)
-        _set_node(db, me, cluster, node, "idle", "")
+        validation.resume_node(db, request.app.state.adapters, me, cluster, name)
         return f"Node {name} resumed."
 
     return _attempt(request, db, f"/ops/clusters/{cluster}", act)

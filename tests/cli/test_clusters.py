@@ -110,11 +110,28 @@ def test_nodes_list_drain_resume(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> N
     cli.run("nodes", "list", "nowhere", code=1)
 
 
-def test_adapter_refusal_exits_1(cli: Cli) -> None:
+def test_drain_resume_and_refusal_exits_1(cli: Cli) -> None:
     cli.json("nodes", "list", "local", "--refresh")
-    failed = cli.json("nodes", "drain", "local", "local1", "--reason", "x", code=1)
-    assert "cannot drain" in failed[0]["error"]
-    assert cli.json("nodes", "list", "local")[0]["state"] == "idle"  # unchanged
+    drained = cli.json("nodes", "drain", "local", "local1", "--reason", "fan noise")
+    assert drained[0]["error"] == ""
+    row = next(n for n in cli.json("nodes", "list", "local") if n["name"] == "local1")
+    assert row["state"] == "drain" and row["reason"] == "fan noise"
+    # A degraded node resumes only after a passing validation run: the service refuses.
+    from sqlalchemy import update
+
+    from broker.db import make_engine
+    from broker.models import Node, Validation
+
+    engine = make_engine(cli.url)
+    with engine.begin() as conn:
+        conn.execute(
+            update(Node).where(Node.name == "local1").values(validation=Validation.DEGRADED)
+        )
+    engine.dispose()
+    failed = cli.json("nodes", "resume", "local", "local1", code=1)
+    assert "passing validation run" in failed[0]["error"]
+    row = next(n for n in cli.json("nodes", "list", "local") if n["name"] == "local1")
+    assert row["state"] == "drain"  # unchanged
 
 
 def test_data_dir_is_where_the_local_cluster_lives(cli: Cli) -> None:

@@ -139,8 +139,8 @@ def test_drain_and_resume_call_the_adapter_and_record_the_node(ops: Ops) -> None
         )
         assert cluster is not None
         s.add(Node(cluster_id=cluster.id, name="local1", partitions=["default"], state="idle"))
-    r = ops.post("/ops/clusters/local/nodes/local1/drain", reason="bad DIMM")
-    assert "refused" in ops.flashes(r.text)[0]  # the local adapter cannot drain
+    r = ops.post("/ops/clusters/local/nodes/nowhere/drain", reason="bad DIMM")
+    assert "not found" in ops.flashes(r.text)[0]  # an unknown node is refused
     real, fake = app.state.adapters, _FakeAdapter()
     app.state.adapters = _FakePool(fake)
     try:
