@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.add_middleware(observability.RequestContext)  # outermost: ids, access log, metrics
     observability.install_metrics_route(app, observability.make_registry(factory))
 
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", responses=errors.ERROR_RESPONSES)
     for router in (
         health.router,
         enterprises.router,

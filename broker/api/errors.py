@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
+from ..schemas.common import ErrorRead
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,29 @@ _HTTP_NAMES = {
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     429: "RateLimited",
+}
+
+
+#: Documented on every API operation, so the OpenAPI document describes the one error shape
+#: (FastAPI's own 422 schema, a list under ``detail``, is not what the API sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "model": ErrorRead,
+        "description": text,
+        # Explicit, for routes whose success is not JSON (job output is text/plain).
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorRead"}}},
+    }
+    for code, text in [
+        (400, "Malformed request"),
+        (401, "Missing, unknown or revoked token"),
+        (403, "The token's role does not allow this"),
+        (404, "Not found, or not visible to the caller"),
+        (409, "Conflicts with current state (quota, capacity, status)"),
+        (413, "Request body too large"),
+        (422, "A field breaks a rule: the detail names it"),
+        (429, "Too many requests for this token (see Retry-After)"),
+        (503, "The database or a scheduler is unavailable (see Retry-After)"),
+    ]
 }
 
 
