@@ -18,6 +18,7 @@ import typer
 
 from . import migrate, observability
 from .cli_cmds import _common as c
+from .cli_cmds.billing import usage_app
 from .cli_cmds.clusters import cluster_app, nodes_app
 from .cli_cmds.jobs import jobs_app
 from .cli_cmds.quota import quota_app
@@ -39,6 +40,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(slurm_app, name="slurm")
+app.add_typer(usage_app, name="usage")
 
 
 class LogFormat(StrEnum):

@@ -25,6 +25,7 @@ __all__ = [
     "SlurmTenant",
     "ensure_posix_user",
     "ensure_slurm_tenant",
+    "kernels_python",
     "load_clusters",
     "slurm_clusters_file",
     "slurm_tenant",
@@ -110,3 +111,18 @@ def ensure_slurm_tenant(clusters_file: Path, account: str, user: str) -> SlurmTe
 def slurm_tenant(slurm_clusters_file: Path) -> Iterator[SlurmTenant]:
     """The account ``broker-tests`` with POSIX user ``brokertest`` on alpha and beta."""
     yield ensure_slurm_tenant(slurm_clusters_file, "broker-tests", "brokertest")
+
+
+@pytest.fixture(scope="session")
+def kernels_python() -> str:
+    """An interpreter with the kernels that unprivileged validation jobs can execute."""
+    proc = subprocess.run(
+        [str(REPO / "deploy" / "kernels-venv"), "/var/lib/hpc-broker-dev/kernels-venv"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"deploy/kernels-venv failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout.strip().splitlines()[-1]

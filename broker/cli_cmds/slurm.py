@@ -27,7 +27,9 @@ def slurm_sync_cmd(
     if cluster is not None and cluster not in {cfg.name for cfg in configs}:
         c.fail(f"unknown cluster {cluster!r}", c.USAGE_ERROR)
     with c.unit_of_work() as s:
-        results = slurm_sync.sync(s, configs, dry_run=dry_run, only=cluster)
+        settings = c.settings()
+        service = (settings.validation_account, settings.validation_user)
+        results = slurm_sync.sync(s, configs, dry_run=dry_run, only=cluster, service=service)
     if as_json:
         c.print_json([r.__dict__ for r in results])
     else:

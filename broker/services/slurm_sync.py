@@ -46,9 +46,20 @@ class ClusterSync:
     skipped: str = ""
 
 
-def desired(session: Session, cluster: str) -> list[sa_.AccountSpec]:
-    """The accounts the ledger wants on ``cluster``."""
+def desired(
+    session: Session, cluster: str, service: tuple[str, str] | None = None
+) -> list[sa_.AccountSpec]:
+    """The accounts the ledger wants on ``cluster`` (plus the broker's own, if given)."""
     specs: list[sa_.AccountSpec] = []
+    if service is not None:  # validation jobs: the broker's account and user, no limits
+        specs.append(
+            sa_.AccountSpec(
+                cluster=cluster,
+                account=service[0],
+                users=(service[1],),
+                description="broker node validation",
+            )
+        )
     ents = session.scalars(
         select(Enterprise)
         .where(Enterprise.status == EnterpriseStatus.ACTIVE)
@@ -96,6 +107,7 @@ def sync(
     *,
     dry_run: bool,
     only: str | None = None,
+    service: tuple[str, str] | None = None,
 ) -> list[ClusterSync]:
     """Bring every Slurm cluster's accounts and limits in line with the ledger."""
     results = []
@@ -109,7 +121,7 @@ def sync(
             results.append(result)
             continue
         try:
-            actions = accounting.sync(desired(session, cfg.name), dry_run=dry_run)
+            actions = accounting.sync(desired(session, cfg.name, service), dry_run=dry_run)
             result.actions = [a.summary for a in actions]
             result.applied = not dry_run
         except sa_.SchedulerError as exc:

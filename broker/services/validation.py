@@ -6,8 +6,9 @@ ingests each result, judges it against the partition's references with ReFrame
 semantics (``[value, lower, upper]``, bounds relative to value, ``upper`` optional) and
 against the node's own FMA probe, then either sets a new node rate (median GEMM of the
 recent passing runs) or marks the node degraded, drains it in the scheduler and
-credits the jobs it ran since its last passing run. A degraded node is resumed only
-after a passing run.
+credits the jobs it ran since its last passing run. A degraded node returns to
+service only through a passing run: a campaign resumes it in the scheduler behind
+its queued validation job, and drains it again if that run fails too.
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def start_campaign(
         )
         try:
             run.scheduler_job_id = adapter.submit(spec)
+            if n.validation is Validation.DEGRADED:
+                # We drained it: let the pinned validation job (already queued) run on it.
+                # A scheduler reservation for the validation account would also keep
+                # tenants off meanwhile; the job is first in line for the node.
+                adapter.resume(n.name)
         except sa_.SchedulerError as exc:
             run.state, run.reasons, run.finished_at = RunState.ERROR, [str(exc)], run.created_at
         session.add(run)
@@ -265,6 +271,18 @@ def ingest(
         run.state = RunState.PASSED
         session.flush()
         _set_rate(session, node, run, settings.validation_rate_samples, now)
+        if node.validation is Validation.DEGRADED:  # a passing run returns it to service
+            node.state, node.reason = "idle", ""
+            audit.record(
+                session,
+                SYSTEM,
+                "node.resume",
+                "node",
+                node.name,
+                cluster=run.cluster,
+                run=run.id,
+                why="passing validation run",
+            )
         node.validation = Validation.VALIDATED
     else:
         run.state = RunState.FAILED
@@ -375,6 +393,11 @@ def _node(session: Session, cluster: str, name: str) -> Node:
     if row is None:
         raise NotFound(f"node {name!r} not found on {cluster!r}")
     return row
+
+
+def node_name(session: Session, run: ValidationRun) -> str:
+    node = session.get(Node, run.node_id)
+    return node.name if node is not None else "?"
 
 
 def history(session: Session, cluster: str, name: str, limit: int = 50) -> list[ValidationRun]:
