@@ -22,7 +22,7 @@ from . import leader, observability
 from .config import Settings
 from .db import session_scope
 from .models import LIVE_STATES, Cluster, Job, JobStatus
-from .services import clusters, ledger, scheduling, tenants, validation
+from .services import brokering, clusters, ledger, scheduling, tenants, validation, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,12 @@ class Worker:
         self.push_cancels(stats)
         self.poll(stats)
         self.poll_validations()
+        self.deliver_webhooks()
         return stats
+
+    def deliver_webhooks(self) -> None:
+        """Send due webhook deliveries from the outbox (in order per target, with backoff)."""
+        webhooks.deliver_due(self.factory, self.settings, scheduling.utcnow())
 
     def poll_validations(self) -> None:
         """Judge finished node-validation jobs (rates, drains, credits)."""
@@ -171,6 +176,10 @@ class Worker:
                         self.settings.submit_retry_base_s,
                         self.settings.submit_retry_max_s,
                     )
+                    stats.retried += 1
+                elif self.settings.reroute_on_reject and scheduling.reroute(
+                    s, job, str(exc), brokering.weights_from(self.settings)
+                ):
                     stats.retried += 1
                 else:
                     scheduling.reject(s, job, str(exc), scheduling.utcnow())

@@ -1,21 +1,27 @@
 """Brokering: choose the (cluster, partition) that runs a job, and explain the choice.
 
-Candidates are partitions of enabled, reachable clusters that can run the request
-(node count, cores, memory, GPUs, time limit, features). Each is scored by its expected
-turnaround (wait for nodes + run time at the node rate) and its price; the lowest score
-wins. An explicit cluster or partition narrows the candidates and, if none fits, the
-request is refused naming the field and the reason.
+Candidates are partitions of enabled, answering clusters that can run the request
+(node count, cores, memory, GPUs, time limit, features) within the enterprise's
+remaining capacity cap. Each is scored by ``score`` — a pure function, also used by
+the routing simulation in benchmarks/ — from the partition's live load (cached by the
+worker, never fetched inside a request): expected wait for nodes, run time at the
+node rate, and price, weighted by ``Weights``. The lowest score wins; the decision,
+its reasons and the runners-up are stored with the job. An explicit cluster or
+partition narrows the candidates; if none fits, the request is refused naming the
+field and why.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Cluster, ClusterStatus, Partition
 from ..units import UNITS_PER_PFH
@@ -36,11 +42,79 @@ class ResourceRequest(Protocol):
 
 @dataclass(frozen=True)
 class Weights:
-    """Seconds of expected turnaround that one unit of currency is worth, etc."""
+    """How many seconds of turnaround one unit of each term is worth in the score.
+
+    ``wait``: seconds waiting for nodes; ``run``: seconds running (node speed matters);
+    ``price``: currency of the partition's price per PFlop·h times the job's work.
+    """
 
     wait: float = 1.0
     run: float = 1.0
     price: float = 0.0
+
+
+def weights_from(settings: Settings) -> Weights:
+    return Weights(
+        settings.routing_weight_wait, settings.routing_weight_run, settings.routing_weight_price
+    )
+
+
+@dataclass
+class JobRequest:
+    """A stored job's resources as a routing request (for re-routing)."""
+
+    nodes: int
+    ntasks: int | None
+    cpus_per_task: int | None
+    memory_mb: int | None
+    gpus_per_node: int | None
+    time_limit_minutes: int
+    cluster: str | None = None
+    partition: str | None = None
+    constraints: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Load:
+    """A partition's live state, as the worker last saw it."""
+
+    total_nodes: int
+    idle_nodes: int
+    pending_jobs: int = 0
+    running_jobs: int = 0
+
+
+@dataclass(frozen=True)
+class Score:
+    wait_s: float
+    run_s: float
+    cost: float
+    total: float
+
+
+def score(
+    nodes: int,
+    time_limit_minutes: int,
+    rate_mflops: int,
+    price_per_pfh: float,
+    load: Load,
+    w: Weights,
+) -> Score:
+    """The expected turnaround and price of running a job on a partition.
+
+    Wait: none when enough nodes are idle and nobody queues; otherwise the queue
+    ahead (pending jobs, each assumed to take about this job's time limit) drains over
+    the partition's nodes. Run: the time limit scaled by node speed against a 1 TFLOP/s
+    node (faster nodes finish the same work sooner).
+    """
+    if load.idle_nodes >= nodes and load.pending_jobs == 0:
+        wait_s = 0.0
+    else:
+        ahead = load.pending_jobs + max(0, nodes - load.idle_nodes) / max(nodes, 1)
+        wait_s = (ahead + 0.5) * time_limit_minutes * 60 * nodes / max(load.total_nodes, 1)
+    run_s = time_limit_minutes * 60 * 1e6 / max(rate_mflops, 1)
+    cost = nodes * rate_mflops * time_limit_minutes * 60 / UNITS_PER_PFH * price_per_pfh
+    return Score(wait_s, run_s, cost, w.wait * wait_s + w.run * run_s + w.price * cost)
 
 
 @dataclass
@@ -48,21 +122,18 @@ class Candidate:
     cluster: Cluster
     partition: Partition
     rate_mflops: int
-    wait_s: float = 0.0
-    run_s: float = 0.0
-    cost: float = 0.0
-    score: float = 0.0
+    score: Score
     reasons: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
             "cluster": self.cluster.name,
             "partition": self.partition.name,
-            "score": round(self.score, 3),
-            "expected_wait_s": round(self.wait_s, 1),
-            "expected_run_s": round(self.run_s, 1),
+            "score": round(self.score.total, 3),
+            "expected_wait_s": round(self.score.wait_s, 1),
+            "expected_run_s": round(self.score.run_s, 1),
             "rate_tflops": self.rate_mflops / 1e6,
-            "price": round(self.cost, 6),
+            "price": round(self.score.cost, 6),
         }
 
 
@@ -77,7 +148,9 @@ class RoutingDecision:
             "cluster": self.chosen.cluster.name,
             "partition": self.chosen.partition.name,
             "reasons": self.chosen.reasons,
-            "score": round(self.chosen.score, 3),
+            "score": round(self.chosen.score.total, 3),
+            "expected_wait_s": round(self.chosen.score.wait_s, 1),
+            "expected_run_s": round(self.chosen.score.run_s, 1),
             "alternatives": self.alternatives,
             "rejected": self.rejected,
         }
@@ -106,7 +179,16 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
     return None
 
 
-def choose(session: Session, req: ResourceRequest, weights: Weights = Weights()) -> RoutingDecision:
+def choose(
+    session: Session,
+    req: ResourceRequest,
+    weights: Weights = Weights(),
+    *,
+    capacity_left_mflops: int | None = None,
+    exclude: Collection[str] = (),
+    max_hold_units: int | None = None,
+) -> RoutingDecision:
+    """Pick the best partition for ``req``; ``exclude`` clusters (re-routing)."""
     rows = session.execute(
         select(Cluster, Partition)
         .join(Partition, Partition.cluster_id == Cluster.id)
@@ -124,53 +206,85 @@ def choose(session: Session, req: ResourceRequest, weights: Weights = Weights())
     for cluster, part in rows:
         if req.cluster not in (None, cluster.name) or req.partition not in (None, part.name):
             continue
-        why = misfit(req, part)
-        if why is None and cluster.status is ClusterStatus.DOWN:
-            why = f"cluster not answering: {cluster.last_error[:200]}"
+        rate = max_rate_mflops(session, part)
+        why = _unavailable(req, cluster, part, rate, capacity_left_mflops, exclude, max_hold_units)
         if why is not None:
             rejected.append({"cluster": cluster.name, "partition": part.name, "reason": why})
             continue
-        candidates.append(_score(session, req, cluster, part, weights))
+        found = score(
+            req.nodes,
+            req.time_limit_minutes,
+            rate,
+            part.price_per_pfh,
+            _load(cluster, part),
+            weights,
+        )
+        candidates.append(Candidate(cluster, part, rate, found))
     if not candidates:
         field_ = "partition" if req.partition else "cluster" if req.cluster else "nodes"
         reasons = "; ".join(f"{r['cluster']}/{r['partition']}: {r['reason']}" for r in rejected)
         raise InvalidInput(field_, f"no cluster can run this job ({reasons or 'none configured'})")
-    candidates.sort(key=lambda c: (c.score, c.cluster.name, c.partition.name))
+    candidates.sort(key=lambda c: (c.score.total, c.cluster.name, c.partition.name))
     best = candidates[0]
-    best.reasons = _explain(req, best, candidates[1:])
+    best.reasons = _explain(req, best, candidates[1:], weights)
     return RoutingDecision(best, [c.summary() for c in candidates[1:4]], rejected)
 
 
-def _score(
-    session: Session, req: ResourceRequest, cluster: Cluster, part: Partition, w: Weights
-) -> Candidate:
-    rate = max_rate_mflops(session, part)
-    load = (cluster.load or {}).get(part.name, {})
-    idle = int(load.get("idle_nodes", part.nodes))
-    pending = int(load.get("pending_jobs", 0))
-    # Expected wait: nothing if enough nodes are idle; otherwise a share of the queue.
-    wait_s = (
-        0.0
-        if idle >= req.nodes and pending == 0
-        else ((pending + 1) * req.time_limit_minutes * 60 / max(part.nodes, 1) / 2)
+def _unavailable(
+    req: ResourceRequest,
+    cluster: Cluster,
+    part: Partition,
+    rate: int,
+    capacity_left: int | None,
+    exclude: Collection[str],
+    max_hold: int | None,
+) -> str | None:
+    if cluster.name in exclude:
+        return "excluded: the scheduler rejected the job there"
+    why = misfit(req, part)
+    if why is not None:
+        return why
+    if cluster.status is ClusterStatus.DOWN:
+        return f"cluster not answering: {cluster.last_error[:200]}"
+    if capacity_left is not None and req.nodes * rate > capacity_left:
+        return (
+            f"needs {req.nodes * rate / 1e9:g} PFLOP/s, the enterprise's capacity cap "
+            f"leaves {max(capacity_left, 0) / 1e9:g}"
+        )
+    if max_hold is not None and req.nodes * rate * req.time_limit_minutes * 60 > max_hold:
+        return "its hold would exceed the job's existing hold"
+    return None
+
+
+def _load(cluster: Cluster, part: Partition) -> Load:
+    seen = (cluster.load or {}).get(part.name, {})
+    return Load(
+        total_nodes=int(seen.get("total_nodes", part.nodes)),
+        idle_nodes=int(seen.get("idle_nodes", part.nodes)),
+        pending_jobs=int(seen.get("pending_jobs", 0)),
+        running_jobs=int(seen.get("running_jobs", 0)),
     )
-    # Run time scales inversely with node speed, relative to a 1 TFLOP/s node.
-    run_s = req.time_limit_minutes * 60 * 1e6 / max(rate, 1)
-    hold_pfh = req.nodes * rate * req.time_limit_minutes * 60 / UNITS_PER_PFH
-    cost = hold_pfh * part.price_per_pfh
-    score = w.wait * wait_s + w.run * run_s + w.price * cost
-    return Candidate(cluster, part, rate, wait_s, run_s, cost, score)
 
 
-def _explain(req: ResourceRequest, best: Candidate, others: list[Candidate]) -> list[str]:
+def _explain(
+    req: ResourceRequest, best: Candidate, others: list[Candidate], w: Weights
+) -> list[str]:
     reasons = []
     if req.cluster or req.partition:
         reasons.append("explicitly requested")
     reasons.append(f"fits: {req.nodes} node(s) within max {best.partition.max_nodes}")
     reasons.append(f"node rate {best.rate_mflops / 1e6:g} TFLOP/s")
-    reasons.append(
-        "idle nodes available now" if best.wait_s == 0 else f"expected wait {best.wait_s:.0f} s"
-    )
+    if best.score.wait_s == 0:
+        reasons.append("idle nodes available now")
+    else:
+        reasons.append(f"expected wait {best.score.wait_s:.0f} s")
+    if best.partition.price_per_pfh:
+        reasons.append(f"price {best.partition.price_per_pfh:g} per PFlop·h")
     if others:
-        reasons.append(f"lowest score {best.score:.1f} of {len(others) + 1} candidates")
+        runner = others[0]
+        reasons.append(
+            f"score {best.score.total:.1f} beats {runner.cluster.name}/{runner.partition.name} "
+            f"({runner.score.total:.1f}) with weights wait={w.wait:g} run={w.run:g} "
+            f"price={w.price:g}"
+        )
     return reasons

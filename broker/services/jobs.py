@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
 from ..schemas.jobs import JobCreate
-from . import audit, brokering, ledger, projects
+from . import audit, brokering, ledger, projects, staging, workspaces
 from .principal import Principal
 
 MAX_OUTPUT_BYTES = 1 << 20
@@ -42,6 +42,7 @@ def submit(
     idempotency_key: str | None,
     max_script_bytes: int,
     weights: brokering.Weights = brokering.Weights(),
+    workspace: workspaces.WorkspaceConfig | None = None,
 ) -> SubmitResult:
     """Validate, route, hold quota and store the job as ACCEPTED (the caller commits)."""
     project = projects.get_project(session, principal, project_id)
@@ -68,7 +69,9 @@ def submit(
     ent = session.get(Enterprise, project.enterprise_id)
     if ent is None or ent.status is not EnterpriseStatus.ACTIVE:
         raise Conflict("the enterprise is suspended")
-    decision = brokering.choose(session, req, weights)
+    cap = ent.capacity_cap_mflops
+    left = None if cap is None else cap - ledger.capacity_in_use_mflops(session, ent.id)
+    decision = brokering.choose(session, req, weights, capacity_left_mflops=left)
     part = decision.chosen.partition
     job = Job(
         id=uuid.uuid4(),
@@ -87,13 +90,18 @@ def submit(
         time_limit_minutes=req.time_limit_minutes,
         cluster=decision.chosen.cluster.name,
         partition=part.name,
-        routing=decision.as_json(),
+        routing={
+            **decision.as_json(),
+            "explicit": req.cluster is not None or req.partition is not None,
+            "constraints": req.constraints or [],
+        },
         state=JobStatus.ACCEPTED,
         rate_mflops=decision.chosen.rate_mflops,
         hold_units=req.nodes * decision.chosen.rate_mflops * req.time_limit_minutes * 60,
     )
     session.add(job)
     session.flush()
+    staging.attach(session, job, project, req, workspace)  # inputs must exist: 422 naming one
     ledger.hold(session, job, project)
     audit.record(
         session,

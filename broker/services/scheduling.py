@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
+from ..errors import InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
-from . import billing, ledger, slurm_sync
+from . import billing, brokering, ledger, slurm_sync, staging
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,11 @@ def begin_submission(
     except OSError as exc:
         reject(session, job, f"cannot prepare the job directory: {exc}", now)
         return "rejected", None
+    try:
+        staging.stage_in(session, job, cluster, ent.posix_user)
+    except staging.StagingError as exc:
+        reject(session, job, f"stage-in failed: {exc}", now)
+        return "rejected", None
     project = session.get(Project, job.project_id)
     account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
     return "submit", spec_for(job, ent.posix_user, account)
@@ -135,6 +141,46 @@ def backoff(job: Job, now: datetime, error: str, base_s: float, max_s: float) ->
     delay = min(max_s, base_s * 2 ** max(0, job.submit_attempts - 1))
     job.next_attempt_at = now + timedelta(seconds=delay)
     job.reason = f"scheduler unavailable, retrying: {error}"[:1000]
+
+
+def reroute(session: Session, job: Job, reason: str, weights: brokering.Weights) -> bool:
+    """Move a job the scheduler refused to another cluster, once, under the same hold.
+
+    Only jobs the broker routed (not an explicit cluster or partition) move, and only
+    to partitions whose hold fits in the one already taken: no second HOLD entry.
+    """
+    routing = dict(job.routing or {})
+    if routing.get("explicit") or routing.get("rerouted_from"):
+        return False
+    req = brokering.JobRequest(
+        nodes=job.nodes,
+        ntasks=job.ntasks,
+        cpus_per_task=job.cpus_per_task,
+        memory_mb=job.memory_mb,
+        gpus_per_node=job.gpus_per_node,
+        time_limit_minutes=job.time_limit_minutes,
+        constraints=routing.get("constraints") or None,
+    )
+    try:
+        decision = brokering.choose(
+            session, req, weights, exclude={job.cluster}, max_hold_units=job.hold_units
+        )
+    except InvalidInput:
+        return False
+    job.routing = {
+        **decision.as_json(),
+        "explicit": False,
+        "constraints": routing.get("constraints", []),
+        "rerouted_from": {
+            "cluster": job.cluster,
+            "partition": job.partition,
+            "reason": reason[:500],
+        },
+    }
+    job.cluster, job.partition = decision.chosen.cluster.name, decision.chosen.partition.name
+    job.rate_mflops = decision.chosen.rate_mflops
+    job.next_attempt_at, job.reason = None, f"re-routed: {reason}"[:1000]
+    return True
 
 
 def reject(session: Session, job: Job, reason: str, now: datetime) -> None:
@@ -184,7 +230,9 @@ def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> 
         return False
     job.exit_code = info.exit_code
     job.ended_at = info.end_time or now
-    return settle(session, job, info, now)
+    settled = settle(session, job, info, now)
+    staging.stage_out(session, job)  # after the charge; its failures are noted, never raised
+    return settled
 
 
 def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:

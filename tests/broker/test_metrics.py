@@ -83,7 +83,7 @@ def test_metrics_show_requests_jobs_ledger_adapters_and_worker(api: Api) -> None
 def test_adapter_errors_are_counted_per_cluster(api: Api) -> None:
     adapter = api.client.app.state.adapters.get("local")  # type: ignore[attr-defined]
     with pytest.raises(sa_.SchedulerError):
-        adapter.drain("local1", "test")  # the local adapter cannot drain
+        adapter.drain("no-such-node", "test")  # the local adapter refuses unknown nodes
     samples = scrape(api)
     assert (
         value(
@@ -91,7 +91,7 @@ def test_adapter_errors_are_counted_per_cluster(api: Api) -> None:
             "broker_adapter_errors_total",
             cluster="local",
             method="drain",
-            error="SchedulerError",
+            error="SubmitRejected",
         )
         >= 1
     )

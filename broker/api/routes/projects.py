@@ -11,7 +11,8 @@ from ...models import ProjectStatus
 from ...schemas.jobs import JobCreate, JobRead
 from ...schemas.ledger import AllocationSet, ProjectBalanceRead
 from ...schemas.tenants import ProjectCreate, ProjectRead
-from ...services import jobs, ledger, projects
+from ...services import brokering, jobs, ledger, projects
+from ...services.workspaces import WorkspaceConfig
 from ...units import pfh_to_units
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep, SettingsDep
@@ -100,6 +101,8 @@ def submit_job(
         body,
         idempotency_key=idempotency_key,
         max_script_bytes=settings.max_script_bytes,
+        workspace=WorkspaceConfig.of(settings.data_dir, settings.workspace_quota_bytes),
+        weights=brokering.weights_from(settings),
     )
     if not result.created:
         response.headers["Idempotent-Replayed"] = "true"
