@@ -46,6 +46,10 @@ class ClusterConfig(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
     adapter: Literal["local", "slurm-cli", "slurmrestd", "pyslurm"]
     scratch_dir: Path
+    # How job inputs and outputs reach scratch_dir (services.staging): "shared-fs" copies
+    # on a filesystem the worker mounts. An SSH/rsync or Globus-style mover adds its kind
+    # here, with its options (host, endpoint) in a table beside it.
+    mover: Literal["shared-fs"] = "shared-fs"
     options: dict[str, Any] = Field(default_factory=dict)
     partitions: list[PartitionConfig] = Field(min_length=1)
 
@@ -78,6 +82,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(262144, ge=1024)
     rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
     default_rate_tflops: float = Field(0.05, gt=0)
+
+    # Project workspaces (<data_dir>/workspaces/<project id>/), webhooks, job event streams.
+    workspace_quota_bytes: int = Field(10 * 1024**3, ge=0)  # per project
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_base_s: float = Field(2.0, gt=0)
+    webhook_retry_max_s: float = Field(600.0, gt=0)
+    events_poll_s: float = Field(0.5, gt=0)
+    events_max_duration_s: float = Field(600.0, gt=0)
+
+    # Brokering: seconds of turnaround one unit of each term is worth (see brokering).
+    routing_weight_wait: float = Field(1.0, ge=0)
+    routing_weight_run: float = Field(1.0, ge=0)
+    routing_weight_price: float = Field(0.0, ge=0)
+    reroute_on_reject: bool = True  # once, to another cluster, when one refuses a job
 
     # Node validation: the kernels run as jobs under a broker-owned account and user.
     validation_account: str = "hcb_validation"
