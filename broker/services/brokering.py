@@ -84,6 +84,10 @@ class Load:
     running_jobs: int = 0
 
 
+#: Share of its time limit a job is expected to run (limits are upper bounds).
+RUN_FRACTION = 0.25
+
+
 @dataclass(frozen=True)
 class Score:
     wait_s: float
@@ -102,17 +106,18 @@ def score(
 ) -> Score:
     """The expected turnaround and price of running a job on a partition.
 
-    Wait: none when enough nodes are idle and nobody queues; otherwise the queue
-    ahead (pending jobs, each assumed to take about this job's time limit) drains over
-    the partition's nodes. Run: the time limit scaled by node speed against a 1 TFLOP/s
-    node (faster nodes finish the same work sooner).
+    Run: a share of the time limit scaled by node speed against a 1 TFLOP/s node
+    (faster nodes finish the same work sooner). Wait: none when enough nodes are idle
+    and nobody queues; otherwise half a run for busy nodes to free up, plus the queue
+    ahead (pending jobs, each assumed like this one) spread over the partition's nodes.
     """
+    # Jobs use a fraction of their limit; the queue ahead is assumed to be like this job.
+    run_s = time_limit_minutes * 60 * RUN_FRACTION * 1e6 / max(rate_mflops, 1)
     if load.idle_nodes >= nodes and load.pending_jobs == 0:
         wait_s = 0.0
     else:
-        ahead = load.pending_jobs + max(0, nodes - load.idle_nodes) / max(nodes, 1)
-        wait_s = (ahead + 0.5) * time_limit_minutes * 60 * nodes / max(load.total_nodes, 1)
-    run_s = time_limit_minutes * 60 * 1e6 / max(rate_mflops, 1)
+        busy = 0.5 * run_s if load.idle_nodes < nodes else 0.0
+        wait_s = busy + load.pending_jobs * run_s * nodes / max(load.total_nodes, 1)
     cost = nodes * rate_mflops * time_limit_minutes * 60 / UNITS_PER_PFH * price_per_pfh
     return Score(wait_s, run_s, cost, w.wait * wait_s + w.run * run_s + w.price * cost)
 
