@@ -41,11 +41,18 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     teardown could wait behind requests that wait for that very lock.
     """
     state = request.app.state
-    factory = state.read_session_factory if request.method in _READS else state.session_factory
+    read_only = request.method in _READS
+    factory = state.read_session_factory if read_only else state.session_factory
     session: Session = factory()
     try:
         yield session
-        await anyio.to_thread.run_sync(session.commit, limiter=_COMMIT_LIMITER)
+        # This runs once the response has started: an error here cannot become a 503
+        # any more, only a dropped connection. So no round trip that is not needed: a
+        # read has nothing to commit (close() hands the connection back, the pool rolls
+        # back and discards a dead one), and a handler that committed itself left
+        # nothing to commit either.
+        if not read_only and session.in_transaction():
+            await anyio.to_thread.run_sync(session.commit, limiter=_COMMIT_LIMITER)
     except BaseException:
         await anyio.to_thread.run_sync(session.rollback, limiter=_COMMIT_LIMITER)
         raise
