@@ -25,6 +25,7 @@ from .slurm.accounting import (
     AccountSpec,
     Action,
     SlurmAccounting,
+    billing_weights,
     pfh_to_billing_minutes,
     pflops_to_billing,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "SchedulerUnavailable",
     "SlurmAccounting",
     "SubmitRejected",
+    "billing_weights",
     "create_accounting",
     "create_adapter",
     "pfh_to_billing_minutes",

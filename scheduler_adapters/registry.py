@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import SchedulerAdapter
-from .slurm.accounting import SlurmAccounting
 from .errors import AdapterConfigError
+from .slurm.accounting import SlurmAccounting
 
 __all__ = ["ADAPTER_KINDS", "create_accounting", "create_adapter"]
 

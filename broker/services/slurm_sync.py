@@ -11,8 +11,10 @@ enforces the same budget as the broker, a second guard behind the ledger's holds
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +22,16 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..config import ClusterConfig
-from ..models import Balance, Enterprise, EnterpriseStatus, Project, ProjectStatus
+from ..models import (
+    Balance,
+    Cluster,
+    Enterprise,
+    EnterpriseStatus,
+    Node,
+    Partition,
+    Project,
+    ProjectStatus,
+)
 from ..units import UNITS_PER_PFH
 
 # One billing minute is 1 GFLOP/s for 60 s = 60,000 MFLOP (ledger units).
@@ -101,6 +112,29 @@ def desired(
     return specs
 
 
+def partition_weights(session: Session, cluster: str) -> dict[str, str]:
+    """``TRESBillingWeights`` per partition so that a whole node bills its rate in GFLOP/s.
+
+    Slurm weighs per partition, not per node: the weight follows the median measured
+    rate of the partition's nodes (the rated value where none is measured yet).
+    """
+    out = {}
+    parts = session.scalars(
+        select(Partition)
+        .join(Cluster, Cluster.id == Partition.cluster_id)
+        .where(Cluster.name == cluster)
+    )
+    for part in parts:
+        measured = [
+            n.rate_mflops
+            for n in session.scalars(select(Node).where(Node.cluster_id == part.cluster_id))
+            if n.rate_mflops and part.name in (n.partitions or [])
+        ]
+        rate = statistics.median(measured) if measured else part.rated_mflops
+        out[part.name] = sa_.billing_weights(Decimal(int(rate)) / 1_000_000, part.cpus_per_node)
+    return out
+
+
 def sync(
     session: Session,
     configs: Sequence[ClusterConfig],
@@ -108,8 +142,9 @@ def sync(
     dry_run: bool,
     only: str | None = None,
     service: tuple[str, str] | None = None,
+    weights: bool = True,
 ) -> list[ClusterSync]:
-    """Bring every Slurm cluster's accounts and limits in line with the ledger."""
+    """Bring every Slurm cluster's accounts, limits and billing weights in line with the ledger."""
     results = []
     for cfg in configs:
         if only is not None and cfg.name != only:
@@ -121,7 +156,11 @@ def sync(
             results.append(result)
             continue
         try:
-            actions = accounting.sync(desired(session, cfg.name, service), dry_run=dry_run)
+            actions = accounting.plan(desired(session, cfg.name, service))
+            if weights:
+                actions += accounting.plan_weights(partition_weights(session, cfg.name))
+            if not dry_run:
+                accounting.apply(actions)
             result.actions = [a.summary for a in actions]
             result.applied = not dry_run
         except sa_.SchedulerError as exc:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
@@ -104,10 +105,11 @@ class Association:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One change: ``summary`` for people, ``argv`` for ``sacctmgr`` (after ``-i``)."""
+    """One change: ``summary`` for people, ``argv`` for ``tool`` (sacctmgr runs with ``-i``)."""
 
     summary: str
     argv: tuple[str, ...]
+    tool: str = "sacctmgr"
 
 
 def _tres(text: str) -> dict[str, int]:
@@ -261,14 +263,39 @@ class SlurmAccounting:
     def apply(self, actions: Iterable[Action]) -> None:
         """Run the actions in order; stop at the first failure (a later sync resumes)."""
         for action in actions:
-            log.info("sacctmgr: %s", action.summary)
-            self._run(["-i", *action.argv])
+            log.info("%s: %s", action.tool, action.summary)
+            prefix = ["-i"] if action.tool == "sacctmgr" else []
+            self._run([*prefix, *action.argv], tool=action.tool)
 
     def sync(self, desired: Sequence[AccountSpec], *, dry_run: bool = False) -> list[Action]:
         """Plan, and unless ``dry_run`` apply; return the plan either way."""
         actions = self.plan(desired)
         if not dry_run:
             self.apply(actions)
+        return actions
+
+    def partition_weights(self, partition: str) -> str | None:
+        """The partition's current ``TRESBillingWeights`` (None when unset)."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", partition):
+            raise SchedulerError(f"invalid partition name {partition!r}", cluster=self.cluster)
+        out = self._run(["show", "partition", partition, "-o"], tool="scontrol")
+        for item in out.split():
+            if item.startswith("TRESBillingWeights="):
+                return item.split("=", 1)[1] or None
+        return None
+
+    def plan_weights(self, desired: Mapping[str, str]) -> list[Action]:
+        """``scontrol update`` actions for partitions whose billing weights differ."""
+        actions = []
+        for partition, weights in sorted(desired.items()):
+            if self.partition_weights(partition) != weights:
+                actions.append(
+                    Action(
+                        f"set {partition} on {self.cluster}: TRESBillingWeights={weights}",
+                        ("update", f"PartitionName={partition}", f"TRESBillingWeights={weights}"),
+                        tool="scontrol",
+                    )
+                )
         return actions
 
     def usage_billing_minutes(self, account: str) -> int | None:
