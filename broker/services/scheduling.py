@@ -47,7 +47,8 @@ def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
     """Create the job's directory on the cluster's scratch, owned by the job's user."""
     work = Path(cluster.scratch_dir) / str(job.enterprise_id) / str(job.id)
     work.mkdir(parents=True, exist_ok=True)
-    _give_to(work, posix_user)
+    give_to(work.parent, posix_user)  # the enterprise's folder
+    give_to(work, posix_user)
     job.work_dir = str(work)
     job.stdout_path = str(work / "stdout.txt")
     job.stderr_path = str(work / "stderr.txt")
@@ -73,7 +74,8 @@ def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSp
     )
 
 
-def _give_to(path: Path, user: str) -> None:
+def give_to(path: Path, user: str) -> None:
+    """Hand a directory to a POSIX user when we are root and the user exists here."""
     if os.geteuid() != 0:
         return
     import pwd
@@ -82,8 +84,7 @@ def _give_to(path: Path, user: str) -> None:
         pw = pwd.getpwnam(user)
     except KeyError:
         return  # embedded default: no such POSIX user here, the job runs as the broker
-    for p in (path.parent, path):
-        os.chown(p, pw.pw_uid, pw.pw_gid)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
 def enterprise_of(session: Session, job: Job) -> Enterprise:

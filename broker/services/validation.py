@@ -35,7 +35,7 @@ from ..config import Settings
 from ..errors import Conflict, NotFound
 from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
 from ..schemas.kernels import KernelsReport
-from . import audit, billing, clusters
+from . import audit, billing, clusters, scheduling
 from .principal import SYSTEM, Principal
 
 log = logging.getLogger(__name__)
@@ -107,18 +107,6 @@ def _script(settings: Settings) -> str:
     return f"#!/bin/bash\nexec {cmd}\n"
 
 
-def _own(path: Path, user: str) -> None:
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-
-
 def start_campaign(
     session: Session,
     pool: clusters.AdapterPool,
@@ -146,15 +134,15 @@ def start_campaign(
     root = Path(cluster.scratch_dir) / "_validation"
     cache = root / "numba-cache"
     cache.mkdir(parents=True, exist_ok=True)
-    _own(root, settings.validation_user)
-    _own(cache, settings.validation_user)
+    scheduling.give_to(root, settings.validation_user)
+    scheduling.give_to(cache, settings.validation_user)
     runs = []
     for n in nodes:
         part = partition or next((p for p in n.partitions if p in parts), parts[0])
         work = root / campaign / n.name
         work.mkdir(parents=True)
         for p in (work.parent, work):
-            _own(p, settings.validation_user)
+            scheduling.give_to(p, settings.validation_user)
         run = ValidationRun(
             node_id=n.id,
             cluster=cluster_name,
