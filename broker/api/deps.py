@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -9,12 +10,15 @@ import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..errors import Unauthenticated
 from ..services import tokens
 from ..services.principal import Principal
+
+log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API token from POST /enterprises/{id}/tokens"
@@ -57,7 +61,10 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
         await anyio.to_thread.run_sync(session.rollback, limiter=_COMMIT_LIMITER)
         raise
     finally:
-        await anyio.to_thread.run_sync(session.close, limiter=_COMMIT_LIMITER)
+        try:
+            await anyio.to_thread.run_sync(session.close, limiter=_COMMIT_LIMITER)
+        except DBAPIError as exc:  # the connection died: close() has nothing left to lose
+            log.warning("closing a request's session: %s", exc.orig)
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

@@ -9,6 +9,7 @@ touch the database in that teardown.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -89,3 +90,24 @@ def test_database_down_during_a_request_is_503(api: Api) -> None:
     assert r.status_code == 503
     assert r.json()["error"] == "Unavailable" and "database" in r.json()["detail"]
     assert r.headers["Retry-After"]
+
+
+def test_close_failing_after_the_response_started_is_not_an_error(api: Api) -> None:
+    """A session whose connection was terminated fails in close() too: nothing to lose."""
+    _, member, project = api.tenant()
+    job = api.submit(project["id"], member).json()
+
+    def break_close(session: Session) -> None:
+        real = session.close
+
+        def close() -> None:
+            real()
+            if sys._getframe(1).f_code.co_name != "__exit__":  # not the auth lookup's `with`
+                raise _gone()
+
+        session.close = close  # type: ignore[method-assign]
+
+    _patch(api, "read_session_factory", break_close)
+    assert api.get("/jobs", member).status_code == 200
+    _patch(api, "session_factory", break_close)
+    assert api.post(f"/jobs/{job['id']}/cancel", member).status_code == 202
