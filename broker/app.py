@@ -10,9 +10,9 @@ from fastapi import APIRouter, FastAPI
 
 from . import __version__, observability
 from .api import errors
-from .api.limits import BodySizeLimit, RateLimiter
+from .api.limits import RateLimiter
 from .api.routes import clusters as clusters_routes
-from .api.routes import enterprises, health, jobs, projects, tokens
+from .api.routes import enterprises, events, files, health, jobs, projects, tokens, webhooks
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
 from .services import clusters
@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.worker = worker
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(files.BodySizeLimitExceptUploads, max_bytes=settings.max_body_bytes)
     app.add_middleware(observability.RequestContext)  # outermost: ids, access log, metrics
     observability.install_metrics_route(app, observability.make_registry(factory))
 
@@ -73,6 +73,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         tokens.router,
         projects.router,
         jobs.router,
+        files.router,
+        webhooks.router,
+        events.router,
         clusters_routes.router,
     ):
         api.include_router(router)

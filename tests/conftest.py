@@ -20,6 +20,13 @@ PG_ADMIN_URL = os.environ.get(
     "BROKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TABLES = [
+    "webhook_delivery",
+    "job_event",
+    "webhook",
+    "project_secret",
+    "job_io",
+    "workspace_file",
+    "workspace",
     "charge_line",
     "node_rate",
     "validation_run",

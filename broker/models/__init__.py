@@ -8,6 +8,8 @@ from .job import LIVE_STATES, TERMINAL_STATES, Job, JobStatus
 from .ledger import Balance, EntryKind, LedgerEntry
 from .project import Project, ProjectStatus
 from .tenant import ApiToken, Enterprise, EnterpriseStatus, PeriodKind, Role
+from .webhook import DeliveryStatus, JobEvent, ProjectSecret, Webhook, WebhookDelivery
+from .workspace import JobIO, Workspace, WorkspaceFile
 
 __all__ = [
     "LIVE_STATES",
@@ -18,10 +20,13 @@ __all__ = [
     "ChargeLine",
     "Cluster",
     "ClusterStatus",
+    "DeliveryStatus",
     "Enterprise",
     "EnterpriseStatus",
     "EntryKind",
     "Job",
+    "JobEvent",
+    "JobIO",
     "JobStatus",
     "LedgerEntry",
     "Node",
@@ -29,9 +34,14 @@ __all__ = [
     "Partition",
     "PeriodKind",
     "Project",
+    "ProjectSecret",
     "ProjectStatus",
     "Role",
     "RunState",
     "Validation",
     "ValidationRun",
+    "Webhook",
+    "WebhookDelivery",
+    "Workspace",
+    "WorkspaceFile",
 ]

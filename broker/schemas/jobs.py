@@ -23,6 +23,13 @@ class JobCreate(StrictModel):
     cluster: str | None = Field(None, max_length=40)
     partition: str | None = Field(None, max_length=64)
     constraints: list[str] | None = Field(None, max_length=16)
+    # Workspace paths copied into the job's directory before it is submitted.
+    inputs: list[str] | None = Field(None, max_length=1000)
+    # Globs (relative to the job's directory) collected into the workspace, with
+    # stdout and stderr, under jobs/<job id>/ when the job ends; [] = just the logs.
+    outputs: list[str] | None = Field(None, max_length=100)
+    # POSTed the job on every state change, signed with the project's webhook secret.
+    callback_url: str | None = Field(None, max_length=2000)
 
 
 class JobRead(ReadModel):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from ...models import JobStatus
 from ...schemas.jobs import JobPage, JobRead
-from ...services import jobs
+from ...services import jobs, staging
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep
 
@@ -56,10 +56,16 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> 
 @router.get("/{job_id}/output", response_class=PlainTextResponse)
 def job_output(
     job_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     me: CurrentPrincipal,
     stream: Literal["stdout", "stderr"] = "stdout",
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-) -> PlainTextResponse:
+) -> Response:
+    """The output's last MiB (or ``tail`` lines); a ``Range`` request gets those bytes (206)."""
+    if tail is None and "range" in request.headers:
+        path = staging.output_file(session, me, job_id, stream)
+        if path is not None:
+            return FileResponse(path, media_type="text/plain; charset=utf-8")
     text = jobs.read_output(session, me, job_id, stream=stream, tail_lines=tail)
-    return PlainTextResponse(text)
+    return PlainTextResponse(text, headers={"Accept-Ranges": "bytes"})

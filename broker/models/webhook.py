@@ -1,0 +1,229 @@
+"""Job events (the outbox) and webhooks: subscriptions, signing secrets, deliveries.
+
+Every change of a job's state, wherever it happens (API, worker, CLI, reconciliation),
+is written as a ``JobEvent`` in the same transaction as the change, with one
+``WebhookDelivery`` per subscriber: the outbox pattern. A rolled-back change emits
+nothing; a committed one cannot be lost. The worker sends deliveries later, and
+``GET /jobs/{id}/events`` reads the events.
+
+The hook is a pair of session events registered when this module is imported (always:
+``broker.models`` imports it). ``before_flush`` notes each transition; ``before_commit``
+writes the events with a snapshot of the job as committed, so the payload of a terminal
+event carries the charge that was settled in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from ..db import Base
+from ..units import units_to_pfh
+from ._types import UTCDateTime, str_enum, utcnow
+from .job import Job, JobStatus
+from .workspace import JobIO
+
+_ID = BigInteger().with_variant(Integer, "sqlite")
+_PENDING_KEY = "broker.job_transitions"
+
+
+class ProjectSecret(Base):
+    """A project's webhook signing secret (kept in clear: HMAC needs it; shown once)."""
+
+    __tablename__ = "project_secret"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    """A project's subscription: POST every matching job state change to ``url``."""
+
+    __tablename__ = "webhook"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Job states (lower-case) to notify; empty = every state.
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobEvent(Base):
+    """One state change of a job, with the job as it was committed (the outbox row)."""
+
+    __tablename__ = "job_event"
+    __table_args__ = (Index("ix_job_event_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id"))
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    state: Mapped[str] = mapped_column(String(16))
+    previous_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up after the last attempt
+
+
+class WebhookDelivery(Base):
+    """One event to one URL: attempts, when to try next, and how the last one went.
+
+    ``target`` (``webhook:<id>`` or ``job:<id>``) orders deliveries: the worker never
+    sends an event to a target while an earlier event to that target is still pending.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_project_id_id", "project_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(_ID, ForeignKey("job_event.id"))
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    webhook_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    target: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        str_enum(DeliveryStatus), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
+    """The job as ``GET /jobs/{id}`` shows it, plus its data movement."""
+    charge = job.charge_units
+    return {
+        "id": str(job.id),
+        "project_id": str(job.project_id),
+        "enterprise_id": str(job.enterprise_id),
+        "name": job.name,
+        "state": job.state.value,
+        "reason": job.reason or "",
+        "cluster": job.cluster,
+        "partition": job.partition,
+        "scheduler_job_id": job.scheduler_job_id,
+        "exit_code": job.exit_code,
+        "nodes": job.nodes,
+        "ntasks": job.ntasks,
+        "cpus_per_task": job.cpus_per_task,
+        "memory_mb": job.memory_mb,
+        "gpus_per_node": job.gpus_per_node,
+        "time_limit_minutes": job.time_limit_minutes,
+        "node_list": list(job.node_list or []),
+        "elapsed_s": job.elapsed_s,
+        "hold_pfh": units_to_pfh(job.hold_units or 0),
+        "charge_pfh": None if charge is None else units_to_pfh(charge),
+        "routing": job.routing or {},
+        "created_at": _iso(job.created_at),
+        "submitted_at": _iso(job.submitted_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+        "settled_at": _iso(job.settled_at),
+        "inputs": list(io.inputs) if io else [],
+        "outputs": None if io is None or io.outputs is None else list(io.outputs),
+        "stage_in": dict(io.stage_in) if io else {},
+        "stage_out": dict(io.stage_out) if io else {},
+    }
+
+
+@event.listens_for(Session, "before_flush")
+def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
+    pending: list[tuple[Job, str | None, str]] = session.info.setdefault(_PENDING_KEY, [])
+    for obj in chain(session.new, session.dirty):
+        if not isinstance(obj, Job):
+            continue
+        if obj in session.new:
+            pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value))
+            continue
+        hist = inspect(obj).attrs.state.history
+        if not hist.added:
+            continue
+        new = JobStatus(hist.added[0])
+        old = JobStatus(hist.deleted[0]) if hist.deleted and hist.deleted[0] else None
+        if new is not old:
+            pending.append((obj, None if old is None else old.value, new.value))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    if not session.info.get(_PENDING_KEY):
+        return
+    session.flush()  # the last changes, and the transitions they make
+    pending: list[tuple[Job, str | None, str]] = session.info.pop(_PENDING_KEY, [])
+    hooks: dict[uuid.UUID, list[Webhook]] = {}
+    rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
+    for job, previous, state in pending:
+        io = session.get(JobIO, job.id)
+        payload = job_snapshot(job, io) | {"state": state}
+        ev = JobEvent(
+            job_id=job.id,
+            project_id=job.project_id,
+            state=state,
+            previous_state=previous,
+            payload=payload,
+        )
+        if job.project_id not in hooks:
+            query = select(Webhook).where(Webhook.project_id == job.project_id)
+            hooks[job.project_id] = list(session.scalars(query.order_by(Webhook.created_at)))
+        targets: list[tuple[str, str, uuid.UUID | None]] = [
+            (f"webhook:{h.id}", h.url, h.id)
+            for h in hooks[job.project_id]
+            if not h.events or state in h.events
+        ]
+        if io is not None and io.callback_url:
+            targets.append((f"job:{job.id}", io.callback_url, None))
+        session.add(ev)
+        rows.append((ev, targets))
+    session.flush()
+    for ev, targets in rows:
+        for target, url, webhook_id in targets:
+            session.add(
+                WebhookDelivery(
+                    event_id=ev.id,
+                    project_id=ev.project_id,
+                    job_id=ev.job_id,
+                    webhook_id=webhook_id,
+                    target=target,
+                    url=url,
+                )
+            )
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_transitions(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
