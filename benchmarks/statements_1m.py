@@ -90,30 +90,22 @@ def main() -> None:
                     " now(), '2026-11') RETURNING id"
                 )
                 entry = cur.fetchone()[0]  # type: ignore[index]
+                now = datetime.now(UTC).isoformat()
                 with cur.copy(
                     "COPY charge_line (entry_id, enterprise_id, project_id, job_id, period,"
                     " cluster, partition, node, node_seconds, rate_mflops, units, memo,"
                     " created_at) FROM STDIN"
                 ) as copy:
-                    now = datetime.now(UTC)
+                    chunk: list[str] = []
                     for job, ent, proj, period, node, seconds, rate, units in lines:
-                        copy.write_row(
-                            (
-                                entry,
-                                ent,
-                                proj,
-                                job,
-                                period,
-                                "alpha",
-                                "cpu",
-                                node,
-                                seconds,
-                                rate,
-                                units,
-                                "",
-                                now,
-                            )
+                        chunk.append(
+                            f"{entry}\t{ent}\t{proj}\t{job}\t{period}\talpha\tcpu\t"
+                            f"{node}\t{seconds}\t{rate}\t{units}\t\t{now}\n"
                         )
+                        if len(chunk) == 50_000:
+                            copy.write("".join(chunk))
+                            chunk.clear()
+                    copy.write("".join(chunk))
             conn.commit()
         t_store = time.perf_counter() - t0
 

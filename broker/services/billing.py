@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -83,8 +83,12 @@ def node_shares(session: Session, job: Job, at: datetime) -> list[NodeShare]:
 
 def month_seconds(start: datetime, elapsed_s: int) -> list[tuple[str, int]]:
     """Split ``elapsed_s`` seconds from ``start`` at month boundaries (sums exactly)."""
+    cursor = start.astimezone(UTC)
+    end = cursor + timedelta(seconds=elapsed_s)
+    if (end.year, end.month) == (cursor.year, cursor.month):  # the common case: no split
+        return [(f"{cursor.year}-{cursor.month:02d}", elapsed_s)]
     out: list[tuple[str, int]] = []
-    left, cursor = elapsed_s, start.astimezone(UTC)
+    left = elapsed_s
     while left > 0:
         nxt = datetime(cursor.year + cursor.month // 12, cursor.month % 12 + 1, 1, tzinfo=UTC)
         part = min(left, math.ceil((nxt - cursor).total_seconds()))
