@@ -52,6 +52,11 @@ PUBLIC = {
 MEMBER_WRITES = {
     ("POST", "/api/v1/projects/{project_id}/jobs"),
     ("POST", "/api/v1/jobs/{job_id}/cancel"),
+    # Project workspaces: members upload inputs and register their job webhooks.
+    ("PUT", "/api/v1/projects/{project_id}/files/{path:path}"),
+    ("DELETE", "/api/v1/projects/{project_id}/files/{path:path}"),
+    ("POST", "/api/v1/projects/{project_id}/webhooks"),
+    ("POST", "/api/v1/projects/{project_id}/webhooks/secret"),
 }
 #: Writes only an operator may do (an enterprise admin gets 403).
 OPERATOR_WRITES = {
@@ -62,6 +67,8 @@ OPERATOR_WRITES = {
     ("POST", "/api/v1/projects/{project_id}/approve"),
 }
 DENIED = {401, 403, 404}
+#: Values for required query parameters that name no tenant object.
+QUERY_FILL = {"month": "2026-01"}
 
 
 @dataclass
@@ -113,6 +120,7 @@ def bodies(victim: Victim) -> dict[str, Any]:
         "ProjectCreate": {"enterprise_id": victim.enterprise, "name": "intrude"},
         "AllocationSet": {"allocation_pfh": 1.0},
         "JobCreate": {"name": "x", "script": "id", "nodes": 1, "time_limit_minutes": 1},
+        "WebhookCreate": {"url": "http://127.0.0.1:9/hook"},
     }
 
 
@@ -124,25 +132,32 @@ def build_calls(app: FastAPI, victim: Victim) -> list[Call]:
         "token_id": victim.admin_token_id,
         "name": "local",
         "cluster": "local",
+        "path": "notes.txt",
+        "webhook_id": str(uuid.uuid4()),
     }
     ops_fill = {**fill, "name": "local1"}  # /ops/clusters/{cluster}/nodes/{name}
     spec = app.openapi()
     known_bodies = bodies(victim)
     calls = []
     for method, template in routes(app):
-        names = re.findall(r"{(\w+)}", template)
+        names = re.findall(r"{(\w+)(?::\w+)?}", template)
         source = ops_fill if "/nodes/" in template else fill
         missing = [n for n in names if n not in source]
         assert not missing, f"{method} {template}: no victim value for {missing}: extend `fill`"
-        path = template
-        for n in names:
-            path = path.replace("{" + n + "}", source[n])
+        path = re.sub(r"{(\w+)(?::\w+)?}", lambda m, src=source: src[m.group(1)], template)
         op = spec["paths"].get(template, {}).get(method.lower(), {})
         params = {
             p["name"]: fill[p["name"]]
             for p in op.get("parameters", [])
             if p["in"] == "query" and p["name"] in ("enterprise_id", "project_id", "job_id")
         }
+        params.update(
+            {
+                p["name"]: QUERY_FILL[p["name"]]
+                for p in op.get("parameters", [])
+                if p["in"] == "query" and p.get("required") and p["name"] in QUERY_FILL
+            }
+        )
         body = None
         ref = (
             op.get("requestBody", {})
@@ -156,7 +171,7 @@ def build_calls(app: FastAPI, victim: Victim) -> list[Call]:
             assert schema in known_bodies, f"{method} {template}: add a body for {schema}"
             body = known_bodies[schema]
         victim_named = any(
-            n in ("enterprise_id", "project_id", "job_id", "token_id") for n in names
+            n in ("enterprise_id", "project_id", "job_id", "token_id", "webhook_id") for n in names
         ) or (isinstance(body, dict) and victim.enterprise in body.values())
         calls.append(Call(method, template, path, params, body, victim_named))
     return calls
