@@ -163,10 +163,10 @@ def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
 
 @event.listens_for(Session, "before_flush")
 def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
-    pending: list[tuple[Job, str | None, str]] = session.info.setdefault(_PENDING_KEY, [])
     for obj in chain(session.new, session.dirty):
         if not isinstance(obj, Job):
             continue
+        pending: list[tuple[Job, str | None, str]] = session.info.setdefault(_PENDING_KEY, [])
         if obj in session.new:
             pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value))
             continue
@@ -181,9 +181,10 @@ def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
 
 @event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
+    if any(isinstance(o, Job) for o in chain(session.new, session.dirty)):
+        session.flush()  # commit flushes only after this hook: note the last transitions now
     if not session.info.get(_PENDING_KEY):
         return
-    session.flush()  # the last changes, and the transitions they make
     pending: list[tuple[Job, str | None, str]] = session.info.pop(_PENDING_KEY, [])
     hooks: dict[uuid.UUID, list[Webhook]] = {}
     rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
@@ -224,6 +225,7 @@ def _write_outbox(session: Session) -> None:
             )
 
 
+@event.listens_for(Session, "after_commit")
 @event.listens_for(Session, "after_rollback")
 def _forget_transitions(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)

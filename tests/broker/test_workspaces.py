@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from broker import migrate
 from broker.app import create_app
 from broker.config import Settings
+from broker.db import make_engine, make_session_factory, session_scope
+from broker.models import Role
+from broker.services import projects, tenants, tokens
+from broker.services.principal import SYSTEM
 
+from ..servers import VENV_BIN, clean_env, free_port
 from .conftest import Api, make_settings, operator_token
 
 
@@ -254,3 +263,75 @@ def test_output_range_requests_get_206(api: Api) -> None:
         f"/api/v1/jobs/{uuid.uuid4()}/output", headers=api.h(member, Range="bytes=0-1")
     )
     assert other.status_code == 404
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_200_mb_upload_and_download_stay_in_small_fixed_memory(tmp_path: Path) -> None:
+    """Through a real `brokerctl api` process: its peak RSS barely moves for 200 MB."""
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    with session_scope(make_session_factory(engine)) as s:
+        ent = tenants.create_enterprise(s, SYSTEM, name="big files")
+        proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="big")
+        _, token = tokens.create_token(s, SYSTEM, name="m", role=Role.MEMBER, enterprise_id=ent.id)
+        pid = str(proj.id)
+    engine.dispose()
+    env = clean_env(BROKER_DATABASE_URL=url, BROKER_DATA_DIR=str(tmp_path / "data"))
+    port = free_port()
+    with (tmp_path / "api.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "brokerctl"), "api", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=120) as client:
+            assert client.put(f"/projects/{pid}/files/warm.txt", content=b"x").status_code == 201
+            assert client.get(f"/projects/{pid}/files/warm.txt").content == b"x"
+            before = _peak_rss_kib(proc.pid)
+            block = os.urandom(1 << 20)
+            sent = hashlib.sha256()
+
+            def body() -> Iterator[bytes]:
+                for i in range(200):
+                    chunk = block[i:] + block[:i]
+                    sent.update(chunk)
+                    yield chunk
+
+            r = client.put(f"/projects/{pid}/files/big.bin", content=body())
+            assert r.status_code == 201, r.text
+            assert r.json()["sha256"] == sent.hexdigest()
+            got, size = hashlib.sha256(), 0
+            with client.stream("GET", f"/projects/{pid}/files/big.bin") as resp:
+                for chunk in resp.iter_bytes():
+                    got.update(chunk)
+                    size += len(chunk)
+            assert size == 200 << 20 and got.hexdigest() == sent.hexdigest()
+            after = _peak_rss_kib(proc.pid)
+        growth_mib = (after - before) / 1024
+        print(
+            f"\nbrokerctl api peak RSS: {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB"
+            f" after a 200 MiB upload and download (+{growth_mib:.1f} MiB)"
+        )
+        assert growth_mib < 32
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
