@@ -78,7 +78,11 @@ def _commit(
         return WorkspaceFileRead.model_validate(row), created
 
 
-@router.put("/{project_id}/files/{path:path}", status_code=201)
+@router.put(
+    "/{project_id}/files/{path:path}",
+    status_code=201,
+    responses={200: {"model": WorkspaceFileRead, "description": "An existing file replaced."}},
+)
 async def put_file(
     project_id: uuid.UUID,
     path: str,
