@@ -26,7 +26,8 @@ __all__ = [
     "SchedulerAdapter",
 ]
 
-#: Prefix of the tag the broker puts in a job's comment: ``broker:<uuid>``.
+#: Prefix marking a tag in a job's comment: adapters write ``broker:<tag>`` and
+#: return ``<tag>`` in ``JobInfo.tag``; the broker's tag is the job's UUID.
 TAG_PREFIX = "broker:"
 
 

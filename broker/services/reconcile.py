@@ -20,6 +20,9 @@ import scheduler_adapters as sa_
 from ..models import Job, JobStatus
 from . import scheduling
 
+#: Tags of node-validation jobs (see services.validation), not tenants' jobs.
+VALIDATION_TAG = "validate:"
+
 
 @dataclass
 class ReconcileReport:
@@ -46,8 +49,10 @@ def reconcile(
     tagged = adapter.list_tagged(since)
     report.seen = len(tagged)
     for tag, info in sorted(tagged.items()):
+        if tag.startswith(VALIDATION_TAG):
+            continue  # the broker's own node-validation jobs
         try:
-            job_id = uuid.UUID(tag.removeprefix(sa_.TAG_PREFIX))
+            job_id = uuid.UUID(tag)
         except ValueError:
             report.orphans.append((tag, info.job_id))
             continue

@@ -29,7 +29,8 @@ TAG_LOOKBACK = timedelta(minutes=10)
 
 
 def tag_of(job: Job) -> str:
-    return f"{sa_.TAG_PREFIX}{job.id}"
+    """The tag the adapters carry (Slurm: ``--comment=broker:<tag>``): the job's UUID."""
+    return str(job.id)
 
 
 def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:

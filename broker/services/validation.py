@@ -34,7 +34,7 @@ from ..config import Settings
 from ..errors import Conflict, NotFound
 from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
 from ..schemas.kernels import KernelsReport
-from . import audit, billing, clusters, scheduling
+from . import audit, billing, clusters, reconcile, scheduling
 from .principal import SYSTEM, Principal
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def start_campaign(
             partition=part,
             account=settings.validation_account,
             user=settings.validation_user,
-            tag=f"validate:{campaign}:{n.name}",
+            tag=f"{reconcile.VALIDATION_TAG}{campaign}:{n.name}",
             working_dir=str(work),
             stdout_path=str(work / "result.json"),
             stderr_path=str(work / "stderr.txt"),

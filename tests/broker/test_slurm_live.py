@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import scheduler_adapters as sa_
 from broker.app import create_app
 from broker.db import session_scope
 from broker.models import Job
@@ -199,7 +198,7 @@ def test_reconcile_adopts_a_job_lost_between_submit_and_commit(
         assert (job["id"], sched_id) in report.adopted
     done = api.drive_until(job["id"], {"completed"}, timeout_s=60)
     assert done["scheduler_job_id"] == sched_id
-    tagged = [i for t, i in adapter.list_tagged(since).items() if t == f"{sa_.TAG_PREFIX}{job_id}"]
+    tagged = [i for t, i in adapter.list_tagged(since).items() if t == str(job_id)]
     assert len(tagged) == 1  # submitted exactly once
 
 
@@ -219,3 +218,58 @@ def test_worker_adopts_instead_of_resubmitting(
     sched_id = app.state.adapters.get("beta").submit(spec)  # type: ignore[attr-defined]
     done = api.drive_until(job["id"], {"completed"}, timeout_s=60)
     assert done["scheduler_job_id"] == sched_id
+
+
+def test_scripts_cannot_override_broker_owned_directives(
+    live: tuple[Api, dict[str, Any], str, dict[str, Any]], slurm_clusters_file: Path
+) -> None:
+    """#SBATCH lines for account, uid, comment and output are ignored; no shell sees input."""
+    api, _, member, project = live
+    evil = Path("/tmp/broker-injection-proof")
+    evil.unlink(missing_ok=True)
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            "#SBATCH --account=root",
+            "#SBATCH -A root",
+            "#SBATCH --uid=0",
+            "#SBATCH --comment=broker:00000000-0000-0000-0000-000000000000",
+            f"#SBATCH --output={evil}",
+            'echo "ran as $(id -un) on account $SLURM_JOB_ACCOUNT"',
+            "echo '$(touch /tmp/broker-injection-proof); `id`'",
+        ]
+    )
+    r = api.submit(project["id"], member, cluster="alpha", name="inject", script=script)
+    assert r.status_code == 202, r.text
+    done = api.drive_until(r.json()["id"], {"completed", "failed"}, timeout_s=60)
+    assert done["state"] == "completed", done
+    out = api.client.get(f"/api/v1/jobs/{done['id']}/output", headers=api.h(member)).text
+    account = f"{ACCOUNT}-live"
+    assert f"ran as {USER} on account {account}" in out
+    assert "$(touch /tmp/broker-injection-proof); `id`" in out  # printed, never run
+    assert not evil.exists()
+    conf = load_clusters(slurm_clusters_file)["alpha"]["options"]["slurm_conf"]
+    row = (
+        subprocess.run(
+            [
+                "sacct",
+                "-j",
+                done["scheduler_job_id"],
+                "-X",
+                "-n",
+                "-P",
+                "-o",
+                "User,Account,Comment",
+            ],
+            env={**os.environ, "SLURM_CONF": conf},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[0]
+    )
+    assert row.split("|") == [USER, account, f"broker:{done['id']}"]
+    # Names are refused before they get anywhere near a scheduler.
+    bad = api.submit(project["id"], member, cluster="alpha", name="x; rm -rf /")
+    assert bad.status_code == 422 and "name" in bad.json()["detail"]
