@@ -136,6 +136,68 @@ def run_clients(
     }
 
 
+def slurmrestd_rate(
+    clusters_file: Path, user: str, account: str, clients: int, seconds: float
+) -> dict[str, float]:
+    """Closed-loop job submits to beta's slurmrestd (v0.0.38; jobs held, then cancelled)."""
+    import tomllib
+
+    from scheduler_adapters.slurm.rest import mint_token
+
+    beta = next(
+        c for c in tomllib.loads(clusters_file.read_text())["clusters"] if c["name"] == "beta"
+    )
+    opts = beta["options"]
+    token = mint_token(Path(opts["jwt_key_file"]).read_bytes(), "slurm", 3600)
+    headers = {"X-SLURM-USER-TOKEN": token, "X-SLURM-USER-NAME": user}
+    body = {
+        "script": "#!/bin/bash\ntrue\n",
+        "job": {
+            "name": "bench",
+            "account": account,
+            "partition": beta["partitions"][0]["name"],
+            "time_limit": 1,
+            "tasks": 1,
+            "hold": True,
+            "current_working_directory": "/tmp",
+            "environment": {"PATH": "/usr/bin:/bin"},
+        },
+    }
+    latencies: list[float] = []
+    ids: list[int] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client() -> None:
+        with httpx.Client(base_url=opts["url"], headers=headers, timeout=30) as c:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                r = c.post("/slurm/v0.0.38/job/submit", json=body)
+                dt = time.perf_counter() - t0
+                if r.status_code == 200 and r.json().get("job_id"):
+                    with lock:
+                        latencies.append(dt)
+                        ids.append(int(r.json()["job_id"]))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    with httpx.Client(base_url=opts["url"], headers=headers, timeout=30) as c:
+        for job_id in ids:
+            c.delete(f"/slurm/v0.0.38/job/{job_id}")
+    lat = sorted(latencies)
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else float("nan")
+    return {
+        "accepted_per_s": len(lat) / wall,
+        "p50_ms": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99_ms": p99,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,6 +208,14 @@ def main() -> None:
     ap.add_argument(
         "--sqlite", action="store_true", help="also measure the embedded SQLite default"
     )
+    ap.add_argument(
+        "--slurmrestd",
+        type=Path,
+        metavar="CLUSTERS_FILE",
+        help="also measure beta's slurmrestd submit rate (dev clusters file)",
+    )
+    ap.add_argument("--slurm-user", default="brokertest", help="POSIX user with an association")
+    ap.add_argument("--slurm-account", default="broker-tests")
     args = ap.parse_args()
     rows = []
     backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
@@ -167,6 +237,18 @@ def main() -> None:
         finally:
             if backend == "postgresql":
                 drop_pg(url)
+    if args.slurmrestd:
+        for n in args.clients:
+            r = slurmrestd_rate(
+                args.slurmrestd, args.slurm_user, args.slurm_account, n, args.seconds
+            )
+            rows.append(
+                (
+                    "slurmrestd",
+                    n,
+                    {**r, "p90_ms": float("nan"), "max_ms": float("nan"), "errors": 0},
+                )
+            )
     print(
         f"{'backend':<11}{'clients':>8}{'accepted/s':>12}{'p50 ms':>9}{'p90 ms':>9}"
         f"{'p99 ms':>9}{'max ms':>9}{'errors':>8}"
@@ -176,6 +258,10 @@ def main() -> None:
             f"{backend:<11}{n:>8}{r['accepted_per_s']:>12.1f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
             f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r['errors']:>8}"
         )
+    rest = {n: r["accepted_per_s"] for b, n, r in rows if b == "slurmrestd"}
+    for backend, n, r in rows:
+        if backend != "slurmrestd" and n in rest:
+            print(f"{backend} / slurmrestd at {n} clients: {r['accepted_per_s'] / rest[n]:.2f}x")
 
 
 if __name__ == "__main__":
