@@ -65,6 +65,8 @@ class Job(Base):
         UniqueConstraint("cluster", "scheduler_job_id"),
         Index("ix_job_state_cluster", "state", "cluster"),
         Index("ix_job_enterprise_created", "enterprise_id", "created_at"),
+        Index("ix_job_created_id", "created_at", "id"),
+        Index("ix_job_cluster_ended", "cluster", "ended_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
