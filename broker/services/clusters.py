@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
@@ -16,7 +16,7 @@ import scheduler_adapters as sa_
 from .. import observability
 from ..config import ClusterConfig
 from ..errors import NotFound
-from ..models import Cluster, ClusterStatus, Node, Partition
+from ..models import Cluster, ClusterStatus, Job, JobStatus, Node, Partition
 from ..units import tflops_to_mflops
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,15 @@ def record_probe(session: Session, cluster: Cluster, found: Probe) -> None:
         cluster.status, cluster.last_error = ClusterStatus.DOWN, found.error
         return
     info = found.info
+    if cluster.status is ClusterStatus.DOWN:
+        # Back from an outage: the jobs that backed off retry now, not at their next slot.
+        log.warning("cluster %s answers again", cluster.name)
+        session.execute(
+            update(Job)
+            .where(Job.cluster == cluster.name, Job.state == JobStatus.ACCEPTED)
+            .values(next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        )
     cluster.status, cluster.version, cluster.last_seen_at = ClusterStatus.UP, info.version, now
     cluster.last_error = ""
     cluster.load = {

@@ -70,3 +70,27 @@ def test_explicit_cluster_is_not_rerouted(two: Api) -> None:
     done = two.drive_until(job["id"], {"completed", "rejected"})
     assert done["state"] == "rejected" and "partition" in done["reason"]
     assert done["charge_pfh"] == 0
+
+
+def test_jobs_retry_at_once_when_their_cluster_answers_again(two: Api) -> None:
+    """After an outage the backlog does not wait for each job's back-off slot."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from broker.db import session_scope
+    from broker.models import Cluster, ClusterStatus, Job
+
+    _, member, project = two.tenant()
+    job = two.submit(project["id"], member, cluster="steady").json()
+    app = two.client.app
+    with session_scope(app.state.session_factory) as s:  # type: ignore[attr-defined]
+        row = s.scalar(select(Job))
+        assert row is not None
+        row.next_attempt_at = datetime.now(UTC) + timedelta(minutes=2)  # backed off
+        cluster = s.scalar(select(Cluster).where(Cluster.name == "steady"))
+        assert cluster is not None
+        cluster.status = ClusterStatus.DOWN
+    app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
+    done = two.drive_until(job["id"], {"completed"}, timeout_s=20)
+    assert done["cluster"] == "steady"
