@@ -19,7 +19,7 @@ from typing import Any
 import pygal  # type: ignore[import-untyped]
 from pygal.style import Style  # type: ignore[import-untyped]
 
-from ..services.reports import BurnDown
+from ..services.reports import BurnDown, RateSeries
 from ..units import UNITS_PER_PFH
 
 # pygal appends a finder with only the legacy ``find_module`` to ``sys.meta_path`` (for
@@ -230,4 +230,34 @@ def _rate_histogram(rows: Sequence[tuple[str, float, str]]) -> str:
             if v == validation:
                 counts[float(f"{rate:.2g}")] += 1
         chart.add(validation, [counts[b] for b in bins])
+    return _svg(chart)
+
+
+#: Above this many nodes the rate history draws the ones whose rate moved most.
+MAX_RATE_LINES = 12
+
+
+def rate_history(series: Sequence[RateSeries], now: datetime) -> str:
+    """Each node's billing rate (TFLOP/s) over time, a step per measured version."""
+    chart = pygal.DateTimeLine(
+        **_common(
+            show_dots=True,
+            dots_size=2.5,
+            x_value_formatter=lambda d: d.strftime("%d %b"),
+            y_title="TFLOP/s per node",
+            legend_at_bottom_columns=6,
+        )
+    )
+    for s in series:
+        steps: list[tuple[datetime, float]] = []
+        for i, (at, rate) in enumerate(s.points):
+            tflops = round(rate / 1e6, 4)
+            if i:
+                steps.append((at, steps[-1][1]))
+            steps.append((at, tflops))
+        if steps and steps[-1][0] < now:
+            steps.append((now, steps[-1][1]))
+        chart.add(s.node, steps)
+    if not series:
+        chart.add("no measured rate yet", [])
     return _svg(chart)

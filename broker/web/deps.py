@@ -130,6 +130,7 @@ def templates() -> Jinja2Templates:
         tflops=lambda m: "—" if m is None else f"{m / 1e6:,.2f}",
         pflops=lambda m: "—" if m is None else f"{m / 1e9:,.3f}",
         pct=lambda f: f"{100 * f:.1f} %",
+        num=lambda v: "—" if v is None else f"{v:,.1f}",
     )
     return tpl
 

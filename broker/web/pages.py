@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from ..errors import InvalidInput
 from ..models import JobStatus, Validation
-from ..services import clusters, ledger, reports
+from ..services import clusters, ledger, reports, validation
 from ..units import mflops_to_tflops
 from . import charts
 from .deps import Db, HtmlErrorRoute, Operator, render
@@ -216,13 +216,31 @@ def cluster_list(request: Request, db: Db, me: Operator) -> HTMLResponse:
     return render(request, db, "clusters.html", clusters=reports.cluster_summaries(db))
 
 
+RATE_WINDOW = timedelta(days=90)
+
+
+def _charted(series: list[reports.RateSeries], node: str | None) -> list[reports.RateSeries]:
+    """The chosen node's rate and, beyond the chart's limit, the nodes whose rate moved most."""
+    if len(series) <= charts.MAX_RATE_LINES:
+        return series
+    chosen = [s for s in series if s.node == node]
+    others = sorted((s for s in series if s.node != node), key=lambda s: -s.spread)
+    keep = {s.node for s in chosen + others[: charts.MAX_RATE_LINES - len(chosen)]}
+    return [s for s in series if s.node in keep]
+
+
 @router.get("/clusters/{name}", response_class=HTMLResponse)
-def cluster_detail(request: Request, db: Db, me: Operator, name: str) -> HTMLResponse:
+def cluster_detail(
+    request: Request, db: Db, me: Operator, name: str, node: str | None = None
+) -> HTMLResponse:
     now = _now()
     cluster = clusters.get_cluster(db, name)
     parts = clusters.partitions_of(db, cluster)
     nodes = reports.nodes_of(db, cluster)
     total = len(nodes) or sum(p.nodes for p in parts)
+    series = reports.rate_history(db, cluster.id, now - RATE_WINDOW)
+    shown = _charted(series, node)
+    history = validation.history(db, name, node, limit=50) if node else []
     busy = reports.busy_nodes(db, name, now - timedelta(hours=24), now, buckets=48)
     rated = mflops_to_tflops(max((p.rated_mflops for p in parts), default=0))
     return render(
@@ -239,6 +257,18 @@ def cluster_detail(request: Request, db: Db, me: Operator, name: str) -> HTMLRes
         nodes_svg=charts.node_rates(
             [(n.name, mflops_to_tflops(r), n.validation.value) for n, r in nodes]
         ),
+        history_svg=charts.rate_history(shown, now),
+        history_note=(
+            f"last {RATE_WINDOW.days} days, "
+            + (
+                f"{len(shown)} of {len(series)} nodes, those whose rate moved most"
+                if len(shown) < len(series)
+                else "one line per node"
+            )
+        ),
+        latest=reports.latest_runs(db, cluster.id),
+        node=node,
+        history=history,
         validation=Validation,
     )
 

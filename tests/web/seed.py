@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from broker.models import JobStatus, LedgerEntry, Node, Role, Validation
+from broker.models import (
+    JobStatus,
+    LedgerEntry,
+    Node,
+    NodeRate,
+    Role,
+    RunState,
+    Validation,
+    ValidationRun,
+)
 from broker.schemas.jobs import JobCreate
 from broker.services import clusters, jobs, ledger, projects, tenants, tokens
 from broker.services.principal import SYSTEM, Principal
@@ -72,7 +81,7 @@ def seed(session: Session, pool: clusters.AdapterPool, now: datetime) -> Seeded:
     _, op = tokens.create_token(session, SYSTEM, name="ops", role=Role.OPERATOR, enterprise_id=None)
     for c in clusters.list_clusters(session):
         clusters.refresh(session, pool, c)
-    _nodes(session)
+    _nodes(session, now)
     # Grants in PFlop·h: a 2 TFLOP/s node-hour is 0.002 PFlop·h.
     plan = [
         ("Acme Fusion", 0.12, ["plasma-sim", "tokamak-opt"]),
@@ -156,8 +165,52 @@ def _job(
     return j.id
 
 
-def _nodes(session: Session) -> None:
+#: Per validation campaign (days before now): GEMM GFLOP/s of a healthy node at index 0.
+CAMPAIGNS = [(40, 1900.0), (25, 1960.0), (10, 1930.0)]
+
+
+def _runs(session: Session, node: Node, degraded: bool, now: datetime) -> None:
+    """Three campaigns of validation runs and the rate versions the passing ones set."""
+    idx = int(node.name[1:])
+    for k, (days_ago, gemm) in enumerate(CAMPAIGNS):
+        at = now - timedelta(days=days_ago)
+        failed = degraded and k == len(CAMPAIGNS) - 1
+        value = 1400.0 if failed else gemm + 20.0 * idx
+        run = ValidationRun(
+            node_id=node.id,
+            cluster="alpha" if node.name.startswith("a") else "beta",
+            partition="batch" if node.name.startswith("a") else "gpu",
+            campaign=str(uuid.UUID(int=k + 1)),
+            state=RunState.FAILED if failed else RunState.PASSED,
+            scheduler_job_id=str(900 + 10 * k + idx),
+            gemm_gflops=value,
+            fft_gflops=88.0 + idx,
+            stream_gbs=41.5 + idx / 10,
+            peak_gflops=2300.0,
+            reasons=["gemm_gflops 1.4e+03 below 1.8e+03 (reference 2e+03, lower -10%)"]
+            if failed
+            else [],
+            created_at=at,
+            finished_at=at + timedelta(minutes=9),
+        )
+        session.add(run)
+        session.flush()
+        if not failed:
+            session.add(
+                NodeRate(
+                    node_id=node.id,
+                    rate_mflops=round(value * 1000),
+                    run_id=run.id,
+                    samples=k + 1,
+                    valid_from=at + timedelta(minutes=9),
+                )
+            )
+
+
+def _nodes(session: Session, now: datetime) -> None:
     for n in session.scalars(select(Node)):
+        if n.name.startswith("a") and int(n.name[1:]) in (1, 2, 3, 4, 5, 7):
+            _runs(session, n, int(n.name[1:]) in (3, 7), now)
         idx = int(n.name[1:])
         if idx in (3, 7):
             n.validation, n.rate_mflops = Validation.DEGRADED, 1_400_000

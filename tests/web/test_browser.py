@@ -136,6 +136,17 @@ def test_clusters_and_nodes(page: Any, live_server: LiveServer) -> None:
     page.click("text=alpha")
     assert "GEMM 1.40" in page.get_by_test_id("drained").inner_text()
     assert page.locator("[data-testid=heatmap] .cell.v-degraded").count() >= 1
-    for chart in ("busy", "billed-rate", "node-rates"):
+    for chart in ("busy", "billed-rate", "node-rates", "rate-history"):
         assert _chart_drawn(page, chart) >= 2, chart
+    lines = page.locator("figure[data-chart='rate-history'] g.series path.line")
+    assert lines.count() == 6  # a rate line per measured node: a01-a05, a07
+    runs = page.get_by_test_id("validation-runs")
+    assert "failed" in runs.locator("tr[data-node='a03']").inner_text()
+    assert "below 1.8e+03" in runs.locator("tr[data-node='a03']").inner_text()
+    assert "passed" in runs.locator("tr[data-node='a01']").inner_text()
     shot(page, "cluster")
+    page.click("[data-testid=heatmap] >> text=a03")
+    history = page.get_by_test_id("node-history")
+    assert history.locator("tbody tr").count() == 3
+    assert history.locator(".run-failed").count() == 1
+    shot(page, "cluster-node-history")

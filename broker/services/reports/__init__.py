@@ -28,6 +28,7 @@ from .jobs import (
     job_page,
     project_options,
 )
+from .nodes import RateSeries, latest_runs, rate_history
 from .quota import (
     BURN_WINDOW,
     BurnDown,
@@ -58,6 +59,7 @@ __all__ = [
     "PendingProject",
     "ProjectUsage",
     "Projection",
+    "RateSeries",
     "billed_rate_by_day",
     "burn_down",
     "busy_nodes",
@@ -72,11 +74,13 @@ __all__ = [
     "get_enterprise",
     "job_page",
     "jobs_by_state",
+    "latest_runs",
     "ledger_summary",
     "nodes_of",
     "pending_count",
     "pending_projects",
     "period_bounds",
     "project_options",
+    "rate_history",
     "top_projects",
 ]

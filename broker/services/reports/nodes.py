@@ -1,0 +1,67 @@
+"""Node health over time: versioned billing rates and the latest validation run of each node.
+
+Both read one cluster's rows through their ``(node_id, …)`` indexes: the rate versions
+of a window (with the version in force when it opened), and one run per node.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ...models import Node, NodeRate, ValidationRun
+
+
+@dataclass(frozen=True, slots=True)
+class RateSeries:
+    """One node's rate versions, oldest first, as (valid_from, MFLOP/s)."""
+
+    node: str
+    points: list[tuple[datetime, int]]
+
+    @property
+    def spread(self) -> float:
+        """How far the rate moved over the window, relative to its highest value."""
+        rates = [r for _, r in self.points]
+        top = max(rates, default=0)
+        return (top - min(rates)) / top if top > 0 else 0.0
+
+
+def rate_history(session: Session, cluster_id: uuid.UUID, since: datetime) -> list[RateSeries]:
+    """Per node of the cluster, the rate versions from ``since`` on (and the one in force)."""
+    nodes = select(Node.id).where(Node.cluster_id == cluster_id).scalar_subquery()
+    in_force = (
+        select(func.max(NodeRate.id))
+        .where(NodeRate.node_id.in_(nodes), NodeRate.valid_from < since)
+        .group_by(NodeRate.node_id)
+    )
+    rows = session.execute(
+        select(Node.name, NodeRate.valid_from, NodeRate.rate_mflops)
+        .join(Node, Node.id == NodeRate.node_id)
+        .where(
+            NodeRate.node_id.in_(nodes),
+            (NodeRate.valid_from >= since) | NodeRate.id.in_(in_force),
+        )
+        .order_by(Node.name, NodeRate.valid_from, NodeRate.id)
+    )
+    series: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for name, valid_from, rate in rows:
+        series[name].append((max(valid_from, since), int(rate)))
+    return [RateSeries(name, points) for name, points in series.items()]
+
+
+def latest_runs(session: Session, cluster_id: uuid.UUID) -> dict[uuid.UUID, ValidationRun]:
+    """The newest validation run of each node of the cluster, by node id."""
+    newest = (
+        select(func.max(ValidationRun.id))
+        .join(Node, Node.id == ValidationRun.node_id)
+        .where(Node.cluster_id == cluster_id)
+        .group_by(ValidationRun.node_id)
+    )
+    runs = session.scalars(select(ValidationRun).where(ValidationRun.id.in_(newest)))
+    return {r.node_id: r for r in runs}
