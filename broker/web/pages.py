@@ -8,14 +8,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from ..errors import InvalidInput
 from ..models import JobStatus, Validation
-from ..services import clusters, ledger, reports, validation
+from ..services import clusters, ledger, reports, statements, validation
 from ..units import mflops_to_tflops
 from . import charts
-from .deps import Db, HtmlErrorRoute, Operator, render
+from .deps import Db, HtmlErrorRoute, Operator, render, secure
 
 router = APIRouter(route_class=HtmlErrorRoute)
 STATEMENT_ROUTE = "/api/v1/enterprises/{enterprise_id}/usage"
@@ -75,9 +75,13 @@ def enterprises(
 
 
 @router.get("/enterprises/{enterprise_id}", response_class=HTMLResponse)
-def enterprise(request: Request, db: Db, me: Operator, enterprise_id: uuid.UUID) -> HTMLResponse:
+def enterprise(
+    request: Request, db: Db, me: Operator, enterprise_id: uuid.UUID, month: str | None = None
+) -> HTMLResponse:
     now = _now()
     ent = reports.get_enterprise(db, enterprise_id)
+    month = statements.check_month(month or now.strftime("%Y-%m"))
+    doc = statements.statement(db, me, enterprise_id, month)
     burn = reports.burn_down(db, ent, now)
     top = reports.top_projects(db, enterprise_id, limit=10)
     projects = reports.top_projects(db, enterprise_id, limit=500)
@@ -94,8 +98,26 @@ def enterprise(request: Request, db: Db, me: Operator, enterprise_id: uuid.UUID)
         projects_svg=charts.usage_bars(
             [p.name for p in top], [p.charged_units for p in top], [p.held_units for p in top]
         ),
-        statements=_has_route(request, STATEMENT_ROUTE),
+        month=month,
+        statement=doc,
+        csv_url=f"/ops/enterprises/{enterprise_id}/statement.csv?{urlencode({'month': month})}",
     )
+
+
+@router.get("/enterprises/{enterprise_id}/statement.csv")
+def statement_csv(
+    request: Request, db: Db, me: Operator, enterprise_id: uuid.UUID, month: str
+) -> Response:
+    """The month's statement as CSV, one row per charge line, as the API gives it."""
+    doc = statements.statement(db, me, enterprise_id, statements.check_month(month))
+    name = f"statement-{doc['enterprise']}-{month}.csv"
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+    response = Response(
+        statements.as_csv(doc),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+    )
+    return secure(response)
 
 
 def _has_route(request: Request, path: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +151,22 @@ def test_clusters_and_nodes(page: Any, live_server: LiveServer) -> None:
     assert history.locator("tbody tr").count() == 3
     assert history.locator(".run-failed").count() == 1
     shot(page, "cluster-node-history")
+
+
+def test_enterprise_statement(page: Any, live_server: LiveServer) -> None:
+    login(page, live_server.data.operator_token)
+    page.goto(f"/ops/enterprises/{live_server.data.enterprises['Acme Fusion']}")
+    section = page.get_by_test_id("statement")
+    rows = section.locator("[data-testid=statement-projects] tbody tr[data-project]")
+    assert sorted(rows.all_inner_texts())[0].startswith("plasma-sim")
+    assert rows.count() == 2
+    assert float(page.get_by_test_id("statement-net").inner_text()) > 0
+    section.scroll_into_view_if_needed()
+    shot(page, "enterprise-statement")
+    with page.expect_download() as info:
+        page.get_by_test_id("statement-csv").click()
+    body = Path(info.value.path()).read_text()
+    assert body.startswith("month,project,job_id") and ",TOTAL," in body
+    section.locator("input[name=month]").fill("2020-01")
+    section.locator("button[type=submit]").click()
+    assert "No charges in 2020-01" in page.get_by_test_id("statement").inner_text()

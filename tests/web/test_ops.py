@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.db import session_scope
-from broker.models import AuditEvent, Node
-from broker.services import reports, tokens
+from broker.models import AuditEvent, Job, Node
+from broker.services import billing, reports, tokens
 from broker.services.principal import SYSTEM
 from broker.units import UNITS_PER_PFH
 
@@ -219,3 +219,56 @@ def test_projection_names_a_date_when_burning(ops: Ops) -> None:
     assert p.exhaustion_at == datetime(2026, 1, 11, tzinfo=UTC)
     assert reports.quota._project(10, 0, datetime.now(UTC)).exhaustion_at is None
     assert timedelta(days=1) == reports.quota.DAY
+
+
+def _charged_job(ops: Ops) -> tuple[dict[str, Any], str]:
+    """A tenant with one settled job on ``local1``: charge lines for this month."""
+    ent, member, proj = ops.api.tenant(grant_pfh=5)
+    job_id = ops.api.submit(proj["id"], member).json()["id"]
+    now = datetime.now(UTC)
+    with session_scope(ops.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
+        job = s.get(Job, uuid.UUID(job_id))
+        assert job is not None
+        job.node_list = ["local1"]
+        assert billing.settle_job(s, job, now - timedelta(minutes=30), 600, "")
+    return ent, now.strftime("%Y-%m")
+
+
+def test_statement_csv_is_the_apis_csv(ops: Ops) -> None:
+    ent, month = _charged_job(ops)
+    url = f"/ops/enterprises/{ent['id']}/statement.csv?month={month}"
+    r = ops.client.get(url)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-disposition"].startswith("attachment; filename=")
+    assert r.headers["cache-control"] == "no-store"
+    api = ops.api.client.get(
+        f"/api/v1/enterprises/{ent['id']}/usage?month={month}",
+        headers=ops.api.h(Accept="text/csv"),
+    )
+    assert r.text == api.text and r.text.count("\n") == 3  # header, one line, totals
+    page = ops.client.get(f"/ops/enterprises/{ent['id']}?month={month}")
+    assert f'href="/ops/enterprises/{ent["id"]}/statement.csv?month={month}"' in page.text
+    assert page.text.count("data-project=") == 1
+    assert ops.client.get(url.replace(month, "2026-13")).status_code == 422
+    assert ops.client.get(f"/ops/enterprises/{ent['id']}?month=bogus").status_code == 422
+    assert (
+        ops.client.get(f"/ops/enterprises/{uuid.uuid4()}/statement.csv?month={month}").status_code
+        == 404
+    )
+
+
+def test_statement_csv_refuses_tenants(ops: Ops) -> None:
+    ent, month = _charged_job(ops)
+    url = f"/ops/enterprises/{ent['id']}/statement.csv?month={month}"
+    assert TestClient(ops.client.app).get(url, follow_redirects=False).status_code == 303
+    for role in ("member", "admin"):
+        fresh = TestClient(ops.client.app)
+        assert log_in(fresh, ops.api.token(ent["id"], role)).status_code == 403
+        r = fresh.get(url, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ops/login")
+        # nor does the tenant's bearer token open the dashboard's route
+        r = fresh.get(
+            url, headers=ops.api.h(ops.api.token(ent["id"], role)), follow_redirects=False
+        )
+        assert r.status_code == 303
