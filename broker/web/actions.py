@@ -32,11 +32,15 @@ Back = Annotated[str, Form()]
 def _attempt(
     request: Request, db: Session, back: str, action: Callable[[], str]
 ) -> RedirectResponse:
-    """Run ``action`` (which returns the success message); a refusal becomes an error flash."""
+    """Run ``action`` (which returns the success message); a refusal becomes an error flash.
+
+    Either way the transaction ends here, in the handler's thread: committed, or rolled
+    back. No lock outlives the handler (see ``deps.get_db``).
+    """
     sess = ops_session.load(request)
     try:
         done = action()
-        db.flush()
+        db.commit()
     except BrokerError as exc:
         db.rollback()
         sess.flash("error", exc.detail)

@@ -45,6 +45,7 @@ def login(
     try:
         principal = tokens.authenticate(db, token.strip())
     except Unauthenticated:
+        db.rollback()  # nothing written: end the transaction before the response
         return render(
             request,
             None,
@@ -55,6 +56,7 @@ def login(
         )
     if principal.role is not Role.OPERATOR:
         log.info("refused dashboard login by %s", principal.actor)
+        db.rollback()  # nothing written: end the transaction before the response
         return render(
             request,
             None,
@@ -65,6 +67,7 @@ def login(
         )
     ops_session.load(request).log_in(str(principal.token_id))
     audit.record(db, principal, "ops.login", "token", principal.token_id)
+    db.commit()  # in the handler's thread, before the response (see deps.get_db)
     return redirect(request, safe_next(next))
 
 
@@ -76,6 +79,7 @@ def logout(request: Request, db: Db) -> RedirectResponse:
         principal = None
     if principal is not None:
         audit.record(db, principal, "ops.logout", "token", principal.token_id)
+    db.commit()
     fresh = ops_session.OpsSession(dirty=True)
     fresh.flash("info", "Logged out.")
     request.state.ops_session = fresh

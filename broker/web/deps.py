@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import errors
@@ -25,6 +29,7 @@ from ..services.principal import Principal
 from ..units import UNITS_PER_PFH
 from . import session as ops_session
 
+log = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -32,17 +37,36 @@ CSP = (
 )
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns without error."""
-    session: Session = request.app.state.session_factory()
+# Teardown commits, rollbacks and closes run on threads of their own, not the request
+# threadpool: see ``broker.api.deps`` for the deadlock that sharing it invites.
+_COMMIT_LIMITER = anyio.CapacityLimiter(32)
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A read session for pages, a write session for actions (which commit themselves).
+
+    A write handler commits in its own thread before it returns: FastAPI serializes a
+    sync handler's response on the shared threadpool, so a lock (SQLite's write lock is
+    taken when a write session begins) held until this teardown could wait behind
+    requests that wait for that very lock. What is left here is a safety net.
+    """
+    state = request.app.state
+    read_only = request.method in _READS
+    factory = state.read_session_factory if read_only else state.session_factory
+    session: Session = factory()
     try:
         yield session
-        session.commit()
+        if not read_only and session.in_transaction():
+            await anyio.to_thread.run_sync(session.commit, limiter=_COMMIT_LIMITER)
     except BaseException:
-        session.rollback()
+        await anyio.to_thread.run_sync(session.rollback, limiter=_COMMIT_LIMITER)
         raise
     finally:
-        session.close()
+        try:
+            await anyio.to_thread.run_sync(session.close, limiter=_COMMIT_LIMITER)
+        except DBAPIError as exc:  # the connection died: close() has nothing left to lose
+            log.warning("closing a request's session: %s", exc.orig)
 
 
 Db = Annotated[Session, Depends(get_db)]

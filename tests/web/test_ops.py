@@ -272,3 +272,38 @@ def test_statement_csv_refuses_tenants(ops: Ops) -> None:
             url, headers=ops.api.h(ops.api.token(ent["id"], role)), follow_redirects=False
         )
         assert r.status_code == 303
+
+
+def test_write_handlers_end_their_transaction_before_returning(ops: Ops) -> None:
+    """No POST leaves its transaction (and SQLite's write lock) to the dependency's teardown."""
+    app: Any = ops.client.app
+    ent, member, proj = ops.api.tenant(grant_pfh=5)
+    draft = ops.api.project(ent["id"], approve=False)
+    job = ops.api.submit(proj["id"], member).json()
+    factory, seen = app.state.session_factory, []
+
+    def recording() -> Any:
+        session = factory()
+        real = session.in_transaction
+
+        def in_transaction() -> bool:  # only get_db's teardown asks
+            seen.append(real())
+            return bool(seen[-1])
+
+        session.in_transaction = in_transaction  # type: ignore[method-assign]
+        return session
+
+    app.state.session_factory = recording
+    try:
+        quota = f"/ops/enterprises/{ent['id']}/quota"
+        ops.post(f"/ops/projects/{draft['id']}/approve")
+        ops.post(quota, action="grant", amount_pfh="1", memo="more")
+        ops.post(quota, action="adjust", amount_pfh="-1", memo="")  # refused: rolled back
+        ops.post(f"/ops/jobs/{job['id']}/cancel")
+        ops.post("/ops/logout")
+        assert log_in(ops.client, ops.api.operator).status_code == 303
+        assert log_in(TestClient(app), member).status_code == 403
+    finally:
+        app.state.session_factory = factory
+    assert len(seen) == 7 and not any(seen)
+    assert ops.api.get(f"/enterprises/{ent['id']}/balance").json()["granted_pfh"] == 6
