@@ -81,7 +81,7 @@ def enterprise(
     now = _now()
     ent = reports.get_enterprise(db, enterprise_id)
     month = statements.check_month(month or now.strftime("%Y-%m"))
-    doc = statements.statement(db, me, enterprise_id, month)
+    summary = reports.statement_summary(db, enterprise_id, month)
     burn = reports.burn_down(db, ent, now)
     top = reports.top_projects(db, enterprise_id, limit=10)
     projects = reports.top_projects(db, enterprise_id, limit=500)
@@ -99,7 +99,7 @@ def enterprise(
             [p.name for p in top], [p.charged_units for p in top], [p.held_units for p in top]
         ),
         month=month,
-        statement=doc,
+        statement=summary,
         csv_url=f"/ops/enterprises/{enterprise_id}/statement.csv?{urlencode({'month': month})}",
     )
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from broker.db import session_scope
 from broker.models import AuditEvent, Job, Node
-from broker.services import billing, reports, tokens
+from broker.services import billing, reports, statements, tokens
 from broker.services.principal import SYSTEM
 from broker.units import UNITS_PER_PFH
 
@@ -307,3 +307,22 @@ def test_write_handlers_end_their_transaction_before_returning(ops: Ops) -> None
         app.state.session_factory = factory
     assert len(seen) == 7 and not any(seen)
     assert ops.api.get(f"/enterprises/{ent['id']}/balance").json()["granted_pfh"] == 6
+
+
+def test_statement_summary_matches_the_statement(ops: Ops) -> None:
+    ent, month = _charged_job(ops)
+    ent_id = uuid.UUID(ent["id"])
+    factory = ops.client.app.state.session_factory  # type: ignore[attr-defined]
+    for credit in (False, True):
+        with session_scope(factory) as s:
+            if credit:  # local1 degraded: its job is credited in full
+                assert billing.credit_node(s, SYSTEM, "local", "local1", None, "GEMM low")
+            doc = statements.statement(s, SYSTEM, ent_id, month)
+            got = reports.statement_summary(s, ent_id, month)
+        for key in ("charged_pfh", "credited_pfh", "net_pfh", "net_units", "node_hours"):
+            assert getattr(got, key) == doc[key], key
+        assert got.price_total == pytest.approx(doc["price_total"], abs=1e-6)
+        assert [(p.name, p.jobs, p.net_pfh, p.node_hours) for p in got.projects] == [
+            (p["name"], len(p["jobs"]), p["net_pfh"], p["node_hours"]) for p in doc["projects"]
+        ]
+    assert got.credited_pfh > 0 and got.net_units == 0

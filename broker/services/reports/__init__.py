@@ -5,6 +5,7 @@ one enterprise's entries since its period began (``ix_ledger_entry_enterprise_cr
 Nothing writes; amounts stay integers of ledger units (1 MFLOP) until the template.
 """
 
+from .billing import ProjectStatement, StatementSummary, statement_summary
 from .center import (
     ClusterSummary,
     PendingProject,
@@ -57,9 +58,11 @@ __all__ = [
     "Option",
     "Page",
     "PendingProject",
+    "ProjectStatement",
     "ProjectUsage",
     "Projection",
     "RateSeries",
+    "StatementSummary",
     "billed_rate_by_day",
     "burn_down",
     "busy_nodes",
@@ -82,5 +85,6 @@ __all__ = [
     "period_bounds",
     "project_options",
     "rate_history",
+    "statement_summary",
     "top_projects",
 ]
