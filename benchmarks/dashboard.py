@@ -2,7 +2,8 @@
 
 Creates its own database (dropped first if it exists), migrates it, bulk-loads a
 consistent center with COPY (enterprises, projects, balances that equal their ledger
-entries, 90 days of jobs with their HOLD, RELEASE and CHARGE entries, 256 nodes), then
+entries, 90 days of jobs with their HOLD, RELEASE and CHARGE entries and a charge line
+per node, 256 nodes with six validation campaigns and their rate versions), then
 renders every dashboard page in-process as a logged-in operator and prints the median
 of several renders of each, with the slowest.
 
@@ -153,17 +154,50 @@ def fill(url: str, n_ent: int, n_jobs: int, seed: int = 7) -> dict[str, Any]:
                  if (e, p) not in sums])  # fmt: skip
         cols = list(jobs[0])
         _copy(cur, "job", cols, [tuple(j[c] for c in cols) for j in jobs])
+        ledger = sorted(grants + entries, key=lambda r: r[5])
         _copy(cur, "ledger_entry", ["enterprise_id", "project_id", "job_id", "kind",
               "amount_units", "created_at", "period", "memo", "actor"],
-              [(*row, "", "", "system")
-               for row in sorted(grants + entries, key=lambda r: r[5])])  # fmt: skip
+              [(*row, "", "", "system") for row in ledger])  # fmt: skip
+        # A fresh table: the entries' ids are their COPY order. One charge line per node.
+        charge_ids = {row[2]: i + 1 for i, row in enumerate(ledger) if row[3] == "CHARGE"}
+        _copy(cur, "charge_line", ["entry_id", "enterprise_id", "project_id", "job_id", "period",
+              "cluster", "partition", "node", "node_seconds", "rate_mflops", "units", "memo",
+              "created_at"],
+              [(charge_ids[j["id"]], j["enterprise_id"], j["project_id"], j["id"],
+                f"{j['ended_at']:%Y-%m}", "local", "default", f"c{(i * 7 + n) % 256:03d}",
+                j["elapsed_s"], RATE_MFLOPS, RATE_MFLOPS * j["elapsed_s"], "", j["ended_at"])
+               for i, j in enumerate(jobs) if j["charge_units"] is not None
+               for n in range(j["nodes"])])  # fmt: skip
+        nodes = [uuid.uuid4() for _ in range(256)]
         _copy(cur, "node", ["id", "cluster_id", "name", "cpus", "memory_mb", "gpus", "partitions",
               "state", "reason", "rate_mflops", "validation", "updated_at"],
-              [(uuid.uuid4(), cluster_id, f"c{n:03d}", 64, 256_000, 0, Jsonb(["default"]),
+              [(node_id, cluster_id, f"c{n:03d}", 64, 256_000, 0, Jsonb(["default"]),
                 "drained" if n % 61 == 0 else "idle", "GEMM below reference" if n % 61 == 0 else "",
                 None if n % 5 == 0 else rnd.randint(45_000, 52_000),
                 "degraded" if n % 61 == 0 else ("unvalidated" if n % 5 == 0 else "validated"), now)
-               for n in range(256)])  # fmt: skip
+               for n, node_id in enumerate(nodes)])  # fmt: skip
+        # Six monthly-ish validation campaigns on the validated and degraded nodes; each
+        # passing run sets a rate version.
+        runs, rates = [], []
+        for c in range(6):
+            at = now - timedelta(days=15 * (6 - c))
+            for n, node_id in enumerate(nodes):
+                if n % 5 == 0 and n % 61:
+                    continue
+                failed = n % 61 == 0 and c == 5
+                gemm = 30.0 if failed else rnd.uniform(45.0, 52.0)
+                runs.append((node_id, "local", "default", str(uuid.UUID(int=c + 1)),
+                             "failed" if failed else "passed", str(900_000 + len(runs)), "",
+                             gemm, 3.1, 40.2, 60.0,
+                             Jsonb(["gemm_gflops 30 below 45 (reference 50, lower -10%)"]
+                                   if failed else []), Jsonb({}), at, at))  # fmt: skip
+                if not failed:
+                    rates.append((node_id, round(gemm * 1000), len(runs), min(c + 1, 3), at))
+        _copy(cur, "validation_run", ["node_id", "cluster", "partition", "campaign", "state",
+              "scheduler_job_id", "work_dir", "gemm_gflops", "fft_gflops", "stream_gbs",
+              "peak_gflops", "reasons", "result", "created_at", "finished_at"], runs)  # fmt: skip
+        _copy(cur, "node_rate", ["node_id", "rate_mflops", "run_id", "samples", "valid_from"],
+              rates)  # fmt: skip
         raw.commit()
         cur.execute("ANALYZE")
         raw.commit()
@@ -171,6 +205,12 @@ def fill(url: str, n_ent: int, n_jobs: int, seed: int = 7) -> dict[str, Any]:
         raw.close()
     engine.dispose()
     big = max(ents, key=lambda e: sums[e][2])
+    lines = sum(
+        j["nodes"]
+        for j in jobs
+        if j["enterprise_id"] == big and j["ended_at"] is not None and j["ended_at"] >= month
+    )
+    print(f"largest enterprise: {lines} charge lines this month")
     return {"enterprise": big, "project": projects[big][0], "now": now}
 
 
@@ -193,7 +233,16 @@ def _page_paths(ids: dict[str, Any], client: TestClient) -> list[tuple[str, str]
         ("jobs completed on local", "/ops/jobs?cluster=local&state=completed"),
         ("jobs live refresh rows", "/ops/jobs/rows"),
         ("clusters", "/ops/clusters"),
+        (
+            "enterprise, last month's statement",
+            f"/ops/enterprises/{ent}?month={(ids['now'].replace(day=1) - timedelta(days=1)):%Y-%m}",
+        ),
+        (
+            "download: statement CSV, this month",
+            f"/ops/enterprises/{ent}/statement.csv?month={ids['now']:%Y-%m}",
+        ),
         ("cluster local (256 nodes)", "/ops/clusters/local"),
+        ("cluster local, node c061 history", "/ops/clusters/local?node=c061"),
         ("projects to approve", "/ops/projects"),
     ]
 
@@ -245,13 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'page':<{width}}  median ms  max ms   (of {args.repeat} renders)")
     for name, med, worst in rows:
         flag = "" if worst < 1.0 else "  <-- over 1 s"
+        if name.startswith("download:"):
+            flag += "  (a file of every charge line, not a page)"
         print(f"{name:<{width}}  {med * 1000:9.1f}  {worst * 1000:6.1f}{flag}")
     if not args.keep:
         admin = make_engine(args.url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)'))
         admin.dispose()
-    return 0 if all(worst < 1.0 for _, _, worst in rows) else 1
+    pages = [worst for name, _, worst in rows if not name.startswith("download:")]
+    return 0 if all(worst < 1.0 for worst in pages) else 1
 
 
 if __name__ == "__main__":
