@@ -166,6 +166,15 @@ class SlurmCliAdapter(SchedulerAdapter):
             ) from exc
         if not isinstance(doc, dict):
             raise SchedulerError(f"{tool} printed unexpected JSON", cluster=self.cluster)
+        errors = doc.get("errors") or []
+        if tool != "sacct" and errors:
+            # 22.05's squeue/sinfo --json exit 0 with an empty list and `errors` when the
+            # controller does not answer: that is an outage, not an empty cluster.
+            what = "; ".join(
+                str(e.get("description") or e.get("error") or e) if isinstance(e, dict) else str(e)
+                for e in errors
+            )
+            raise SchedulerUnavailable(f"{tool}: {what}", cluster=self.cluster)
         if not self._release:
             from .parse import release
 

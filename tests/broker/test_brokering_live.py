@@ -41,8 +41,9 @@ def _variant(src: Path, dest: Path) -> Path:
     lines = []
     current = None
     for line in text.splitlines():
-        if line.startswith("name = "):
-            current = line.split("=", 1)[1].strip().strip('"')
+        if line.startswith("name = "):  # a cluster's name (partition names are not in rates)
+            value = line.split("=", 1)[1].strip().strip('"')
+            current = value if value in rates else current
         if current in rates and line.startswith("rate_tflops"):
             line = f"rate_tflops = {rates[current][0]}"
         if current in rates and line.startswith("price_per_pfh"):
@@ -53,6 +54,27 @@ def _variant(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _clear_queues(clusters_file: Path) -> None:
+    """Cancel every job left on the dev clusters by earlier runs, and wait until idle."""
+    for entry in tomllib.loads(clusters_file.read_text())["clusters"]:
+        env = {**os.environ, "SLURM_CONF": entry["options"]["slurm_conf"]}
+        ids = subprocess.run(
+            ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        if ids:
+            subprocess.run(["scancel", *ids], env=env, check=False)
+        for _ in range(60):
+            if not subprocess.run(
+                ["squeue", "-h", "-t", "PD,R,CG", "-o", "%i"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip():
+                break
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def routed(
     slurm_clusters_file: Path, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
@@ -60,6 +82,7 @@ def routed(
     import shutil
 
     ensure_posix_user(USER)
+    _clear_queues(slurm_clusters_file)  # routing reads load: start from idle clusters
     tmp = tmp_path_factory.mktemp("route")
     shutil.copy(sqlite_template, tmp / "broker.db")
     clusters = _variant(slurm_clusters_file, tmp / "clusters.toml")
@@ -114,16 +137,25 @@ def test_idle_faster_wins_and_price_weight_flips_it(
 
 
 def test_full_alpha_sends_new_jobs_to_beta(routed: tuple[Api, str, dict[str, Any]]) -> None:
+    """Alpha busy with a queue behind: waiting there costs more than running slower on beta."""
     api, member, project = routed
-    blocker = api.submit(project["id"], member, cluster="alpha", script="sleep 120").json()
+    blockers = [
+        api.submit(project["id"], member, cluster="alpha", script="sleep 120").json()
+        for _ in range(2)
+    ]
     try:
-        api.drive_until(blocker["id"], {"running"}, timeout_s=60)
+        api.drive_until(blockers[0]["id"], {"running"}, timeout_s=60)
+        api.drive_until(blockers[1]["id"], {"pending"}, timeout_s=60)
         api.client.app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
         job = _route(api, member, project)
         assert job["cluster"] == "beta", job["routing"]
+        alpha = next(a for a in job["routing"]["alternatives"] if a["cluster"] == "alpha")
+        assert alpha["expected_wait_s"] > 0
     finally:
-        api.post(f"/jobs/{blocker['id']}/cancel", member)
-        api.drive_until(blocker["id"], {"cancelled"}, timeout_s=60)
+        for blocker in blockers:
+            api.post(f"/jobs/{blocker['id']}/cancel", member)
+        for blocker in blockers:
+            api.drive_until(blocker["id"], {"cancelled"}, timeout_s=60)
 
 
 def test_alpha_down_routes_to_beta_until_it_answers(
