@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..api import views
 from ..models import Enterprise, EnterpriseStatus, PeriodKind, ProjectStatus, Role
-from ..services import ledger, projects, tenants, tokens
+from ..services import ledger, projects, tenants, tokens, workspaces
 from . import _common as c
 
 enterprise_app = typer.Typer(help="Enterprises (the center's tenants).", no_args_is_help=True)
@@ -215,7 +215,7 @@ def token_revoke(
 def _project_rows(items: list[dict[str, Any]]) -> None:
     c.table(
         "projects",
-        ["id", "name", "enterprise", "status", "allocation PFlop·h"],
+        ["id", "name", "enterprise", "status", "allocation PFlop·h", "workspace"],
         [
             (
                 p["id"],
@@ -223,6 +223,9 @@ def _project_rows(items: list[dict[str, Any]]) -> None:
                 p["enterprise_id"],
                 p["status"],
                 "" if p["allocation_pfh"] is None else f"{p['allocation_pfh']:g}",
+                f"{p.get('workspace_files', 0)} files, {p.get('workspace_bytes', 0)} B"
+                if "workspace_files" in p
+                else "",
             )
             for p in items
         ],
@@ -296,9 +299,15 @@ def project_list(
     """List projects."""
     with c.unit_of_work() as s:
         ent_id = None if enterprise is None else c.enterprise_ref(s, enterprise).id
+        rows = projects.list_projects(s, c.ADMIN, enterprise_id=ent_id, status=status)
+        used = workspaces.usage(s, [p.id for p in rows])
         items = [
-            c.dump(views.project(p))
-            for p in projects.list_projects(s, c.ADMIN, enterprise_id=ent_id, status=status)
+            {
+                **c.dump(views.project(p)),
+                "workspace_files": used.get(p.id, (0, 0))[0],
+                "workspace_bytes": used.get(p.id, (0, 0))[1],
+            }
+            for p in rows
         ]
     if as_json:
         c.print_json(items)

@@ -112,6 +112,16 @@ def used_bytes(session: Session, project_id: uuid.UUID, *, excluding: str | None
     return int(session.scalar(query) or 0)
 
 
+def usage(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+    """(files, bytes) stored in each project's workspace (absent: nothing stored)."""
+    rows = session.execute(
+        select(WorkspaceFile.project_id, func.count(), func.sum(WorkspaceFile.size_bytes))
+        .where(WorkspaceFile.project_id.in_(project_ids))
+        .group_by(WorkspaceFile.project_id)
+    )
+    return {pid: (int(n), int(size or 0)) for pid, n, size in rows}
+
+
 def room_for(session: Session, ws: Workspace, rel: str) -> int:
     """Bytes that ``rel`` may hold now (its current size counts as free: it is replaced)."""
     return max(0, ws.quota_bytes - used_bytes(session, ws.project_id, excluding=rel))

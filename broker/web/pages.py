@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..errors import InvalidInput
 from ..models import JobStatus, Validation
-from ..services import clusters, ledger, reports, statements, validation
+from ..services import clusters, ledger, reports, statements, validation, workspaces
 from ..units import mflops_to_tflops
 from . import charts
 from .deps import Db, HtmlErrorRoute, Operator, render, secure
@@ -95,6 +95,7 @@ def enterprise(
         burn=burn,
         burn_svg=charts.burn_down(burn, now),
         projects=sorted(projects, key=lambda p: (p.status.value != "draft", p.name)),
+        workspace=workspaces.usage(db, [p.id for p in projects]),
         projects_svg=charts.usage_bars(
             [p.name for p in top], [p.charged_units for p in top], [p.held_units for p in top]
         ),

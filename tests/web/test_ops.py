@@ -326,3 +326,16 @@ def test_statement_summary_matches_the_statement(ops: Ops) -> None:
             (p["name"], len(p["jobs"]), p["net_pfh"], p["node_hours"]) for p in doc["projects"]
         ]
     assert got.credited_pfh > 0 and got.net_units == 0
+
+
+def test_enterprise_page_shows_workspace_use_per_project(ops: Ops) -> None:
+    ent, member, proj = ops.api.tenant(grant_pfh=1)
+    r = ops.api.client.put(
+        f"/api/v1/projects/{proj['id']}/files/inputs/mesh.dat",
+        content=b"x" * 2048,
+        headers=ops.api.h(member),
+    )
+    assert r.status_code == 201, r.text
+    page = ops.client.get(f"/ops/enterprises/{ent['id']}")
+    assert page.status_code == 200
+    assert "1 files, 0.0 MiB" in page.text
