@@ -36,7 +36,7 @@ class JobUsage:
     node_seconds: int = 0
     charged_units: int = 0
     credited_units: int = 0
-    lines: list[ChargeLine] = field(default_factory=list)
+    lines: list[Any] = field(default_factory=list)  # rows of charge-line columns
 
 
 @dataclass
@@ -70,8 +70,23 @@ def statement(
     """The enterprise's statement for ``month`` as a JSON-ready document."""
     ent = tenants.get_enterprise(session, principal, enterprise_id)
     check_month(month)
+    # Plain columns, not ORM objects: a large tenant's month has tens of thousands of lines.
     rows = session.execute(
-        select(ChargeLine, Job.name, Project.name)
+        select(
+            ChargeLine.project_id,
+            ChargeLine.job_id,
+            ChargeLine.cluster,
+            ChargeLine.partition,
+            ChargeLine.node,
+            ChargeLine.node_seconds,
+            ChargeLine.rate_mflops,
+            ChargeLine.rate_id,
+            ChargeLine.run_id,
+            ChargeLine.units,
+            ChargeLine.memo,
+            Job.name.label("job_name"),
+            Project.name.label("project_name"),
+        )
         .join(Job, Job.id == ChargeLine.job_id)
         .join(Project, Project.id == ChargeLine.project_id)
         .where(ChargeLine.enterprise_id == enterprise_id, ChargeLine.period == month)
@@ -87,10 +102,12 @@ def statement(
     }
     projects: dict[uuid.UUID, ProjectUsage] = {}
     currency = 0.0
-    for line, job_name, project_name in rows:
-        proj = projects.setdefault(line.project_id, ProjectUsage(line.project_id, project_name))
+    for line in rows:
+        proj = projects.setdefault(
+            line.project_id, ProjectUsage(line.project_id, line.project_name)
+        )
         job = proj.jobs.setdefault(
-            line.job_id, JobUsage(line.job_id, job_name, line.cluster, line.partition)
+            line.job_id, JobUsage(line.job_id, line.job_name, line.cluster, line.partition)
         )
         job.lines.append(line)
         if line.units >= 0:
