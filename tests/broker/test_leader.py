@@ -292,4 +292,4 @@ def test_second_worker_takes_over_when_the_leader_is_killed(
     ]
     tags = sorted(m["tag"] for m in metas)
     assert len(tags) == len(set(tags)) == 8
-    assert tags == sorted(f"broker:{j}" for j in batch1 + batch2)
+    assert tags == sorted(str(j) for j in batch1 + batch2)
