@@ -8,6 +8,7 @@ each with ratios (ours / theirs in speed, > 1 means ours is faster) and, beside 
 swing with what the other vCPU is doing; the probe says which state the sample saw).
 
     python benchmarks/kernels.py [--quick] [--repeat 5] [--json results.json]
+    python benchmarks/kernels.py --fft-only [--exps 12-20] [--threads 1]   (FFT rows only)
 
 Needs the ``kernels`` and ``bench`` extras (numpy, numba, scipy, threadpoolctl, pyfftw).
 """
@@ -87,7 +88,8 @@ def _fftw(x: np.ndarray, threads: int) -> Callable[[], object]:
     return pyfftw.builders.fft(a, axis=-1, threads=threads, planner_effort="FFTW_MEASURE")
 
 
-def bench_fft(exps: list[int], batch: int, repeat: int, rows: list[Row]) -> None:
+def bench_fft(exps: list[int], batch: int, repeat: int, rows: list[Row],
+              thread_counts: tuple[int, ...] = (1, 2)) -> None:  # fmt: skip
     print("\n== FFT complex128, GFLOP/s = 5 N log2 N / median time (batch: x rows) ==")
     print("   numpy.fft is single-threaded; pyFFTW planned with FFTW_MEASURE, its own arrays")
     head = f"{'N':>12} {'thr':>3} {'ours':>7} {'numpy':>7} {'scipy':>7} {'pyfftw':>7}"
@@ -100,7 +102,7 @@ def bench_fft(exps: list[int], batch: int, repeat: int, rows: list[Row]) -> None
         out = np.empty_like(x)
         reps = repeat if x.size < (1 << 21) else max(3, repeat // 2)
         flop = 5 * x.size * math.log2(n) / 1e9
-        for threads in (1, 2):
+        for threads in thread_counts:
             fw = _fftw(x, threads)
             p = probe(threads)
             ours = timed(lambda: kernels.fft(x, threads=threads, out=out), reps)  # noqa: B023
@@ -198,6 +200,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer, smaller sizes")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", help="also write every row to this file")
+    parser.add_argument("--fft-only", action="store_true", help="only the 1-D FFT rows")
+    parser.add_argument("--exps", default="10-22", help="FFT sizes 2^a..2^b (with --fft-only)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts for the FFT rows (with --fft-only)",
+    )
     args = parser.parse_args()
     import platform
 
@@ -209,7 +220,11 @@ def main() -> None:
     print(f"FMA probe now: 1 thread {kernels.fma_peak(1):.1f} GF/s, "
           f"2 threads {kernels.fma_peak(2):.1f} GF/s")  # fmt: skip
     rows: list[Row] = []
-    if args.quick:
+    if args.fft_only:
+        lo, _, hi = args.exps.partition("-")
+        exps = list(range(int(lo), int(hi or lo) + 1))
+        bench_fft(exps, 0, args.repeat, rows, tuple(args.threads))
+    elif args.quick:
         bench_gemm([256, 1024], args.repeat, rows)
         bench_fft([10, 14, 16], 256, args.repeat, rows)
         bench_triad([1 << 22], args.repeat, rows)
