@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from kernels._fft_passes import stockham
-from kernels._jit import jit, use_threads
+from kernels._jit import jit, max_threads, use_threads
 from kernels._simd import (
     lanes,
     vbcast,
@@ -78,13 +78,61 @@ def _stage_tables(n: int, dtype: Any) -> tuple[np.ndarray[Any, Any], ...]:
     )
 
 
+ALIGN = 64  # bytes: every table and buffer starts on a cache line
+
+
+def _round(k: int, itemsize: int) -> int:
+    q = ALIGN // itemsize
+    return -(-k // q) * q
+
+
+def aligned_empty(size: int, dtype: Any) -> np.ndarray[Any, Any]:
+    """An uninitialised 1-D array whose first element sits on a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    buf = np.empty(size + ALIGN // item, dtype)
+    off = (-buf.ctypes.data % ALIGN) // item
+    return buf[off : off + size]
+
+
+def _pack(arrays: list[np.ndarray[Any, Any]], dtype: Any) -> tuple[np.ndarray[Any, Any], ...]:
+    """Concatenate 1-D tables into one aligned array; return it and the (start, end) pairs."""
+    item = np.dtype(dtype).itemsize
+    seg = np.zeros(2 * len(arrays), np.int64)
+    pos = 0
+    for i, a in enumerate(arrays):
+        seg[2 * i] = pos
+        seg[2 * i + 1] = pos + a.size
+        pos += _round(max(a.size, 1), item)
+    blob = aligned_empty(max(pos, 1), dtype)
+    blob[:] = 0
+    for i, a in enumerate(arrays):
+        blob[seg[2 * i] : seg[2 * i + 1]] = a
+    return blob, seg
+
+
 @dataclass(frozen=True)
 class Plan:
+    """Tables of one length, packed so that a call passes four arrays, not sixteen.
+
+    ``fb``/``fseg``: the float tables (twiddles of the n1, n2 and whole-row passes, the
+    four-step twiddles); ``ib``/``iseg``: the radices and twiddle offsets of each pass list.
+    """
+
     n: int
     n1: int
     n2: int
     block: int
-    tables: tuple[np.ndarray[Any, Any], ...]
+    fb: np.ndarray[Any, Any]
+    fseg: np.ndarray[Any, Any]
+    ib: np.ndarray[Any, Any]
+    iseg: np.ndarray[Any, Any]
+
+    def bufsize(self, row_blocks: bool) -> int:
+        """Length of each of the four per-thread pass buffers."""
+        size = max(self.n1, self.n2) * self.block
+        if row_blocks:
+            size = max(size, self.n * self.block)
+        return _round(size, 8)
 
 
 ROW_BLOCK_MAX = 2048  # batched rows up to this length go B rows at a time through one buffer
@@ -106,19 +154,28 @@ def plan(n: int, dtype: Any) -> Plan:
     # W_N^(n1 k2) = W_N^(c0 k2) * W_N^(c k2) with n1 = c0 + c, c0 a multiple of the block
     wr = np.exp(-2j * np.pi * np.outer(np.arange(nb1) * block, k2) / n).reshape(-1)
     wc = np.exp(-2j * np.pi * np.outer(k2, np.arange(block)) / n).reshape(-1)
-    t1 = _stage_tables(n1, dtype)
-    t2 = _stage_tables(n2, dtype)
-    tfull = _stage_tables(n if n <= ROW_BLOCK_MAX else 1, dtype)
-    tables = (
-        *t1,
-        *t2,
-        np.ascontiguousarray(wr.real, dtype=dtype),
-        np.ascontiguousarray(wr.imag, dtype=dtype),
-        np.ascontiguousarray(wc.real, dtype=dtype),
-        np.ascontiguousarray(wc.imag, dtype=dtype),
-        *tfull,
-    )
-    return Plan(n, n1, n2, block, tables)
+    r1, o1, tr1, ti1 = _stage_tables(n1, dtype)
+    r2, o2, tr2, ti2 = _stage_tables(n2, dtype)
+    rf, of, trf, tif = _stage_tables(n if n <= ROW_BLOCK_MAX else 1, dtype)
+    floats = [tr1, ti1, tr2, ti2, wr.real, wr.imag, wc.real, wc.imag, trf, tif]
+    fb, fseg = _pack([np.asarray(a, dtype) for a in floats], dtype)
+    ib, iseg = _pack([r1, o1, r2, o2, rf, of], np.int64)
+    return Plan(n, n1, n2, block, fb, fseg, ib, iseg)
+
+
+@jit()
+def _tables(fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int) -> Any:
+    """The tuple the steps index: the unpacked tables, then four pass buffers from ``work``."""
+
+    def f(i: int) -> Any:
+        return fb[fseg[2 * i] : fseg[2 * i + 1]]
+
+    def g(i: int) -> Any:
+        return ib[iseg[2 * i] : iseg[2 * i + 1]]
+
+    return (g(0), g(1), f(0), f(1), g(2), g(3), f(2), f(3), f(4), f(5), f(6), f(7),
+            g(4), g(5), f(8), f(9), work[0:size], work[size : 2 * size],
+            work[2 * size : 3 * size], work[3 * size : 4 * size])  # fmt: skip
 
 
 @jit()
@@ -243,59 +300,82 @@ def _rows_block(xf: Any, of: Any, r0: int, n: int, B: int, sg: float, scale: flo
 
 
 @jit()
-def _with_buffers(tables: Any, size: int) -> Any:
-    dt = tables[2].dtype
-    return (*tables, np.empty(size, dt), np.empty(size, dt), np.empty(size, dt),
-            np.empty(size, dt))  # fmt: skip
-
-
-@jit(parallel=True)
-def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
-              tables: Any, zr: Any, zi: Any, threads: int, row_blocks: bool) -> None:  # fmt: skip
+def _fft_serial(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
+                fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int,
+                row_blocks: bool) -> None:  # fmt: skip
+    """One thread, no parallel launch, no allocation: ``work`` holds Z and the buffers."""
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
     nb2 = (n2 + B - 1) // B
-    size = max(n1, n2) * B
+    tb = _tables(fb, fseg, ib, iseg, work, size)
+    zo = 4 * size
+    nz = ((n + 7) // 8) * 8
+    zr = work[zo : zo + n]
+    zi = work[zo + nz : zo + nz + n]
     nrb = rows // B if row_blocks else 0
-    if nrb > 0:
-        size = max(size, n * B)
+    for rb in range(nrb):
+        _rows_block(x, out, rb * B, n, B, sg, scale, tb)
+    for row in range(nrb * B, rows):
+        for blk in range(nb1):
+            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+        for blk in range(nb2):
+            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+
+
+@jit(parallel=True)
+def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
+              fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int, threads: int,
+              row_blocks: bool) -> None:  # fmt: skip
+    """``work``: four buffers of ``size`` per thread, then Z (one row's, or one per thread)."""
+    sg = -1.0 if inv else 1.0
+    scale = 1.0 / n if inv else 1.0
+    nb1 = (n1 + B - 1) // B
+    nb2 = (n2 + B - 1) // B
+    nrb = rows // B if row_blocks else 0
+    zo = 4 * size * threads
+    nz = ((n + 7) // 8) * 8
     if rows >= threads and rows > 1:  # threads share out the rows
         for t in prange(threads):
-            tb = _with_buffers(tables, size)
+            tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
             for rb in range(t, nrb, threads):
                 _rows_block(x, out, rb * B, n, B, sg, scale, tb)
-            zro = zr[t * n : (t + 1) * n]
-            zio = zi[t * n : (t + 1) * n]
+            zro = work[zo + 2 * t * nz : zo + 2 * t * nz + n]
+            zio = work[zo + (2 * t + 1) * nz : zo + (2 * t + 1) * nz + n]
             for row in range(nrb * B + t, rows, threads):
                 for blk in range(nb1):
                     _step1(x, row * n, n1, n2, B, blk, sg, tb, zro, zio)
                 for blk in range(nb2):
                     _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zro, zio)
     else:  # threads share out the column blocks of each row
+        zr = work[zo : zo + n]
+        zi = work[zo + nz : zo + nz + n]
         for row in range(rows):
             for t in prange(threads):
-                tb = _with_buffers(tables, size)
+                tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
                 for blk in range(t, nb1, threads):
                     _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
             for t in prange(threads):
-                tb = _with_buffers(tables, size)
+                tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
                 for blk in range(t, nb2, threads):
                     _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
 
 
+SERIAL_MAX = 1 << 12  # transforms this small (all rows together) are not worth a thread launch
+
 _local = threading.local()
 
 
-def _workspace(size: int, dtype: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Split re/im scratch, kept per Python thread so repeated calls do not page-fault."""
-    key = np.dtype(dtype).str
-    cache: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]
-    cache = getattr(_local, "ws", None) or {}
-    _local.ws = cache
+def _workspace(size: int, dtype: Any) -> np.ndarray[Any, Any]:
+    """Aligned scratch, kept per Python thread so repeated calls neither allocate nor
+    page-fault."""
+    key = np.dtype(dtype).char
+    cache: dict[str, np.ndarray[Any, Any]] | None = getattr(_local, "ws", None)
+    if cache is None:
+        cache = _local.ws = {}
     have = cache.get(key)
-    if have is None or have[0].size < size:
-        have = (np.empty(size, dtype), np.empty(size, dtype))
+    if have is None or have.size < size:
+        have = aligned_empty(size, dtype)
         cache[key] = have
     return have
 
@@ -325,13 +405,26 @@ def fft(
         return out
     xc = np.ascontiguousarray(x)
     rows = xc.size // n
-    nthreads = use_threads(threads)
-    par_rows = rows >= nthreads and rows > 1
-    zr, zi = _workspace(n * (nthreads if par_rows else 1), x.real.dtype)
-    xf = xc.reshape(-1).view(zr.dtype)
-    of = out.reshape(-1).view(zr.dtype)
+    limit = max_threads()
+    nthreads = limit if threads is None else int(threads)
+    if nthreads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    nthreads = min(nthreads, limit)
     row_blocks = n <= ROW_BLOCK_MAX and rows >= p.block
-    _fft_core(
-        xf, of, rows, n, p.n1, p.n2, p.block, bool(inverse), p.tables, zr, zi, nthreads, row_blocks
-    )
+    size = p.bufsize(row_blocks)
+    nz = 2 * _round(n, 8)
+    real = p.fb.dtype
+    xf = xc.reshape(-1).view(real)
+    of = out.reshape(-1).view(real)
+    inv = bool(inverse)
+    if nthreads == 1 or xc.size <= SERIAL_MAX:
+        work = _workspace(4 * size + nz, real)
+        _fft_serial(xf, of, rows, n, p.n1, p.n2, p.block, inv, p.fb, p.fseg, p.ib, p.iseg,
+                    work, size, row_blocks)  # fmt: skip
+        return out
+    use_threads(nthreads)
+    par_rows = rows >= nthreads and rows > 1
+    work = _workspace(4 * size * nthreads + nz * (nthreads if par_rows else 1), real)
+    _fft_core(xf, of, rows, n, p.n1, p.n2, p.block, inv, p.fb, p.fseg, p.ib, p.iseg, work,
+              size, nthreads, row_blocks)  # fmt: skip
     return out
