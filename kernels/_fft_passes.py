@@ -1,4 +1,4 @@
-"""FFT butterflies: one Stockham pass per radix (2, 3, 4, 5) on split re/im vectors.
+"""FFT butterflies: one Stockham pass per radix (2, 3, 4, 5, 8) on split re/im vectors.
 
 A pass turns ``s`` interleaved transforms of length ``L`` into ``s*r`` interleaved
 transforms of length ``L/r`` (decimation in frequency, natural-order output after the last
@@ -13,13 +13,25 @@ import math
 from typing import Any
 
 from kernels._jit import jit
-from kernels._simd import vadd, vbcast, vfma, vfnma, vlanes, vload, vmul, vsplat, vstore, vsub
+from kernels._simd import (
+    vadd,
+    vbcast,
+    vfma,
+    vfnma,
+    vlanes,
+    vload,
+    vmul,
+    vsplat,
+    vstore,
+    vsub,
+)
 
 S3 = math.sqrt(3.0) / 2.0
 C51 = math.cos(2 * math.pi / 5)
 C52 = math.cos(4 * math.pi / 5)
 S51 = math.sin(2 * math.pi / 5)
 S52 = math.sin(4 * math.pi / 5)
+R2 = math.sqrt(0.5)
 
 
 @jit()
@@ -214,6 +226,110 @@ def pass5(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 
 
 @jit()
+def pass8(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
+          to: int) -> None:  # fmt: skip
+    """Radix 8 as two radix-4 butterflies on x_k + x_(k+4) and (x_k - x_(k+4)) W8^k."""
+    m = L // 8
+    w = vlanes(xr)
+    sm = s * m
+    h = vsplat(xr, R2)
+    nh = vsplat(xr, -R2)
+    for p in range(m):
+        t = to + 7 * p
+        ia = s * p
+        io = 8 * s * p
+        for q in range(0, s, w):
+            i0 = ia + q
+            x0r = vload(xr, i0)
+            x0i = vload(xi, i0)
+            x1r = vload(xr, i0 + sm)
+            x1i = vload(xi, i0 + sm)
+            x2r = vload(xr, i0 + 2 * sm)
+            x2i = vload(xi, i0 + 2 * sm)
+            x3r = vload(xr, i0 + 3 * sm)
+            x3i = vload(xi, i0 + 3 * sm)
+            x4r = vload(xr, i0 + 4 * sm)
+            x4i = vload(xi, i0 + 4 * sm)
+            x5r = vload(xr, i0 + 5 * sm)
+            x5i = vload(xi, i0 + 5 * sm)
+            x6r = vload(xr, i0 + 6 * sm)
+            x6i = vload(xi, i0 + 6 * sm)
+            x7r = vload(xr, i0 + 7 * sm)
+            x7i = vload(xi, i0 + 7 * sm)
+            # a_k = x_k + x_(k+4); c_k = (x_k - x_(k+4)) W8^k
+            a0r = vadd(x0r, x4r)
+            a0i = vadd(x0i, x4i)
+            a1r = vadd(x1r, x5r)
+            a1i = vadd(x1i, x5i)
+            a2r = vadd(x2r, x6r)
+            a2i = vadd(x2i, x6i)
+            a3r = vadd(x3r, x7r)
+            a3i = vadd(x3i, x7i)
+            c0r = vsub(x0r, x4r)
+            c0i = vsub(x0i, x4i)
+            b1r = vsub(x1r, x5r)
+            b1i = vsub(x1i, x5i)
+            c2r = vsub(x2i, x6i)  # (x2 - x6) * -i
+            c2i = vsub(x6r, x2r)
+            b3r = vsub(x3r, x7r)
+            b3i = vsub(x3i, x7i)
+            c1r = vmul(h, vadd(b1r, b1i))  # b1 (1 - i) / sqrt 2
+            c1i = vmul(h, vsub(b1i, b1r))
+            c3r = vmul(h, vsub(b3i, b3r))  # b3 (-1 - i) / sqrt 2
+            c3i = vmul(nh, vadd(b3r, b3i))
+            # radix 4 on a -> y0, y2, y4, y6
+            pr = vadd(a0r, a2r)
+            pi = vadd(a0i, a2i)
+            mr = vsub(a0r, a2r)
+            mi = vsub(a0i, a2i)
+            qr = vadd(a1r, a3r)
+            qi = vadd(a1i, a3i)
+            dr = vsub(a1r, a3r)
+            di = vsub(a1i, a3i)
+            vstore(yr, io + q, vadd(pr, qr))
+            vstore(yi, io + q, vadd(pi, qi))
+            # radix 4 on c -> y1, y3, y5, y7
+            er = vadd(c0r, c2r)
+            ei = vadd(c0i, c2i)
+            fr = vsub(c0r, c2r)
+            fi = vsub(c0i, c2i)
+            gr = vadd(c1r, c3r)
+            gi = vadd(c1i, c3i)
+            kr = vsub(c1r, c3r)
+            ki = vsub(c1i, c3i)
+            if m == 1:
+                vstore(yr, io + 2 * s + q, vadd(mr, di))
+                vstore(yi, io + 2 * s + q, vsub(mi, dr))
+                vstore(yr, io + 4 * s + q, vsub(pr, qr))
+                vstore(yi, io + 4 * s + q, vsub(pi, qi))
+                vstore(yr, io + 6 * s + q, vsub(mr, di))
+                vstore(yi, io + 6 * s + q, vadd(mi, dr))
+                vstore(yr, io + s + q, vadd(er, gr))
+                vstore(yi, io + s + q, vadd(ei, gi))
+                vstore(yr, io + 3 * s + q, vadd(fr, ki))
+                vstore(yi, io + 3 * s + q, vsub(fi, kr))
+                vstore(yr, io + 5 * s + q, vsub(er, gr))
+                vstore(yi, io + 5 * s + q, vsub(ei, gi))
+                vstore(yr, io + 7 * s + q, vsub(fr, ki))
+                vstore(yi, io + 7 * s + q, vadd(fi, kr))
+            else:
+                _cmul_store(yr, yi, io + s + q, vadd(er, gr), vadd(ei, gi),
+                            vbcast(twr, t), vbcast(twi, t))  # fmt: skip
+                _cmul_store(yr, yi, io + 2 * s + q, vadd(mr, di), vsub(mi, dr),
+                            vbcast(twr, t + 1), vbcast(twi, t + 1))  # fmt: skip
+                _cmul_store(yr, yi, io + 3 * s + q, vadd(fr, ki), vsub(fi, kr),
+                            vbcast(twr, t + 2), vbcast(twi, t + 2))  # fmt: skip
+                _cmul_store(yr, yi, io + 4 * s + q, vsub(pr, qr), vsub(pi, qi),
+                            vbcast(twr, t + 3), vbcast(twi, t + 3))  # fmt: skip
+                _cmul_store(yr, yi, io + 5 * s + q, vsub(er, gr), vsub(ei, gi),
+                            vbcast(twr, t + 4), vbcast(twi, t + 4))  # fmt: skip
+                _cmul_store(yr, yi, io + 6 * s + q, vsub(mr, di), vadd(mi, dr),
+                            vbcast(twr, t + 5), vbcast(twi, t + 5))  # fmt: skip
+                _cmul_store(yr, yi, io + 7 * s + q, vsub(fr, ki), vadd(fi, kr),
+                            vbcast(twr, t + 6), vbcast(twi, t + 6))  # fmt: skip
+
+
+@jit()
 def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, offsets: Any,
              twr: Any, twi: Any) -> int:  # fmt: skip
     """Run every pass on ``s`` interleaved length-``n`` transforms held in (ar, ai).
@@ -238,7 +354,9 @@ def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, o
 @jit()
 def _pass(r: int, xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
           to: int) -> None:  # fmt: skip
-    if r == 4:
+    if r == 8:
+        pass8(xr, xi, yr, yi, L, s, twr, twi, to)
+    elif r == 4:
         pass4(xr, xi, yr, yi, L, s, twr, twi, to)
     elif r == 2:
         pass2(xr, xi, yr, yi, L, s, twr, twi, to)

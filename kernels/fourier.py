@@ -55,8 +55,22 @@ def factor(n: int) -> list[int]:
     return out
 
 
+def pass_radices(n: int) -> list[int]:
+    """The passes for length n: radix 8 where it can, then 4 (last, where its pass needs no
+    twiddles), 2 only for 2^1, then 3 and 5."""
+    fs = factor(n)
+    a = 2 * fs.count(4) + fs.count(2)
+    if a == 1:
+        twos = [2]
+    elif a % 3 == 1:
+        twos = [8] * (a // 3 - 1) + [4, 4]
+    else:
+        twos = [8] * (a // 3) + [4] * (a % 3 // 2)
+    return twos + [r for r in fs if r in (3, 5)]
+
+
 def _stage_tables(n: int, dtype: Any) -> tuple[np.ndarray[Any, Any], ...]:
-    radices = factor(n)
+    radices = pass_radices(n)
     offsets = []
     chunks = []
     L = n
