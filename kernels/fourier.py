@@ -126,10 +126,12 @@ def _pack(arrays: list[np.ndarray[Any, Any]], dtype: Any) -> tuple[np.ndarray[An
 
 @dataclass(frozen=True)
 class Plan:
-    """Tables of one length, packed so that a call passes four arrays, not sixteen.
+    """Tables of one length, packed so that a call passes two arrays, not sixteen.
 
-    ``fb``/``fseg``: the float tables (twiddles of the n1, n2 and whole-row passes, the
-    four-step twiddles); ``ib``/``iseg``: the radices and twiddle offsets of each pass list.
+    ``fb``: the float tables (twiddles of the n1, n2 and whole-row passes, the four-step
+    twiddles); ``meta``: n, n1, n2, block, the pass-buffer lengths without and with row
+    blocks, the (start, end) of each float table in ``fb`` (10 pairs), of each int table
+    (6 pairs, from META), then the int tables: radices and twiddle offsets of each pass list.
     """
 
     n: int
@@ -137,17 +139,15 @@ class Plan:
     n2: int
     block: int
     fb: np.ndarray[Any, Any]
-    fseg: np.ndarray[Any, Any]
-    ib: np.ndarray[Any, Any]
-    iseg: np.ndarray[Any, Any]
+    meta: np.ndarray[Any, Any]
+    bufsize: int  # the longer of the two pass-buffer lengths
 
-    def bufsize(self, row_blocks: bool) -> int:
-        """Length of each of the four per-thread pass buffers."""
-        size = max(self.n1, self.n2) * self.block
-        if row_blocks:
-            size = max(size, self.n * self.block)
-        return _round(size, 8)
+    def work(self, threads: int, zs: int) -> int:
+        """Scratch length: four pass buffers per thread, then ``zs`` split re/im Z rows."""
+        return 4 * self.bufsize * threads + 2 * _round(self.n, 8) * zs
 
+
+META = 38  # where the int tables start in Plan.meta
 
 ROW_BLOCK_MAX = 2048  # batched rows up to this length go B rows at a time through one buffer
 
@@ -174,18 +174,23 @@ def plan(n: int, dtype: Any) -> Plan:
     floats = [tr1, ti1, tr2, ti2, wr.real, wr.imag, wc.real, wc.imag, trf, tif]
     fb, fseg = _pack([np.asarray(a, dtype) for a in floats], dtype)
     ib, iseg = _pack([r1, o1, r2, o2, rf, of], np.int64)
-    return Plan(n, n1, n2, block, fb, fseg, ib, iseg)
+    size0 = _round(max(n1, n2) * block, 8)
+    size1 = max(size0, _round(n * block, 8)) if n <= ROW_BLOCK_MAX else size0
+    head = np.array([n, n1, n2, block, size0, size1], np.int64)
+    meta = np.concatenate([head, fseg, iseg, ib]).astype(np.int64)
+    assert meta[META - 1] == iseg[-1] and len(head) + len(fseg) + len(iseg) == META
+    return Plan(n, n1, n2, block, fb, meta, size1)
 
 
 @jit()
-def _tables(fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int) -> Any:
+def _tables(fb: Any, meta: Any, work: Any, size: int) -> Any:
     """The tuple the steps index: the unpacked tables, then four pass buffers from ``work``."""
 
     def f(i: int) -> Any:
-        return fb[fseg[2 * i] : fseg[2 * i + 1]]
+        return fb[meta[6 + 2 * i] : meta[7 + 2 * i]]
 
     def g(i: int) -> Any:
-        return ib[iseg[2 * i] : iseg[2 * i + 1]]
+        return meta[META + meta[26 + 2 * i] : META + meta[27 + 2 * i]]
 
     return (g(0), g(1), f(0), f(1), g(2), g(3), f(2), f(3), f(4), f(5), f(6), f(7),
             g(4), g(5), f(8), f(9), work[0:size], work[size : 2 * size],
@@ -314,15 +319,16 @@ def _rows_block(xf: Any, of: Any, r0: int, n: int, B: int, sg: float, scale: flo
 
 
 @jit()
-def _fft_serial(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
-                fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int,
-                row_blocks: bool) -> None:  # fmt: skip
-    """One thread, no parallel launch, no allocation: ``work`` holds Z and the buffers."""
+def _fft_serial(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any) -> None:
+    """One thread, no parallel launch, no allocation: ``work`` holds the buffers and Z."""
+    n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    row_blocks = n <= ROW_BLOCK_MAX and rows >= B
+    size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
     nb2 = (n2 + B - 1) // B
-    tb = _tables(fb, fseg, ib, iseg, work, size)
+    tb = _tables(fb, meta, work, size)
     zo = 4 * size
     nz = ((n + 7) // 8) * 8
     zr = work[zo : zo + n]
@@ -338,10 +344,12 @@ def _fft_serial(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, i
 
 
 @jit(parallel=True)
-def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv: bool,
-              fb: Any, fseg: Any, ib: Any, iseg: Any, work: Any, size: int, threads: int,
-              row_blocks: bool) -> None:  # fmt: skip
+def _fft_core(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any,
+              threads: int) -> None:  # fmt: skip
     """``work``: four buffers of ``size`` per thread, then Z (one row's, or one per thread)."""
+    n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    row_blocks = n <= ROW_BLOCK_MAX and rows >= B
+    size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
@@ -351,7 +359,7 @@ def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv
     nz = ((n + 7) // 8) * 8
     if rows >= threads and rows > 1:  # threads share out the rows
         for t in prange(threads):
-            tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
+            tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
             for rb in range(t, nrb, threads):
                 _rows_block(x, out, rb * B, n, B, sg, scale, tb)
             zro = work[zo + 2 * t * nz : zo + 2 * t * nz + n]
@@ -366,30 +374,30 @@ def _fft_core(x: Any, out: Any, rows: int, n: int, n1: int, n2: int, B: int, inv
         zi = work[zo + nz : zo + nz + n]
         for row in range(rows):
             for t in prange(threads):
-                tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
+                tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
                 for blk in range(t, nb1, threads):
                     _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
             for t in prange(threads):
-                tb = _tables(fb, fseg, ib, iseg, work[4 * size * t : 4 * size * (t + 1)], size)
+                tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
                 for blk in range(t, nb2, threads):
                     _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
 
 
+_REAL = {"D": "d", "F": "f"}
 SERIAL_MAX = 1 << 12  # transforms this small (all rows together) are not worth a thread launch
 
 _local = threading.local()
 
 
-def _workspace(size: int, dtype: Any) -> np.ndarray[Any, Any]:
-    """Aligned scratch, kept per Python thread so repeated calls neither allocate nor
-    page-fault."""
-    key = np.dtype(dtype).char
+def _workspace(size: int, key: str) -> np.ndarray[Any, Any]:
+    """Aligned scratch of dtype ``key``, kept per Python thread so repeated calls neither
+    allocate nor page-fault."""
     cache: dict[str, np.ndarray[Any, Any]] | None = getattr(_local, "ws", None)
     if cache is None:
         cache = _local.ws = {}
     have = cache.get(key)
     if have is None or have.size < size:
-        have = aligned_empty(size, dtype)
+        have = aligned_empty(size, key)
         cache[key] = have
     return have
 
@@ -405,40 +413,35 @@ def fft(
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
     shape and dtype."""
     x = np.asarray(x)
-    if x.dtype not in (np.complex64, np.complex128):
+    real = _REAL.get(x.dtype.char)
+    if real is None:
         raise TypeError(f"fft needs complex64 or complex128 input, got {x.dtype}")
     if x.ndim < 1:
         raise ValueError("fft needs at least 1-D input")
     n = x.shape[-1]
-    p = plan(n, x.real.dtype)
+    p = plan(n, real)
     if out is None:
         out = np.empty(x.shape, dtype=x.dtype)
     elif out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous with the input's shape and dtype")
     if out.size == 0:
         return out
-    xc = np.ascontiguousarray(x)
-    rows = xc.size // n
-    limit = max_threads()
-    nthreads = limit if threads is None else int(threads)
-    if nthreads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    nthreads = min(nthreads, limit)
-    row_blocks = n <= ROW_BLOCK_MAX and rows >= p.block
-    size = p.bufsize(row_blocks)
-    nz = 2 * _round(n, 8)
-    real = p.fb.dtype
-    xf = xc.reshape(-1).view(real)
-    of = out.reshape(-1).view(real)
-    inv = bool(inverse)
-    if nthreads == 1 or xc.size <= SERIAL_MAX:
-        work = _workspace(4 * size + nz, real)
-        _fft_serial(xf, of, rows, n, p.n1, p.n2, p.block, inv, p.fb, p.fseg, p.ib, p.iseg,
-                    work, size, row_blocks)  # fmt: skip
+    xf = np.ascontiguousarray(x).ravel().view(real)
+    of = out.ravel().view(real)
+    size = out.size
+    rows = size // n
+    if threads is None:
+        nthreads = max_threads()
+    else:
+        nthreads = int(threads)
+        if nthreads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+    if nthreads == 1 or size <= SERIAL_MAX:
+        work = _workspace(p.work(1, 1), real)
+        _fft_serial(xf, of, rows, bool(inverse), p.fb, p.meta, work)
         return out
-    use_threads(nthreads)
-    par_rows = rows >= nthreads and rows > 1
-    work = _workspace(4 * size * nthreads + nz * (nthreads if par_rows else 1), real)
-    _fft_core(xf, of, rows, n, p.n1, p.n2, p.block, inv, p.fb, p.fseg, p.ib, p.iseg, work,
-              size, nthreads, row_blocks)  # fmt: skip
+    nthreads = use_threads(nthreads)
+    zs = nthreads if rows >= nthreads and rows > 1 else 1
+    work = _workspace(p.work(nthreads, zs), real)
+    _fft_core(xf, of, rows, bool(inverse), p.fb, p.meta, work, nthreads)
     return out
