@@ -23,6 +23,7 @@ from kernels._simd import (
     vmul,
     vsplat,
     vstore,
+    vstore_interleaved,
     vsub,
 )
 
@@ -64,10 +65,16 @@ def pass2(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 @jit()
 def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
           to: int) -> None:  # fmt: skip
+    pass4_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to)
+
+
+@jit()
+def pass4_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
+               twr: Any, twi: Any, to: int) -> None:  # fmt: skip
     m = L // 4
     w = vlanes(xr)
-    sm = s * m
-    if m == 1:  # last pass: every twiddle is 1
+    sm = xs * m
+    if m == 1 and xo == 0 and xs == s:  # last pass: every twiddle is 1
         _pass4_last(xr, xi, yr, yi, s)
         return
     for p in range(m):
@@ -78,7 +85,7 @@ def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
         w2i = vbcast(twi, t + 1)
         w3r = vbcast(twr, t + 2)
         w3i = vbcast(twi, t + 2)
-        ia = s * p
+        ia = xo + xs * p
         io = 4 * s * p
         for q in range(0, s, w):
             ar = vload(xr, ia + q)
@@ -228,15 +235,21 @@ def pass5(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 @jit()
 def pass8(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
           to: int) -> None:  # fmt: skip
+    pass8_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to)
+
+
+@jit()
+def pass8_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
+               twr: Any, twi: Any, to: int) -> None:  # fmt: skip
     """Radix 8 as two radix-4 butterflies on x_k + x_(k+4) and (x_k - x_(k+4)) W8^k."""
     m = L // 8
     w = vlanes(xr)
-    sm = s * m
+    sm = xs * m
     h = vsplat(xr, R2)
     nh = vsplat(xr, -R2)
     for p in range(m):
         t = to + 7 * p
-        ia = s * p
+        ia = xo + xs * p
         io = 8 * s * p
         for q in range(0, s, w):
             i0 = ia + q
@@ -330,6 +343,125 @@ def pass8(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 
 
 @jit()
+def _bf8(xr: Any, xi: Any, i0: int, sm: int, h: Any, nh: Any) -> Any:
+    """The untwiddled 8-point DFT of x[i0 + k*sm], k = 0..7: (y0r, y0i, ..., y7r, y7i)."""
+    x0r = vload(xr, i0)
+    x0i = vload(xi, i0)
+    x1r = vload(xr, i0 + sm)
+    x1i = vload(xi, i0 + sm)
+    x2r = vload(xr, i0 + 2 * sm)
+    x2i = vload(xi, i0 + 2 * sm)
+    x3r = vload(xr, i0 + 3 * sm)
+    x3i = vload(xi, i0 + 3 * sm)
+    x4r = vload(xr, i0 + 4 * sm)
+    x4i = vload(xi, i0 + 4 * sm)
+    x5r = vload(xr, i0 + 5 * sm)
+    x5i = vload(xi, i0 + 5 * sm)
+    x6r = vload(xr, i0 + 6 * sm)
+    x6i = vload(xi, i0 + 6 * sm)
+    x7r = vload(xr, i0 + 7 * sm)
+    x7i = vload(xi, i0 + 7 * sm)
+    a0r = vadd(x0r, x4r)
+    a0i = vadd(x0i, x4i)
+    a1r = vadd(x1r, x5r)
+    a1i = vadd(x1i, x5i)
+    a2r = vadd(x2r, x6r)
+    a2i = vadd(x2i, x6i)
+    a3r = vadd(x3r, x7r)
+    a3i = vadd(x3i, x7i)
+    c0r = vsub(x0r, x4r)
+    c0i = vsub(x0i, x4i)
+    b1r = vsub(x1r, x5r)
+    b1i = vsub(x1i, x5i)
+    c2r = vsub(x2i, x6i)
+    c2i = vsub(x6r, x2r)
+    b3r = vsub(x3r, x7r)
+    b3i = vsub(x3i, x7i)
+    c1r = vmul(h, vadd(b1r, b1i))
+    c1i = vmul(h, vsub(b1i, b1r))
+    c3r = vmul(h, vsub(b3i, b3r))
+    c3i = vmul(nh, vadd(b3r, b3i))
+    pr = vadd(a0r, a2r)
+    pi = vadd(a0i, a2i)
+    mr = vsub(a0r, a2r)
+    mi = vsub(a0i, a2i)
+    qr = vadd(a1r, a3r)
+    qi = vadd(a1i, a3i)
+    dr = vsub(a1r, a3r)
+    di = vsub(a1i, a3i)
+    er = vadd(c0r, c2r)
+    ei = vadd(c0i, c2i)
+    fr = vsub(c0r, c2r)
+    fi = vsub(c0i, c2i)
+    gr = vadd(c1r, c3r)
+    gi = vadd(c1i, c3i)
+    kr = vsub(c1r, c3r)
+    ki = vsub(c1i, c3i)
+    return (vadd(pr, qr), vadd(pi, qi), vadd(er, gr), vadd(ei, gi),
+            vadd(mr, di), vsub(mi, dr), vadd(fr, ki), vsub(fi, kr),
+            vsub(pr, qr), vsub(pi, qi), vsub(er, gr), vsub(ei, gi),
+            vsub(mr, di), vadd(mi, dr), vsub(fr, ki), vadd(fi, kr))  # fmt: skip
+
+
+@jit()
+def _bf4(xr: Any, xi: Any, i0: int, sm: int) -> Any:
+    """The untwiddled 4-point DFT of x[i0 + k*sm], k = 0..3: (y0r, y0i, ..., y3r, y3i)."""
+    ar = vload(xr, i0)
+    ai = vload(xi, i0)
+    br = vload(xr, i0 + sm)
+    bi = vload(xi, i0 + sm)
+    cr = vload(xr, i0 + 2 * sm)
+    ci = vload(xi, i0 + 2 * sm)
+    dr = vload(xr, i0 + 3 * sm)
+    di = vload(xi, i0 + 3 * sm)
+    apcr = vadd(ar, cr)
+    apci = vadd(ai, ci)
+    amcr = vsub(ar, cr)
+    amci = vsub(ai, ci)
+    bpdr = vadd(br, dr)
+    bpdi = vadd(bi, di)
+    bmdr = vsub(br, dr)
+    bmdi = vsub(bi, di)
+    return (vadd(apcr, bpdr), vadd(apci, bpdi), vadd(amcr, bmdi), vsub(amci, bmdr),
+            vsub(apcr, bpdr), vsub(apci, bpdi), vsub(amcr, bmdi), vadd(amci, bmdr))  # fmt: skip
+
+
+@jit()
+def last_out(r: int, xr: Any, xi: Any, of: Any, s: int, B: int, base: int, ld: int,
+             sre: Any, sim: Any) -> None:  # fmt: skip
+    """The last pass (radix r = 4 or 8, m = 1), written interleaved into ``of``.
+
+    Output element ``e = j*s + q`` is row ``e // B``, column ``e % B`` of a B-wide block
+    whose rows are ``ld`` complex apart from complex index ``base``; re and im are scaled
+    by the vectors ``sre`` and ``sim``.
+    """
+    w = vlanes(xr)
+    st = (s // B) * ld  # rows between outputs j and j + 1
+    if r == 8:
+        h = vsplat(xr, R2)
+        nh = vsplat(xr, -R2)
+        for q in range(0, s, w):
+            y = _bf8(xr, xi, q, s, h, nh)
+            d = 2 * (base + (q // B) * ld + q % B)
+            vstore_interleaved(of, d, vmul(sre, y[0]), vmul(sim, y[1]))
+            vstore_interleaved(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]))
+            vstore_interleaved(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]))
+            vstore_interleaved(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]))
+            vstore_interleaved(of, d + 8 * st, vmul(sre, y[8]), vmul(sim, y[9]))
+            vstore_interleaved(of, d + 10 * st, vmul(sre, y[10]), vmul(sim, y[11]))
+            vstore_interleaved(of, d + 12 * st, vmul(sre, y[12]), vmul(sim, y[13]))
+            vstore_interleaved(of, d + 14 * st, vmul(sre, y[14]), vmul(sim, y[15]))
+    else:
+        for q in range(0, s, w):
+            y = _bf4(xr, xi, q, s)
+            d = 2 * (base + (q // B) * ld + q % B)
+            vstore_interleaved(of, d, vmul(sre, y[0]), vmul(sim, y[1]))
+            vstore_interleaved(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]))
+            vstore_interleaved(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]))
+            vstore_interleaved(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]))
+
+
+@jit()
 def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, offsets: Any,
              twr: Any, twi: Any) -> int:  # fmt: skip
     """Run every pass on ``s`` interleaved length-``n`` transforms held in (ar, ai).
@@ -349,6 +481,16 @@ def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, o
         s *= r
         L //= r
     return src
+
+
+@jit()
+def pass_from(r: int, xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
+              twr: Any, twi: Any, to: int) -> None:  # fmt: skip
+    """The first pass (radix 4 or 8) reading element (j, q) at ``xo + j*xs + q``."""
+    if r == 8:
+        pass8_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to)
+    else:
+        pass4_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to)
 
 
 @jit()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from kernels._fft_passes import stockham
+from kernels._fft_passes import _pass, last_out, pass_from, stockham
 from kernels._jit import jit, max_threads, use_threads
 from kernels._simd import (
     lanes,
@@ -266,6 +266,34 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scal
     w = vlanes(tr)
     k0 = blk * B
     b = min(B, n2 - k0)
+    npass = rad.shape[0]
+    if (
+        b == B
+        and npass >= 2
+        and (rad[0] == 8 or rad[0] == 4)
+        and (rad[npass - 1] == 8 or rad[npass - 1] == 4)
+    ):  # first pass reads Z, last pass writes the output: no copy in or out
+        r = rad[0]
+        pass_from(r, zr, zi, k0, n2, tr, ti, n1, B, twr, twi, off[0])
+        s = B * r
+        L = n1 // r
+        src = 0
+        for st in range(1, npass - 1):
+            r = rad[st]
+            if src == 0:
+                _pass(r, tr, ti, ur, ui, L, s, twr, twi, off[st])
+            else:
+                _pass(r, ur, ui, tr, ti, L, s, twr, twi, off[st])
+            src ^= 1
+            s *= r
+            L //= r
+        sre = vsplat(tr, scale)
+        sim = vsplat(tr, sg * scale)
+        if src == 0:
+            last_out(rad[npass - 1], tr, ti, of, s, B, oo + k0, n2, sre, sim)
+        else:
+            last_out(rad[npass - 1], ur, ui, of, s, B, oo + k0, n2, sre, sim)
+        return
     for r in range(n1):
         src = r * n2 + k0
         d = r * B
