@@ -20,6 +20,8 @@ from kernels._simd import (
     vfnma,
     vlanes,
     vload,
+    vload_even,
+    vload_odd,
     vmul,
     vsplat,
     vstore,
@@ -63,18 +65,27 @@ def pass2(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 
 
 @jit()
+def _ld(xr: Any, xi: Any, i: int, il: bool, sgv: Any) -> Any:
+    """Element i as (re, im) vectors: from split arrays, or from interleaved complex ``xr``."""
+    if il:
+        return vload_even(xr, 2 * i), vmul(sgv, vload_odd(xr, 2 * i))
+    return vload(xr, i), vload(xi, i)
+
+
+@jit()
 def pass4(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
           to: int) -> None:  # fmt: skip
-    pass4_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to)
+    pass4_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to, False, 1.0)
 
 
 @jit()
 def pass4_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
-               twr: Any, twi: Any, to: int) -> None:  # fmt: skip
+               twr: Any, twi: Any, to: int, il: bool, sg: float) -> None:  # fmt: skip
     m = L // 4
     w = vlanes(xr)
+    sgv = vsplat(xr, sg)
     sm = xs * m
-    if m == 1 and xo == 0 and xs == s:  # last pass: every twiddle is 1
+    if m == 1 and xo == 0 and xs == s and not il:  # last pass: every twiddle is 1
         _pass4_last(xr, xi, yr, yi, s)
         return
     for p in range(m):
@@ -88,14 +99,10 @@ def pass4_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: 
         ia = xo + xs * p
         io = 4 * s * p
         for q in range(0, s, w):
-            ar = vload(xr, ia + q)
-            ai = vload(xi, ia + q)
-            br = vload(xr, ia + sm + q)
-            bi = vload(xi, ia + sm + q)
-            cr = vload(xr, ia + 2 * sm + q)
-            ci = vload(xi, ia + 2 * sm + q)
-            dr = vload(xr, ia + 3 * sm + q)
-            di = vload(xi, ia + 3 * sm + q)
+            ar, ai = _ld(xr, xi, ia + q, il, sgv)
+            br, bi = _ld(xr, xi, ia + sm + q, il, sgv)
+            cr, ci = _ld(xr, xi, ia + 2 * sm + q, il, sgv)
+            dr, di = _ld(xr, xi, ia + 3 * sm + q, il, sgv)
             apcr = vadd(ar, cr)
             apci = vadd(ai, ci)
             amcr = vsub(ar, cr)
@@ -235,15 +242,16 @@ def pass5(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any
 @jit()
 def pass8(xr: Any, xi: Any, yr: Any, yi: Any, L: int, s: int, twr: Any, twi: Any,
           to: int) -> None:  # fmt: skip
-    pass8_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to)
+    pass8_from(xr, xi, 0, s, yr, yi, L, s, twr, twi, to, False, 1.0)
 
 
 @jit()
 def pass8_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
-               twr: Any, twi: Any, to: int) -> None:  # fmt: skip
+               twr: Any, twi: Any, to: int, il: bool, sg: float) -> None:  # fmt: skip
     """Radix 8 as two radix-4 butterflies on x_k + x_(k+4) and (x_k - x_(k+4)) W8^k."""
     m = L // 8
     w = vlanes(xr)
+    sgv = vsplat(xr, sg)
     sm = xs * m
     h = vsplat(xr, R2)
     nh = vsplat(xr, -R2)
@@ -253,22 +261,14 @@ def pass8_from(xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: 
         io = 8 * s * p
         for q in range(0, s, w):
             i0 = ia + q
-            x0r = vload(xr, i0)
-            x0i = vload(xi, i0)
-            x1r = vload(xr, i0 + sm)
-            x1i = vload(xi, i0 + sm)
-            x2r = vload(xr, i0 + 2 * sm)
-            x2i = vload(xi, i0 + 2 * sm)
-            x3r = vload(xr, i0 + 3 * sm)
-            x3i = vload(xi, i0 + 3 * sm)
-            x4r = vload(xr, i0 + 4 * sm)
-            x4i = vload(xi, i0 + 4 * sm)
-            x5r = vload(xr, i0 + 5 * sm)
-            x5i = vload(xi, i0 + 5 * sm)
-            x6r = vload(xr, i0 + 6 * sm)
-            x6i = vload(xi, i0 + 6 * sm)
-            x7r = vload(xr, i0 + 7 * sm)
-            x7i = vload(xi, i0 + 7 * sm)
+            x0r, x0i = _ld(xr, xi, i0, il, sgv)
+            x1r, x1i = _ld(xr, xi, i0 + sm, il, sgv)
+            x2r, x2i = _ld(xr, xi, i0 + 2 * sm, il, sgv)
+            x3r, x3i = _ld(xr, xi, i0 + 3 * sm, il, sgv)
+            x4r, x4i = _ld(xr, xi, i0 + 4 * sm, il, sgv)
+            x5r, x5i = _ld(xr, xi, i0 + 5 * sm, il, sgv)
+            x6r, x6i = _ld(xr, xi, i0 + 6 * sm, il, sgv)
+            x7r, x7i = _ld(xr, xi, i0 + 7 * sm, il, sgv)
             # a_k = x_k + x_(k+4); c_k = (x_k - x_(k+4)) W8^k
             a0r = vadd(x0r, x4r)
             a0i = vadd(x0i, x4i)
@@ -462,6 +462,38 @@ def last_out(r: int, xr: Any, xi: Any, of: Any, s: int, B: int, base: int, ld: i
 
 
 @jit()
+def _tw_store(yr: Any, yi: Any, e: int, re: Any, im: Any, wrr: Any, wri: Any, k: int,
+              wcr: Any, wci: Any) -> None:  # fmt: skip
+    br = vbcast(wrr, k)
+    bi = vbcast(wri, k)
+    cr = vload(wcr, e)
+    ci = vload(wci, e)
+    _cmul_store(yr, yi, e, re, im, vfnma(bi, ci, vmul(br, cr)), vfma(br, ci, vmul(bi, cr)))
+
+
+@jit()
+def last_tw(r: int, xr: Any, xi: Any, yr: Any, yi: Any, s: int, B: int, wrr: Any, wri: Any,
+            wo: int, wcr: Any, wci: Any) -> None:  # fmt: skip
+    """The last pass (radix r = 4 or 8, m = 1) times the four-step twiddles: output element
+    e (row e // B, column e % B) times wr[wo + e // B] * wc[e], stored at e of (yr, yi)."""
+    w = vlanes(xr)
+    if r == 8:
+        h = vsplat(xr, R2)
+        nh = vsplat(xr, -R2)
+        for q in range(0, s, w):
+            y = _bf8(xr, xi, q, s, h, nh)
+            for j in range(8):
+                e = j * s + q
+                _tw_store(yr, yi, e, y[2 * j], y[2 * j + 1], wrr, wri, wo + e // B, wcr, wci)
+    else:
+        for q in range(0, s, w):
+            y = _bf4(xr, xi, q, s)
+            for j in range(4):
+                e = j * s + q
+                _tw_store(yr, yi, e, y[2 * j], y[2 * j + 1], wrr, wri, wo + e // B, wcr, wci)
+
+
+@jit()
 def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, offsets: Any,
              twr: Any, twi: Any) -> int:  # fmt: skip
     """Run every pass on ``s`` interleaved length-``n`` transforms held in (ar, ai).
@@ -485,12 +517,13 @@ def stockham(ar: Any, ai: Any, br: Any, bi: Any, n: int, s: int, radices: Any, o
 
 @jit()
 def pass_from(r: int, xr: Any, xi: Any, xo: int, xs: int, yr: Any, yi: Any, L: int, s: int,
-              twr: Any, twi: Any, to: int) -> None:  # fmt: skip
-    """The first pass (radix 4 or 8) reading element (j, q) at ``xo + j*xs + q``."""
+              twr: Any, twi: Any, to: int, il: bool, sg: float) -> None:  # fmt: skip
+    """The first pass (radix 4 or 8) reading element (j, q) at ``xo + j*xs + q``: from split
+    (xr, xi), or with ``il`` from interleaved complex ``xr`` (xi unused), imag times ``sg``."""
     if r == 8:
-        pass8_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to)
+        pass8_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to, il, sg)
     else:
-        pass4_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to)
+        pass4_from(xr, xi, xo, xs, yr, yi, L, s, twr, twi, to, il, sg)
 
 
 @jit()

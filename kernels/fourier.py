@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from kernels._fft_passes import _pass, last_out, pass_from, stockham
+from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import jit, max_threads, use_threads
 from kernels._simd import (
     lanes,
@@ -211,6 +211,38 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
     c0 = blk * B
     b = min(B, n1 - c0)
     sgv = vsplat(tr, sg)
+    npass = rad.shape[0]
+    if (
+        b == B
+        and n2 % w == 0
+        and npass >= 2
+        and (rad[0] == 8 or rad[0] == 4)
+        and (rad[npass - 1] == 8 or rad[npass - 1] == 4)
+    ):  # first pass reads x, last pass applies the twiddles: no copy in, no twiddle sweep
+        r = rad[0]
+        pass_from(r, xf, xf, xo + c0, n1, tr, ti, n2, B, twr, twi, off[0], True, sg)
+        s = B * r
+        L = n2 // r
+        src = 0
+        for st in range(1, npass - 1):
+            r = rad[st]
+            if src == 0:
+                _pass(r, tr, ti, ur, ui, L, s, twr, twi, off[st])
+            else:
+                _pass(r, ur, ui, tr, ti, L, s, twr, twi, off[st])
+            src ^= 1
+            s *= r
+            L //= r
+        if src == 0:
+            last_tw(rad[npass - 1], tr, ti, ur, ui, s, B, wrr, wri, blk * n2, wcr, wci)
+            tr, ti = ur, ui
+        else:
+            last_tw(rad[npass - 1], ur, ui, tr, ti, s, B, wrr, wri, blk * n2, wcr, wci)
+        for k in range(0, n2, w):
+            for q in range(0, B, w):
+                vtranspose(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
+                vtranspose(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+        return
     for r in range(n2):
         src = xo + r * n1 + c0
         d = r * B
@@ -274,7 +306,7 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scal
         and (rad[npass - 1] == 8 or rad[npass - 1] == 4)
     ):  # first pass reads Z, last pass writes the output: no copy in or out
         r = rad[0]
-        pass_from(r, zr, zi, k0, n2, tr, ti, n1, B, twr, twi, off[0])
+        pass_from(r, zr, zi, k0, n2, tr, ti, n1, B, twr, twi, off[0], False, 1.0)
         s = B * r
         L = n1 // r
         src = 0
