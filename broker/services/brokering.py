@@ -2,13 +2,14 @@
 
 Candidates are partitions of enabled, answering clusters that can run the request
 (node count, cores, memory, GPUs, time limit, features) within the enterprise's
-remaining capacity cap. Each is scored by ``score`` — a pure function, also used by
-the routing simulation in benchmarks/ — from the partition's live load (cached by the
-worker, never fetched inside a request): expected wait for nodes, run time at the
-node rate, and price, weighted by ``Weights``. The lowest score wins; the decision,
-its reasons and the runners-up are stored with the job. An explicit cluster or
-partition narrows the candidates; if none fits, the request is refused naming the
-field and why.
+remaining capacity cap; a cluster that does not answer is used only when no answering
+one fits (the job then waits, accepted, until it answers). Each is scored by
+``score`` (a pure function, also used by the routing simulation in benchmarks/) from
+the partition's live load, cached by the worker and never fetched inside a request:
+expected wait for nodes, run time at the node rate, and price, weighted by
+``Weights``. The lowest score wins; the decision, its reasons and the runners-up are
+stored with the job. An explicit cluster or partition narrows the candidates; if none
+fits, the request is refused naming the field and why.
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def choose(
     }:
         raise InvalidInput("partition", f"unknown partition {req.partition!r}")
     candidates: list[Candidate] = []
+    waiting: list[Candidate] = []  # fit, but their cluster does not answer right now
     rejected: list[dict[str, str]] = []
     for cluster, part in rows:
         if req.cluster not in (None, cluster.name) or req.partition not in (None, part.name):
@@ -224,7 +226,18 @@ def choose(
             _load(cluster, part),
             weights,
         )
-        candidates.append(Candidate(cluster, part, rate, found))
+        if cluster.status is ClusterStatus.DOWN:
+            reason = f"cluster not answering: {cluster.last_error[:200]}"
+            rejected.append({"cluster": cluster.name, "partition": part.name, "reason": reason})
+            waiting.append(Candidate(cluster, part, rate, found))
+        else:
+            candidates.append(Candidate(cluster, part, rate, found))
+    queued = not candidates and bool(waiting)
+    if queued:
+        # Nothing that answers can run it: accept it for a cluster that will, once it is
+        # back (the worker retries with back-off), rather than refuse during an outage.
+        candidates = waiting
+        rejected = [r for r in rejected if "not answering" not in r["reason"]]
     if not candidates:
         field_ = "partition" if req.partition else "cluster" if req.cluster else "nodes"
         reasons = "; ".join(f"{r['cluster']}/{r['partition']}: {r['reason']}" for r in rejected)
@@ -232,6 +245,12 @@ def choose(
     candidates.sort(key=lambda c: (c.score.total, c.cluster.name, c.partition.name))
     best = candidates[0]
     best.reasons = _explain(req, best, candidates[1:], weights)
+    if queued:
+        best.reasons.insert(
+            0,
+            f"no answering cluster can run it: queued for {best.cluster.name}, "
+            "which is not answering now",
+        )
     return RoutingDecision(best, [c.summary() for c in candidates[1:4]], rejected)
 
 
@@ -249,8 +268,6 @@ def _unavailable(
     why = misfit(req, part)
     if why is not None:
         return why
-    if cluster.status is ClusterStatus.DOWN:
-        return f"cluster not answering: {cluster.last_error[:200]}"
     if capacity_left is not None and req.nodes * rate > capacity_left:
         return (
             f"needs {req.nodes * rate / 1e9:g} PFLOP/s, the enterprise's capacity cap "

@@ -94,3 +94,18 @@ def test_jobs_retry_at_once_when_their_cluster_answers_again(two: Api) -> None:
     app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
     done = two.drive_until(job["id"], {"completed"}, timeout_s=20)
     assert done["cluster"] == "steady"
+
+
+def test_with_every_cluster_down_jobs_are_accepted_and_queued(two: Api) -> None:
+    from sqlalchemy import update
+
+    from broker.db import session_scope
+    from broker.models import Cluster, ClusterStatus
+
+    _, member, project = two.tenant()
+    with session_scope(two.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
+        s.execute(update(Cluster).values(status=ClusterStatus.DOWN, last_error="outage"))
+    r = two.submit(project["id"], member)
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "accepted"
+    assert "queued for" in r.json()["routing"]["reasons"][0]
