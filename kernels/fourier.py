@@ -141,6 +141,7 @@ class Plan:
     fb: np.ndarray[Any, Any]
     meta: np.ndarray[Any, Any]
     bufsize: int  # the longer of the two pass-buffer lengths
+    work1: int  # scratch length for one thread: self.work(1, 1)
 
     def work(self, threads: int, zs: int) -> int:
         """Scratch length: four pass buffers per thread, then ``zs`` split re/im Z rows."""
@@ -179,7 +180,7 @@ def plan(n: int, dtype: Any) -> Plan:
     head = np.array([n, n1, n2, block, size0, size1], np.int64)
     meta = np.concatenate([head, fseg, iseg, ib]).astype(np.int64)
     assert meta[META - 1] == iseg[-1] and len(head) + len(fseg) + len(iseg) == META
-    return Plan(n, n1, n2, block, fb, meta, size1)
+    return Plan(n, n1, n2, block, fb, meta, size1, 4 * size1 + 2 * _round(n, 8))
 
 
 @jit()
@@ -486,8 +487,12 @@ def fft(
         raise ValueError("out must be C-contiguous with the input's shape and dtype")
     if out.size == 0:
         return out
-    xf = np.ascontiguousarray(x).ravel().view(real)
-    of = out.ravel().view(real)
+    if x.ndim == 1 and x.flags.c_contiguous:
+        xf = x.view(real)
+        of = out.view(real)
+    else:
+        xf = np.ascontiguousarray(x).ravel().view(real)
+        of = out.ravel().view(real)
     size = out.size
     rows = size // n
     if threads is None:
@@ -497,7 +502,7 @@ def fft(
         if nthreads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
     if nthreads == 1 or size <= SERIAL_MAX:
-        work = _workspace(p.work(1, 1), real)
+        work = _workspace(p.work1, real)
         _fft_serial(xf, of, rows, bool(inverse), p.fb, p.meta, work)
         return out
     nthreads = use_threads(nthreads)
