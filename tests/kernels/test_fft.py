@@ -92,3 +92,14 @@ def test_factor() -> None:
     assert factor(1) == []
     assert factor(64) == [4, 4, 4]
     assert factor(2 * 3 * 5 * 4) == [4, 2, 3, 5]
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("n", [1 << 18, 1 << 19, 3 * (1 << 12)])
+def test_long_lengths(n: int, dtype: type) -> None:
+    """Four-step splits whose column transforms run three radix-8 passes (512 x 512,
+    512 x 1024) and a mixed split that takes the copying path."""
+    x = _signal((n,), dtype, seed=11)
+    x128 = x.astype(np.complex128)
+    _close(fft(x, threads=1), np.fft.fft(x128), dtype)
+    _close(fft(x, inverse=True, threads=1), np.fft.ifft(x128), dtype)
