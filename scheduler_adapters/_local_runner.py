@@ -60,8 +60,6 @@ def run(job_dir: Path) -> int:
         start_new_session=True,
         user=user,
     )
-    state["pid"] = proc.pid
-    write_state(job_dir, state)
     outcome = {"why": ""}
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -69,6 +67,12 @@ def run(job_dir: Path) -> int:
         _kill_group(proc)
 
     signal.signal(signal.SIGTERM, _stop)
+    state["pid"] = proc.pid
+    write_state(job_dir, state)
+    # A cancel that came while we started: the adapter marks first, then reads our state,
+    # so either it saw "running" and signals us, or we see its mark here.
+    if (job_dir / "cancel").exists():
+        _stop(signal.SIGTERM, None)
     deadline = time.monotonic() + meta["time_limit_minutes"] * 60
     while proc.poll() is None:
         if time.monotonic() > deadline:
