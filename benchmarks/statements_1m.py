@@ -19,8 +19,10 @@ import random
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy import text
@@ -75,7 +77,8 @@ def main() -> None:
         t_price = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+        dsn = url.replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(dsn) as conn:
             with conn.cursor() as cur:
                 cur.execute(
                     "INSERT INTO enterprise (id, name, posix_user, slurm_account, status,"
@@ -90,23 +93,34 @@ def main() -> None:
                     " now(), '2026-11') RETURNING id"
                 )
                 entry = cur.fetchone()[0]  # type: ignore[index]
-                now = datetime.now(UTC).isoformat()
-                with cur.copy(
+            conn.commit()
+        now = datetime.now(UTC).isoformat()
+        half = len(lines) // 2
+
+        def copy_part(part: list[tuple[Any, ...]]) -> None:
+            # One COPY stream per core: PostgreSQL ingests them in parallel.
+            with (
+                psycopg.connect(dsn) as conn,
+                conn.cursor() as cur,
+                cur.copy(
                     "COPY charge_line (entry_id, enterprise_id, project_id, job_id, period,"
                     " cluster, partition, node, node_seconds, rate_mflops, units, memo,"
                     " created_at) FROM STDIN"
-                ) as copy:
-                    chunk: list[str] = []
-                    for job, ent, proj, period, node, seconds, rate, units in lines:
-                        chunk.append(
+                ) as copy,
+            ):
+                for k in range(0, len(part), 50_000):
+                    copy.write(
+                        "".join(
                             f"{entry}\t{ent}\t{proj}\t{job}\t{period}\talpha\tcpu\t"
                             f"{node}\t{seconds}\t{rate}\t{units}\t\t{now}\n"
+                            for job, ent, proj, period, node, seconds, rate, units in part[
+                                k : k + 50_000
+                            ]
                         )
-                        if len(chunk) == 50_000:
-                            copy.write("".join(chunk))
-                            chunk.clear()
-                    copy.write("".join(chunk))
-            conn.commit()
+                    )
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(copy_part, [lines[:half], lines[half:]]))
         t_store = time.perf_counter() - t0
 
         engine = make_engine(url)
