@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis import checks as sc
 
 from broker.app import create_app
 
 from ..broker.conftest import Api, make_settings, operator_token
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis import checks as sc  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

@@ -90,7 +90,7 @@ def live_server(
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: deploy/test.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
