@@ -29,7 +29,10 @@ class SubmitResult:
 
 
 def _request_hash(req: JobCreate) -> str:
-    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Unset optional fields do not count: a field added to the spec later leaves the
+    # hash of older requests, and so their Idempotency-Key replays, unchanged.
+    body = req.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
