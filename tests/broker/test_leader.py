@@ -61,7 +61,8 @@ def test_advisory_lock_is_exclusive_and_lost_with_its_connection(pg_url: str) ->
         with admin.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
         admin.dispose()
-        assert second.ensure()
+        # pg_terminate_backend only signals the backend: its locks go once it has exited.
+        wait_for("the terminated leader's lock to go", second.ensure, timeout_s=10)
         assert not first.ensure()  # it notices the loss and cannot take it back
     finally:
         first.dispose()
