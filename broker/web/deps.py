@@ -5,25 +5,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import anyio
-import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import errors
 from ..models import ApiToken, Role
+from ..request_db import get_db
 from ..services import reports
 from ..services.principal import Principal
 from ..units import UNITS_PER_PFH
@@ -35,38 +33,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-# Teardown commits, rollbacks and closes run on threads of their own, not the request
-# threadpool: see ``broker.api.deps`` for the deadlock that sharing it invites.
-_COMMIT_LIMITER = anyio.CapacityLimiter(32)
-_READS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-async def get_db(request: Request) -> AsyncIterator[Session]:
-    """A read session for pages, a write session for actions (which commit themselves).
-
-    A write handler commits in its own thread before it returns: FastAPI serializes a
-    sync handler's response on the shared threadpool, so a lock (SQLite's write lock is
-    taken when a write session begins) held until this teardown could wait behind
-    requests that wait for that very lock. What is left here is a safety net.
-    """
-    state = request.app.state
-    read_only = request.method in _READS
-    factory = state.read_session_factory if read_only else state.session_factory
-    session: Session = factory()
-    try:
-        yield session
-        if not read_only and session.in_transaction():
-            await anyio.to_thread.run_sync(session.commit, limiter=_COMMIT_LIMITER)
-    except BaseException:
-        await anyio.to_thread.run_sync(session.rollback, limiter=_COMMIT_LIMITER)
-        raise
-    finally:
-        try:
-            await anyio.to_thread.run_sync(session.close, limiter=_COMMIT_LIMITER)
-        except DBAPIError as exc:  # the connection died: close() has nothing left to lose
-            log.warning("closing a request's session: %s", exc.orig)
 
 
 Db = Annotated[Session, Depends(get_db)]
