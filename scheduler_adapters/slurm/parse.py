@@ -64,9 +64,18 @@ def number(value: Any) -> int | None:
 
 
 def timestamp(value: Any) -> datetime | None:
-    """An epoch-seconds Slurm time as an aware UTC datetime; 0 and unset give ``None``."""
+    """An epoch-seconds Slurm time as an aware UTC datetime.
+
+    0, unset, negative and out-of-range values (garbage from a confused daemon) give
+    ``None``: a time the broker cannot trust is no time at all.
+    """
     seconds = number(value)
-    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+    if not seconds or seconds < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _words(value: Any) -> list[str]:

@@ -197,3 +197,16 @@ def test_nodes_2405_shape() -> None:
 )
 def test_parse_job_never_raises(job: dict[str, Any]) -> None:
     assert isinstance(parse.parse_job(job).state, JobState)
+
+
+@pytest.mark.parametrize(
+    "value", [0, None, -1, -62135596801, 2**62, {"set": True, "number": 10**18}, "garbage"]
+)
+def test_timestamp_rejects_unset_negative_and_out_of_range(value: object) -> None:
+    assert parse.timestamp(value) is None
+
+
+def test_timestamp_reads_epoch_seconds_in_every_slurm_shape() -> None:
+    want = datetime.fromtimestamp(1732000130, UTC)
+    for value in (1732000130, "1732000130", {"set": True, "infinite": False, "number": 1732000130}):
+        assert parse.timestamp(value) == want
