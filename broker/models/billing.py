@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import BigInteger, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
@@ -17,18 +17,22 @@ class ChargeLine(Base):
 
     The lines of an entry add up to its amount exactly; a statement is the lines of
     a month, so statement totals match the ledger to the last unit.
+
+    ``entry_id`` names a ledger entry. The database checks it per statement, not per
+    row (a trigger, migration 0006): a month's lines are stored in bulk, and the
+    ledger, append-only, refuses to lose an entry that lines point to.
     """
 
     __tablename__ = "charge_line"
     __table_args__ = (
         Index("ix_charge_line_enterprise_period", "enterprise_id", "period"),
-        Index("ix_charge_line_job", "job_id"),
+        Index("ix_charge_line_node", "cluster", "node"),  # credits for a degraded node
     )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entry.id"))
+    entry_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     enterprise_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     job_id: Mapped[uuid.UUID] = mapped_column(Uuid)

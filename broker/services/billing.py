@@ -170,27 +170,30 @@ def credit_node(
     since: datetime | None,
     reason: str,
 ) -> list[tuple[uuid.UUID, int]]:
-    """Credit every job charged for ``node`` that ended after ``since`` (a reversing ADJUST)."""
+    """Credit every job charged for ``node`` that ended after ``since`` (a reversing ADJUST).
+
+    One query (``ix_charge_line_node``) reads the node's lines, charges and earlier
+    credits alike; a job whose lines for the node still net above zero is credited that
+    net, apportioned over its charged lines.
+    """
     query = (
-        select(ChargeLine.job_id, func.sum(ChargeLine.units))
+        select(ChargeLine)
         .join(Job, Job.id == ChargeLine.job_id)
         .where(ChargeLine.cluster == cluster, ChargeLine.node == node)
-        .group_by(ChargeLine.job_id)
+        .order_by(ChargeLine.job_id, ChargeLine.id)
     )
     if since is not None:
         query = query.where(Job.ended_at >= since)
+    by_job: dict[uuid.UUID, list[ChargeLine]] = {}
+    for ln in session.scalars(query):
+        by_job.setdefault(ln.job_id, []).append(ln)
     credited: list[tuple[uuid.UUID, int]] = []
-    for job_id, net in session.execute(query).all():
+    for job_id, node_lines in by_job.items():
+        net = sum(ln.units for ln in node_lines)
         job = session.get(Job, job_id)
-        if job is None or int(net or 0) <= 0:
+        if job is None or net <= 0:
             continue
-        lines = list(
-            session.scalars(
-                select(ChargeLine).where(
-                    ChargeLine.job_id == job_id, ChargeLine.node == node, ChargeLine.units > 0
-                )
-            )
-        )
+        lines = [ln for ln in node_lines if ln.units > 0]
         entry = ledger.credit(session, principal, job, int(net), f"node {node} degraded: {reason}")
         if entry is None:
             continue
