@@ -42,6 +42,8 @@ from .workspace import JobIO
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 _PENDING_KEY = "broker.job_transitions"
+_NEW_IO_KEY = "broker.new_job_io"  # JobIO rows added in this transaction, by job id
+_Transition = tuple[Job, str | None, str, bool]  # job, previous state, state, created now
 
 
 class ProjectSecret(Base):
@@ -164,11 +166,13 @@ def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
 @event.listens_for(Session, "before_flush")
 def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
     for obj in chain(session.new, session.dirty):
+        if isinstance(obj, JobIO) and obj in session.new:
+            session.info.setdefault(_NEW_IO_KEY, {})[obj.job_id] = obj
         if not isinstance(obj, Job):
             continue
-        pending: list[tuple[Job, str | None, str]] = session.info.setdefault(_PENDING_KEY, [])
+        pending: list[_Transition] = session.info.setdefault(_PENDING_KEY, [])
         if obj in session.new:
-            pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value))
+            pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value, True))
             continue
         hist = inspect(obj).attrs.state.history
         if not hist.added:
@@ -176,20 +180,29 @@ def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
         new = JobStatus(hist.added[0])
         old = JobStatus(hist.deleted[0]) if hist.deleted and hist.deleted[0] else None
         if new is not old:
-            pending.append((obj, None if old is None else old.value, new.value))
+            pending.append((obj, None if old is None else old.value, new.value, False))
 
 
 @event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
-    if any(isinstance(o, Job) for o in chain(session.new, session.dirty)):
-        session.flush()  # commit flushes only after this hook: note the last transitions now
+    if session.info.get(_PENDING_KEY) or any(
+        isinstance(o, Job) for o in chain(session.new, session.dirty)
+    ):
+        # Commit flushes only after this hook: note the last transitions, and the
+        # JobIO rows added with new jobs, now.
+        session.flush()
     if not session.info.get(_PENDING_KEY):
         return
-    pending: list[tuple[Job, str | None, str]] = session.info.pop(_PENDING_KEY, [])
+    pending: list[_Transition] = session.info.pop(_PENDING_KEY, [])
+    new_io: dict[uuid.UUID, JobIO] = session.info.pop(_NEW_IO_KEY, {})
     hooks: dict[uuid.UUID, list[Webhook]] = {}
     rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
-    for job, previous, state in pending:
-        io = session.get(JobIO, job.id)
+    for job, previous, state, created in pending:
+        # A job created in this transaction has its JobIO, if any, added in it too: no
+        # round trip to learn that most jobs have none.
+        io = new_io.get(job.id)
+        if io is None and not created:
+            io = session.get(JobIO, job.id)
         payload = job_snapshot(job, io) | {"state": state}
         ev = JobEvent(
             job_id=job.id,
@@ -229,3 +242,4 @@ def _write_outbox(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_transitions(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_NEW_IO_KEY, None)

@@ -26,7 +26,7 @@ from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Cluster, ClusterStatus, Partition
 from ..units import UNITS_PER_PFH
-from .clusters import max_rate_mflops
+from .clusters import max_rates_mflops
 
 
 class ResourceRequest(Protocol):
@@ -207,13 +207,17 @@ def choose(
         p.name for c, p in rows if req.cluster in (None, c.name)
     }:
         raise InvalidInput("partition", f"unknown partition {req.partition!r}")
+    rates = max_rates_mflops(
+        session,
+        [p for c, p in rows if req.cluster in (None, c.name) and req.partition in (None, p.name)],
+    )
     candidates: list[Candidate] = []
     waiting: list[Candidate] = []  # fit, but their cluster does not answer right now
     rejected: list[dict[str, str]] = []
     for cluster, part in rows:
         if req.cluster not in (None, cluster.name) or req.partition not in (None, part.name):
             continue
-        rate = max_rate_mflops(session, part)
+        rate = rates[part.id]
         why = _unavailable(req, cluster, part, rate, capacity_left_mflops, exclude, max_hold_units)
         if why is not None:
             rejected.append({"cluster": cluster.name, "partition": part.name, "reason": why})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -169,13 +170,27 @@ def node_rate_mflops(node: Node | None, partition: Partition) -> int:
     return partition.rated_mflops
 
 
-def max_rate_mflops(session: Session, partition: Partition) -> int:
-    """The highest rate any node of the partition may be billed at (for holds)."""
-    rates = [partition.rated_mflops]
-    for node in session.scalars(select(Node).where(Node.cluster_id == partition.cluster_id)):
-        if partition.name in node.partitions and node.rate_mflops:
-            rates.append(node.rate_mflops)
-    return max(rates)
+def max_rates_mflops(session: Session, partitions: Sequence[Partition]) -> dict[uuid.UUID, int]:
+    """The highest rate any node of each partition may be billed at (for holds), by id.
+
+    One query for all of them: routing reads every candidate partition per submission.
+    """
+    rates = {p.id: p.rated_mflops for p in partitions}
+    by_cluster: dict[uuid.UUID, list[Partition]] = {}
+    for p in partitions:
+        by_cluster.setdefault(p.cluster_id, []).append(p)
+    if not by_cluster:
+        return rates
+    nodes = session.execute(
+        select(Node.cluster_id, Node.partitions, Node.rate_mflops).where(
+            Node.cluster_id.in_(list(by_cluster)), Node.rate_mflops.is_not(None)
+        )
+    )
+    for cluster_id, names, rate in nodes:
+        for p in by_cluster[cluster_id]:
+            if rate and p.name in names:
+                rates[p.id] = max(rates[p.id], rate)
+    return rates
 
 
 def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:

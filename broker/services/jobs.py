@@ -56,7 +56,7 @@ def submit(
         raise InvalidInput("script", "must not contain NUL bytes")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-    ledger.lock_enterprise(session, project.enterprise_id)  # serializes this tenant's submits
+    ledger.lock_enterprise(session, project.enterprise_id, project.id)  # this tenant's submits wait
     digest = _request_hash(req)
     if idempotency_key is not None:
         prior = session.scalar(

@@ -50,9 +50,39 @@ class BalanceView:
         return self.granted_units - self.held_units - self.charged_units
 
 
+_LOCKS_KEY = "ledger.balance_locks"
+
+
+def _locked(session: Session) -> dict[tuple[uuid.UUID, uuid.UUID | None], Balance]:
+    """The balance rows this transaction already holds FOR UPDATE (none in a new one)."""
+    txn = session.get_transaction()
+    held = session.info.get(_LOCKS_KEY)
+    if txn is None or held is None or held[0] is not txn:
+        return {}
+    rows: dict[tuple[uuid.UUID, uuid.UUID | None], Balance] = held[1]
+    return rows
+
+
+def _remember(session: Session, rows: list[Balance]) -> None:
+    held = _locked(session)
+    if not held:
+        session.info[_LOCKS_KEY] = (session.get_transaction(), held)
+    for row in rows:
+        held[(row.enterprise_id, row.project_id)] = row
+
+
 def _lock(
     session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None = None
 ) -> Balance:
+    """The balance row, locked FOR UPDATE until the transaction ends.
+
+    A row this transaction locked already is not asked for again: the lock holds, so
+    the row in the session is current (nothing here uses savepoints, which would
+    release it).
+    """
+    row = _locked(session).get((enterprise_id, project_id))
+    if row is not None:
+        return row
     query = select(Balance).where(Balance.enterprise_id == enterprise_id)
     if project_id is None:
         query = query.where(Balance.project_id.is_(None))
@@ -61,12 +91,38 @@ def _lock(
     row = session.scalar(query.with_for_update())
     if row is None:
         raise NotFound("balance not found")
+    _remember(session, [row])
     return row
 
 
-def lock_enterprise(session: Session, enterprise_id: uuid.UUID) -> None:
-    """Take the enterprise's balance lock for this transaction (before reading quota state)."""
-    _lock(session, enterprise_id)
+def lock_enterprise(
+    session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None = None
+) -> None:
+    """Take the enterprise's balance lock for this transaction (before reading quota state).
+
+    With ``project_id``, the project's balance row too, in the same round trip and in
+    the same order as everywhere else (enterprise first), so no two transactions wait
+    on each other crosswise.
+    """
+    if project_id is None or (enterprise_id, None) in _locked(session):
+        _lock(session, enterprise_id)
+        if project_id is not None:
+            _lock(session, enterprise_id, project_id)
+        return
+    rows = list(
+        session.scalars(
+            select(Balance)
+            .where(
+                Balance.enterprise_id == enterprise_id,
+                Balance.project_id.is_(None) | (Balance.project_id == project_id),
+            )
+            .order_by(Balance.project_id.is_not(None))  # the enterprise's row first
+            .with_for_update()
+        )
+    )
+    _remember(session, rows)
+    _lock(session, enterprise_id)  # NotFound if a row is missing
+    _lock(session, enterprise_id, project_id)
 
 
 def _append(session: Session, **fields: object) -> LedgerEntry:
