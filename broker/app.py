@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,8 +23,15 @@ from .worker import Worker, start_in_thread
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
-    """Build the app; the worker thread runs when ``run_worker`` (default: settings) says so."""
+def create_app(
+    settings: Settings, *, run_worker: bool | None = None, sync_clusters: bool = True
+) -> FastAPI:
+    """Build the app; the worker thread runs when ``run_worker`` (default: settings) says so.
+
+    At start-up the app writes the clusters file into the database unless
+    ``sync_clusters`` is false (``brokerctl api --workers N`` does it once, before its
+    processes start, so they do not race to insert the same rows).
+    """
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     read_factory = make_session_factory(engine, write=False)
@@ -34,8 +42,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with session_scope(factory) as session:
-            clusters.sync_config(session, cluster_configs)
+        if sync_clusters:
+            with session_scope(factory) as session:
+                clusters.sync_config(session, cluster_configs)
         stop = None
         if want_worker:
             _, stop = start_in_thread(worker)
@@ -83,3 +92,15 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.include_router(health.router)  # /healthz and /readyz at the root too, for probes
     app.include_router(web_routes.router)
     return app
+
+
+def api_process_app() -> FastAPI:
+    """One of ``brokerctl api --workers N``'s processes (a uvicorn factory).
+
+    Settings come from the environment, which ``brokerctl api`` filled in from its
+    own options before starting the processes.
+    """
+    observability.configure_logging(
+        os.environ.get("BROKER_LOG_FORMAT", "json"), os.environ.get("BROKER_LOG_LEVEL", "INFO")
+    )
+    return create_app(Settings(), run_worker=False, sync_clusters=False)

@@ -9,6 +9,7 @@ database directly, as the SYSTEM operator, through the service functions. Exit c
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from enum import StrEnum
 from pathlib import Path
@@ -99,6 +100,14 @@ def serve(
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (uvicorn workers). Rate limits are "
+            "counted per process.",
+        ),
+    ] = 1,
     log_format: LogFormatOpt = LogFormat.JSON,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
@@ -109,8 +118,27 @@ def api(
 
     settings = c.settings()
     observability.configure_logging(log_format, log_level)
-    application = create_app(settings, run_worker=False)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    if workers == 1:
+        application = create_app(settings, run_worker=False)
+        uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+        return
+    from .services import clusters
+
+    with c.unit_of_work() as session:
+        clusters.sync_config(session, c.load_clusters())
+    # The processes build their settings from the environment: hand them ours.
+    for key, value in c.overrides.items():
+        os.environ[f"BROKER_{key.upper()}"] = str(value)
+    os.environ["BROKER_LOG_FORMAT"], os.environ["BROKER_LOG_LEVEL"] = log_format, log_level
+    uvicorn.run(
+        "broker.app:api_process_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command()

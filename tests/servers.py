@@ -31,14 +31,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def brokerctl_server(
-    command: str, cwd: Path, env: dict[str, str], timeout_s: float = 30
+    command: str,
+    cwd: Path,
+    env: dict[str, str],
+    timeout_s: float = 30,
+    args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run `brokerctl serve|api --port P` in ``cwd``; yields the /api/v1 base URL."""
+    """Run `brokerctl serve|api [ARGS] --port P` in ``cwd``; yields the /api/v1 base URL."""
     port = free_port()
     log_path = cwd / f"{command}-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "brokerctl"), command, "--port", str(port)],
+            [str(VENV_BIN / "brokerctl"), command, *args, "--port", str(port)],
             cwd=cwd,
             env=env,
             stdout=log,

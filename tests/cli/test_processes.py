@@ -17,6 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from broker.db import make_engine, make_session_factory, session_scope
+from broker.models import Role
+from broker.services import tokens
+from broker.services.principal import SYSTEM
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -111,3 +118,39 @@ def test_serve_migrates_a_new_database_and_runs_the_worker(tmp_path: Path) -> No
     records = _records(log)
     assert any(r.get("msg") == "leader lock acquired" for r in records)
     assert (tmp_path / "new.db.worker.lock").exists()
+
+
+@pytest.mark.postgres
+def test_api_workers_share_the_port_and_the_root_options(tmp_path: Path, pg_url: str) -> None:
+    """`brokerctl --database-url PG api --workers 2`: two processes, both on PG (not $BROKER_*)."""
+    engine = make_engine(pg_url)
+    with session_scope(make_session_factory(engine)) as s:
+        _, token = tokens.create_token(
+            s, SYSTEM, name="ops", role=Role.OPERATOR, enterprise_id=None
+        )
+    engine.dispose()
+    unused = tmp_path / "unused.db"  # what the environment names: the option must win
+    args = ["--database-url", pg_url, "api", "--workers", "2"]
+    with brokerctl(args, tmp_path, unused) as (base, _log):
+        holders = _listening_pids(base)  # the supervisor and its two API processes
+        assert len(holders) == 3, holders
+        auth = {"Authorization": f"Bearer {token}"}
+        req = urllib.request.Request(
+            f"{base}/api/v1/enterprises",
+            data=json.dumps({"name": "Workers Ltd"}).encode(),
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 201
+        seen = [_get(f"{base}/api/v1/enterprises", auth) for _ in range(20)]
+        assert all(s == 200 and "Workers Ltd" in body for s, _, body in seen)
+    assert not unused.exists()
+
+
+def _listening_pids(base: str) -> set[int]:
+    """The processes that hold ``base``'s listening socket."""
+    port = int(base.rsplit(":", 1)[1])
+    out = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(part.split(",")[0]) for part in out.split("pid=")[1:]}
