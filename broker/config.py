@@ -10,7 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +96,10 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_retry_base_s: float = Field(2.0, gt=0)
     webhook_retry_max_s: float = Field(600.0, gt=0)
+    # Webhooks reach public addresses only (no SSRF into the center's own network:
+    # slurmrestd, PostgreSQL, metadata services), except in these networks, e.g.
+    # BROKER_WEBHOOK_ALLOW_NETWORKS='["10.20.0.0/16"]' for an internal receiver.
+    webhook_allow_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     events_poll_s: float = Field(0.5, gt=0)
     events_max_duration_s: float = Field(600.0, gt=0)
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,6 +73,47 @@ def check_url(url: str, field: str = "url") -> str:
     if any(c.isspace() or ord(c) < 32 for c in url):
         raise InvalidInput(field, "must not contain whitespace or control characters")
     return url
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RefusedDestination(Exception):
+    """The URL's host is not a public address and not in an allowed network."""
+
+
+def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[Network]) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global or any(addr in net for net in allow)
+
+
+def pin_destination(url: str, allow: Sequence[Network]) -> tuple[str, str, str]:
+    """Resolve ``url``'s host once and check every address it has; pick the first.
+
+    Returns (URL with the address in place of the host, Host header, TLS server name).
+    Connecting to the checked address, not to the name again, leaves no window for a
+    DNS answer that changes in between (rebinding). Raises ``RefusedDestination``.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise RefusedDestination(f"cannot resolve {host!r}: {exc}") from exc
+    addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    bad = sorted({str(a) for a in addrs if not _allowed(a, allow)})
+    if bad or not addrs:
+        raise RefusedDestination(
+            f"{host} resolves to {', '.join(bad) or 'nothing'}: not a public address (an"
+            " operator may allow a network with BROKER_WEBHOOK_ALLOW_NETWORKS)"
+        )
+    literal = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
+    netloc = f"{literal}:{port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return pinned, host_header, host
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -262,8 +306,8 @@ def deliver_due(
             if not item.due or time.monotonic() > budget_end:
                 blocked.add(item.target)  # keeps the order: nothing after it goes first
                 continue
-            code, error = _post(http, item)
-            outcome = _record(factory, settings, item.id, code, error)
+            code, error, final = _post(http, item, settings.webhook_allow_networks)
+            outcome = _record(factory, settings, item.id, code, error, final=final)
             counts[outcome] += 1
             if outcome != "delivered":
                 blocked.add(item.target)
@@ -273,11 +317,19 @@ def deliver_due(
     return counts
 
 
-def _post(http: httpx.Client, item: _Send) -> tuple[int | None, str]:
+def _post(
+    http: httpx.Client, item: _Send, allow: Sequence[Network]
+) -> tuple[int | None, str, bool]:
+    """(status code, error, whether the error is final: no retry can change it)."""
     if item.secret is None:
-        return None, "the project has no webhook secret"
+        return None, "the project has no webhook secret", False
+    try:
+        url, host, server_name = pin_destination(item.url, allow)
+    except RefusedDestination as exc:
+        return None, f"refused: {exc}", True
     stamp = str(int(time.time()))
     headers = {
+        "Host": host,
         "Content-Type": "application/json",
         "User-Agent": "hpc-compute-broker-webhooks",
         "X-Broker-Timestamp": stamp,
@@ -286,12 +338,14 @@ def _post(http: httpx.Client, item: _Send) -> tuple[int | None, str]:
         "X-Broker-Delivery-Id": str(item.id),
     }
     try:
-        resp = http.post(item.url, content=item.body, headers=headers)
+        resp = http.post(
+            url, content=item.body, headers=headers, extensions={"sni_hostname": server_name}
+        )
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:1000]
+        return None, f"{type(exc).__name__}: {exc}"[:1000], False
     if 200 <= resp.status_code < 300:
-        return resp.status_code, ""
-    return resp.status_code, f"HTTP {resp.status_code}: {resp.text[:200]}"
+        return resp.status_code, "", False
+    return resp.status_code, f"HTTP {resp.status_code}: {resp.text[:200]}", False
 
 
 def _record(
@@ -300,6 +354,8 @@ def _record(
     delivery_id: int,
     code: int | None,
     error: str,
+    *,
+    final: bool = False,
 ) -> str:
     with session_scope(factory) as s:
         d = s.get(WebhookDelivery, delivery_id)
@@ -311,7 +367,7 @@ def _record(
         if not error:
             d.status, d.delivered_at = DeliveryStatus.DELIVERED, now
             return "delivered"
-        if d.attempts >= settings.webhook_max_attempts:
+        if final or d.attempts >= settings.webhook_max_attempts:
             d.status = DeliveryStatus.FAILED
             return "failed"
         delay = settings.webhook_retry_base_s * 2 ** (d.attempts - 1)

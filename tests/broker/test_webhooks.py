@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from sqlalchemy import select
 from broker.app import create_app
 from broker.db import session_scope
 from broker.models import JobEvent, WebhookDelivery
+from broker.services import webhooks
 
 from .conftest import Api, make_settings, operator_token
 
@@ -236,3 +238,68 @@ def test_a_refused_submission_emits_nothing(api: Api, receiver: Receiver) -> Non
     with session_scope(api.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
         assert list(s.scalars(select(JobEvent))) == []
         assert list(s.scalars(select(WebhookDelivery))) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:16820/slurm/v0.0.38/job/submit",  # slurmrestd on the broker host
+        "http://localhost:5432/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "http://10.1.2.3/hook",
+        "http://100.64.0.1/hook",  # carrier-grade NAT
+        "http://0.0.0.0/hook",
+        "http://no-such-host.invalid/hook",
+    ],
+)
+def test_destinations_outside_the_public_internet_are_refused(url: str) -> None:
+    with pytest.raises(webhooks.RefusedDestination):
+        webhooks.pin_destination(url, [])
+
+
+def test_allowed_networks_and_public_addresses_are_pinned() -> None:
+    allow = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "127.0.0.0/8", "::1/128")]
+    assert webhooks.pin_destination("https://10.1.2.3/h?x=1", allow) == (
+        "https://10.1.2.3:443/h?x=1",
+        "10.1.2.3",
+        "10.1.2.3",
+    )
+    assert webhooks.pin_destination("http://93.184.216.34/hook", []) == (
+        "http://93.184.216.34:80/hook",
+        "93.184.216.34",
+        "93.184.216.34",
+    )
+    # A name is resolved once; the request goes to that address with the name as Host.
+    url, host, server_name = webhooks.pin_destination("http://localhost:8080/hook", allow)
+    assert url in ("http://127.0.0.1:8080/hook", "http://[::1]:8080/hook")
+    assert (host, server_name) == ("localhost:8080", "localhost")
+
+
+def test_delivery_to_a_refused_address_fails_at_once_and_says_why(
+    db_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = make_settings(db_url, tmp_path, webhook_allow_networks=[])  # production default
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        api = Api(client, operator_token(app))
+        _, member, project = api.tenant()
+        r = api.post(f"/projects/{project['id']}/webhooks", member, json={"url": receiver.url})
+        assert r.status_code == 201, r.text
+        api.submit(project["id"], member, script="true")
+        deliver_all(api)
+        (only,) = api.get(f"/projects/{project['id']}/webhooks/deliveries", member).json()
+    assert only["status"] == "failed" and only["attempts"] == 1
+    assert only["last_error"].startswith("refused: 127.0.0.1 resolves to 127.0.0.1")
+    assert receiver.answered == []
+
+
+def test_a_named_receiver_gets_its_own_host_header(api: Api, receiver: Receiver) -> None:
+    _, member, project = api.tenant()
+    named = receiver.url.replace("127.0.0.1", "localhost")
+    r = api.post(f"/projects/{project['id']}/webhooks", member, json={"url": named})
+    assert r.status_code == 201, r.text
+    api.submit(project["id"], member, script="true")
+    deliver_all(api)
+    assert receiver.seen and receiver.seen[0][0]["host"] == named.split("/")[2]
