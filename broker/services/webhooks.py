@@ -1,7 +1,7 @@
 """Webhooks: subscriptions, the project's signing secret, and sending the outbox.
 
 The outbox rows (``JobEvent`` and one ``WebhookDelivery`` per subscriber) are written
-in the transaction that changes a job's state (see ``models.webhook``). The worker's
+in the transaction that changes a job's state (see ``services.outbox``). The worker's
 ``deliver_due`` sends them with short timeouts, in event order per target (a target
 never sees an event before an earlier one it has not yet received), and retries a
 failed delivery with exponential backoff until ``webhook_max_attempts``.
@@ -47,8 +47,8 @@ from ..models import (
     Webhook,
     WebhookDelivery,
 )
-from ..models.webhook import job_snapshot
 from . import audit, projects
+from .outbox import job_snapshot
 from .principal import Principal
 
 log = logging.getLogger(__name__)

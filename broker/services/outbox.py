@@ -1,0 +1,154 @@
+"""The outbox: a ``JobEvent`` (and its deliveries) in the transaction of every job change.
+
+Every change of a job's state, wherever it happens (API, worker, CLI, reconciliation),
+is written as a ``JobEvent`` in the same transaction as the change, with one
+``WebhookDelivery`` per subscriber: the outbox pattern. A rolled-back change emits
+nothing; a committed one cannot be lost. The worker sends deliveries later
+(``services.webhooks``), and ``GET /jobs/{id}/events`` reads the events.
+
+The rule is a pair of session events, registered when this module is imported
+(``broker.services`` imports it, so every path that changes a job has it):
+``before_flush`` notes each transition; ``before_commit`` writes the events with a
+snapshot of the job as committed, so the payload of a terminal event carries the
+charge that was settled in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session
+
+from ..models import Job, JobEvent, JobIO, JobStatus, Webhook, WebhookDelivery
+from ..units import units_to_pfh
+
+_PENDING_KEY = "broker.job_transitions"
+_NEW_IO_KEY = "broker.new_job_io"  # JobIO rows added in this transaction, by job id
+_Transition = tuple[Job, str | None, str, bool]  # job, previous state, state, created now
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
+    """The job as ``GET /jobs/{id}`` shows it, plus its data movement."""
+    charge = job.charge_units
+    return {
+        "id": str(job.id),
+        "project_id": str(job.project_id),
+        "enterprise_id": str(job.enterprise_id),
+        "name": job.name,
+        "state": job.state.value,
+        "reason": job.reason or "",
+        "cluster": job.cluster,
+        "partition": job.partition,
+        "scheduler_job_id": job.scheduler_job_id,
+        "exit_code": job.exit_code,
+        "nodes": job.nodes,
+        "ntasks": job.ntasks,
+        "cpus_per_task": job.cpus_per_task,
+        "memory_mb": job.memory_mb,
+        "gpus_per_node": job.gpus_per_node,
+        "time_limit_minutes": job.time_limit_minutes,
+        "node_list": list(job.node_list or []),
+        "elapsed_s": job.elapsed_s,
+        "hold_pfh": units_to_pfh(job.hold_units or 0),
+        "charge_pfh": None if charge is None else units_to_pfh(charge),
+        "routing": job.routing or {},
+        "created_at": _iso(job.created_at),
+        "submitted_at": _iso(job.submitted_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+        "settled_at": _iso(job.settled_at),
+        "inputs": list(io.inputs) if io else [],
+        "outputs": None if io is None or io.outputs is None else list(io.outputs),
+        "stage_in": dict(io.stage_in) if io else {},
+        "stage_out": dict(io.stage_out) if io else {},
+    }
+
+
+@event.listens_for(Session, "before_flush")
+def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
+    for obj in chain(session.new, session.dirty):
+        if isinstance(obj, JobIO) and obj in session.new:
+            session.info.setdefault(_NEW_IO_KEY, {})[obj.job_id] = obj
+        if not isinstance(obj, Job):
+            continue
+        pending: list[_Transition] = session.info.setdefault(_PENDING_KEY, [])
+        if obj in session.new:
+            pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value, True))
+            continue
+        hist = inspect(obj).attrs.state.history
+        if not hist.added:
+            continue
+        new = JobStatus(hist.added[0])
+        old = JobStatus(hist.deleted[0]) if hist.deleted and hist.deleted[0] else None
+        if new is not old:
+            pending.append((obj, None if old is None else old.value, new.value, False))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    if session.info.get(_PENDING_KEY) or any(
+        isinstance(o, Job) for o in chain(session.new, session.dirty)
+    ):
+        # Commit flushes only after this hook: note the last transitions, and the
+        # JobIO rows added with new jobs, now.
+        session.flush()
+    if not session.info.get(_PENDING_KEY):
+        return
+    pending: list[_Transition] = session.info.pop(_PENDING_KEY, [])
+    new_io: dict[uuid.UUID, JobIO] = session.info.pop(_NEW_IO_KEY, {})
+    hooks: dict[uuid.UUID, list[Webhook]] = {}
+    rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
+    for job, previous, state, created in pending:
+        # A job created in this transaction has its JobIO, if any, added in it too: no
+        # round trip to learn that most jobs have none.
+        io = new_io.get(job.id)
+        if io is None and not created:
+            io = session.get(JobIO, job.id)
+        payload = job_snapshot(job, io) | {"state": state}
+        ev = JobEvent(
+            job_id=job.id,
+            project_id=job.project_id,
+            state=state,
+            previous_state=previous,
+            payload=payload,
+        )
+        if job.project_id not in hooks:
+            query = select(Webhook).where(Webhook.project_id == job.project_id)
+            hooks[job.project_id] = list(session.scalars(query.order_by(Webhook.created_at)))
+        targets: list[tuple[str, str, uuid.UUID | None]] = [
+            (f"webhook:{h.id}", h.url, h.id)
+            for h in hooks[job.project_id]
+            if not h.events or state in h.events
+        ]
+        if io is not None and io.callback_url:
+            targets.append((f"job:{job.id}", io.callback_url, None))
+        session.add(ev)
+        rows.append((ev, targets))
+    session.flush()
+    for ev, targets in rows:
+        for target, url, webhook_id in targets:
+            session.add(
+                WebhookDelivery(
+                    event_id=ev.id,
+                    project_id=ev.project_id,
+                    job_id=ev.job_id,
+                    webhook_id=webhook_id,
+                    target=target,
+                    url=url,
+                )
+            )
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_transitions(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_NEW_IO_KEY, None)
