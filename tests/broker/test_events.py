@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +102,19 @@ def test_other_tenants_and_bad_ids_are_refused(api: Api) -> None:
     assert r.status_code == 404 and r.json()["error"] == "NotFound"
     r = api.client.get(url, headers=api.h(member, **{"Last-Event-ID": "abc"}))
     assert r.status_code == 422 and r.json()["detail"].startswith("Last-Event-ID: ")
+
+
+def test_any_service_import_installs_the_outbox() -> None:
+    """The rule lives in services.outbox: importing any service module registers it."""
+    code = (
+        "from sqlalchemy import event; from sqlalchemy.orm import Session\n"
+        "import sys, broker.services.tenants\n"
+        "o = sys.modules['broker.services.outbox']\n"
+        "hooks = [('before_flush', o._note_transitions), ('before_commit', o._write_outbox),"
+        " ('after_commit', o._forget_transitions), ('after_rollback', o._forget_transitions)]\n"
+        "print(all(event.contains(Session, name, fn) for name, fn in hooks))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "True"
