@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyNetwork,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
     clusters_file: Path | None = None
     data_dir: Path = Path("./broker-data")
     environment: Literal["development", "production", "test"] = "development"
+    # Keys (from a secret store, through the environment); unset: a key file made once
+    # under data_dir (broker.keys). session_secret signs dashboard cookies; secrets_key
+    # seals webhook signing secrets in the database.
+    session_secret: SecretStr | None = None
+    secrets_key: SecretStr | None = None
 
     worker_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)

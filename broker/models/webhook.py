@@ -29,12 +29,13 @@ _ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class ProjectSecret(Base):
-    """A project's webhook signing secret (kept in clear: HMAC needs it; shown once)."""
+    """A project's webhook signing secret, sealed (``broker.keys.SecretBox``): HMAC needs
+    the clear value back, so it cannot be hashed; it is shown once, when made."""
 
     __tablename__ = "project_secret"
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..config import Settings
 from ..db import session_scope
 from ..errors import InvalidInput, NotFound
+from ..keys import SecretBox, SecretUnreadable, host_key
 from ..models import (
     DeliveryStatus,
     Job,
@@ -127,13 +128,21 @@ def _member_project(session: Session, principal: Principal, project_id: uuid.UUI
     return project
 
 
-def _new_secret(session: Session, project: Project) -> str:
+def secret_box(settings: Settings) -> SecretBox:
+    """The box that seals project secrets: ``BROKER_SECRETS_KEY``, else the host's key file."""
+    key = settings.secrets_key
+    configured = None if key is None else key.get_secret_value()
+    return SecretBox(host_key(settings.data_dir, "secrets.key", configured))
+
+
+def _new_secret(session: Session, project: Project, box: SecretBox) -> str:
+    """A new signing secret: returned in clear (shown once), stored sealed."""
     clear = "whsec_" + secrets.token_urlsafe(32)
     row = session.get(ProjectSecret, project.id)
     if row is None:
-        session.add(ProjectSecret(project_id=project.id, secret=clear))
+        session.add(ProjectSecret(project_id=project.id, secret=box.seal(clear)))
     else:
-        row.secret = clear
+        row.secret = box.seal(clear)
     return clear
 
 
@@ -143,6 +152,7 @@ def create_webhook(
     project_id: uuid.UUID,
     url: str,
     events: list[str] | None,
+    box: SecretBox,
 ) -> tuple[Webhook, str | None]:
     """Subscribe ``url``; the project's secret is returned when this call created it."""
     project = _member_project(session, principal, project_id)
@@ -154,7 +164,7 @@ def create_webhook(
     count = len(list(session.scalars(select(Webhook.id).where(Webhook.project_id == project.id))))
     if count >= MAX_WEBHOOKS_PER_PROJECT:
         raise InvalidInput("url", f"a project has at most {MAX_WEBHOOKS_PER_PROJECT} webhooks")
-    secret = None if session.get(ProjectSecret, project.id) else _new_secret(session, project)
+    secret = None if session.get(ProjectSecret, project.id) else _new_secret(session, project, box)
     hook = Webhook(
         project_id=project.id,
         url=url,
@@ -175,10 +185,12 @@ def create_webhook(
     return hook, secret
 
 
-def rotate_secret(session: Session, principal: Principal, project_id: uuid.UUID) -> str:
+def rotate_secret(
+    session: Session, principal: Principal, project_id: uuid.UUID, box: SecretBox
+) -> str:
     """Create or replace the project's signing secret; shown once."""
     project = _member_project(session, principal, project_id)
-    clear = _new_secret(session, project)
+    clear = _new_secret(session, project, box)
     audit.record(
         session,
         principal,
@@ -297,6 +309,7 @@ def deliver_due(
         return counts
     blocked: set[str] = set()
     budget_end = time.monotonic() + 4 * settings.webhook_timeout_s
+    box = secret_box(settings)
     own = client is None
     http = client or httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
     try:
@@ -306,7 +319,7 @@ def deliver_due(
             if not item.due or time.monotonic() > budget_end:
                 blocked.add(item.target)  # keeps the order: nothing after it goes first
                 continue
-            code, error, final = _post(http, item, settings.webhook_allow_networks)
+            code, error, final = _post(http, item, box, settings.webhook_allow_networks)
             outcome = _record(factory, settings, item.id, code, error, final=final)
             counts[outcome] += 1
             if outcome != "delivered":
@@ -318,11 +331,15 @@ def deliver_due(
 
 
 def _post(
-    http: httpx.Client, item: _Send, allow: Sequence[Network]
+    http: httpx.Client, item: _Send, box: SecretBox, allow: Sequence[Network]
 ) -> tuple[int | None, str, bool]:
     """(status code, error, whether the error is final: no retry can change it)."""
     if item.secret is None:
         return None, "the project has no webhook secret", False
+    try:
+        secret = box.open(item.secret)
+    except SecretUnreadable:
+        return None, "the project's webhook secret does not open with this host's key", False
     try:
         url, host, server_name = pin_destination(item.url, allow)
     except RefusedDestination as exc:
@@ -333,7 +350,7 @@ def _post(
         "Content-Type": "application/json",
         "User-Agent": "hpc-compute-broker-webhooks",
         "X-Broker-Timestamp": stamp,
-        "X-Broker-Signature": sign(item.secret, stamp, item.body),
+        "X-Broker-Signature": sign(secret, stamp, item.body),
         "X-Broker-Event-Id": str(item.event_id),
         "X-Broker-Delivery-Id": str(item.id),
     }

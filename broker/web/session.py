@@ -13,17 +13,16 @@ process on a host shares it and sessions survive restarts.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..config import Settings
+from ..keys import host_key
 
 COOKIE = "hcb_ops"
 PATH = "/ops"
@@ -117,28 +116,12 @@ class SessionCodec:
 
 def session_secret(settings: Settings) -> str:
     """The configured secret, else the host's key file (created on first use)."""
-    configured = getattr(settings, "session_secret", None)
-    if configured is not None:
-        value = (
-            configured.get_secret_value() if hasattr(configured, "get_secret_value") else configured
-        )
-        if str(value):
-            return str(value)
-    path = Path(settings.data_dir) / "ops-session.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # another process may be writing it right now
-            key = path.read_text().strip()
-            if key:
-                return key
-            time.sleep(0.01)
-        raise RuntimeError(f"{path} is empty; delete it to make a new key") from None
-    key = secrets.token_hex(32)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    return key
+    configured = settings.session_secret
+    return host_key(
+        settings.data_dir,
+        "ops-session.key",
+        None if configured is None else configured.get_secret_value(),
+    )
 
 
 def codec_for(request: Request) -> SessionCodec:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from broker.app import create_app
 from broker.db import session_scope
-from broker.models import JobEvent, WebhookDelivery
+from broker.models import JobEvent, ProjectSecret, WebhookDelivery
 from broker.services import webhooks
 
 from .conftest import Api, make_settings, operator_token
@@ -303,3 +303,33 @@ def test_a_named_receiver_gets_its_own_host_header(api: Api, receiver: Receiver)
     api.submit(project["id"], member, script="true")
     deliver_all(api)
     assert receiver.seen and receiver.seen[0][0]["host"] == named.split("/")[2]
+
+
+def test_the_secret_is_stored_sealed_and_a_wrong_host_key_says_so(
+    db_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = make_settings(db_url, tmp_path, secrets_key="key-one")
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        api = Api(client, operator_token(app))
+        _, member, project = api.tenant()
+        pid = project["id"]
+        r = api.post(f"/projects/{pid}/webhooks", member, json={"url": receiver.url})
+        clear = r.json()["secret"]
+        with session_scope(app.state.session_factory) as s:
+            (stored,) = s.scalars(select(ProjectSecret.secret))
+        assert stored.startswith("fernet:") and clear not in stored
+        job = api.submit(pid, member, script="true").json()
+        deliver_all(api)
+        assert verify(clear, *receiver.seen[0])["job"]["id"] == job["id"]  # signed in clear
+        # A host whose key is not the one that sealed it: the log says why, nothing is sent.
+        app.state.worker.settings = make_settings(db_url, tmp_path, secrets_key="key-two")
+        api.submit(pid, member, script="true")
+        app.state.worker.deliver_webhooks()
+        log = api.get(f"/projects/{pid}/webhooks/deliveries", member).json()
+    stuck = [d for d in log if d["status"] == "pending"]
+    assert stuck and all(d["attempts"] == 1 for d in stuck)
+    assert (
+        stuck[0]["last_error"] == "the project's webhook secret does not open with this host's key"
+    )
+    assert len(receiver.seen) == 1

@@ -9,20 +9,25 @@ from fastapi import APIRouter, Query, Response, status
 
 from ...schemas.workspaces import DeliveryRead, SecretRead, WebhookCreate, WebhookRead
 from ...services import webhooks
-from ..deps import CurrentPrincipal, SessionDep
+from ..deps import CurrentPrincipal, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/projects", tags=["webhooks"])
 
 
 @router.post("/{project_id}/webhooks", status_code=status.HTTP_201_CREATED)
 def create_webhook(
-    project_id: uuid.UUID, body: WebhookCreate, session: SessionDep, me: CurrentPrincipal
+    project_id: uuid.UUID,
+    body: WebhookCreate,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    settings: SettingsDep,
 ) -> WebhookRead:
     """Subscribe ``url`` to the project's job state changes (``events``: states; default all).
 
     The first subscription creates the project's signing secret and returns it, once.
     """
-    hook, secret = webhooks.create_webhook(session, me, project_id, body.url, body.events)
+    box = webhooks.secret_box(settings)
+    hook, secret = webhooks.create_webhook(session, me, project_id, body.url, body.events, box)
     session.commit()
     return WebhookRead.model_validate(hook).model_copy(update={"secret": secret})
 
@@ -44,9 +49,11 @@ def delete_webhook(
 
 
 @router.post("/{project_id}/webhooks/secret", status_code=status.HTTP_201_CREATED)
-def rotate_secret(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> SecretRead:
+def rotate_secret(
+    project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal, settings: SettingsDep
+) -> SecretRead:
     """Create or replace the project's signing secret; it is shown only in this answer."""
-    secret = webhooks.rotate_secret(session, me, project_id)
+    secret = webhooks.rotate_secret(session, me, project_id, webhooks.secret_box(settings))
     session.commit()
     return SecretRead(project_id=project_id, secret=secret)
 
