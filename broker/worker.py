@@ -22,7 +22,16 @@ from . import leader, observability
 from .config import Settings
 from .db import session_scope
 from .models import LIVE_STATES, Cluster, Job, JobStatus
-from .services import brokering, clusters, ledger, scheduling, tenants, validation, webhooks
+from .services import (
+    brokering,
+    clusters,
+    ledger,
+    scheduling,
+    staging,
+    tenants,
+    validation,
+    webhooks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +165,13 @@ class Worker:
             s.refresh(job)
             if job.state is not JobStatus.ACCEPTED:
                 return
-            outcome, spec = scheduling.begin_submission(s, job, tagged, now)
+            outcome, spec, plan = scheduling.begin_submission(s, job, tagged, now)
         if outcome != "submit" or spec is None:
             stats.bump(outcome)
             return
         # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
+        if plan is not None and not self._stage_in(plan, stats):
+            return
         try:
             sched_id = self.pool.get(job.cluster).submit(spec)
         except sa_.SchedulerError as exc:
@@ -190,6 +201,21 @@ class Worker:
             if job is not None and job.state is JobStatus.ACCEPTED:
                 scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
                 stats.submitted += 1
+
+    def _stage_in(self, plan: staging.StagePlan, stats: PassStats) -> bool:
+        """Copy a job's inputs outside any transaction; False if it was rejected."""
+        try:
+            outcome = staging.run_stage_in(plan)
+        except staging.StagingError as exc:
+            with session_scope(self.factory) as s:
+                job = s.get(Job, plan.job_id)
+                if job is not None and job.state is JobStatus.ACCEPTED:
+                    scheduling.fail_stage_in(s, job, str(exc), scheduling.utcnow())
+                    stats.rejected += 1
+            return False
+        with session_scope(self.factory) as s:
+            staging.record_stage_in(s, plan.job_id, outcome)
+        return True
 
     def push_cancels(self, stats: PassStats) -> None:
         with session_scope(self.factory) as s:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,21 +97,22 @@ def enterprise_of(session: Session, job: Job) -> Enterprise:
 
 def begin_submission(
     session: Session, job: Job, tagged: dict[str, sa_.JobInfo], now: datetime
-) -> tuple[str, sa_.JobSpec | None]:
+) -> tuple[str, sa_.JobSpec | None, staging.StagePlan | None]:
     """Decide what to do with an ACCEPTED job before calling the scheduler.
 
-    Returns ``("adopted" | "cancelled" | "rejected", None)`` when settled here, or
-    ``("submit", spec)`` after counting the attempt: the caller commits, *then* submits.
+    Returns ``("adopted" | "cancelled" | "rejected", None, None)`` when settled here, or
+    ``("submit", spec, stage plan)`` after counting the attempt: the caller commits,
+    *then* copies the inputs (``staging.run_stage_in``, if there is a plan) and submits.
     """
     found = tagged.get(tag_of(job)) if job.submit_attempts else None
     if found is not None:  # an earlier attempt reached the scheduler: adopt, never resubmit
         mark_submitted(job, found.job_id, now)
-        return "adopted", None
+        return "adopted", None, None
     if job.cancel_requested:
         job.state, job.ended_at = JobStatus.CANCELLED, now
         ledger.settle(session, job, 0, memo="cancelled before submission")
         job.settled_at = now
-        return "cancelled", None
+        return "cancelled", None, None
     job.submit_attempts += 1
     ent = enterprise_of(session, job)
     cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
@@ -120,15 +122,23 @@ def begin_submission(
         prepare_job_dir(job, cluster, ent.posix_user)
     except OSError as exc:
         reject(session, job, f"cannot prepare the job directory: {exc}", now)
-        return "rejected", None
+        return "rejected", None, None
     try:
-        staging.stage_in(session, job, cluster, ent.posix_user)
+        plan = staging.plan_stage_in(session, job, cluster, ent.posix_user)
     except staging.StagingError as exc:
-        reject(session, job, f"stage-in failed: {exc}", now)
-        return "rejected", None
+        fail_stage_in(session, job, str(exc), now)
+        return "rejected", None, None
     project = session.get(Project, job.project_id)
     account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
-    return "submit", spec_for(job, ent.posix_user, account)
+    return "submit", spec_for(job, ent.posix_user, account), plan
+
+
+def fail_stage_in(session: Session, job: Job, error: str, now: datetime) -> None:
+    """Reject a job whose inputs could not be staged (its hold is released)."""
+    staging.record_stage_in(session, job.id, staging.failed_stage_in(error))
+    if job.work_dir:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    reject(session, job, f"stage-in failed: {error}", now)
 
 
 def mark_submitted(job: Job, scheduler_job_id: str, now: datetime) -> None:

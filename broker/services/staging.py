@@ -1,7 +1,9 @@
 """Job data movement: stage workspace inputs into a job's directory, collect outputs back.
 
-``scheduling.begin_submission`` calls ``stage_in`` before the job reaches the scheduler
-(a failure rejects the job, releasing its hold, with the reason "stage-in failed: ...");
+``scheduling.begin_submission`` plans the stage-in (``plan_stage_in``) in its
+transaction and the worker copies (``run_stage_in``) after the commit, before the job
+reaches the scheduler (a failure rejects the job, releasing its hold, with the reason
+"stage-in failed: ...");
 ``scheduling.apply_info`` calls ``stage_out`` once the job has ended and been settled
 (a failure is recorded on the job and never undoes the charge).
 
@@ -253,29 +255,58 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def stage_in(session: Session, job: Job, cluster: Cluster, posix_user: str) -> None:
-    """Copy the job's inputs from its project's workspace into its directory."""
+@dataclass(frozen=True)
+class StagePlan:
+    """What a job's stage-in copies: read in a transaction, carried out after it."""
+
+    job_id: uuid.UUID
+    work_dir: str
+    files: list[StageFile]
+    owner: str
+    mover: Mover
+
+
+def plan_stage_in(
+    session: Session, job: Job, cluster: Cluster, posix_user: str
+) -> StagePlan | None:
+    """The job's inputs to copy (``None``: it has none); ``StagingError`` if one is gone."""
     io = session.get(JobIO, job.id)
     if io is None or not io.inputs:
-        return
+        return None
+    ws = session.get(Workspace, job.project_id)
+    if ws is None:
+        raise StagingError("the project has no workspace")
+    files = []
+    for i, rel in enumerate(io.inputs):
+        try:
+            _, source = workspaces.get_file(session, ws, rel)
+        except Exception as exc:
+            raise StagingError(f"inputs[{i}] {rel!r} is no longer in the workspace") from exc
+        files.append(StageFile(source, rel))
+    return StagePlan(job.id, job.work_dir or "", files, posix_user, mover_for(cluster))
+
+
+def run_stage_in(plan: StagePlan) -> dict[str, Any]:
+    """Copy the planned files, outside any transaction (large inputs take a while and
+    must not hold the database: on SQLite every writer would wait). Returns the outcome
+    to record; on failure removes the job directory and raises ``StagingError``."""
     try:
-        ws = session.get(Workspace, job.project_id)
-        if ws is None:
-            raise StagingError("the project has no workspace")
-        files = []
-        for i, rel in enumerate(io.inputs):
-            try:
-                _, source = workspaces.get_file(session, ws, rel)
-            except Exception as exc:
-                raise StagingError(f"inputs[{i}] {rel!r} is no longer in the workspace") from exc
-            files.append(StageFile(source, rel))
-        copied = mover_for(cluster).stage_in(job.work_dir, files, posix_user)
+        copied = plan.mover.stage_in(plan.work_dir, plan.files, plan.owner)
     except (StagingError, OSError) as exc:
-        io.stage_in = {"state": "failed", "error": str(exc)[:500], "at": _now()}
-        if job.work_dir:
-            shutil.rmtree(job.work_dir, ignore_errors=True)
+        if plan.work_dir:
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
         raise StagingError(str(exc)) from exc
-    io.stage_in = {"state": "done", "files": len(files), "bytes": copied, "at": _now()}
+    return {"state": "done", "files": len(plan.files), "bytes": copied, "at": _now()}
+
+
+def record_stage_in(session: Session, job_id: uuid.UUID, outcome: dict[str, Any]) -> None:
+    io = session.get(JobIO, job_id)
+    if io is not None:
+        io.stage_in = outcome
+
+
+def failed_stage_in(error: str) -> dict[str, Any]:
+    return {"state": "failed", "error": error[:500], "at": _now()}
 
 
 def stage_out(session: Session, job: Job) -> None:

@@ -179,7 +179,7 @@ def test_reconcile_adopts_a_job_lost_between_submit_and_commit(
     with session_scope(factory) as s:
         row = s.get(Job, job_id)
         assert row is not None
-        outcome, spec = scheduling.begin_submission(s, row, {}, datetime.now(UTC))
+        outcome, spec, _ = scheduling.begin_submission(s, row, {}, datetime.now(UTC))
     assert outcome == "submit" and spec is not None
     adapter = app.state.adapters.get("alpha")  # type: ignore[attr-defined]
     sched_id = adapter.submit(spec)
@@ -213,7 +213,7 @@ def test_worker_adopts_instead_of_resubmitting(
     with session_scope(factory) as s:
         row = s.get(Job, uuid.UUID(job["id"]))
         assert row is not None
-        _, spec = scheduling.begin_submission(s, row, {}, datetime.now(UTC))
+        _, spec, _ = scheduling.begin_submission(s, row, {}, datetime.now(UTC))
     assert spec is not None
     sched_id = app.state.adapters.get("beta").submit(spec)  # type: ignore[attr-defined]
     done = api.drive_until(job["id"], {"completed"}, timeout_s=60)

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from broker import migrate
 from broker.app import create_app
 from broker.config import Settings
 from broker.db import make_engine, make_session_factory, session_scope
 from broker.models import Role
-from broker.services import projects, tenants, tokens
+from broker.services import projects, staging, tenants, tokens
 from broker.services.principal import SYSTEM
 
 from ..servers import VENV_BIN, clean_env, free_port
@@ -335,3 +337,55 @@ def test_200_mb_upload_and_download_stay_in_small_fixed_memory(tmp_path: Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class _Watching(staging.SharedFsMover):
+    """Copies like the shared-fs mover, after proving that nothing holds the job's row
+    (PostgreSQL) or the database's write lock (SQLite) meanwhile; or fails the copy."""
+
+    def __init__(self, db_url: str, fail: bool) -> None:
+        self.db_url, self.fail, self.writes = db_url, fail, 0
+
+    def stage_in(self, work_dir: str, files: Sequence[staging.StageFile], owner: str) -> int:
+        job_id = Path(work_dir).name
+        if self.db_url.startswith("sqlite"):
+            conn = sqlite3.connect(self.db_url.removeprefix("sqlite:///"), timeout=0.5)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # 'database is locked' if a writer is open
+                conn.execute("UPDATE job SET reason = reason")
+                conn.commit()
+            finally:
+                conn.close()
+        else:
+            engine = make_engine(self.db_url)
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '500ms'"))
+                sql = text("UPDATE job SET reason = reason WHERE id = :i")
+                assert conn.execute(sql, {"i": job_id}).rowcount == 1
+            engine.dispose()
+        self.writes += 1
+        if self.fail:
+            raise OSError("scratch is full")
+        return super().stage_in(work_dir, files, owner)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_inputs_are_copied_outside_any_transaction(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    mover = _Watching(db_url, fail)
+    monkeypatch.setattr(staging, "mover_for", lambda cluster: mover)
+    ent, member, project = api.tenant()
+    pid = project["id"]
+    assert put(api, pid, "in.txt", b"x", member).status_code == 201
+    job = api.submit(pid, member, inputs=["in.txt"], script="cat in.txt").json()
+    done = api.drive_until(job["id"], {"completed", "rejected"})
+    assert mover.writes == 1
+    stage_in = api.get(f"/jobs/{job['id']}/io", member).json()["stage_in"]
+    if fail:
+        assert done["state"] == "rejected" and done["reason"] == "stage-in failed: scratch is full"
+        assert stage_in["state"] == "failed" and stage_in["error"] == "scratch is full"
+        assert api.get(f"/enterprises/{ent['id']}/balance", member).json()["held_pfh"] == 0
+    else:
+        assert done["state"] == "completed", done
+        assert stage_in["state"] == "done" and stage_in["files"] == 1
