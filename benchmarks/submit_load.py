@@ -88,6 +88,25 @@ def make_tenants(url: str, n: int) -> list[tuple[str, str]]:
     return out
 
 
+def summary(latencies: list[float], wall: float, errors: int) -> dict[str, float]:
+    """Accepted/s over ``wall`` and latency percentiles in ms."""
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+
+    return {
+        "accepted_per_s": len(lat) / wall,
+        "p50_ms": pct(0.5),
+        "p90_ms": pct(0.9),
+        "p99_ms": pct(0.99),
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        "accepted": len(lat),
+        "errors": errors,
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    }
+
+
 def run_clients(
     base: str, tenants_: list[tuple[str, str]], clients: int, seconds: float
 ) -> dict[str, float]:
@@ -121,22 +140,7 @@ def run_clients(
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    lat = sorted(latencies)
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
-    return {
-        "accepted_per_s": len(lat) / wall,
-        "p50_ms": pct(0.5),
-        "p90_ms": pct(0.9),
-        "p99_ms": pct(0.99),
-        "max_ms": (lat[-1] * 1000 if lat else float("nan")),
-        "accepted": len(lat),
-        "errors": errors,
-        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
-    }
+    return summary(latencies, time.perf_counter() - t0, errors)
 
 
 def slurmrestd_rate(
@@ -192,13 +196,7 @@ def slurmrestd_rate(
     with httpx.Client(base_url=opts["url"], headers=headers, timeout=30) as c:
         for job_id in ids:
             c.delete(f"/slurm/v0.0.38/job/{job_id}")
-    lat = sorted(latencies)
-    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else float("nan")
-    return {
-        "accepted_per_s": len(lat) / wall,
-        "p50_ms": lat[len(lat) // 2] * 1000 if lat else float("nan"),
-        "p99_ms": p99,
-    }
+    return summary(latencies, wall, 0)
 
 
 def run_paced(
@@ -251,20 +249,7 @@ def run_paced(
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start[0]
-    lat = sorted(latencies)
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
-    return {
-        "accepted_per_s": len(lat) / wall,
-        "p50_ms": pct(0.5),
-        "p90_ms": pct(0.9),
-        "p99_ms": pct(0.99),
-        "max_ms": lat[-1] * 1000 if lat else float("nan"),
-        "errors": errors,
-    }
+    return summary(latencies, time.perf_counter() - start[0], errors)
 
 
 def main() -> None:
@@ -297,8 +282,7 @@ def main() -> None:
                 args.slurmrestd, args.slurm_user, args.slurm_account, n, args.seconds
             )
             rest[n] = r["accepted_per_s"]
-            nan = float("nan")
-            rows.append(("slurmrestd", f"{n} clients", {**r, "p90_ms": nan, "max_ms": nan}))
+            rows.append(("slurmrestd", f"{n} clients", r))
     peak: dict[str, float] = {}
     backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
     for backend in backends:
@@ -325,7 +309,8 @@ def main() -> None:
                     if rest:
                         paced.append(1.5 * max(rest.values()))  # half of 3x slurmrestd
                     for rate in paced:
-                        rows.append((label, f"{rate:.0f}/s paced", run_paced(base, ts, rate, 5)))
+                        paced_run = run_paced(base, ts, rate, args.seconds)
+                        rows.append((label, f"{rate:.0f}/s paced", paced_run))
             finally:
                 if backend == "postgresql":
                     drop_pg(url)
