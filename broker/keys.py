@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import SecretStr
 
 SEALED_PREFIX = "fernet:"
 
@@ -29,10 +30,10 @@ class SecretUnreadable(Exception):
     """A sealed value this host's key does not open."""
 
 
-def host_key(data_dir: Path, name: str, configured: str | None = None) -> str:
+def host_key(data_dir: Path, name: str, configured: SecretStr | None = None) -> str:
     """The configured key, else ``data_dir/name`` (created on first use, 0600)."""
-    if configured:
-        return configured
+    if configured is not None and configured.get_secret_value():
+        return configured.get_secret_value()
     path = Path(data_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

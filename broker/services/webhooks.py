@@ -130,9 +130,7 @@ def _member_project(session: Session, principal: Principal, project_id: uuid.UUI
 
 def secret_box(settings: Settings) -> SecretBox:
     """The box that seals project secrets: ``BROKER_SECRETS_KEY``, else the host's key file."""
-    key = settings.secrets_key
-    configured = None if key is None else key.get_secret_value()
-    return SecretBox(host_key(settings.data_dir, "secrets.key", configured))
+    return SecretBox(host_key(settings.data_dir, "secrets.key", settings.secrets_key))
 
 
 def _new_secret(session: Session, project: Project, box: SecretBox) -> str:

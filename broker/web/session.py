@@ -116,12 +116,7 @@ class SessionCodec:
 
 def session_secret(settings: Settings) -> str:
     """The configured secret, else the host's key file (created on first use)."""
-    configured = settings.session_secret
-    return host_key(
-        settings.data_dir,
-        "ops-session.key",
-        None if configured is None else configured.get_secret_value(),
-    )
+    return host_key(settings.data_dir, "ops-session.key", settings.session_secret)
 
 
 def codec_for(request: Request) -> SessionCodec:

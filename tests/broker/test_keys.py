@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from broker.keys import SecretBox, SecretUnreadable, host_key
 
@@ -15,7 +16,7 @@ def test_host_key_is_made_once_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "data" / "secrets.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first) == 64 and host_key(tmp_path / "data", "secrets.key") == first
-    assert host_key(tmp_path / "data", "secrets.key", "from-the-vault") == "from-the-vault"
+    assert host_key(tmp_path / "data", "secrets.key", SecretStr("vault")) == "vault"
 
 
 def test_sealed_values_open_only_under_their_key() -> None:
