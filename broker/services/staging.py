@@ -289,12 +289,10 @@ def plan_stage_in(
 def run_stage_in(plan: StagePlan) -> dict[str, Any]:
     """Copy the planned files, outside any transaction (large inputs take a while and
     must not hold the database: on SQLite every writer would wait). Returns the outcome
-    to record; on failure removes the job directory and raises ``StagingError``."""
+    to record, or raises ``StagingError`` (``scheduling.fail_stage_in`` cleans up)."""
     try:
         copied = plan.mover.stage_in(plan.work_dir, plan.files, plan.owner)
     except (StagingError, OSError) as exc:
-        if plan.work_dir:
-            shutil.rmtree(plan.work_dir, ignore_errors=True)
         raise StagingError(str(exc)) from exc
     return {"state": "done", "files": len(plan.files), "bytes": copied, "at": _now()}
 
