@@ -98,6 +98,8 @@ class Settings(BaseSettings):
 
     # Project workspaces (<data_dir>/workspaces/<project id>/), webhooks, job event streams.
     workspace_quota_bytes: int = Field(10 * 1024**3, ge=0)  # per project
+    # One job's stage-out (outputs copied into its workspace) may take this long.
+    stage_out_timeout_s: float = Field(300.0, gt=0)
     webhook_timeout_s: float = Field(5.0, gt=0)
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_retry_base_s: float = Field(2.0, gt=0)

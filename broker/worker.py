@@ -25,6 +25,7 @@ from .models import LIVE_STATES, Cluster, Job, JobStatus
 from .services import (
     brokering,
     clusters,
+    collection,
     ledger,
     scheduling,
     staging,
@@ -44,6 +45,7 @@ class PassStats:
     retried: int = 0
     settled: int = 0
     cancelled: int = 0
+    collected: int = 0
     errors: list[str] = field(default_factory=list)
 
     def bump(self, outcome: str) -> None:
@@ -74,6 +76,7 @@ class Worker:
         self.submit_due(stats)
         self.push_cancels(stats)
         self.poll(stats)
+        self.collect_outputs(stats)
         self.poll_validations()
         self.deliver_webhooks()
         return stats
@@ -264,6 +267,29 @@ class Worker:
                         s, job, info, scheduling.utcnow()
                     ):
                         stats.settled += 1
+
+    def collect_outputs(self, stats: PassStats) -> None:
+        """Stage-out of settled jobs: each copy outside any transaction, one job at a time."""
+        with session_scope(self.factory) as s:
+            due = collection.due(s, self.settings.submit_batch)
+        for job_id in due:
+            try:
+                with session_scope(self.factory) as s:
+                    plan = collection.plan(s, job_id)
+                if plan is None:
+                    continue
+                fetched = collection.fetch(plan, timeout_s=self.settings.stage_out_timeout_s)
+                try:
+                    with session_scope(self.factory) as s:
+                        collection.finish(s, plan, fetched)
+                finally:
+                    fetched.discard()
+                stats.collected += 1
+            except Exception as exc:  # one job's failure touches that job only
+                log.exception("stage-out of job %s failed", job_id)
+                stats.errors.append(f"stage-out {job_id}: {exc}")
+                with session_scope(self.factory) as s:
+                    collection.failed(s, job_id, f"stage-out failed: {exc}"[:300])
 
 
 def _record(stats: PassStats, duration_s: float, lag_s: float) -> None:

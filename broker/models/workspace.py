@@ -66,3 +66,6 @@ class JobIO(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     stage_in: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     stage_out: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set when the job is settled, cleared once its outputs are collected (or given up):
+    # the worker's queue of stage-outs, so a crash between the two loses none.
+    collect_due: Mapped[bool] = mapped_column(default=False, index=True)

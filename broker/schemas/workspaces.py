@@ -24,6 +24,7 @@ class WorkspaceListing(ReadModel):
     project_id: uuid.UUID
     prefix: str
     items: list[WorkspaceFileRead]
+    next_cursor: str | None = None  # more files: ask again with cursor=next_cursor
     used_bytes: int
     quota_bytes: int
 

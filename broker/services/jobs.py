@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -203,20 +203,17 @@ def read_output(
     stream: str = "stdout",
     tail_lines: int | None = None,
 ) -> str:
-    job = get_job(session, principal, job_id)
-    if stream not in ("stdout", "stderr"):
-        raise InvalidInput("stream", "must be 'stdout' or 'stderr'")
-    path = job.stdout_path if stream == "stdout" else job.stderr_path
-    if not path:
+    """The last MiB of the job's stdout or stderr (or its last ``tail_lines`` lines).
+
+    Read through ``staging.open_output``: never through a link, never from a FIFO.
+    """
+    opened = staging.open_output(session, principal, job_id, stream)
+    if opened is None:
         return ""
-    try:
-        with Path(path).open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - MAX_OUTPUT_BYTES))
-            data = fh.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
+    fd, st = opened
+    with os.fdopen(fd, "rb") as fh:
+        fh.seek(max(0, st.st_size - MAX_OUTPUT_BYTES))
+        data = fh.read(MAX_OUTPUT_BYTES).decode(errors="replace")
     if tail_lines is not None:
         data = "".join(data.splitlines(keepends=True)[-tail_lines:])
     return data

@@ -9,6 +9,7 @@ which charges a job at most once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ import scheduler_adapters as sa_
 
 from ..errors import InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
-from . import billing, brokering, ledger, slurm_sync, staging
+from . import billing, brokering, collection, ledger, slurm_sync, staging
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,59 @@ def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:
 
 
 def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
-    """Create the job's directory on the cluster's scratch, owned by the job's user."""
-    work = Path(cluster.scratch_dir) / str(job.enterprise_id) / str(job.id)
-    work.mkdir(parents=True, exist_ok=True)
-    give_to(work.parent, posix_user)  # the enterprise's folder
-    give_to(work, posix_user)
-    job.work_dir = str(work)
-    job.stdout_path = str(work / "stdout.txt")
-    job.stderr_path = str(work / "stderr.txt")
+    """Create the job's directory ``<scratch>/<enterprise>/<job>`` (``OSError`` if unsafe).
+
+    Run as root with the enterprise's user known here, the enterprise's folder is the
+    broker's, mode 0710 with the user's group (its jobs pass through; they cannot
+    rename or plant anything in it, and other tenants cannot even look), and the job's
+    folder is the user's, 0700. Run as root without that user here, the enterprise's
+    folder is 0711 (the local adapter's fallback user, to whom it gives the job's
+    folder, passes through; nobody lists it). Otherwise (jobs run as the broker's
+    user) both are 0700. Nothing is created or changed through a link.
+    """
+    scratch = Path(cluster.scratch_dir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    ids = staging.owner_ids(posix_user)
+    top = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        ent = _own_dir(top, str(job.enterprise_id), _enterprise_mode(ids), ids and (0, ids[1]))
+        try:
+            work = _own_dir(ent, str(job.id), 0o700, ids)
+            os.close(work)
+        finally:
+            os.close(ent)
+    finally:
+        os.close(top)
+    path = scratch / str(job.enterprise_id) / str(job.id)
+    job.work_dir = str(path)
+    job.stdout_path = str(path / "stdout.txt")
+    job.stderr_path = str(path / "stderr.txt")
+
+
+def _enterprise_mode(ids: tuple[int, int] | None) -> int:
+    if ids is not None:
+        return 0o710
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
+def _own_dir(dir_fd: int, name: str, mode: int, owner: tuple[int, int] | None) -> int:
+    """Open (creating it if needed) directory ``name`` without following a link, and set
+    its mode and owner through the descriptor."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        raise OSError(f"{name} in the scratch directory is not a directory (a link?)") from exc
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
@@ -243,7 +289,7 @@ def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> 
     job.exit_code = info.exit_code
     job.ended_at = info.end_time or now
     settled = settle(session, job, info, now)
-    staging.stage_out(session, job)  # after the charge; its failures are noted, never raised
+    collection.mark_due(session, job)  # the worker collects outputs after this transaction
     return settled
 
 

@@ -4,8 +4,9 @@
 transaction and the worker copies (``run_stage_in``) after the commit, before the job
 reaches the scheduler (a failure rejects the job, releasing its hold, with the reason
 "stage-in failed: ...");
-``scheduling.apply_info`` calls ``stage_out`` once the job has ended and been settled
-(a failure is recorded on the job and never undoes the charge).
+once the job has ended and been settled, the worker collects its outputs
+(``services.collection``, outside any transaction; a failure is recorded on the job
+and never undoes the charge).
 
 How bytes reach a cluster's scratch is a ``Mover``, chosen by the cluster's ``mover``
 setting in the clusters file. ``shared-fs`` copies on a filesystem the worker mounts.
@@ -13,9 +14,11 @@ An SSH/rsync or Globus-style mover implements the same three methods and is adde
 ``mover_for``, its kind to ``ClusterConfig.mover`` and to the cluster's synced row.
 
 The job directory belongs to the enterprise's POSIX user, who may also run other jobs
-that write in it. Files are therefore opened component by component with
-``O_NOFOLLOW`` (``open_beneath``): a symlink planted by a job can neither redirect a
-staged input (written as root) nor smuggle a file from outside into the workspace.
+that write in it: everything there is hostile input. Files are reached only through
+``safefs``, from the cluster's scratch root, component by component with
+``O_NOFOLLOW`` and non-blocking opens of regular files only: a link or FIFO planted by
+a job can neither redirect a staged input (written as root), nor smuggle a file from
+outside into the workspace or the API's answers, nor stall the broker.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import logging
 import os
 import pwd
 import shutil
-import stat
 import string
 import uuid
 from abc import ABC, abstractmethod
@@ -40,13 +42,11 @@ from sqlalchemy.orm import Session
 from ..errors import InvalidInput, NotFound
 from ..models import Cluster, Job, JobIO, Project, Workspace
 from ..schemas.jobs import JobCreate
-from . import webhooks, workspaces
+from . import safefs, webhooks, workspaces
 from .principal import Principal
 
 log = logging.getLogger(__name__)
 
-MAX_OUTPUT_FILES = 1000
-_ACTOR = "system:stage-out"
 _CHUNK = 1 << 20
 
 
@@ -56,57 +56,34 @@ class StagingError(Exception):
 
 @dataclass(frozen=True)
 class StageFile:
-    """A local file to place at ``relpath`` under the job's directory."""
+    """The workspace file ``relpath`` (of the workspace at ``source_root``), to place at
+    the same ``relpath`` under the job's directory."""
 
-    source: Path
+    source_root: str
     relpath: str
 
 
 class Mover(ABC):
-    """Moves files between the broker's workspaces and a cluster's job directories."""
+    """Moves files between the broker's workspaces and a cluster's job directories.
 
-    @abstractmethod
-    def stage_in(self, work_dir: str, files: Sequence[StageFile], owner: str) -> int:
-        """Copy ``files`` under ``work_dir`` owned by POSIX ``owner``; the bytes copied."""
-
-    @abstractmethod
-    def match(self, work_dir: str, patterns: Sequence[str]) -> list[str]:
-        """Relative paths of the regular files under ``work_dir`` matching ``patterns``."""
-
-    @abstractmethod
-    def fetch(self, work_dir: str, relpath: str, sink: workspaces.TempUpload) -> None:
-        """Stream one file of ``work_dir`` into ``sink``."""
-
-
-def open_beneath(
-    root: str, relpath: str, flags: int, *, owner: tuple[int, int] | None = None
-) -> int:
-    """Open ``root/relpath`` without following any symlink below ``root``.
-
-    With ``os.O_CREAT`` in ``flags``, missing directories are created (owned by
-    ``owner`` when given) and the file itself must not exist yet.
+    A job directory is given as a ``safefs.Trusted``: the cluster's scratch root (the
+    broker's) and the path below it (the tenant's, never resolved through a link).
     """
-    parts = relpath.split("/")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for part in parts[:-1]:
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not flags & os.O_CREAT:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                if owner is not None:
-                    os.fchown(nxt, *owner)
-            os.close(fd)
-            fd = nxt
-        return os.open(parts[-1], flags | os.O_NOFOLLOW, 0o644, dir_fd=fd)
-    finally:
-        os.close(fd)
+
+    @abstractmethod
+    def stage_in(self, where: safefs.Trusted, files: Sequence[StageFile], owner: str) -> int:
+        """Copy ``files`` under the job's directory owned by POSIX ``owner``; the bytes copied."""
+
+    @abstractmethod
+    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> list[str]:
+        """Relative paths of the regular files under the job's directory matching ``patterns``."""
+
+    @abstractmethod
+    def open(self, where: safefs.Trusted, relpath: str) -> tuple[int, os.stat_result]:
+        """A descriptor of one regular file of the job's directory, and its ``fstat``."""
 
 
-def _owner_ids(user: str) -> tuple[int, int] | None:
+def owner_ids(user: str) -> tuple[int, int] | None:
     """The uid/gid to give staged files: only when running as root and the user exists."""
     if os.geteuid() != 0:
         return None
@@ -120,62 +97,53 @@ def _owner_ids(user: str) -> tuple[int, int] | None:
 class SharedFsMover(Mover):
     """The job directory is on a filesystem the worker mounts (same path)."""
 
-    def stage_in(self, work_dir: str, files: Sequence[StageFile], owner: str) -> int:
-        ids = _owner_ids(owner)
+    def stage_in(self, where: safefs.Trusted, files: Sequence[StageFile], owner: str) -> int:
+        ids = owner_ids(owner)
         total = 0
         for f in files:
-            # Replace an existing name (a retried attempt) by unlinking it, never by
-            # writing through it: it could be a link a job planted.
-            parent, _, name = f.relpath.rpartition("/")
-            if parent:
-                try:
-                    pfd = open_beneath(work_dir, parent, os.O_RDONLY | os.O_DIRECTORY)
-                except FileNotFoundError:
-                    pfd = -1
-            else:
-                pfd = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            if pfd >= 0:
-                try:
-                    os.unlink(name, dir_fd=pfd)
-                except FileNotFoundError:
-                    pass
-                finally:
-                    os.close(pfd)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-            fd = open_beneath(work_dir, f.relpath, flags, owner=ids)
-            with os.fdopen(fd, "wb") as out, f.source.open("rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
-                total += out.tell()
-                if ids is not None:
-                    os.fchown(out.fileno(), *ids)
+            # Staged files are 0600 and their directories 0700, the job's user's: no
+            # other tenant's job can read them, and a name a job planted (a link) is
+            # replaced, never written through.
+            src_fd, _ = safefs.open_regular(f.source_root, f.relpath)
+            with os.fdopen(src_fd, "rb") as src:
+                fd = safefs.create_file(where.root, where.join(f.relpath), owner=ids)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+                    total += out.tell()
         return total
 
-    def match(self, work_dir: str, patterns: Sequence[str]) -> list[str]:
-        base = Path(work_dir)
-        found: dict[str, None] = {}
-        for pattern in patterns:
-            for path in sorted(base.glob(pattern)):
-                rel = path.relative_to(base).as_posix()
-                try:
-                    mode = path.lstat().st_mode
-                except OSError:
-                    continue
-                if stat.S_ISREG(mode):
-                    found[rel] = None
-        return list(found)
+    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> list[str]:
+        return safefs.glob_files(where.root, where.below, patterns)
 
-    def fetch(self, work_dir: str, relpath: str, sink: workspaces.TempUpload) -> None:
-        fd = open_beneath(work_dir, relpath, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as src:
-            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-                raise StagingError(f"{relpath} is not a regular file")
-            while chunk := src.read(_CHUNK):
-                sink.write(chunk)
+    def open(self, where: safefs.Trusted, relpath: str) -> tuple[int, os.stat_result]:
+        return safefs.open_regular(where.root, where.join(relpath))
 
 
 def mover_for(cluster: Cluster) -> Mover:
     """The cluster's mover; ``shared-fs`` is the only kind so far (see the module doc)."""
     return SharedFsMover()
+
+
+def job_dir(job: Job, scratch_dir: str | None) -> safefs.Trusted:
+    """The job's directory below the trusted scratch root of its cluster.
+
+    Jobs live at ``<scratch>/<enterprise>/<job>``; when the cluster is gone from the
+    configuration the scratch root is taken as the directory two levels up.
+    """
+    work = Path(job.work_dir)
+    try:
+        return safefs.beneath(scratch_dir or work.parent.parent, work)
+    except ValueError:
+        return safefs.beneath(work.parent.parent, work)
+
+
+def scratch_of(session: Session, job: Job) -> str | None:
+    return session.scalar(select(Cluster.scratch_dir).where(Cluster.name == job.cluster))
+
+
+def mover_for_name(session: Session, cluster_name: str) -> Mover:
+    cluster = session.scalar(select(Cluster).where(Cluster.name == cluster_name))
+    return SharedFsMover() if cluster is None else mover_for(cluster)
 
 
 _GLOB_CHARS = frozenset(string.ascii_letters + string.digits + "._-+*?[]!/=,@")
@@ -240,18 +208,35 @@ def job_io(session: Session, principal: Principal, job_id: uuid.UUID) -> JobIO |
     return session.get(JobIO, job_id)
 
 
-def output_file(
+def open_output(
     session: Session, principal: Principal, job_id: uuid.UUID, stream: str
-) -> Path | None:
-    """The job's stdout or stderr file, if it exists (for ranged reads)."""
+) -> tuple[int, os.stat_result] | None:
+    """The job's stdout or stderr, opened safely: ``(fd, fstat)``, or None if it has none.
+
+    The file is the job's to write: a link, a FIFO or a device there answers
+    ``InvalidInput`` naming ``stream`` with the reason, never the bytes behind it.
+    """
     job = session.get(Job, job_id)
     if job is None or not principal.can_see(job.enterprise_id):
         raise NotFound("job not found")
+    if stream not in ("stdout", "stderr"):
+        raise InvalidInput("stream", "must be 'stdout' or 'stderr'")
     raw = job.stdout_path if stream == "stdout" else job.stderr_path
-    return Path(raw) if raw and Path(raw).is_file() else None
+    if not raw or not job.work_dir:
+        return None
+    where = job_dir(job, scratch_of(session, job))
+    try:
+        rel = safefs.beneath(job.work_dir, raw).below
+        return safefs.open_regular(where.root, where.join(rel))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except ValueError:
+        return None  # an output path outside the job's directory: not the broker's to serve
+    except safefs.UnsafeFile as exc:
+        raise InvalidInput("stream", str(exc)) from exc
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
@@ -260,7 +245,7 @@ class StagePlan:
     """What a job's stage-in copies: read in a transaction, carried out after it."""
 
     job_id: uuid.UUID
-    work_dir: str
+    where: safefs.Trusted
     files: list[StageFile]
     owner: str
     mover: Mover
@@ -279,11 +264,12 @@ def plan_stage_in(
     files = []
     for i, rel in enumerate(io.inputs):
         try:
-            _, source = workspaces.get_file(session, ws, rel)
-        except Exception as exc:
+            workspaces.get_file(session, ws, rel)
+        except NotFound as exc:
             raise StagingError(f"inputs[{i}] {rel!r} is no longer in the workspace") from exc
-        files.append(StageFile(source, rel))
-    return StagePlan(job.id, job.work_dir or "", files, posix_user, mover_for(cluster))
+        files.append(StageFile(ws.root_dir, rel))
+    where = job_dir(job, cluster.scratch_dir)
+    return StagePlan(job.id, where, files, posix_user, mover_for(cluster))
 
 
 def run_stage_in(plan: StagePlan) -> dict[str, Any]:
@@ -291,10 +277,10 @@ def run_stage_in(plan: StagePlan) -> dict[str, Any]:
     must not hold the database: on SQLite every writer would wait). Returns the outcome
     to record, or raises ``StagingError`` (``scheduling.fail_stage_in`` cleans up)."""
     try:
-        copied = plan.mover.stage_in(plan.work_dir, plan.files, plan.owner)
-    except (StagingError, OSError) as exc:
+        copied = plan.mover.stage_in(plan.where, plan.files, plan.owner)
+    except (StagingError, OSError, safefs.UnsafeFile) as exc:
         raise StagingError(str(exc)) from exc
-    return {"state": "done", "files": len(plan.files), "bytes": copied, "at": _now()}
+    return {"state": "done", "files": len(plan.files), "bytes": copied, "at": now_iso()}
 
 
 def record_stage_in(session: Session, job_id: uuid.UUID, outcome: dict[str, Any]) -> None:
@@ -304,61 +290,4 @@ def record_stage_in(session: Session, job_id: uuid.UUID, outcome: dict[str, Any]
 
 
 def failed_stage_in(error: str) -> dict[str, Any]:
-    return {"state": "failed", "error": error[:500], "at": _now()}
-
-
-def stage_out(session: Session, job: Job) -> None:
-    """Collect stdout, stderr and the output globs into ``jobs/<job id>/`` of the workspace."""
-    io = session.get(JobIO, job.id)
-    if io is None or io.outputs is None or not job.work_dir:
-        return
-    try:
-        result = _collect(session, job, io.outputs)
-    except Exception as exc:  # never let a copy problem undo the settlement
-        log.exception("stage-out of job %s failed", job.id)
-        result = {"state": "failed", "files": [], "bytes": 0, "error": str(exc)[:500]}
-    result["at"] = _now()
-    io.stage_out = result
-    if result.get("error"):
-        note = f"stage-out {result['state']}: {result['error']}"
-        job.reason = (f"{job.reason}; {note}" if job.reason else note)[:1000]
-
-
-def _collect(session: Session, job: Job, patterns: list[str]) -> dict[str, Any]:
-    ws = session.get(Workspace, job.project_id)
-    if ws is None:
-        raise StagingError("the project has no workspace")
-    cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
-    mover = SharedFsMover() if cluster is None else mover_for(cluster)
-    logs = [
-        Path(p).relative_to(job.work_dir).as_posix()
-        for p in (job.stdout_path, job.stderr_path)
-        if p and Path(p).is_relative_to(job.work_dir)
-    ]
-    names = list(dict.fromkeys(logs + mover.match(job.work_dir, patterns)))
-    files: list[str] = []
-    errors: list[str] = []
-    total = 0
-    for rel in names[:MAX_OUTPUT_FILES]:
-        dest = f"jobs/{job.id}/{rel}"
-        upload = workspaces.TempUpload(Path(ws.root_dir).parent)
-        try:
-            mover.fetch(job.work_dir, rel, upload)
-            row = workspaces.place(session, ws, dest, upload, actor=_ACTOR, job_id=job.id)
-        except FileNotFoundError:
-            upload.discard()
-            continue  # e.g. a job that wrote no stderr
-        except workspaces.StorageQuotaExceeded as exc:
-            upload.discard()
-            errors.append(f"workspace quota exceeded at {rel}: {exc.detail}")
-            break
-        except (OSError, StagingError) as exc:
-            upload.discard()
-            errors.append(f"{rel}: {exc}")
-            continue
-        files.append(row.path)
-        total += row.size_bytes
-    if len(names) > MAX_OUTPUT_FILES:
-        errors.append(f"only the first {MAX_OUTPUT_FILES} of {len(names)} files were collected")
-    state = "done" if not errors else ("partial" if files else "failed")
-    return {"state": state, "files": files, "bytes": total, "error": "; ".join(errors)[:500]}
+    return {"state": "failed", "error": error[:500], "at": now_iso()}

@@ -34,7 +34,7 @@ from ..config import Settings
 from ..errors import Conflict, NotFound
 from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
 from ..schemas.kernels import KernelsReport
-from . import audit, billing, clusters, reconcile, scheduling
+from . import audit, billing, clusters, reconcile, safefs, scheduling
 from .principal import SYSTEM, Principal
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,12 @@ def ingest(
     node = session.get(Node, run.node_id)
     assert node is not None
     try:
-        raw = json.loads((Path(run.work_dir) / "result.json").read_text())
+        # The run's directory is the validation user's: read it like any job's (no link
+        # followed, regular files only, bounded).
+        raw = json.loads(safefs.read_small(run.work_dir, "result.json", _MAX_RESULT_BYTES))
         report = KernelsReport.model_validate(raw)
-    except (OSError, ValueError, ValidationError) as exc:
-        stderr = _tail(Path(run.work_dir) / "stderr.txt")
+    except (OSError, ValueError, ValidationError, safefs.UnsafeFile) as exc:
+        stderr = _tail(run.work_dir, "stderr.txt")
         run.state = RunState.ERROR
         run.reasons = [
             f"no usable result (job {info.native_state or info.state.value}, "
@@ -334,11 +336,14 @@ def _degrade(
     )
 
 
-def _tail(path: Path, limit: int = 500) -> str:
+_MAX_RESULT_BYTES = 4 << 20
+
+
+def _tail(work_dir: str, name: str, limit: int = 500) -> str:
     try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
+        return safefs.read_tail(work_dir, name, limit * 4).decode(errors="replace")[-limit:]
+    except (OSError, safefs.UnsafeFile) as exc:
+        return f"{name}: {exc}"
 
 
 def drain_node(

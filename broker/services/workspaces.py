@@ -13,7 +13,6 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -22,11 +21,10 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Project, Workspace, WorkspaceFile
-from . import audit, projects
+from . import audit, projects, safefs
 from .principal import Principal
 
 MAX_PATH_CHARS = 1024
-CHUNK_BYTES = 1 << 20
 TMP_DIR = ".tmp"
 
 
@@ -69,6 +67,8 @@ def check_path(value: str, field: str = "path") -> str:
         raise InvalidInput(field, "must not contain empty components ('//' or a trailing '/')")
     if any(c < " " for c in value):
         raise InvalidInput(field, "must not contain control characters")
+    if not value.isprintable():  # DEL, C1 controls, bytes that are not UTF-8, U+2028...
+        raise InvalidInput(field, "must contain printable characters only")
     return str(PurePosixPath(value))
 
 
@@ -224,20 +224,35 @@ def record_upload(
     )
 
 
-def get_file(session: Session, ws: Workspace, rel: str) -> tuple[WorkspaceFile, Path]:
+def get_file(session: Session, ws: Workspace, rel: str) -> WorkspaceFile:
     row = session.scalar(
         select(WorkspaceFile).where(
             WorkspaceFile.project_id == ws.project_id, WorkspaceFile.path == rel
         )
     )
-    target = resolve(ws, rel)
-    if row is None or not target.is_file():
+    if row is None:
         raise NotFound(f"path: {rel!r} is not in the workspace")
-    return row, target
+    return row
+
+
+def open_file(
+    session: Session, ws: Workspace, rel: str
+) -> tuple[WorkspaceFile, int, os.stat_result]:
+    """The file's row and a descriptor of its bytes, opened beneath the workspace's root
+    without following any link (``NotFound`` if it is not a regular file there)."""
+    row = get_file(session, ws, rel)
+    try:
+        fd, st = safefs.open_regular(ws.root_dir, rel)
+    except safefs.UnsafeFile as exc:
+        raise InvalidInput("path", str(exc)) from exc
+    except OSError as exc:
+        raise NotFound(f"path: {rel!r} is not in the workspace") from exc
+    return row, fd, st
 
 
 def delete_file(session: Session, principal: Principal, ws: Workspace, rel: str) -> None:
-    row, target = get_file(session, ws, rel)
+    row = get_file(session, ws, rel)
+    target = Path(ws.root_dir) / rel
     session.delete(row)
     project = session.get(Project, ws.project_id)
     audit.record(
@@ -250,7 +265,17 @@ def delete_file(session: Session, principal: Principal, ws: Workspace, rel: str)
         path=rel,
     )
     session.flush()
-    target.unlink(missing_ok=True)
+    parent_rel, _, name = rel.rpartition("/")
+    try:
+        dfd = safefs.open_dir(ws.root_dir, parent_rel)
+    except (OSError, safefs.UnsafeFile):
+        return
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dfd)
     base = Path(ws.root_dir).resolve()
     parent = target.parent
     while parent != base and parent.is_relative_to(base):
@@ -261,12 +286,20 @@ def delete_file(session: Session, principal: Principal, ws: Workspace, rel: str)
         parent = parent.parent
 
 
-def list_files(session: Session, ws: Workspace, prefix: str | None) -> list[WorkspaceFile]:
+def list_files(
+    session: Session, ws: Workspace, prefix: str | None, *, limit: int, after: str | None = None
+) -> tuple[list[WorkspaceFile], str | None]:
+    """One page of files under ``prefix`` in path order, and the cursor of the next."""
     query = select(WorkspaceFile).where(WorkspaceFile.project_id == ws.project_id)
     if prefix:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(WorkspaceFile.path.like(f"{escaped}%", escape="\\"))
-    return list(session.scalars(query.order_by(WorkspaceFile.path)))
+    if after:
+        query = query.where(WorkspaceFile.path > after)
+    rows = list(session.scalars(query.order_by(WorkspaceFile.path).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, rows[-1].path if more and rows else None
 
 
 def existing_paths(session: Session, project_id: uuid.UUID, paths: list[str]) -> set[str]:
@@ -274,9 +307,3 @@ def existing_paths(session: Session, project_id: uuid.UUID, paths: list[str]) ->
         WorkspaceFile.project_id == project_id, WorkspaceFile.path.in_(paths)
     )
     return set(session.scalars(query))
-
-
-def read_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            yield chunk

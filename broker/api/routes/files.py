@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Receive, Scope, Send
 
@@ -20,6 +20,7 @@ from ...schemas.workspaces import WorkspaceFileRead, WorkspaceListing
 from ...services import workspaces
 from ...services.principal import Principal
 from ...services.workspaces import WorkspaceConfig
+from .. import ranges
 from ..deps import CurrentPrincipal, SessionDep, SettingsDep
 from ..limits import BodySizeLimit
 
@@ -91,8 +92,19 @@ async def put_file(
     me: CurrentPrincipal,
     settings: SettingsDep,
 ) -> WorkspaceFileRead:
-    """Store the request body at ``path`` (201 new, 200 replaced); streamed to disk."""
+    """Store the request body at ``path`` (201 new, 200 replaced); streamed to disk.
+
+    The body is the file's bytes: a ``multipart/form-data`` (browser form) body is
+    refused with 415 rather than stored with its boundaries as the file.
+    """
     rel = workspaces.check_path(path)
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype.startswith("multipart/") or ctype == "application/x-www-form-urlencoded":
+        raise HTTPException(
+            415,
+            f"content-type {ctype!r}: send the file's bytes as the "
+            "body (e.g. application/octet-stream, curl --data-binary @file or -T file)",
+        )
     cfg = WorkspaceConfig.of(settings.data_dir, settings.workspace_quota_bytes)
     factory = request.app.state.session_factory
     room = await _run(_room, factory, me, project_id, rel, cfg)
@@ -139,17 +151,28 @@ def _workspace(session: Session, me: Principal, project_id: uuid.UUID) -> Worksp
     return ws
 
 
-@router.get("/{project_id}/files/{path:path}", response_class=FileResponse)
+@router.get(
+    "/{project_id}/files/{path:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 416: {}},
+)
 def get_file(
-    project_id: uuid.UUID, path: str, session: SessionDep, me: CurrentPrincipal
-) -> FileResponse:
+    project_id: uuid.UUID, path: str, request: Request, session: SessionDep, me: CurrentPrincipal
+) -> Response:
     """The file's bytes, streamed; ``Range`` requests get 206. ETag is its sha256."""
     rel = workspaces.check_path(path)
-    row, target = workspaces.get_file(session, _workspace(session, me, project_id), rel)
-    return FileResponse(
-        target,
-        media_type="application/octet-stream",
-        headers={"ETag": f'"{row.sha256}"', "X-Checksum-Sha256": row.sha256},
+    row, fd, st = workspaces.open_file(session, _workspace(session, me, project_id), rel)
+    etag = f'"{row.sha256}"'
+    rng = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range != etag:
+        rng = None  # the client's copy is of another version: send it all
+    return ranges.file_response(
+        fd,
+        st,
+        rng,
+        "application/octet-stream",
+        {"ETag": etag, "X-Checksum-Sha256": row.sha256},
     )
 
 
@@ -171,15 +194,23 @@ def list_files(
     me: CurrentPrincipal,
     settings: SettingsDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> WorkspaceListing:
-    """Files under ``prefix`` with sizes and sha256, and the workspace's use of its quota."""
+    """One page (``limit``, then ``cursor=next_cursor``) of the files under ``prefix``
+    with sizes and sha256, and the workspace's use of its quota."""
     project = workspaces.readable_project(session, me, project_id)
     ws = session.get(Workspace, project.id)
-    rows = [] if ws is None else workspaces.list_files(session, ws, prefix)
+    rows, nxt = (
+        ([], None)
+        if ws is None
+        else workspaces.list_files(session, ws, prefix, limit=limit, after=cursor)
+    )
     return WorkspaceListing(
         project_id=project.id,
         prefix=prefix,
         items=[WorkspaceFileRead.model_validate(r) for r in rows],
+        next_cursor=nxt,
         used_bytes=workspaces.used_bytes(session, project.id),
         quota_bytes=settings.workspace_quota_bytes if ws is None else ws.quota_bytes,
     )

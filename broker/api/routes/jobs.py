@@ -6,12 +6,12 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from ...models import JobStatus
 from ...schemas.jobs import JobPage, JobRead
 from ...services import jobs, staging
-from .. import views
+from .. import ranges, views
 from ..deps import CurrentPrincipal, SessionDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -62,10 +62,17 @@ def job_output(
     stream: Literal["stdout", "stderr"] = "stdout",
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> Response:
-    """The output's last MiB (or ``tail`` lines); a ``Range`` request gets those bytes (206)."""
+    """The output's last MiB (or ``tail`` lines); a ``Range`` request gets those bytes (206).
+
+    The file is the job's to write: a link, FIFO or device there is a 422 naming
+    ``stream`` with the reason, never the bytes behind it.
+    """
     if tail is None and "range" in request.headers:
-        path = staging.output_file(session, me, job_id, stream)
-        if path is not None:
-            return FileResponse(path, media_type="text/plain; charset=utf-8")
+        opened = staging.open_output(session, me, job_id, stream)
+        if opened is not None:
+            fd, st = opened
+            return ranges.file_response(
+                fd, st, request.headers["range"], "text/plain; charset=utf-8", {}
+            )
     text = jobs.read_output(session, me, job_id, stream=stream, tail_lines=tail)
     return PlainTextResponse(text, headers={"Accept-Ranges": "bytes"})
