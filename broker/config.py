@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(0.5, gt=0)
     events_max_duration_s: float = Field(600.0, gt=0)
 
+    # The tenant boundary (DESIGN.md, Security). An enterprise's POSIX user must not be
+    # a system account: on this host, its uid is at least this.
+    min_tenant_uid: int = Field(1000, ge=1)
+
     # Brokering: seconds of turnaround one unit of each term is worth (see brokering).
     routing_weight_wait: float = Field(1.0, ge=0)
     routing_weight_run: float = Field(1.0, ge=0)

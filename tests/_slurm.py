@@ -22,6 +22,7 @@ import pytest
 
 __all__ = [
     "DEVCLUSTER",
+    "MIN_TENANT_UID",
     "SlurmTenant",
     "ensure_posix_user",
     "ensure_slurm_tenant",
@@ -35,19 +36,35 @@ REPO = Path(__file__).resolve().parent.parent
 DEVCLUSTER = REPO / "deploy" / "slurm" / "devcluster"
 
 
-def ensure_posix_user(name: str) -> None:
-    """Create a system user ``name`` (with a home, shell bash) unless it exists."""
+#: The lowest uid of a normal (non-system) account; the broker refuses tenants' POSIX
+#: users below it (BROKER_MIN_TENANT_UID).
+MIN_TENANT_UID = 1000
+
+
+def ensure_posix_user(name: str, *, system: bool = False) -> None:
+    """Create user ``name`` (home, shell bash, own group) unless it exists.
+
+    A tenant's user (the default) is a normal account (uid >= 1000): the broker refuses
+    system accounts as enterprises' POSIX users. ``system=True`` is for the broker's own
+    users (the node-validation user). A tenant user that already exists with a system
+    uid (made by older versions of this helper) is an error naming the fix: its uid
+    cannot simply change, since running slurmctlds cache uids of associated users.
+    """
     try:
-        pwd.getpwnam(name)
-        return
+        pw = pwd.getpwnam(name)
     except KeyError:
         pass
-    proc = subprocess.run(
-        ["useradd", "--system", "--create-home", "--shell", "/bin/bash", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    else:
+        if not system and pw.pw_uid < MIN_TENANT_UID:
+            raise RuntimeError(
+                f"test user {name!r} exists as a system account (uid {pw.pw_uid}); tenants"
+                f" need a uid of at least {MIN_TENANT_UID}: remove it (userdel -r {name})"
+            )
+        return
+    argv = ["useradd", "--create-home", "--shell", "/bin/bash", name]
+    if system:
+        argv.insert(1, "--system")
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     # Another test process may have created it meanwhile (useradd exits 9: exists).
     if proc.returncode not in (0, 9):
         raise RuntimeError(f"useradd {name} failed: {proc.stderr.strip()}")
@@ -109,8 +126,8 @@ def ensure_slurm_tenant(clusters_file: Path, account: str, user: str) -> SlurmTe
 
 @pytest.fixture(scope="session")
 def slurm_tenant(slurm_clusters_file: Path) -> Iterator[SlurmTenant]:
-    """The account ``broker-tests`` with POSIX user ``brokertest`` on alpha and beta."""
-    yield ensure_slurm_tenant(slurm_clusters_file, "broker-tests", "brokertest")
+    """The account ``broker-tests`` with POSIX user ``tenanttest`` on alpha and beta."""
+    yield ensure_slurm_tenant(slurm_clusters_file, "broker-tests", "tenanttest")
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,7 @@ def enterprise_create(
             capacity_cap_mflops=_cap_mflops(capacity_cap_pflops),
             period=period,
             carry_over=carry_over,
+            rules=tenants.IdentityRules.of(c.settings()),
         )
         data = _enterprise_data(s, ent)
     if as_json:

@@ -37,7 +37,7 @@ class Enterprise(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    posix_user: Mapped[str] = mapped_column(String(32))
+    posix_user: Mapped[str] = mapped_column(String(32), unique=True)  # an enterprise's own
     slurm_account: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[EnterpriseStatus] = mapped_column(
         str_enum(EnterpriseStatus), default=EnterpriseStatus.ACTIVE

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
 from ..schemas.jobs import JobCreate
-from . import audit, brokering, ledger, projects, staging, workspaces
+from . import audit, brokering, ledger, projects, staging, tenants, workspaces
 from .principal import Principal
 
 MAX_OUTPUT_BYTES = 1 << 20
@@ -75,6 +75,7 @@ def submit(
     cap = ent.capacity_cap_mflops
     left = None if cap is None else cap - ledger.capacity_in_use_mflops(session, ent.id)
     decision = brokering.choose(session, req, weights, capacity_left_mflops=left)
+    tenants.require_submit_user(ent, decision.chosen.cluster)  # 409 now, not a rejection later
     part = decision.chosen.partition
     job = Job(
         id=uuid.uuid4(),

@@ -1,4 +1,8 @@
-"""tokens may carry an expiry
+"""an enterprise's POSIX user is unique
+
+Refuses to run while two enterprises share a POSIX user: which of them keeps it is an
+operator's decision (each enterprise's jobs would run as the other's), so the error
+lists them.
 
 Revision ID: 0009
 Revises: 0008
@@ -17,8 +21,22 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass  # placeholder: filled in by its change
+    shared = op.get_bind().execute(
+        sa.text(
+            "SELECT posix_user, COUNT(*) FROM enterprise GROUP BY posix_user"
+            " HAVING COUNT(*) > 1 ORDER BY posix_user"
+        )
+    ).all()
+    if shared:
+        users = ", ".join(f"{user!r} ({count} enterprises)" for user, count in shared)
+        raise RuntimeError(
+            f"enterprises share POSIX users: {users}. Give each enterprise its own"
+            " (UPDATE enterprise SET posix_user = ... WHERE id = ...), then upgrade again."
+        )
+    with op.batch_alter_table('enterprise', schema=None) as batch_op:
+        batch_op.create_unique_constraint(op.f('uq_enterprise_posix_user'), ['posix_user'])
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('enterprise', schema=None) as batch_op:
+        batch_op.drop_constraint(op.f('uq_enterprise_posix_user'), type_='unique')

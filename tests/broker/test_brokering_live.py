@@ -29,7 +29,7 @@ from .conftest import Api, make_settings, operator_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-USER, ACCOUNT = "brokerroute", "e_route"
+USER, ACCOUNT = "tenantroute", "e_route"
 RUN = Path("/var/lib/hpc-broker-dev/run")
 
 

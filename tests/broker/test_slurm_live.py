@@ -29,7 +29,7 @@ from .conftest import Api, make_settings, operator_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-USER = "brokerlive"
+USER = "tenantlive"
 ACCOUNT = "e_slurm_live"
 
 

@@ -36,7 +36,7 @@ def vlive(
     tmp_path_factory: pytest.TempPathFactory,
     sqlite_template: Path,
 ) -> Iterator[Api]:
-    ensure_posix_user(VALIDATOR)
+    ensure_posix_user(VALIDATOR, system=True)  # the broker's own user, not a tenant
     tmp = tmp_path_factory.mktemp("vlive")
     shutil.copy(sqlite_template, tmp / "broker.db")
     settings = make_settings(

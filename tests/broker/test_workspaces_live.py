@@ -23,7 +23,7 @@ from .conftest import Api, make_settings, operator_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-USER = "brokerio"
+USER = "tenantio"
 ACCOUNT = "e_slurm_io"
 
 

@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:PluginImportFixer:ImportWarning"),
 ]
 
-USER = "brokerfault"
+USER = "tenantfault"
 ACCOUNT = "e_faults"
 
 

@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:PluginImportFixer:ImportWarning"),
 ]
 
-USER = "brokerfault"
+USER = "tenantfault"
 ACCOUNT = "e_outage"
 
 

@@ -28,15 +28,17 @@ from ...schemas.tenants import (
 from ...services import audit, ledger, statements, tenants, tokens
 from ...units import pfh_to_units
 from .. import views
-from ..deps import CurrentPrincipal, SessionDep
+from ..deps import CurrentPrincipal, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/enterprises", tags=["enterprises"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_enterprise(
-    body: EnterpriseCreate, session: SessionDep, me: CurrentPrincipal
+    body: EnterpriseCreate, session: SessionDep, me: CurrentPrincipal, settings: SettingsDep
 ) -> EnterpriseRead:
+    """Its ``posix_user`` (default ``hcb_<name>``) is its own: never root, a system account
+    or the broker's user (422), nor another enterprise's (409)."""
     cap = None if body.capacity_cap_pflops is None else round(body.capacity_cap_pflops * 1e9)
     ent = tenants.create_enterprise(
         session,
@@ -47,6 +49,7 @@ def create_enterprise(
         capacity_cap_mflops=cap,
         period=PeriodKind(body.period),
         carry_over=body.carry_over,
+        rules=tenants.IdentityRules.of(settings),
     )
     session.commit()
     return views.enterprise(ent)
