@@ -110,11 +110,14 @@ def fetch(plan: Plan, *, timeout_s: float) -> Fetched:
     """Step 2: copy the job's files into temporary files, within the room and the time."""
     out = Fetched()
     deadline = time.monotonic() + timeout_s
-    try:
-        found = plan.mover.match(plan.where, plan.patterns) if plan.patterns else []
-    except (safefs.UnsafeFile, safefs.WalkLimit, OSError) as exc:
-        out.errors.append(f"outputs: {exc}")
-        found = []
+    found: list[str] = []
+    if plan.patterns:
+        try:
+            matched = plan.mover.match(plan.where, plan.patterns)
+            found = matched.files
+            out.errors += matched.refused[:20]
+        except (safefs.UnsafeFile, safefs.WalkLimit, OSError) as exc:
+            out.errors.append(f"outputs: {exc}")
     names = list(dict.fromkeys(plan.logs + found))
     if len(names) > MAX_OUTPUT_FILES:
         out.errors.append(f"only the first {MAX_OUTPUT_FILES} of {len(names)} files were collected")

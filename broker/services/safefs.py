@@ -211,6 +211,14 @@ class Trusted:
     def join(self, relpath: str) -> str:
         return f"{self.below}/{relpath}" if self.below else relpath
 
+    def open_regular(self, relpath: str) -> tuple[int, os.stat_result]:
+        """``open_regular`` of ``relpath`` below; messages name ``relpath`` only (the
+        tenant's own name, not where the center keeps its directory)."""
+        try:
+            return open_regular(self.root, self.join(relpath))
+        except UnsafeFile as exc:
+            raise UnsafeFile(str(exc).replace(f"{self.below}/", "", 1)) from None
+
 
 def beneath(trusted_root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Trusted:
     """Split ``path`` into the trusted root it lies under and the rest (``ValueError``
@@ -242,6 +250,14 @@ class _Budget:
             raise WalkLimit("searching the job's directory took too long")
 
 
+@dataclass
+class GlobResult:
+    """Regular files that matched, and what matched but was not collected (and why)."""
+
+    files: list[str]
+    refused: list[str]
+
+
 def glob_files(
     root: str | os.PathLike[str],
     relpath: str,
@@ -249,24 +265,30 @@ def glob_files(
     *,
     max_entries: int = 100_000,
     timeout_s: float = 60.0,
-) -> list[str]:
+) -> GlobResult:
     """Relative paths (to ``root/relpath``) of the regular files matching ``patterns``.
 
     Glob semantics as ``pathlib``: ``*``, ``?``, ``[...]`` within one component,
     ``**`` for any number of directories. The walk never enters a symlinked
     directory and lists only regular files, so a link to ``/`` or ``/root`` reveals
-    nothing; it gives up (``WalkLimit``) past ``max_entries`` or ``timeout_s``.
+    nothing; a link, FIFO or device that a pattern names is reported in ``refused``
+    (its own name only). It gives up (``WalkLimit``) past ``max_entries`` or
+    ``timeout_s``.
     """
     budget = _Budget(max_entries, time.monotonic() + timeout_s)
     found: dict[str, None] = {}
+    refused: dict[str, None] = {}
     top = open_dir(root, relpath)
     try:
         for pattern in patterns:
-            for rel in _match(top, "", pattern.split("/"), budget):
-                found[rel] = None
+            for rel, mode in _match(top, "", pattern.split("/"), budget):
+                if stat.S_ISREG(mode):
+                    found[rel] = None
+                else:
+                    refused[f"{rel} is {kind_of(mode)}; not collected"] = None
     finally:
         os.close(top)
-    return list(found)
+    return GlobResult(list(found), list(refused))
 
 
 def _entries(dfd: int, budget: _Budget) -> list[tuple[str, int]]:
@@ -282,7 +304,11 @@ def _entries(dfd: int, budget: _Budget) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def _match(dfd: int, prefix: str, comps: list[str], budget: _Budget) -> Iterator[str]:
+def _match(
+    dfd: int, prefix: str, comps: list[str], budget: _Budget
+) -> Iterator[tuple[str, int]]:
+    """``(path, mode)`` of what ``comps`` names below ``dfd``: regular files, and the
+    other things a pattern names (links, FIFOs...) for the caller to refuse."""
     head, rest = comps[0], comps[1:]
     if head == "**":
         if rest:
@@ -291,23 +317,28 @@ def _match(dfd: int, prefix: str, comps: list[str], budget: _Budget) -> Iterator
             if stat.S_ISDIR(mode):
                 yield from _descend(dfd, name, prefix, comps, budget)
             elif not rest and stat.S_ISREG(mode):
-                yield prefix + name
+                yield prefix + name, mode
         return
     regex = re.compile(fnmatch.translate(head))
     for name, mode in _entries(dfd, budget):
         if not regex.match(name):
             continue
-        if not rest:
-            if stat.S_ISREG(mode):
-                yield prefix + name
-        elif stat.S_ISDIR(mode):
-            yield from _descend(dfd, name, prefix, rest, budget)
+        if stat.S_ISDIR(mode):
+            if rest:
+                yield from _descend(dfd, name, prefix, rest, budget)
+        elif stat.S_ISREG(mode):
+            if not rest:
+                yield prefix + name, mode
+        else:
+            yield prefix + name, mode  # a link (even to a directory), a FIFO...: refused
 
 
 MAX_DEPTH = 64
 
 
-def _descend(dfd: int, name: str, prefix: str, comps: list[str], budget: _Budget) -> Iterator[str]:
+def _descend(
+    dfd: int, name: str, prefix: str, comps: list[str], budget: _Budget
+) -> Iterator[tuple[str, int]]:
     if prefix.count("/") >= MAX_DEPTH:
         raise WalkLimit(f"directories nested deeper than {MAX_DEPTH} levels")
     try:

@@ -75,8 +75,9 @@ class Mover(ABC):
         """Copy ``files`` under the job's directory owned by POSIX ``owner``; the bytes copied."""
 
     @abstractmethod
-    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> list[str]:
-        """Relative paths of the regular files under the job's directory matching ``patterns``."""
+    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> safefs.GlobResult:
+        """The regular files under the job's directory matching ``patterns`` (relative
+        paths), and what matched but is refused (links, FIFOs...)."""
 
     @abstractmethod
     def open(self, where: safefs.Trusted, relpath: str) -> tuple[int, os.stat_result]:
@@ -112,11 +113,11 @@ class SharedFsMover(Mover):
                     total += out.tell()
         return total
 
-    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> list[str]:
+    def match(self, where: safefs.Trusted, patterns: Sequence[str]) -> safefs.GlobResult:
         return safefs.glob_files(where.root, where.below, patterns)
 
     def open(self, where: safefs.Trusted, relpath: str) -> tuple[int, os.stat_result]:
-        return safefs.open_regular(where.root, where.join(relpath))
+        return where.open_regular(relpath)
 
 
 def mover_for(cluster: Cluster) -> Mover:
@@ -227,7 +228,7 @@ def open_output(
     where = job_dir(job, scratch_of(session, job))
     try:
         rel = safefs.beneath(job.work_dir, raw).below
-        return safefs.open_regular(where.root, where.join(rel))
+        return where.open_regular(rel)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except ValueError:
