@@ -304,9 +304,7 @@ def _entries(dfd: int, budget: _Budget) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def _match(
-    dfd: int, prefix: str, comps: list[str], budget: _Budget
-) -> Iterator[tuple[str, int]]:
+def _match(dfd: int, prefix: str, comps: list[str], budget: _Budget) -> Iterator[tuple[str, int]]:
     """``(path, mode)`` of what ``comps`` names below ``dfd``: regular files, and the
     other things a pattern names (links, FIFOs...) for the caller to refuse."""
     head, rest = comps[0], comps[1:]

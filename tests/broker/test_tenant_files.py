@@ -113,9 +113,7 @@ def test_fifos_neither_stall_the_broker_nor_answer(api: Api, where: str) -> None
     assert io["state"] in ("partial", "failed") and f"{name} is a FIFO" in io["error"], io
     assert f"{name} is a FIFO" in done["reason"], done
     stream = "stderr" if where == "stderr" else "stdout"
-    r = api.client.get(
-        f"/api/v1/jobs/{job['id']}/output?stream={stream}", headers=api.h(member)
-    )
+    r = api.client.get(f"/api/v1/jobs/{job['id']}/output?stream={stream}", headers=api.h(member))
     if where == "output":
         assert r.status_code == 200 and "some output" in r.text, r.text
     else:
