@@ -48,6 +48,7 @@ def token(t: ApiToken) -> TokenRead:
         prefix=t.prefix,
         created_at=t.created_at,
         revoked_at=t.revoked_at,
+        expires_at=t.expires_at,
     )
 
 

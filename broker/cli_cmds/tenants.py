@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -146,6 +148,32 @@ def enterprise_activate(ref: EntArg, as_json: c.JsonOpt = False) -> None:
 
 
 # -- token ---------------------------------------------------------------------------
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
+    if expires_in is not None and expires_at is not None:
+        c.fail("give at most one of --expires-in and --expires-at", c.USAGE_ERROR)
+    if expires_in is not None:
+        match = _DURATION.match(expires_in.strip())
+        if match is None or int(match[1]) == 0:
+            c.fail(
+                f"--expires-in: not a duration like 90d, 12h, 30m: {expires_in!r}", c.USAGE_ERROR
+            )
+        try:
+            return datetime.now(UTC) + timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+        except OverflowError:
+            c.fail(f"--expires-in: too far away: {expires_in!r}", c.USAGE_ERROR)
+    if expires_at is not None:
+        try:
+            when = datetime.fromisoformat(expires_at)
+        except ValueError:
+            c.fail(f"--expires-at: not an ISO 8601 time: {expires_at!r}", c.USAGE_ERROR)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="A name for the token's holder.")],
@@ -155,6 +183,12 @@ def token_create(
         str | None, typer.Option(help="An enterprise token: its id, name or account.")
     ] = None,
     role: Annotated[str, typer.Option(help="Enterprise token role: member or admin.")] = "member",
+    expires_in: Annotated[
+        str | None, typer.Option(help="It stops working after this long: 90d, 12h, 30m, 2w.")
+    ] = None,
+    expires_at: Annotated[
+        str | None, typer.Option(help="It stops working at this ISO 8601 time (UTC if no offset).")
+    ] = None,
     as_json: c.JsonOpt = False,
 ) -> None:
     """Create a token and print it (shown once: store it now)."""
@@ -162,10 +196,13 @@ def token_create(
         c.fail("give exactly one of --operator, --cluster-admin or --enterprise", c.USAGE_ERROR)
     if enterprise is not None and role not in ("member", "admin"):
         c.fail("--role must be 'member' or 'admin'", c.USAGE_ERROR)
+    expiry = _expiry(expires_in, expires_at)
     with c.unit_of_work() as s:
         ent_id = None if enterprise is None else c.enterprise_ref(s, enterprise).id
         kind = Role(role) if ent_id else Role.OPERATOR if operator else Role.CLUSTER_ADMIN
-        row, clear = tokens.create_token(s, c.ADMIN, name=name, role=kind, enterprise_id=ent_id)
+        row, clear = tokens.create_token(
+            s, c.ADMIN, name=name, role=kind, enterprise_id=ent_id, expires_at=expiry
+        )
         data = {**c.dump(views.token(row)), "token": clear}
     if as_json:
         c.print_json(data)
@@ -189,9 +226,17 @@ def token_list(
         return
     c.table(
         "tokens",
-        ["id", "name", "role", "prefix", "created", "revoked"],
+        ["id", "name", "role", "prefix", "created", "expires", "revoked"],
         [
-            (t["id"], t["name"], t["role"], t["prefix"], t["created_at"], t["revoked_at"] or "")
+            (
+                t["id"],
+                t["name"],
+                t["role"],
+                t["prefix"],
+                t["created_at"],
+                t["expires_at"] or "never",
+                t["revoked_at"] or "",
+            )
             for t in items
         ],
     )

@@ -65,3 +65,5 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # None: never expires. From this instant on the token authenticates nothing.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -43,6 +43,9 @@ class EnterpriseRead(ReadModel):
 class TokenCreate(StrictModel):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["member", "admin"] = "member"
+    expires_at: datetime | None = Field(
+        None, description="When the token stops working (UTC if no offset); none: never."
+    )
 
 
 class TokenCreated(ReadModel):
@@ -50,6 +53,7 @@ class TokenCreated(ReadModel):
     name: str
     role: str
     enterprise_id: uuid.UUID | None
+    expires_at: datetime | None = None
     token: str
 
 
@@ -61,6 +65,7 @@ class TokenRead(ReadModel):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
 
 
 class ProjectCreate(StrictModel):

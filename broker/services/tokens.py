@@ -1,4 +1,4 @@
-"""API tokens: issued once in clear, stored as SHA-256, revocable.
+"""API tokens: issued once in clear, stored as SHA-256, revocable, optionally expiring.
 
 Tokens are 256-bit random secrets, so a fast hash is the right tool (as for GitHub or
 Stripe keys): a slow password KDF buys nothing against brute force of a 2^256 space
@@ -34,8 +34,17 @@ def create_token(
     name: str,
     role: Role,
     enterprise_id: uuid.UUID | None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
-    """Issue a token; returns the row and the clear token (shown once, never stored)."""
+    """Issue a token; returns the row and the clear token (shown once, never stored).
+
+    ``expires_at`` (naive means UTC; None: never) must be in the future.
+    """
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= datetime.now(UTC):
+            raise InvalidInput("expires_at", "is in the past: give a future instant")
     if enterprise_id is None:
         if role not in (Role.OPERATOR, Role.CLUSTER_ADMIN):
             raise InvalidInput("role", "tenant roles need an enterprise")
@@ -53,6 +62,7 @@ def create_token(
         enterprise_id=enterprise_id,
         token_hash=hash_token(clear),
         prefix=clear[:10],
+        expires_at=expires_at,
     )
     session.add(row)
     session.flush()
@@ -65,14 +75,23 @@ def create_token(
         enterprise_id=enterprise_id,
         name=name,
         role=role.value,
+        expires_at=None if expires_at is None else expires_at.isoformat(),
     )
     return row, clear
 
 
+def usable(row: ApiToken, now: datetime | None = None) -> bool:
+    """Neither revoked nor expired (at ``now``, default: this instant)."""
+    if row.revoked_at is not None:
+        return False
+    return row.expires_at is None or row.expires_at > (now or datetime.now(UTC))
+
+
 def authenticate(session: Session, token: str) -> Principal:
+    """The token's principal; unknown, revoked and expired tokens alike are refused."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
-        raise Unauthenticated("invalid or revoked token")
+    if row is None or not usable(row):
+        raise Unauthenticated("invalid, revoked or expired token")
     return Principal(token_id=row.id, name=row.name, role=row.role, enterprise_id=row.enterprise_id)
 
 

@@ -52,7 +52,7 @@ def login(
             "login.html",
             401,
             next=safe_next(next),
-            error="Unknown or revoked token.",
+            error="Unknown or revoked token (or expired).",
         )
     if principal.role is not Role.OPERATOR:
         log.info("refused dashboard login by %s", principal.actor)

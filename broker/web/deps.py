@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from .. import errors
 from ..models import ApiToken, Role
 from ..request_db import get_db
-from ..services import reports
+from ..services import reports, tokens
 from ..services.principal import Principal
 from ..units import UNITS_PER_PFH
 from . import session as ops_session
@@ -63,7 +63,7 @@ def current_operator(request: Request, db: Db) -> Principal:
         row = db.get(ApiToken, uuid.UUID(sess.token_id))
     except ValueError:
         row = None
-    if row is None or row.revoked_at is not None or row.role is not Role.OPERATOR:
+    if row is None or not tokens.usable(row) or row.role is not Role.OPERATOR:
         raise _to_login(request)
     principal = Principal(token_id=row.id, name=row.name, role=row.role, enterprise_id=None)
     request.state.ops_principal = principal

@@ -1,8 +1,8 @@
-"""an enterprise's POSIX user is unique
+"""tokens may carry an expiry; an enterprise's POSIX user is unique
 
-Refuses to run while two enterprises share a POSIX user: which of them keeps it is an
-operator's decision (each enterprise's jobs would run as the other's), so the error
-lists them.
+``api_token.expires_at`` (null: never expires). The unique constraint refuses to be
+added while two enterprises share a POSIX user: which of them keeps it is an operator's
+decision (each enterprise's jobs would run as the other's), so the error lists them.
 
 Revision ID: 0009
 Revises: 0008
@@ -21,6 +21,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
     shared = op.get_bind().execute(
         sa.text(
             "SELECT posix_user, COUNT(*) FROM enterprise GROUP BY posix_user"
@@ -40,3 +42,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('enterprise', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('uq_enterprise_posix_user'), type_='unique')
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.drop_column('expires_at')

@@ -111,12 +111,23 @@ def get_enterprise(
 def create_token(
     enterprise_id: uuid.UUID, body: TokenCreate, session: SessionDep, me: CurrentPrincipal
 ) -> TokenCreated:
+    """A token for the enterprise; ``expires_at`` (optional) must be in the future."""
     row, clear = tokens.create_token(
-        session, me, name=body.name, role=Role(body.role), enterprise_id=enterprise_id
+        session,
+        me,
+        name=body.name,
+        role=Role(body.role),
+        enterprise_id=enterprise_id,
+        expires_at=body.expires_at,
     )
     session.commit()
     return TokenCreated(
-        id=row.id, name=row.name, role=row.role.value, enterprise_id=row.enterprise_id, token=clear
+        id=row.id,
+        name=row.name,
+        role=row.role.value,
+        enterprise_id=row.enterprise_id,
+        expires_at=row.expires_at,
+        token=clear,
     )
 
 
