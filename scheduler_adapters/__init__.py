@@ -29,6 +29,7 @@ from .slurm.accounting import (
     pfh_to_billing_minutes,
     pflops_to_billing,
 )
+from .slurm.script import NeutralisedDirective, neutralise_directives
 
 __all__ = [
     "ADAPTER_KINDS",
@@ -41,6 +42,7 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobState",
+    "NeutralisedDirective",
     "NodeInfo",
     "PartitionInfo",
     "SchedulerAdapter",
@@ -51,6 +53,7 @@ __all__ = [
     "billing_weights",
     "create_accounting",
     "create_adapter",
+    "neutralise_directives",
     "pfh_to_billing_minutes",
     "pflops_to_billing",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 
 from .base import ClusterInfo, JobInfo, JobSpec, JobState, NodeInfo, PartitionInfo, SchedulerAdapter
 from .errors import AdapterConfigError, SubmitRejected
+from .slurm.script import neutralise_directives
 
 _STATES = {
     "queued": JobState.PENDING,
@@ -142,7 +143,8 @@ class LocalAdapter(SchedulerAdapter):
             "environment": env,
             "submit_time": datetime.now(UTC).isoformat(),
         }
-        (job_dir / "script.sh").write_text(spec.script)
+        # Directives mean nothing here; neutralised as on Slurm so the job's warnings hold.
+        (job_dir / "script.sh").write_text(neutralise_directives(spec.script)[0])
         (job_dir / "meta.json").write_text(json.dumps(meta))
         with (job_dir / "runner.log").open("ab") as log:
             subprocess.run(

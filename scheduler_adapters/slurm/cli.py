@@ -213,10 +213,10 @@ class SlurmCliAdapter(SchedulerAdapter):
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         if request.removed_directives:
-            log.warning(
-                "job %s: neutralised broker-owned directives %s",
+            log.info(
+                "job %s: neutralised script directives %s",
                 spec.tag,
-                request.removed_directives,
+                [d.warning for d in request.removed_directives],
             )
         proc = self._run(
             "sbatch",

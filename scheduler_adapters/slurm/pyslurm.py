@@ -28,7 +28,7 @@ from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
 from .parse import exit_code, expand_hostlist, number
-from .script import build_environment, sanitize_script
+from .script import build_environment, neutralise_directives
 from .states import map_state
 
 __all__ = ["PySlurmAdapter"]
@@ -143,7 +143,7 @@ class PySlurmAdapter(SchedulerAdapter):
             env = build_environment(spec, home=spec.working_dir or "/", user=spec.user)
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
-        script, _ = sanitize_script(spec.script)
+        script, _ = neutralise_directives(spec.script)
         fields: dict[str, Any] = {
             "name": spec.name or "broker-job",
             "script": script,

@@ -10,9 +10,10 @@
   are ``{set, infinite, number}``; ``exclusive`` is a list of flags; ``required_nodes``
   a list; GPUs go in ``tres_per_node``.
 
-slurmrestd does not read ``#SBATCH`` lines, so a user's script cannot override the
-broker's account or comment here; the script is still sanitised like sbatch's for the
-same job to behave alike on both adapters.
+slurmrestd does not read ``#SBATCH``, ``#PBS`` or ``#BSUB`` lines (checked live on 22.05:
+``--nice``, ``--begin``, ``hetjob`` and ``#PBS -p`` in the script changed nothing), so a
+user's script cannot override the spec here; its directives are still neutralised like
+sbatch's, for the same job to behave alike on both adapters.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import TAG_PREFIX, JobSpec
-from .script import build_environment, sanitize_script
+from .script import build_environment, neutralise_directives
 
 __all__ = ["job_description"]
 
@@ -41,7 +42,7 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         raise ValueError("nodes: must be at least 1")
     new = _version_tuple(version) >= (0, 0, 40)
     env = build_environment(spec, home=spec.working_dir or "/", user=spec.user)
-    script, _ = sanitize_script(spec.script)
+    script, _ = neutralise_directives(spec.script)
     job: dict[str, Any] = {
         "name": spec.name or "broker-job",
         "time_limit": _num(spec.time_limit_minutes) if new else spec.time_limit_minutes,

@@ -1,101 +1,189 @@
-"""Turn a ``JobSpec`` into what ``sbatch`` runs: a sanitised script, options, environment.
+"""Turn a ``JobSpec`` into what ``sbatch`` runs: a neutralised script, options, environment.
 
-Broker-owned directives (account, comment, uid, gid, cluster, array) are decided by
-the broker, never by the user's script:
+The spec is what the broker holds, routes and bills, so resources, placement, priority
+and identity come from the spec alone: the broker's values go on sbatch's command line,
+and the user's script directives are an **allow-list**. A directive line that sets
+anything beyond these harmless options is neutralised whole (rewritten as
+``#BROKER-REMOVED ...``, keeping line numbers so the user's line numbers still hold):
 
-* the broker's own values go on the command line, which sbatch applies after the
-  script's ``#SBATCH`` lines, so they win;
-* ``#SBATCH`` lines that name a broker-owned option are neutralised anyway (rewritten as
-  ``#BROKER-REMOVED ...``, keeping line numbers) because some have no command-line value
-  to be overridden by (``--array``, ``--clusters``, ``--uid`` when the broker sets none).
+* ``-J``/``--job-name``: the broker's ``--job-name`` on the command line wins anyway;
+* ``--mail-type``, ``--mail-user``: notices about this job, sent by the site's MailProg;
+* ``--signal``: a signal to this job before its time limit.
 
-sbatch reads ``#SBATCH`` lines only up to the first command, accepts unambiguous
-prefixes of long options (``--acc=x`` is ``--account=x``) and bundled short options
-(``-vAfoo``); the matching below is deliberately at least as broad.
+Everything else is refused, among them: resources (``-N``, ``-n``, ``-c``, ``--mem*``,
+``-t``, ``--gres``, ``-G``, ``--exclusive``...), placement (``-p``, ``-w``, ``-x``, ``-C``,
+``--reservation``...), priority and timing (``-q``, ``--nice``, ``--priority``, ``-b``,
+``-d``, ``--deadline``, ``-H``...), identity and accounting (``-A``, ``--comment``,
+``--uid``, ``--gid``, ``-M``, ``--wckey``...), the environment (``--export``,
+``--get-user-env``: the spec's), files and directories (``-o``, ``-e``, ``-i``, ``-D``,
+``--open-mode``: the broker's), ``--requeue`` (a rerun the spec did not ask for), job
+arrays, ``--wait``, ``--wrap`` and anything sbatch adds later. Short as the list is, it
+costs a user nothing the spec cannot say, and each neutralised line is reported back as
+a warning (``NeutralisedDirective.warning``).
+
+How sbatch 22.05 reads directives (its ``src/sbatch/opt.c`` and ``xlate.c``, each point
+also checked against the dev clusters' sbatch 22.05.8):
+
+* ``#SBATCH`` and the old ``#SLURM`` are directives only at column 0 and only up to the
+  first line that is neither blank nor a comment (``  #SBATCH`` is a plain comment).
+  Their words are argv for getopt_long, across lines (``-J`` at the end of one line
+  takes the next line's first word), so unambiguous prefixes (``--nic=5`` is ``--nice``),
+  bundles (``-vN2``) and ``--opt value`` all count. Here only exact long names are accepted:
+  a prefix of an allowed name may also be a prefix of a refused one.
+* Words split at C whitespace; quotes group and a backslash escapes, but an escaped
+  space still splits (``-J a\\ --time=9`` sets the time) and an unquoted ``#`` ends
+  the line. A line with a quote, a backslash or a character outside printable ASCII
+  before its comment is neutralised rather than second-guessed.
+* A directive line that mentions ``hetjob`` or ``packjob`` (any case, anywhere) may start
+  a heterogeneous job's next component: it is always neutralised. A bare ``:`` is fatal
+  to sbatch and is not an allowed word either.
+* ``#PBS`` and ``#BSUB`` lines are translated by sbatch (``-l nodes=8``, ``-p 5``...)
+  well past the first command, unless ``--ignore-pbs``: ``build_sbatch`` passes
+  ``--ignore-pbs`` and every such line is neutralised wherever it is (a ``#PBS`` line a
+  script writes out through a here-document is rewritten too).
+* sbatch refuses scripts with NUL bytes or DOS line breaks, so lines split at ``\\n``.
+
+slurmrestd and pyslurm pass the script through without reading directives (checked on
+slurmrestd 22.05); the script is neutralised for them, and for the local adapter, all
+the same, so one job behaves alike everywhere and its warnings are true on every kind.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..base import TAG_PREFIX, JobSpec
 
 __all__ = [
-    "BROKER_OWNED_LONG",
-    "BROKER_OWNED_SHORT",
+    "ALLOWED_LONG",
+    "ALLOWED_SHORT",
+    "NeutralisedDirective",
     "SbatchRequest",
     "build_environment",
     "build_sbatch",
-    "sanitize_script",
+    "neutralise_directives",
 ]
 
-#: Long options that only the broker may set.
-BROKER_OWNED_LONG = ("account", "comment", "uid", "gid", "clusters", "cluster", "array")
-#: Their short forms: -A account, -M clusters, -a array.
-BROKER_OWNED_SHORT = frozenset("AMa")
-#: sbatch short options that take an argument (the rest of a bundle is that argument).
-_SHORT_WITH_ARG = frozenset("aABcCdDeFGiJkLmMnNopqStUwx")
-_MAGIC = "#SBATCH"
+#: Long options a script may set (each takes a value: ``--opt=v`` or ``--opt v``).
+ALLOWED_LONG = frozenset({"job-name", "mail-type", "mail-user", "signal"})
+#: Short options a script may set (each takes a value: ``-Jv`` or ``-J v``).
+ALLOWED_SHORT = frozenset("J")
+#: Lines sbatch reads as its own directives, up to the first command.
+_SBATCH_MAGIC = ("#SBATCH", "#SLURM")
+#: Lines sbatch translates from other schedulers, anywhere, unless ``--ignore-pbs``.
+_WRAPPER_MAGIC = ("#PBS", "#BSUB")
+_HET_SEPARATOR = re.compile("hetjob|packjob", re.IGNORECASE)
+#: C's isspace() in the C locale: sbatch's word and command boundaries.
+_C_SPACE = " \t\n\v\f\r"
+_WORDS = re.compile(r"[^ \t\n\v\f\r]+")
+_PLAIN = re.compile(r"[ -~\t]*")  # printable ASCII and tabs
+_REMOVED = "#BROKER-REMOVED "
+_FROM_SPEC = "resources, placement, priority and identity come from the job spec"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Environment names a spec may not set: they would steer sbatch or the Slurm client.
 _RESERVED_ENV_PREFIXES = ("SBATCH_", "SLURM_CONF", "SALLOC_", "SRUN_")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_WARNING_TEXT_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class NeutralisedDirective:
+    """One directive line of the user's script that the scheduler will not see.
+
+    ``line`` counts from 1 in the script as the user wrote it (before any ``#!`` line
+    was added); ``text`` is the line; ``reason`` says why it was neutralised.
+    """
+
+    line: int
+    text: str
+    reason: str
+
+    @property
+    def warning(self) -> str:
+        """``line 3: '#SBATCH --nodes=64' neutralised: --nodes is not allowed ...``."""
+        text = self.text
+        if len(text) > _WARNING_TEXT_MAX:
+            text = text[:_WARNING_TEXT_MAX] + "..."
+        return f"line {self.line}: {text!r} neutralised: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
 class SbatchRequest:
     """What to run: ``sbatch`` + ``options`` with ``script`` on its stdin.
 
-    ``removed_directives`` lists the user's ``#SBATCH`` lines that were neutralised.
+    ``removed_directives`` lists the user's directive lines that were neutralised.
     """
 
     options: list[str]
     script: str
-    removed_directives: list[str]
+    removed_directives: list[NeutralisedDirective]
 
 
-def _owned_token(token: str) -> bool:
-    if token.startswith("--"):
-        name = token[2:].split("=", 1)[0]
-        return bool(name) and any(opt.startswith(name) for opt in BROKER_OWNED_LONG)
-    if token.startswith("-") and len(token) > 1:
-        for ch in token[1:]:
-            if ch in BROKER_OWNED_SHORT:
-                return True
-            if ch in _SHORT_WITH_ARG:
-                return False  # the rest of the bundle is this option's argument
-    return False
+def _refused_word(words: list[str]) -> str | None:
+    """Why getopt_long would set something off the allow-list from ``words``, or None."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--") and len(word) > 2:
+            name, eq, _ = word[2:].partition("=")
+            if name not in ALLOWED_LONG:
+                return f"--{name} is not allowed in a script ({_FROM_SPEC})"
+            takes_next = not eq
+        elif word.startswith("-") and len(word) > 1 and word != "--":
+            if word[1] not in ALLOWED_SHORT:
+                return f"-{word[1]} is not allowed in a script ({_FROM_SPEC})"
+            takes_next = len(word) == 2  # else the rest of the word is the value
+        else:
+            return f"{word!r} is not an option sbatch accepts in a script"
+        if takes_next:
+            if i + 1 == len(words):
+                # sbatch would take the next directive line's first word as the value.
+                return f"{word} has no value on its line"
+            i += 1
+        i += 1
+    return None
 
 
-def _directive_is_owned(line: str) -> bool:
-    body = line[len(_MAGIC) :]
-    try:
-        tokens = shlex.split(body, comments=True)
-    except ValueError:  # unbalanced quotes: judge the raw words
-        tokens = body.split()
-    return any(_owned_token(t) for t in tokens)
+def _sbatch_refusal(line: str, magic: str) -> str | None:
+    """Why an ``#SBATCH``/``#SLURM`` line must be neutralised, or None to keep it."""
+    if _HET_SEPARATOR.search(line):
+        return "a heterogeneous-job separator: the job is the one component its spec describes"
+    body = line[len(magic) :].split("#", 1)[0]  # an unquoted '#' ends sbatch's words
+    if not _PLAIN.fullmatch(body) or any(c in body for c in "\"'\\"):
+        return "quoted, escaped or non-ASCII words are not allowed in a directive"
+    return _refused_word(_WORDS.findall(body))
 
 
-def sanitize_script(script: str) -> tuple[str, list[str]]:
-    """Return the script with broker-owned ``#SBATCH`` lines neutralised, and those lines.
+def neutralise_directives(script: str) -> tuple[str, list[NeutralisedDirective]]:
+    """The script as the scheduler gets it, and the directive lines neutralised in it.
 
-    A script without a ``#!`` line gets ``#!/bin/bash`` (sbatch refuses it otherwise).
+    Keeps ``#SBATCH``/``#SLURM`` lines made only of allowed options (see the module),
+    rewrites every other one before the first command, and every ``#PBS``/``#BSUB``
+    line, as ``#BROKER-REMOVED ...``. A script without a ``#!`` line gets
+    ``#!/bin/bash`` (sbatch refuses it otherwise); line numbers in the result's
+    ``NeutralisedDirective`` records are those of ``script`` as given.
     """
-    text = script if script.startswith("#!") else "#!/bin/bash\n" + script
-    lines = text.split("\n")
-    removed: list[str] = []
-    for i, line in enumerate(lines):
-        if i == 0:
-            continue
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            break  # sbatch stops reading directives at the first command
-        if line.startswith(_MAGIC) and _directive_is_owned(line):
-            removed.append(line)
-            lines[i] = "#BROKER-REMOVED " + line[1:]
+    added = not script.startswith("#!")
+    lines = ("#!/bin/bash\n" + script if added else script).split("\n")
+    removed: list[NeutralisedDirective] = []
+    in_header = True
+    for i in range(1, len(lines)):
+        line = lines[i]
+        reason: str | None = None
+        if line.startswith(_WRAPPER_MAGIC):
+            magic = next(m for m in _WRAPPER_MAGIC if line.startswith(m))
+            reason = f"{magic} directives are not honoured ({_FROM_SPEC})"
+        elif in_header and line.startswith(_SBATCH_MAGIC):
+            magic = next(m for m in _SBATCH_MAGIC if line.startswith(m))
+            reason = _sbatch_refusal(line, magic)
+        elif in_header:
+            rest = line.lstrip(_C_SPACE)
+            in_header = not rest or rest.startswith("#")  # sbatch stops at the first command
+        if reason is not None:
+            removed.append(NeutralisedDirective(i if added else i + 1, line, reason))
+            lines[i] = _REMOVED + line[1:]
     return "\n".join(lines), removed
 
 
@@ -135,7 +223,7 @@ def _opt(name: str, value: object) -> str:
 
 
 def build_sbatch(spec: JobSpec) -> SbatchRequest:
-    """Options for ``sbatch`` (after the program name) and the sanitised script.
+    """Options for ``sbatch`` (after the program name) and the neutralised script.
 
     Raises ``ValueError`` for a spec sbatch cannot express safely (the caller turns it
     into ``SubmitRejected``).
@@ -147,6 +235,7 @@ def build_sbatch(spec: JobSpec) -> SbatchRequest:
     opts = [
         "--parsable",
         "--export=ALL",
+        "--ignore-pbs",  # #PBS/#BSUB lines are neutralised anyway; belt and braces
         _opt("job-name", spec.name or "broker-job"),
         _opt("nodes", spec.nodes),
         _opt("time", spec.time_limit_minutes),
@@ -169,5 +258,5 @@ def build_sbatch(spec: JobSpec) -> SbatchRequest:
     opts += [_opt(name, value) for name, value in optional.items() if value is not None]
     if spec.exclusive:
         opts.append("--exclusive")
-    script, removed = sanitize_script(spec.script)
+    script, removed = neutralise_directives(spec.script)
     return SbatchRequest(options=opts, script=script, removed_directives=removed)
