@@ -130,6 +130,7 @@ def job(j: Job) -> JobRead:
         hold_pfh=units_to_pfh(j.hold_units),
         charge_pfh=None if j.charge_units is None else units_to_pfh(j.charge_units),
         routing=j.routing or {},
+        warnings=list(j.warnings or []),
         created_at=j.created_at,
         submitted_at=j.submitted_at,
         started_at=j.started_at,

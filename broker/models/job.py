@@ -87,6 +87,8 @@ class Job(Base):
     cluster: Mapped[str] = mapped_column(String(40))
     partition: Mapped[str] = mapped_column(String(64))
     routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The script's directive lines the scheduler will not see, one sentence each.
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     state: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.ACCEPTED)
     reason: Mapped[str] = mapped_column(String(1000), default="")

@@ -54,6 +54,7 @@ class JobRead(ReadModel):
     hold_pfh: float
     charge_pfh: float | None
     routing: dict[str, Any]
+    warnings: list[str]
     created_at: datetime
     submitted_at: datetime | None
     started_at: datetime | None

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import scheduler_adapters as sa_
+
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
 from ..schemas.jobs import JobCreate
@@ -20,6 +22,8 @@ from . import audit, brokering, ledger, projects, staging, tenants, workspaces
 from .principal import Principal
 
 MAX_OUTPUT_BYTES = 1 << 20
+#: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
+MAX_WARNINGS = 50
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ def submit(
         request_hash=digest,
         name=req.name,
         script=_with_shebang(req.script),
+        warnings=directive_warnings(req.script),
         nodes=req.nodes,
         ntasks=req.ntasks,
         cpus_per_task=req.cpus_per_task,
@@ -122,6 +127,19 @@ def submit(
 
 def _with_shebang(script: str) -> str:
     return script if script.startswith("#!") else "#!/bin/bash\n" + script
+
+
+def directive_warnings(script: str) -> list[str]:
+    """One sentence per directive line of ``script`` that the scheduler will not see.
+
+    The adapters neutralise the same lines when they submit (resources, placement,
+    priority and identity come from the spec, which is what is held and billed).
+    """
+    _, removed = sa_.neutralise_directives(script)
+    warnings = [d.warning for d in removed[:MAX_WARNINGS]]
+    if len(removed) > MAX_WARNINGS:
+        warnings.append(f"... and {len(removed) - MAX_WARNINGS} more neutralised lines")
+    return warnings
 
 
 def get_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:

@@ -1,5 +1,8 @@
 """a job's neutralised script directives (warnings)
 
+A JSON list of sentences, one per directive line of the job's script that the
+scheduler will not see; jobs accepted before this revision get an empty list.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-04 11:40:00
@@ -17,8 +20,12 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass  # placeholder: filled in by its change
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('warnings', sa.JSON(), nullable=False, server_default='[]')
+        )
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.drop_column('warnings')
