@@ -21,12 +21,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import scheduler_adapters as sa_
@@ -307,20 +309,107 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True  # broker.access logs requests
 
 
-def _route_of(scope: Scope) -> str:
-    """The matched route's template, rebuilt from the path and its parameters.
+#: The label of a request that matched no route (a 404 from the router itself).
+UNMATCHED = "unmatched"
+#: Methods labelled as themselves; any other (HTTP allows made-up ones) is "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUSES = frozenset(int(s) for s in HTTPStatus)
+#: Most route objects a ``RouteTemplates`` remembers (an app has a few hundred).
+_MAX_ROUTES = 4096
 
-    Rebuilding (rather than reading ``scope["route"].path``) gives the full template
-    under included routers' prefixes, whatever the framework version stores there.
+
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    """The status as itself when HTTP defines it, else its class ("4xx") or "other"."""
+    if status in _STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+class RouteTemplates:
+    """The full template of the route a request matched, never its path.
+
+    The router leaves the route it matched in ``scope["route"]`` (for a 405, the route
+    whose path matched), but that route's own ``path`` lacks the prefixes it was
+    included or mounted under (``/jobs/{job_id}``, included under ``/api/v1``), and one
+    route may be included twice (the probes, at ``/healthz`` and ``/api/v1/healthz``).
+    So the table maps each route object, found by walking the application's routes (the
+    included routers' effective routes and every ``Mount`` beneath), to its full
+    templates; of several, the one whose pattern matches the request's path wins. A
+    file under a mounted ``StaticFiles`` is ``/mount/{path:path}``, a route of a mounted
+    application ``/mount/items/{item_id}``; a request no route matched is ``unmatched``.
+    The table is bounded by the application's routes, not by its traffic.
     """
-    if "endpoint" not in scope:
-        return "<unmatched>"
-    params = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
-    parts = []
-    for part in str(scope.get("path", "")).split("/"):
-        name = params.pop(part, None)
-        parts.append("{" + name + "}" if name is not None else part)
-    return "/".join(parts)
+
+    def __init__(self) -> None:
+        self._table: dict[int, tuple[object, list[tuple[str, re.Pattern[str]]]]] = {}
+        self._strays: dict[int, tuple[object, str]] = {}  # matched, not found in the app
+
+    def of(self, scope: Scope, app: Any) -> str:
+        """The template for a finished request; ``app`` is the top application."""
+        # A mount's application is the endpoint: FastAPI sets no "route" for a mount.
+        matched = scope.get("route") or scope.get("endpoint")
+        if matched is None:
+            return UNMATCHED
+        known = self._table.get(id(matched))
+        if known is None or known[0] is not matched:
+            stray = self._strays.get(id(matched))
+            if stray is not None and stray[0] is matched:
+                return stray[1]
+            self._table = _route_table(getattr(app, "routes", ()))  # routes added since
+            known = self._table.get(id(matched))
+            if known is None or known[0] is not matched:  # not reachable from the app
+                own = str(getattr(scope.get("route"), "path", "")) or UNMATCHED
+                if len(self._strays) < _MAX_ROUTES:
+                    self._strays[id(matched)] = (matched, own)
+                return own
+        templates = known[1]
+        if len(templates) > 1:
+            path = str(scope.get("path", ""))
+            for template, pattern in templates:
+                if pattern.match(path):
+                    return template
+        return templates[0][0]
+
+
+def _route_table(
+    routes: Sequence[Any], prefix: str = "", table: dict[int, Any] | None = None
+) -> dict[int, tuple[object, list[tuple[str, re.Pattern[str]]]]]:
+    """id of a route, or of its endpoint -> (it, [(full template, its pattern), ...])."""
+    table = {} if table is None else table
+    for route, path in _effective_routes(routes):
+        if len(table) >= _MAX_ROUTES:
+            break
+        full = prefix + path
+        endpoint: Any
+        if isinstance(route, Mount):  # whatever lies beneath it: one label for the mount
+            template, endpoint = f"{full}/{{path:path}}", route.app
+            _route_table(route.routes, full, table)
+        elif path:
+            template, endpoint = full, getattr(route, "endpoint", None)
+        else:
+            continue
+        for key in (route, endpoint):
+            if key is not None:
+                entry = table.setdefault(id(key), (key, []))
+                if all(t != template for t, _ in entry[1]):
+                    entry[1].append((template, compile_path(template)[0]))
+    return table
+
+
+def _effective_routes(routes: Sequence[Any]) -> Iterator[tuple[Any, str]]:
+    """(route as the router puts it in ``scope["route"]``, its path with include prefixes)."""
+    try:
+        from fastapi.routing import iter_route_contexts  # FastAPI >= 0.130: lazy includes
+    except ImportError:  # pragma: no cover - older FastAPI copies included routes, prefixed
+        for route in routes:
+            yield route, str(getattr(route, "path", "") or "")
+        return
+    for context in iter_route_contexts(routes):
+        yield context.original_route, str(context.path or "")
 
 
 class RequestContext:
@@ -329,11 +418,16 @@ class RequestContext:
     An incoming ``X-Request-ID`` made of safe characters is kept, else a new one is
     made; either way it is echoed in the response header and put on every log record
     emitted while the request runs. Metrics are labelled by route template
-    (``/api/v1/jobs/{job_id}``), never by raw path, to keep cardinality bounded.
+    (``/api/v1/jobs/{job_id}``, see ``RouteTemplates``), never by raw path, and by method
+    and status from bounded sets: whatever a client sends, the number of series is
+    bounded by the app's routes (issue 24: paths as labels let anonymous requests grow
+    the process and ``/metrics`` without bound, and listed tenants' paths and ids there).
+    The access log keeps the raw path: a log line is written out, not kept.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.routes = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -343,6 +437,7 @@ class RequestContext:
         text = incoming.decode("latin-1")
         rid = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
         token = request_id_var.set(rid)
+        app = scope.get("app")  # the top application: mounted ones replace it in scope
         status = 500
         started = time.perf_counter()
 
@@ -359,9 +454,9 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route, method = _route_of(scope), scope.get("method", "")
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(elapsed)
+            route, method = self.routes.of(scope, app), scope.get("method", "")
+            HTTP_REQUESTS.labels(method_label(method), route, status_label(status)).inc()
+            HTTP_LATENCY.labels(method_label(method), route).observe(elapsed)
             access_log.info(
                 "%s %s %s",
                 method,

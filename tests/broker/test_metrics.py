@@ -6,12 +6,16 @@ import io
 import json
 import logging
 import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
+from starlette.staticfiles import StaticFiles
 
 import scheduler_adapters as sa_
 from broker import leader, observability
@@ -178,3 +182,59 @@ def test_create_app_twice_in_one_process(settings: Settings) -> None:
     for _ in range(2):
         with TestClient(create_app(settings, run_worker=False)) as client:
             assert client.get("/metrics").status_code == 200
+
+
+def test_labels_are_route_templates_methods_and_statuses_from_bounded_sets(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Whatever the path, method or mount: the route's template, never the request's path."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "app.css").write_text("body {}")
+    sub = FastAPI()
+
+    @sub.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    app = create_app(settings, run_worker=False)
+    app.mount("/assets", StaticFiles(directory=static), name="assets")
+    app.mount("/sub", sub)
+    ids = [str(uuid.uuid4()) for _ in range(8)]
+    with TestClient(app) as client:
+        api = Api(client, "")
+        client.get(f"/api/v1/projects/{ids[0]}/files/a/{ids[1]}/deep/{ids[2]}.txt")
+        client.get(f"/api/v1/jobs/{ids[3]}")
+        client.request("PROPFIND", f"/api/v1/jobs/{ids[4]}")  # 405, a made-up method
+        client.get(f"/{ids[5]}/nothing/here")  # no route: 404
+        client.get("/assets/app.css")
+        client.get(f"/assets/{ids[6]}/missing.css")
+        client.get(f"/sub/items/{ids[7]}")
+        client.get("/healthz")
+        client.get("/api/v1/healthz")  # one route, included twice: two templates
+        text = client.get("/metrics").text
+        samples = scrape(api)
+    assert not [i for i in ids if i in text]
+    seen = {
+        (s.labels["method"], s.labels["route"], s.labels["status"])
+        for s in samples["broker_http_requests_total"]
+    }
+    assert {
+        ("GET", "/api/v1/projects/{project_id}/files/{path:path}", "401"),
+        ("GET", "/api/v1/jobs/{job_id}", "401"),
+        ("other", "/api/v1/jobs/{job_id}", "405"),
+        ("GET", "unmatched", "404"),
+        ("GET", "/assets/{path:path}", "200"),
+        ("GET", "/assets/{path:path}", "404"),
+        ("GET", "/sub/items/{item_id}", "200"),
+        ("GET", "/healthz", "200"),
+        ("GET", "/api/v1/healthz", "200"),
+    } <= seen
+
+
+def test_status_and_method_labels_are_bounded() -> None:
+    assert observability.status_label(404) == "404"
+    assert observability.status_label(299) == "2xx"
+    assert observability.status_label(1234) == "other"
+    assert observability.method_label("DELETE") == "DELETE"
+    assert observability.method_label("PROPFIND") == "other"
