@@ -73,7 +73,12 @@ def create_app(
     errors.install(app)
     app.add_middleware(files.BodySizeLimitExceptUploads, max_bytes=settings.max_body_bytes)
     app.add_middleware(observability.RequestContext)  # outermost: ids, access log, metrics
-    observability.install_metrics_route(app, observability.make_registry(factory))
+    observability.install_metrics_route(
+        app,
+        observability.make_registry(factory),
+        token=settings.metrics_token,
+        networks=settings.metrics_allow_networks,
+    )
 
     api = APIRouter(prefix="/api/v1", responses=errors.ERROR_RESPONSES)
     for router in (

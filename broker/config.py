@@ -96,6 +96,23 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
     default_rate_tflops: float = Field(0.05, gt=0)
 
+    # /metrics answers only a request bearing metrics_token or coming from
+    # metrics_allow_networks ('[]': the token from everywhere); anything else gets the
+    # 404 of an unknown path (README, Configuration).
+    metrics_token: SecretStr | None = None
+    metrics_allow_networks: list[IPvAnyNetwork] = Field(
+        default=["127.0.0.0/8", "::1/128"], validate_default=True
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # BROKER_METRICS_TOKEN= (empty) is unset, never a token to match
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
     # Project workspaces (<data_dir>/workspaces/<project id>/), webhooks, job event streams.
     workspace_quota_bytes: int = Field(10 * 1024**3, ge=0)  # per project
     # One job's stage-out (outputs copied into its workspace) may take this long.

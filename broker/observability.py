@@ -13,6 +13,8 @@ adapter pool in ``services.clusters`` wraps its adapters here.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -22,12 +24,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -472,13 +477,49 @@ class RequestContext:
             request_id_var.reset(token)
 
 
-def install_metrics_route(app: Any, registry: CollectorRegistry) -> None:
-    """Serve ``registry`` at ``GET /metrics`` (text exposition format; no auth: keep it
-    on an internal network, see deploy/nginx)."""
+def install_metrics_route(
+    app: Any,
+    registry: CollectorRegistry,
+    *,
+    token: SecretStr | None = None,
+    networks: Sequence[IPv4Network | IPv6Network] = (),
+) -> None:
+    """Serve ``registry`` at ``GET /metrics`` to the metrics scraper only.
+
+    A request is served when it bears ``Authorization: Bearer <token>`` (compared in
+    constant time) or comes from one of ``networks``. Any other gets the very 404 an
+    unknown path gets: a scanner learns nothing, not even that a token would help.
+    """
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.exceptions import HTTPException
     from starlette.responses import Response
 
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if not scraper_allowed(request, token, networks):
+            raise HTTPException(404)  # answered by the app's handler, as for any path
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+
+def scraper_allowed(
+    request: Request, token: SecretStr | None, networks: Sequence[IPv4Network | IPv6Network]
+) -> bool:
+    """Whether ``request`` bears the metrics token or comes from an allowed network."""
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value()
+        # Digests first: compare_digest would leak the token's length through timing.
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            hashlib.sha256(given.strip().encode()).digest(),
+            hashlib.sha256(expected.encode()).digest(),
+        ):
+            return True
+    host = request.client.host if request.client is not None else ""
+    try:
+        address = ip_address(host)
+    except ValueError:  # no address (a unix socket, a test client): not in any network
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)

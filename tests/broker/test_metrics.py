@@ -23,11 +23,20 @@ from broker.app import create_app
 from broker.config import Settings
 from broker.db import make_session_factory
 
-from .conftest import Api
+from .conftest import Api, make_settings
+
+METRICS_TOKEN = "scraper-token-0123456789"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """The tests scrape as Prometheus does in production: with the metrics token."""
+    return make_settings(db_url, tmp_path, metrics_token=METRICS_TOKEN)
 
 
 def scrape(api: Api) -> dict[str, list[Any]]:
-    r = api.client.get("/metrics")
+    r = api.client.get("/metrics", headers=SCRAPER)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     samples: dict[str, list[Any]] = {}
@@ -154,7 +163,7 @@ def test_readyz_reports_clusters_and_503_without_database(api: Api) -> None:
         setattr(state, n, make_session_factory(dead))
     try:
         down = api.client.get("/readyz")
-        scraped = api.client.get("/metrics")
+        scraped = api.client.get("/metrics", headers=SCRAPER)
     finally:
         for n, factory in good.items():
             setattr(state, n, factory)
@@ -181,7 +190,7 @@ def _text(registry: Any) -> str:
 def test_create_app_twice_in_one_process(settings: Settings) -> None:
     for _ in range(2):
         with TestClient(create_app(settings, run_worker=False)) as client:
-            assert client.get("/metrics").status_code == 200
+            assert client.get("/metrics", headers=SCRAPER).status_code == 200
 
 
 def test_labels_are_route_templates_methods_and_statuses_from_bounded_sets(
@@ -212,7 +221,7 @@ def test_labels_are_route_templates_methods_and_statuses_from_bounded_sets(
         client.get(f"/sub/items/{ids[7]}")
         client.get("/healthz")
         client.get("/api/v1/healthz")  # one route, included twice: two templates
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=SCRAPER).text
         samples = scrape(api)
     assert not [i for i in ids if i in text]
     seen = {
@@ -238,3 +247,55 @@ def test_status_and_method_labels_are_bounded() -> None:
     assert observability.status_label(1234) == "other"
     assert observability.method_label("DELETE") == "DELETE"
     assert observability.method_label("PROPFIND") == "other"
+
+
+# -- /metrics answers the scraper only ------------------------------------------------
+def test_metrics_need_the_token_or_an_allowed_network(settings: Settings) -> None:
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as anyone:  # client address "testclient": in no network
+        unknown = anyone.get("/no-such-page")
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+            {"Authorization": f"Basic {METRICS_TOKEN}"},
+        ):
+            refused = anyone.get("/metrics", headers=headers)
+            # Refused as if there were no such page: nothing says a token would help.
+            assert refused.status_code == 404, headers
+            assert refused.json() == unknown.json()
+            assert "www-authenticate" not in refused.headers
+        scraped = anyone.get("/metrics", headers=SCRAPER)
+        assert scraped.status_code == 200 and "broker_http_requests_total" in scraped.text
+    # The default networks are loopback only: a scraper on the same host needs no token.
+    for host, status in (("127.0.0.1", 200), ("::1", 200), ("::ffff:127.0.0.1", 200)):
+        with TestClient(app, client=(host, 9000)) as c:
+            assert c.get("/metrics").status_code == status, host
+    with TestClient(app, client=("10.1.2.3", 9000)) as c:
+        assert c.get("/metrics").status_code == 404
+
+
+def test_metrics_networks_setting(db_url: str, tmp_path: Path) -> None:
+    app = create_app(
+        make_settings(
+            db_url,
+            tmp_path,
+            metrics_token=METRICS_TOKEN,
+            metrics_allow_networks=["10.20.0.0/16"],
+        ),
+        run_worker=False,
+    )
+    for host, headers, status in (
+        ("10.20.3.4", {}, 200),
+        ("127.0.0.1", {}, 404),  # loopback no longer listed
+        ("127.0.0.1", SCRAPER, 200),  # the token works from anywhere
+        ("10.21.0.1", {}, 404),
+    ):
+        with TestClient(app, client=(host, 9000)) as c:
+            assert c.get("/metrics", headers=headers).status_code == status, (host, headers)
+
+
+def test_metrics_token_setting_is_checked() -> None:
+    assert Settings(metrics_token="").metrics_token is None  # empty: unset, never matched
+    with pytest.raises(ValueError, match="16 characters"):
+        Settings(metrics_token="short")
