@@ -11,13 +11,14 @@ from fastapi import APIRouter, FastAPI
 
 from . import __version__, observability
 from .api import errors
-from .api.limits import RateLimiter
+from .api.limits import AnonymousRateLimit, RateLimiter
 from .api.routes import clusters as clusters_routes
 from .api.routes import enterprises, events, files, health, jobs, projects, tokens, webhooks
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
 from .services import clusters
 from .web import routes as web_routes
+from .web.session import COOKIE as OPS_COOKIE
 from .worker import Worker, start_in_thread
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,16 @@ def create_app(
     app.state.adapters = pool
     app.state.worker = worker
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.anon_rate_limiter = RateLimiter(
+        settings.anon_rate_limit_per_minute,
+        subject="unauthenticated requests per minute from this address",
+    )
     errors.install(app)
     app.add_middleware(files.BodySizeLimitExceptUploads, max_bytes=settings.max_body_bytes)
+    # Before any body is read, within the request's id and metrics.
+    app.add_middleware(
+        AnonymousRateLimit, limiter=app.state.anon_rate_limiter, session_cookie=OPS_COOKIE
+    )
     app.add_middleware(observability.RequestContext)  # outermost: ids, access log, metrics
     observability.install_metrics_route(
         app,

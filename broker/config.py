@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
     default_rate_tflops: float = Field(0.05, gt=0)
 
+    # Unauthenticated requests (no credentials, or refused ones) per client address and
+    # minute, an IPv6 /64 as one address; counted per API process; 0 disables.
+    anon_rate_limit_per_minute: int = Field(120, ge=0)
+
     # /metrics answers only a request bearing metrics_token or coming from
     # metrics_allow_networks ('[]': the token from everywhere); anything else gets the
     # 404 of an unknown path (README, Configuration).

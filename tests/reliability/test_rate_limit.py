@@ -1,4 +1,5 @@
-"""Per-token rate limiting (429 with Retry-After) and immediate token revocation."""
+"""Per-token rate limiting (429 with Retry-After), the limiters' bounded tables, and
+immediate token revocation (the anonymous limit: tests/broker/test_anonymous_load.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from broker.api import limits
 from broker.app import create_app
+from broker.errors import RateLimited
 
 from ..broker.conftest import Api, make_settings, operator_token
 
@@ -75,3 +78,39 @@ def test_revocation_takes_effect_at_once(api: Api) -> None:
     assert api.post(f"/tokens/{admin_id}/revoke", admin).status_code == 200
     assert api.get("/jobs", admin).status_code == 401
     assert api.post(f"/tokens/{admin_id}/revoke", admin).status_code == 401
+
+
+def test_limiter_table_is_bounded_and_forgets_refilled_buckets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys can be made up (client addresses, login attempts): the table stays small."""
+    clock = [1000.0]
+    monkeypatch.setattr(limits.time, "monotonic", lambda: clock[0])
+    limiter = limits.RateLimiter(2, max_keys=100)
+    for i in range(20_000):
+        limiter.check(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 100  # the least recently used went first
+    # The newest keys kept their state: their buckets are one request lighter.
+    limiter.check("10.0.78.31")
+    with pytest.raises(RateLimited):
+        limiter.check("10.0.78.31")
+    # A bucket unused for a minute is full again, so it is dropped, not kept.
+    clock[0] += 61
+    limiter.check("late")
+    assert len(limiter) == 1
+    # A client that comes back after that starts with a full bucket, as it would anyway.
+    limiter.check("10.0.78.31")
+    limiter.check("10.0.78.31")
+    with pytest.raises(RateLimited):
+        limiter.check("10.0.78.31")
+
+
+def test_client_key_groups_an_ipv6_slash_64() -> None:
+    def key(host: str) -> str:
+        return limits.client_key({"client": (host, 1)})
+
+    assert key("203.0.113.9") == "203.0.113.9"
+    assert key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert limits.client_key({"client": None}) == "unknown"
