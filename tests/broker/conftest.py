@@ -93,6 +93,9 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         worker_enabled=False,
         # The tests' webhook receivers listen on loopback, which production refuses.
         webhook_allow_networks=overrides.pop("webhook_allow_networks", ["127.0.0.0/8"]),
+        # Every TestClient request comes from one address ("testclient"): tests that
+        # count on the anonymous limit set it themselves.
+        anon_rate_limit_per_minute=overrides.pop("anon_rate_limit_per_minute", 0),
         **overrides,
     )
 
