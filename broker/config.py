@@ -6,7 +6,11 @@ Nothing here is created at import time: ``Settings()`` is built by the entry poi
 
 from __future__ import annotations
 
+import logging
+import os
+import pwd
 import tomllib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+
+log = logging.getLogger(__name__)
 
 
 class PartitionConfig(BaseModel):
@@ -135,6 +142,10 @@ class Settings(BaseSettings):
     # The tenant boundary (DESIGN.md, Security). An enterprise's POSIX user must not be
     # a system account: on this host, its uid is at least this.
     min_tenant_uid: int = Field(1000, ge=1)
+    # The local adapter run by another user than root runs every job as that user (a
+    # single-user trial): refused with PostgreSQL, a deployment for several tenants,
+    # unless this allows it (see check_job_identity).
+    allow_shared_user: bool = False
 
     # Brokering: seconds of turnaround one unit of each term is worth (see brokering).
     routing_weight_wait: float = Field(1.0, ge=0)
@@ -152,10 +163,68 @@ class Settings(BaseSettings):
     validation_rate_samples: int = Field(5, ge=1)
 
     def load_clusters(self) -> list[ClusterConfig]:
-        """The clusters file's clusters, or one built-in ``local`` cluster."""
+        """The clusters file's clusters, or one built-in ``local`` cluster.
+
+        Every process that runs or follows jobs starts here, so this is where the
+        shared-user mode is refused or announced (``check_job_identity``).
+        """
         if self.clusters_file is None:
-            return [default_local_cluster(self.data_dir, self.default_rate_tflops)]
-        return load_clusters_file(self.clusters_file)
+            clusters = [default_local_cluster(self.data_dir, self.default_rate_tflops)]
+        else:
+            clusters = load_clusters_file(self.clusters_file)
+        check_job_identity(self, clusters)
+        return clusters
+
+
+class SharedUserRefused(ValueError):
+    """The local adapter would run every tenant's job as the broker's own user."""
+
+
+def local_jobs_run_as(clusters: Iterable[ClusterConfig]) -> str | None:
+    """Who the local clusters' jobs run as, in words (``/readyz``); None without one."""
+    local = [c for c in clusters if c.adapter == "local"]
+    if not local:
+        return None
+    if os.geteuid() == 0:
+        fallbacks = sorted({str(c.options.get("fallback_user", "nobody")) for c in local})
+        others = " or ".join(f or "(refused)" for f in fallbacks)
+        return f"each job's POSIX user; where it does not exist here: {others}"
+    return f"{_user_name()}, the broker's own user, for every job (single-user trial mode)"
+
+
+def check_job_identity(settings: Settings, clusters: Sequence[ClusterConfig]) -> None:
+    """Refuse the shared-user mode on PostgreSQL unless allowed; else log it, once.
+
+    Run as root, the local adapter runs each job as its enterprise's POSIX user (or an
+    unprivileged fallback user). Run as anyone else it cannot switch users, so every
+    tenant's job runs as the broker itself, able to read the broker's database
+    credentials and every other tenant's files: fine for one person trying the broker
+    out on SQLite, not for a center.
+    """
+    if os.geteuid() == 0 or not any(c.adapter == "local" for c in clusters):
+        return
+    backend = make_url(settings.database_url).get_backend_name()
+    if backend == "postgresql" and not settings.allow_shared_user:
+        raise SharedUserRefused(
+            f"the local adapter would run every job as {_user_name()!r}, the broker's own"
+            " user, since the broker does not run as root: refused with PostgreSQL. Run the"
+            " broker as root (jobs then run as each enterprise's POSIX user), use Slurm"
+            " clusters only, or set BROKER_ALLOW_SHARED_USER=true for a single-user trial."
+        )
+    global _announced
+    if not _announced:
+        _announced = True
+        log.warning("local jobs run as %s", local_jobs_run_as(clusters))
+
+
+_announced = False
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def default_local_cluster(data_dir: Path, rate_tflops: float) -> ClusterConfig:

@@ -3,6 +3,12 @@
 A detached process of its own, so jobs outlive a restart of the broker: it starts the
 batch script in a new session, enforces the time limit, turns SIGTERM into a cancel,
 and records the outcome atomically in ``state.json``, which the adapter reads.
+
+Run as root, it runs the script as the account in ``meta.json``'s ``run_as`` (its uid,
+group and supplementary groups: nothing of root's is kept), never as root. It opens the
+script and the output files itself and hands the job descriptors, so the job needs no
+path to the adapter's directory; the output files are opened without following a link
+and must be regular files.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -29,14 +36,21 @@ def write_state(job_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, job_dir / "state.json")
 
 
-def _open_out(path: str, user: str | None) -> Any:
-    fh = open(path, "ab")  # noqa: SIM115 - handed to the child, closed after it ends
-    if user is not None and os.geteuid() == 0:
-        import pwd
-
-        pw = pwd.getpwnam(user)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    return fh
+def _open_out(path: str, who: dict[str, Any] | None) -> int:
+    """Open an output file for appending: never through a link, only a regular file
+    (a FIFO left there must not block us), owned by the job's account."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        if who is not None:
+            os.fchown(fd, who["uid"], who["gid"])
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def run(job_dir: Path) -> int:
@@ -45,21 +59,31 @@ def run(job_dir: Path) -> int:
     if (job_dir / "cancel").exists():
         write_state(job_dir, {**state, "state": "cancelled", "end_time": _now()})
         return 0
-    user = meta.get("user") if os.geteuid() == 0 else None
-    out = _open_out(meta["stdout_path"], user)
-    err = (
-        out if meta["stderr_path"] == meta["stdout_path"] else _open_out(meta["stderr_path"], user)
-    )
-    proc = subprocess.Popen(
-        ["/bin/bash", str(job_dir / "script.sh")],
-        cwd=meta["working_dir"],
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=err,
-        env=meta["environment"],
-        start_new_session=True,
-        user=user,
-    )
+    who: dict[str, Any] | None = meta.get("run_as") if os.geteuid() == 0 else None
+    if os.geteuid() == 0 and (who is None or who["uid"] == 0):
+        raise RuntimeError("refusing to run a job as root: its metadata names no other user")
+    out = _open_out(meta["stdout_path"], who)
+    same = meta["stderr_path"] == meta["stdout_path"]
+    err = out if same else _open_out(meta["stderr_path"], who)
+    script = os.open(job_dir / "script.sh", os.O_RDONLY | os.O_NOFOLLOW)  # inherited below
+    ids: dict[str, Any] = {}
+    if who is not None:
+        ids = {"user": who["uid"], "group": who["gid"], "extra_groups": who["groups"]}
+    try:
+        proc = subprocess.Popen(
+            ["/bin/bash", f"/dev/fd/{script}"],
+            cwd=meta["working_dir"],  # entered before the switch: its ancestors may be closed
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            pass_fds=(script,),
+            env=meta["environment"],
+            start_new_session=True,
+            **ids,
+        )
+    finally:
+        for fd in {out, err, script}:
+            os.close(fd)
     outcome = {"why": ""}
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -3,19 +3,27 @@
 Each job gets a directory ``<root_dir>/jobs/<id>/`` with its metadata and script; a
 detached runner process (``_local_runner``) executes it and writes ``state.json``, so
 jobs survive a broker restart and ``status`` only reads files. Nodes are virtual
-names (``node_names``) that all map to this host. With ``run_as_user`` (and root) a
-script runs as the spec's POSIX user; otherwise as the broker's own user.
+names (``node_names``) that all map to this host.
+
+Who a job runs as (never root): run as root, the adapter runs each job as the spec's
+POSIX user where that user exists here, else as ``fallback_user`` (default ``nobody``;
+``""`` refuses such jobs instead), and gives it the job's working directory. Run as any
+other user, it cannot switch users: every job runs as that user (a single-user trial
+setup; ``identity()`` says so, and the broker logs and reports it).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,8 @@ from typing import Any
 from .base import ClusterInfo, JobInfo, JobSpec, JobState, NodeInfo, PartitionInfo, SchedulerAdapter
 from .errors import AdapterConfigError, SubmitRejected
 from .slurm.script import neutralise_directives
+
+log = logging.getLogger(__name__)
 
 _STATES = {
     "queued": JobState.PENDING,
@@ -48,11 +58,18 @@ class LocalAdapter(SchedulerAdapter):
         cpus_per_node: int | None = None,
         memory_mb_per_node: int = 4096,
         partition: str = "default",
-        run_as_user: bool = False,
+        fallback_user: str = "nobody",
+        run_as_user: bool | None = None,
     ) -> None:
         super().__init__(cluster)
         if not node_names:
             raise AdapterConfigError("node_names must not be empty", cluster=cluster)
+        if run_as_user is not None:
+            log.warning(
+                "cluster %s: the local adapter's run_as_user option is obsolete: run as"
+                " root it always runs jobs as their POSIX user (else fallback_user)",
+                cluster,
+            )
         self.root = Path(root_dir)
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -60,9 +77,70 @@ class LocalAdapter(SchedulerAdapter):
         self.cpus_per_node = cpus_per_node or os.cpu_count() or 1
         self.memory_mb_per_node = memory_mb_per_node
         self.partition = partition
-        # Run scripts as JobSpec.user (needs root and that POSIX user). Off in the
-        # embedded default, where jobs run as the broker's own user.
-        self.run_as_user = run_as_user
+        # Run as root: the user for jobs whose POSIX user does not exist here ("": none).
+        self.fallback_user = fallback_user
+        self.per_user = os.geteuid() == 0
+        if self.per_user and fallback_user:
+            self._fallback = _account(fallback_user)
+            if self._fallback is None or self._fallback.uid == 0:
+                raise AdapterConfigError(
+                    f"fallback_user {fallback_user!r} must be an existing user other than root",
+                    cluster=cluster,
+                )
+        else:
+            self._fallback = None
+        log.info("cluster %s: local jobs run as %s", cluster, self.identity())
+
+    # -- who jobs run as ------------------------------------------------------------
+    def identity(self) -> str:
+        """Who this adapter's jobs run as, in words (for start-up logs and /readyz)."""
+        if not self.per_user:
+            me = _name_of(os.geteuid())
+            return f"{me}, the broker's own user, for every job (single-user trial mode)"
+        if self._fallback is None:
+            return "each job's POSIX user (jobs whose user does not exist here are refused)"
+        return f"each job's POSIX user, or {self._fallback.name} where it does not exist here"
+
+    def _run_as(self, user: str | None) -> _Account | None:
+        """The account a job runs as: None (no switch) unless we are root."""
+        if not self.per_user:
+            return None
+        found = _account(user) if user else None
+        if found is not None and found.uid != 0:
+            return found
+        if self._fallback is None:
+            raise SubmitRejected(
+                f"no POSIX user {user!r} on this host, and no fallback_user", cluster=self.cluster
+            )
+        return self._fallback
+
+    def _hand_over(self, job_dir: Path, work: Path, who: _Account | None) -> None:
+        """The script readable by the job's user alone; its working directory its own.
+
+        The adapter's records (``job_dir``: meta, state, script) stay root's, 0700: a
+        job must not rewrite its own accounting. A working directory still owned by root
+        (the broker could not give it to a user that does not exist here) goes to the
+        account the job runs as, with what was staged into it; no link is followed, and
+        the adapter's own directory is never handed over.
+        """
+        os.chmod(job_dir, 0o700)
+        if who is None:
+            return
+        script = job_dir / "script.sh"
+        os.chown(script, who.uid, who.gid)
+        os.chmod(script, 0o400)  # the runner hands it over by descriptor, not by path
+        st = os.lstat(work)
+        if st.st_uid == who.uid or st.st_uid != 0:
+            return
+        mine = os.stat(self.root)
+        for top, dirs, files, fd in os.fwalk(work, follow_symlinks=False):
+            if top == str(work):
+                os.chown(fd, who.uid, who.gid)
+            dirs[:] = [
+                d for d in dirs if not _same(os.stat(d, dir_fd=fd, follow_symlinks=False), mine)
+            ]
+            for name in (*dirs, *files):
+                os.chown(name, who.uid, who.gid, dir_fd=fd, follow_symlinks=False)
 
     # -- drained nodes (kept in a file, like the scheduler's own state) ------------
     def _drained(self) -> dict[str, str]:
@@ -102,10 +180,11 @@ class LocalAdapter(SchedulerAdapter):
             )
         if spec.partition not in (None, self.partition):
             raise SubmitRejected(f"invalid partition {spec.partition!r}", cluster=self.cluster)
+        who = self._run_as(spec.user)
         job_id = self._next_id()
         job_dir = self.jobs_dir / job_id
-        job_dir.mkdir()
-        work = Path(spec.working_dir) if spec.working_dir else job_dir
+        job_dir.mkdir(mode=0o700)
+        work = Path(spec.working_dir) if spec.working_dir else job_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         stdout = spec.stdout_path or str(job_dir / "stdout")
         drained = self._drained()
@@ -126,6 +205,8 @@ class LocalAdapter(SchedulerAdapter):
             "SLURM_JOB_NODELIST": ",".join(nodes),
             "SLURM_CPUS_ON_NODE": str(self.cpus_per_node),
         }
+        if who is not None:
+            env["USER"] = env["LOGNAME"] = who.name
         if spec.cpus_per_task:
             env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
         meta = {
@@ -133,7 +214,8 @@ class LocalAdapter(SchedulerAdapter):
             "name": spec.name,
             "tag": spec.tag,
             "account": spec.account,
-            "user": spec.user if self.run_as_user else None,
+            "user": spec.user,  # as the spec named it (JobInfo.user)
+            "run_as": None if who is None else who.as_json(),  # who runs it (root: never)
             "partition": spec.partition or self.partition,
             "nodes": nodes,
             "time_limit_minutes": spec.time_limit_minutes,
@@ -146,6 +228,7 @@ class LocalAdapter(SchedulerAdapter):
         # Directives mean nothing here; neutralised as on Slurm so the job's warnings hold.
         (job_dir / "script.sh").write_text(neutralise_directives(spec.script)[0])
         (job_dir / "meta.json").write_text(json.dumps(meta))
+        self._hand_over(job_dir, work, who)
         with (job_dir / "runner.log").open("ab") as log:
             subprocess.run(
                 [sys.executable, "-m", "scheduler_adapters._local_runner", str(job_dir)],
@@ -275,3 +358,35 @@ def _alive(pid: object) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+@dataclass(frozen=True)
+class _Account:
+    """A POSIX account a job runs as: the runner switches to all of it (groups too)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
+
+
+def _account(name: str) -> _Account | None:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return _Account(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(name, pw.pw_gid)))
+
+
+def _name_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ __all__ = [
     "ensure_slurm_tenant",
     "kernels_python",
     "load_clusters",
+    "local_validation_python",
+    "open_tmp_path",
     "slurm_clusters_file",
     "slurm_tenant",
 ]
@@ -143,3 +147,32 @@ def kernels_python() -> str:
     if proc.returncode != 0:
         pytest.fail(f"deploy/kernels-venv failed:\n{proc.stderr[-2000:]}")
     return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def open_tmp_path() -> Iterator[Path]:
+    """A fresh directory that other users can pass through (0711), removed afterwards.
+
+    Run as root, the local adapter runs jobs as unprivileged users. pytest's
+    ``tmp_path`` lies under a 0700 directory (which every pytest session on the host
+    closes again), so such a job could not reach absolute paths under it (its
+    NUMBA_CACHE_DIR, say) as it can under a real data_dir: use this one for its data_dir.
+    """
+    path = Path(tempfile.mkdtemp(prefix="broker-jobs-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def local_validation_python(request: pytest.FixtureRequest) -> str:
+    """The validation interpreter for node validation on the local cluster.
+
+    As root, validation jobs run as the validation user (or the local adapter's
+    fallback user), who may not be able to run the broker's own interpreter (a venv
+    over a Python under /root, say): ``kernels_python``. Otherwise "" (the broker's).
+    """
+    if os.geteuid() != 0:
+        return ""
+    python: str = request.getfixturevalue("kernels_python")
+    return python

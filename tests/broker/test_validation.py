@@ -104,9 +104,15 @@ def test_month_seconds_and_apportion() -> None:
 
 
 @pytest.fixture
-def vapi(db_url: str, tmp_path: Path) -> Iterator[Api]:
+def vapi(db_url: str, open_tmp_path: Path, local_validation_python: str) -> Iterator[Api]:
+    # As root, validation jobs run as the validation user: a data_dir and an
+    # interpreter that user can reach.
     settings: Settings = make_settings(
-        db_url, tmp_path, validation_args="--quick", validation_min_gemm_peak_ratio=0.0
+        db_url,
+        open_tmp_path,
+        validation_args="--quick",
+        validation_min_gemm_peak_ratio=0.0,
+        validation_python=local_validation_python,
     )
     app = create_app(settings, run_worker=False)
     with TestClient(app) as client:

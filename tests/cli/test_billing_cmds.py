@@ -11,7 +11,13 @@ from .conftest import Cli
 
 
 @pytest.mark.slow
-def test_nodes_validate_sets_the_rate(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nodes_validate_sets_the_rate(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, open_tmp_path: Path, local_validation_python: str
+) -> None:
+    # As root, the job runs as the validation user: a data_dir and an interpreter that
+    # user can reach.
+    monkeypatch.setenv("BROKER_DATA_DIR", str(open_tmp_path / "data"))
+    monkeypatch.setenv("BROKER_VALIDATION_PYTHON", local_validation_python)
     monkeypatch.setenv("BROKER_VALIDATION_ARGS", "--quick")
     monkeypatch.setenv("BROKER_VALIDATION_MIN_GEMM_PEAK_RATIO", "0")
     cli.run("nodes", "validate", "--cluster", "local", "--node", "local2", "--dry-run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +20,9 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-def readyz(session: SessionDep) -> Any:
+def readyz(request: Request, session: SessionDep) -> Any:
+    """Database and clusters; ``local_jobs_run_as`` says who local jobs run as."""
+    from ...config import local_jobs_run_as
     from ...services import clusters
 
     try:
@@ -31,4 +33,7 @@ def readyz(session: SessionDep) -> Any:
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
         body = {"status": "unavailable", "database": f"error: {detail}", "clusters": {}}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-    return JSONResponse({"status": "ok", "database": "ok", "clusters": reach})
+    run_as = local_jobs_run_as(request.app.state.adapters.configs.values())
+    ready: dict[str, Any] = {"status": "ok", "database": "ok", "clusters": reach}
+    ready["local_jobs_run_as"] = run_as
+    return JSONResponse(ready)
