@@ -5,7 +5,7 @@ project) holds the running sums of its entries; it is the row a submission locks
 (``SELECT ... FOR UPDATE`` on PostgreSQL) so concurrent holds cannot overspend, and
 ``services.ledger`` is the only writer of both tables.
 
-Effects of an entry of amount ``a`` (ledger units, 1 MFLOP):
+Effects of an entry of amount ``a`` (ledger units, 1 GFLOP; see ``broker.units``):
 GRANT +a granted · HOLD +a held · RELEASE −a held · CHARGE +a charged ·
 ADJUST ±a granted (operator correction) or, when it reverses a CHARGE, −a charged (credit).
 """

@@ -1,28 +1,53 @@
-"""Grants, balances and ledger entries (amounts in PFlop·h)."""
+"""Grants, balances and ledger entries (amounts in PFlop·h).
+
+An amount is at most ``units.MAX_PFH`` (1e9 PFlop·h) in magnitude, and one that is
+not zero must not round to zero ledger units (1 GFLOP = 2.8e-10 PFlop·h): either is a
+422 naming the field. (The ledger also refuses a grant total above ``CEILING_PFH``.)
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from ..units import MAX_PFH, check_amount
 from .common import ReadModel, StrictModel
+
+_MAX = float(MAX_PFH)
+
+
+def _nonzero_units(value: float) -> float:
+    check_amount(value)
+    return value
+
+
+def _units_or_zero(value: float | None) -> float | None:
+    if value is not None:
+        check_amount(value, zero_ok=True)
+    return value
+
+
+#: A PFlop·h amount that is a whole, non-zero number of ledger units (grants, adjustments).
+AmountPfh = Annotated[float, AfterValidator(_nonzero_units)]
+#: A PFlop·h allocation: zero, or at least one ledger unit.
+AllocationPfh = Annotated[float | None, AfterValidator(_units_or_zero)]
 
 
 class GrantCreate(StrictModel):
-    amount_pfh: float = Field(gt=0, le=2e6)
+    amount_pfh: AmountPfh = Field(gt=0, le=_MAX)
     memo: str = Field("", max_length=500)
 
 
 class AdjustCreate(StrictModel):
-    amount_pfh: float = Field(ge=-2e6, le=2e6)
+    amount_pfh: AmountPfh = Field(ge=-_MAX, le=_MAX)
     memo: str = Field(min_length=1, max_length=500)
 
 
 class AllocationSet(StrictModel):
-    allocation_pfh: float | None = Field(ge=0, le=2e6)
+    allocation_pfh: AllocationPfh = Field(ge=0, le=_MAX)
 
 
 class BalanceRead(ReadModel):

@@ -3,8 +3,11 @@
 A job's charge is Σ over the nodes it ran on of the node's rate × elapsed seconds,
 where the rate is the node's measured rate *in force when the job started* (a
 ``NodeRate`` version, whose validation run is the proof), else the partition's rated
-value. Each node's seconds are split at month boundaries. The lines of a CHARGE entry
-add up to its amount exactly (largest-remainder rounding when the hold capped it).
+value. Each node's seconds are split at month boundaries. A line's work, rate ×
+seconds, is exact in MFLOP and rounded half-even to whole ledger units (GFLOP,
+``units.work_units``); the job's charge is the sum of its lines, capped at its hold
+(which was rounded up). The lines of a CHARGE entry add up to its amount exactly
+(largest-remainder rounding when the hold capped it).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import ChargeLine, Cluster, Job, LedgerEntry, Node, NodeRate, Partition
+from ..units import CHARGE, work_units
 from . import audit, ledger
 from .principal import Principal
 
@@ -39,7 +43,7 @@ class Line:
 
     @property
     def units(self) -> int:
-        return self.share.rate_mflops * self.node_seconds
+        return work_units(self.share.rate_mflops, self.node_seconds, rounding=CHARGE)
 
 
 def _partition(session: Session, job: Job) -> Partition | None:
@@ -229,13 +233,11 @@ def credit_node(
 
 def ledger_charged(session: Session, enterprise_id: uuid.UUID) -> int:
     """Net charged units in the ledger (CHARGE entries less their crediting ADJUSTs)."""
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
-                LedgerEntry.enterprise_id == enterprise_id,
-                (LedgerEntry.kind == "CHARGE")
-                | ((LedgerEntry.kind == "ADJUST") & LedgerEntry.reverses_id.is_not(None)),
-            )
+    high, low = session.execute(
+        select(*ledger.sum_units(LedgerEntry.amount_units)).where(
+            LedgerEntry.enterprise_id == enterprise_id,
+            (LedgerEntry.kind == "CHARGE")
+            | ((LedgerEntry.kind == "ADJUST") & LedgerEntry.reverses_id.is_not(None)),
         )
-        or 0
-    )
+    ).one()
+    return ledger.joined_units(high, low)

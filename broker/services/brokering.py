@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Cluster, ClusterStatus, Partition
-from ..units import UNITS_PER_PFH
+from ..units import HOLD, work_pfh, work_units
 from .clusters import max_rates_mflops
 
 
@@ -119,7 +119,7 @@ def score(
     else:
         busy = 0.5 * run_s if load.idle_nodes < nodes else 0.0
         wait_s = busy + load.pending_jobs * run_s * nodes / max(load.total_nodes, 1)
-    cost = nodes * rate_mflops * time_limit_minutes * 60 / UNITS_PER_PFH * price_per_pfh
+    cost = work_pfh(rate_mflops, time_limit_minutes * 60, nodes) * price_per_pfh
     return Score(wait_s, run_s, cost, w.wait * wait_s + w.run * run_s + w.price * cost)
 
 
@@ -258,6 +258,11 @@ def choose(
     return RoutingDecision(best, [c.summary() for c in candidates[1:4]], rejected)
 
 
+def hold_units(req: ResourceRequest, rate_mflops: int) -> int:
+    """A job's hold: nodes × time limit × rate, rounded up to whole units (an upper bound)."""
+    return work_units(rate_mflops, req.time_limit_minutes * 60, req.nodes, rounding=HOLD)
+
+
 def _unavailable(
     req: ResourceRequest,
     cluster: Cluster,
@@ -277,7 +282,7 @@ def _unavailable(
             f"needs {req.nodes * rate / 1e9:g} PFLOP/s, the enterprise's capacity cap "
             f"leaves {max(capacity_left, 0) / 1e9:g}"
         )
-    if max_hold is not None and req.nodes * rate * req.time_limit_minutes * 60 > max_hold:
+    if max_hold is not None and hold_units(req, rate) > max_hold:
         return "its hold would exceed the job's existing hold"
     return None
 

@@ -106,7 +106,7 @@ def submit(
         },
         state=JobStatus.ACCEPTED,
         rate_mflops=decision.chosen.rate_mflops,
-        hold_units=req.nodes * decision.chosen.rate_mflops * req.time_limit_minutes * 60,
+        hold_units=brokering.hold_units(req, decision.chosen.rate_mflops),
     )
     session.add(job)
     session.flush()

@@ -8,6 +8,14 @@ Invariants (checked by ``check_invariants`` and by the property tests):
 - a job has at most one HOLD, one RELEASE and one CHARGE (unique partial indexes),
   and once it is settled its hold is released.
 
+Limits (``broker.units``): one amount is at most ``MAX_PFH`` (1e9 PFlop·h) and an
+enterprise's running grant total at most ``CEILING_PFH`` (2e9); held + charged never
+exceed it (enterprise rows) and project rows are parts of it, so every balance column
+and every per-enterprise running total fits a signed 64-bit integer. A request beyond
+them is refused (``InvalidInput`` naming ``amount_pfh`` / ``allocation_pfh``: 422).
+Sums of units in SQL go through ``sum_units``: exact, and never SQLite's "integer
+overflow", whatever the number of rows or enterprises.
+
 Concurrency: every writer locks the enterprise's balance row first (``FOR UPDATE`` on
 PostgreSQL; SQLite transactions are ``BEGIN IMMEDIATE``, one writer at a time), then
 the project's, always in that order.
@@ -18,8 +26,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..errors import CapacityExceeded, Conflict, InvalidInput, NotFound, QuotaExceeded
@@ -34,7 +43,7 @@ from ..models import (
     PeriodKind,
     Project,
 )
-from ..units import units_to_pfh
+from ..units import CEILING_PFH, CEILING_UNITS, MAX_PFH, MAX_UNITS, units_to_pfh
 from . import audit
 from .principal import SYSTEM, Principal
 
@@ -48,6 +57,28 @@ class BalanceView:
     @property
     def available_units(self) -> int:
         return self.granted_units - self.held_units - self.charged_units
+
+
+_SPLIT = 1 << 32
+
+
+def sum_units(expr: Any) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """``SUM(expr)`` as two SQL sums that cannot overflow; ``joined_units`` adds them.
+
+    SQLite's ``sum()`` raises "integer overflow" once a running total leaves 64 bits
+    (even if later rows would bring it back), and a center's totals, or an enterprise's
+    HOLD entries over the years, can. Each value is split into ``expr / 2^32`` and
+    ``expr % 2^32``, which truncate toward zero on SQLite and PostgreSQL alike, so
+    ``high · 2^32 + low = expr`` row by row: high parts are below 2^31 and low parts below
+    2^32 in magnitude, so both sums stay inside 64 bits for up to 2^31 rows.
+    """
+    k = literal_column(str(_SPLIT), BigInteger)
+    return func.coalesce(func.sum(expr // k), 0), func.coalesce(func.sum(expr % k), 0)
+
+
+def joined_units(high: Any, low: Any) -> int:
+    """The exact sum from the two parts ``sum_units`` selected."""
+    return int(high or 0) * _SPLIT + int(low or 0)
 
 
 _LOCKS_KEY = "ledger.balance_locks"
@@ -137,8 +168,10 @@ def grant(
     principal.require_operator()
     if amount_units <= 0:
         raise InvalidInput("amount_pfh", "must be greater than zero")
+    _check_amount(amount_units)
     bal = _lock(session, enterprise_id)
     ent = _enterprise(session, enterprise_id)
+    _check_ceiling(bal, amount_units)
     bal.granted_units += amount_units
     entry = _append(
         session,
@@ -170,11 +203,13 @@ def adjust(
     principal.require_operator()
     if amount_units == 0:
         raise InvalidInput("amount_pfh", "must not be zero")
+    _check_amount(amount_units)
     if not memo.strip():
         raise InvalidInput("memo", "an adjustment needs a memo saying why")
     bal = _lock(session, enterprise_id)
     if bal.granted_units + amount_units - bal.held_units - bal.charged_units < 0:
         raise QuotaExceeded("adjustment would make the available balance negative")
+    _check_ceiling(bal, amount_units)
     bal.granted_units += amount_units
     entry = _append(
         session,
@@ -196,6 +231,22 @@ def adjust(
         memo=memo,
     )
     return entry
+
+
+def _check_amount(amount_units: int, field: str = "amount_pfh") -> None:
+    if abs(amount_units) > MAX_UNITS:
+        raise InvalidInput(field, f"must be at most {MAX_PFH:,} PFlop·h in magnitude")
+
+
+def _check_ceiling(bal: Balance, amount_units: int) -> None:
+    """Refuse a grant total above ``CEILING_PFH``: beyond it sums could leave 64 bits."""
+    if amount_units > 0 and bal.granted_units + amount_units > CEILING_UNITS:
+        raise InvalidInput(
+            "amount_pfh",
+            f"would take the enterprise's granted total to "
+            f"{units_to_pfh(bal.granted_units + amount_units):,.0f} PFlop·h, above the "
+            f"ledger's ceiling of {CEILING_PFH:,} PFlop·h per enterprise",
+        )
 
 
 def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
@@ -310,6 +361,10 @@ def allocate(
 ) -> Project:
     """Set (or clear, with None) a project's sub-allocation of the enterprise budget."""
     principal.require_enterprise_admin(project.enterprise_id, "project")
+    if allocation_units is not None:
+        if allocation_units < 0:
+            raise InvalidInput("allocation_pfh", "must not be negative")
+        _check_amount(allocation_units, "allocation_pfh")
     _lock(session, project.enterprise_id)
     proj = _lock(session, project.enterprise_id, project.id)
     if allocation_units is not None and allocation_units < proj.held_units + proj.charged_units:
@@ -500,16 +555,17 @@ def check_invariants(session: Session, enterprise_id: uuid.UUID) -> list[str]:
 def _sums(
     session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None
 ) -> tuple[int, int, int]:
+    # Every HOLD an enterprise ever made, say, can add up past 64 bits: exact sums.
     query = select(
-        LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None), func.sum(LedgerEntry.amount_units)
+        LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None), *sum_units(LedgerEntry.amount_units)
     ).where(LedgerEntry.enterprise_id == enterprise_id)
     if project_id is not None:
         query = query.where(LedgerEntry.project_id == project_id)
     granted = held = charged = 0
-    for kind, reverses, total in session.execute(
+    for kind, reverses, high, low in session.execute(
         query.group_by(LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None))
     ):
-        total = int(total or 0)
+        total = joined_units(high, low)
         if kind is EntryKind.GRANT or (kind is EntryKind.ADJUST and not reverses):
             granted += total
         elif kind is EntryKind.ADJUST:
@@ -535,10 +591,12 @@ __all__ = [
     "credit",
     "grant",
     "hold",
+    "joined_units",
     "list_entries",
     "lock_enterprise",
     "period_of",
     "project_balance",
     "roll_period",
     "settle",
+    "sum_units",
 ]

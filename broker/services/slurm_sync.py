@@ -34,8 +34,8 @@ from ..models import (
 )
 from ..units import UNITS_PER_PFH
 
-# One billing minute is 1 GFLOP/s for 60 s = 60,000 MFLOP (ledger units).
-UNITS_PER_BILLING_MINUTE = 60_000
+# One billing minute is 1 GFLOP/s for 60 s = 60 GFLOP (ledger units).
+UNITS_PER_BILLING_MINUTE = UNITS_PER_PFH // 60_000_000
 # One billing unit of capacity is 1 GFLOP/s = 1,000 MFLOP/s.
 MFLOPS_PER_BILLING = 1_000
 

@@ -1,8 +1,9 @@
 """Monthly usage statements: per project and job, node hours, PFlop·h, rates and proof.
 
 A statement is the charge lines of one month (charges and credits), grouped by project
-and job. Its totals are sums of ledger units, so they match the ledger to the last
-unit; ``ledger_charged_units`` is given beside them for the check.
+and job. Its totals are sums of ledger units (integers of 1 GFLOP, added in Python or
+with ``ledger.sum_units``), so they match the ledger to the last unit: ``net_units``
+is the exact integer beside the PFlop·h floats.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..errors import InvalidInput
 from ..models import ChargeLine, Cluster, Job, Partition, Project
 from ..units import units_to_pfh
-from . import tenants
+from . import ledger, tenants
 from .principal import Principal
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -236,14 +237,12 @@ def as_csv(doc: dict[str, Any]) -> str:
 
 def monthly_totals(session: Session, month: str) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
     """Net units per (enterprise, project) for a month across the center (bulk)."""
-    from sqlalchemy import func
-
     check_month(month)
     totals: dict[tuple[uuid.UUID, uuid.UUID], int] = defaultdict(int)
-    for ent, proj, units in session.execute(
-        select(ChargeLine.enterprise_id, ChargeLine.project_id, func.sum(ChargeLine.units))
+    for ent, proj, high, low in session.execute(
+        select(ChargeLine.enterprise_id, ChargeLine.project_id, *ledger.sum_units(ChargeLine.units))
         .where(ChargeLine.period == month)
         .group_by(ChargeLine.enterprise_id, ChargeLine.project_id)
     ):
-        totals[(ent, proj)] = int(units or 0)
+        totals[(ent, proj)] = ledger.joined_units(high, low)
     return totals

@@ -8,10 +8,9 @@ import pytest
 
 from broker.db import session_scope
 from broker.services import ledger
+from broker.units import CHARGE, units_to_pfh, work_units
 
 from .conftest import Api
-
-UNITS_PER_PFH = 3.6e12
 
 
 def test_job_runs_and_is_charged_once(api: Api) -> None:
@@ -29,8 +28,11 @@ def test_job_runs_and_is_charged_once(api: Api) -> None:
     assert done["exit_code"] == 0
     assert done["charge_pfh"] > 0
     assert done["elapsed_s"] >= 1
-    # charge = nodes x rate x elapsed, here 1 node at the configured 0.05 TFLOP/s
-    assert done["charge_pfh"] == pytest.approx(0.05e6 * done["elapsed_s"] / UNITS_PER_PFH, rel=1e-6)
+    # charge = nodes x rate x elapsed, here 1 node at the configured 0.05 TFLOP/s:
+    # 50,000 MFLOP/s x s = 50 GFLOP (ledger units) a second, exactly
+    charge_units = work_units(50_000, done["elapsed_s"], rounding=CHARGE)
+    assert charge_units == 50 * done["elapsed_s"]
+    assert done["charge_pfh"] == units_to_pfh(charge_units)
     out = api.client.get(f"/api/v1/jobs/{job['id']}/output", headers=api.h(member))
     assert out.status_code == 200 and "hello" in out.text
 

@@ -24,6 +24,7 @@ from broker.models import ChargeLine, Job, Node, NodeRate, Partition, RunState, 
 from broker.schemas.kernels import KernelsReport
 from broker.services import billing, scheduling, statements, validation
 from broker.services.principal import SYSTEM
+from broker.units import CHARGE, units_to_pfh, work_units
 
 from .conftest import Api, make_settings, operator_token
 
@@ -173,9 +174,13 @@ def test_validation_rates_charges_credits_and_statement(vapi: Api) -> None:
         assert lines["local1"].rate_id == rate.id and lines["local1"].run_id == run.id
         assert lines["local1"].rate_mflops == rate.rate_mflops
         assert lines["local2"].rate_id is None and lines["local2"].rate_mflops == 50_000
-        expected = (rate.rate_mflops + 50_000) * done["elapsed_s"]
+        # Each line: rate (MFLOP/s) x seconds, rounded half-even to whole GFLOP.
+        expected = work_units(rate.rate_mflops, done["elapsed_s"], rounding=CHARGE)
+        assert lines["local1"].units == expected
+        assert lines["local2"].units == 50 * done["elapsed_s"]
+        expected += 50 * done["elapsed_s"]
         assert sum(ln.units for ln in lines.values()) == expected
-    assert done["charge_pfh"] == pytest.approx(expected / 3.6e12, rel=1e-9)
+    assert done["charge_pfh"] == units_to_pfh(expected)
 
     # Impossible references: the node fails, is degraded, drained and its jobs credited.
     _set_refs(api, {"gemm_gflops": [1e9, -0.1]})
@@ -239,7 +244,7 @@ def test_month_boundary_splits_the_charge(api: Api) -> None:
         assert scheduling.apply_info(s, row, info, datetime.now(UTC))
     octo = api.get(f"/enterprises/{ent['id']}/usage?month=2026-10", member).json()
     nov = api.get(f"/enterprises/{ent['id']}/usage?month=2026-11", member).json()
-    assert octo["net_units"] == nov["net_units"] == 50_000 * 1800
+    assert octo["net_units"] == nov["net_units"] == 50 * 1800  # GFLOP: 0.05 TFLOP/s x 30 min
     with session_scope(factory) as s:
         total = billing.ledger_charged(s, uuid.UUID(ent["id"]))
     assert octo["net_units"] + nov["net_units"] == total
@@ -251,6 +256,6 @@ def test_month_boundary_splits_the_charge(api: Api) -> None:
             statements.monthly_totals(s, "2026-10")[
                 (uuid.UUID(ent["id"]), uuid.UUID(project["id"]))
             ]
-            == 50_000 * 1800
+            == 50 * 1800
         )
     _ = (other_ent, Node)

@@ -2,7 +2,7 @@
 
 Every query here is bounded: grouped sums over indexed columns, one page of rows, or
 one enterprise's entries since its period began (``ix_ledger_entry_enterprise_created``).
-Nothing writes; amounts stay integers of ledger units (1 MFLOP) until the template.
+Nothing writes; amounts stay integers of ledger units (1 GFLOP) until the template.
 """
 
 from .billing import ProjectStatement, StatementSummary, statement_summary

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ...models import ChargeLine, Cluster, Partition, Project
 from ...units import units_to_pfh
+from ..ledger import joined_units, sum_units
 
 
 @dataclass
@@ -90,8 +91,8 @@ def statement_summary(session: Session, enterprise_id: uuid.UUID, month: str) ->
             ChargeLine.partition,
             func.count(ChargeLine.job_id.distinct()),
             func.sum(case((charge, ChargeLine.node_seconds), else_=0)),
-            func.sum(case((charge, ChargeLine.units), else_=0)),
-            func.sum(case((charge, 0), else_=-ChargeLine.units)),
+            *sum_units(case((charge, ChargeLine.units), else_=0)),
+            *sum_units(case((charge, 0), else_=-ChargeLine.units)),
         )
         .join(Project, Project.id == ChargeLine.project_id)
         .where(ChargeLine.enterprise_id == enterprise_id, ChargeLine.period == month)
@@ -108,16 +109,17 @@ def statement_summary(session: Session, enterprise_id: uuid.UUID, month: str) ->
     }
     out = StatementSummary(month)
     by_project: dict[uuid.UUID, ProjectStatement] = {}
-    for project_id, name, cluster, partition, jobs, seconds, charged, credited in rows:
+    for project_id, name, cluster, partition, jobs, seconds, *parts in rows:
+        charged, credited = joined_units(parts[0], parts[1]), joined_units(parts[2], parts[3])
         proj = by_project.get(project_id)
         if proj is None:
             proj = by_project[project_id] = ProjectStatement(project_id, name)
             out.projects.append(proj)
         proj.jobs += int(jobs)
         proj.node_seconds += int(seconds or 0)
-        proj.charged_units += int(charged or 0)
-        proj.credited_units += int(credited or 0)
-        net = units_to_pfh(int(charged or 0) - int(credited or 0))
+        proj.charged_units += charged
+        proj.credited_units += credited
+        net = units_to_pfh(charged - credited)
         out.price_total += net * prices.get((cluster, partition), 0.0)
     out.price_total = round(out.price_total, 6)
     return out

@@ -24,7 +24,7 @@ from ...models import (
     ProjectStatus,
     Validation,
 )
-from ..ledger import BalanceView
+from ..ledger import BalanceView, joined_units, sum_units
 from ._sql import day_bucket
 
 
@@ -54,14 +54,17 @@ class PendingProject:
 
 
 def center_totals(session: Session) -> BalanceView:
-    g, h, c = session.execute(
+    """Σ over enterprises' balances: each fits 64 bits, the center's sum need not."""
+    row = session.execute(
         select(
-            func.coalesce(func.sum(Balance.granted_units), 0),
-            func.coalesce(func.sum(Balance.held_units), 0),
-            func.coalesce(func.sum(Balance.charged_units), 0),
+            *sum_units(Balance.granted_units),
+            *sum_units(Balance.held_units),
+            *sum_units(Balance.charged_units),
         ).where(Balance.project_id.is_(None))
     ).one()
-    return BalanceView(int(g), int(h), int(c))
+    return BalanceView(
+        joined_units(row[0], row[1]), joined_units(row[2], row[3]), joined_units(row[4], row[5])
+    )
 
 
 def jobs_by_state(session: Session) -> dict[JobStatus, int]:
@@ -173,7 +176,7 @@ def billed_rate_by_day(session: Session, cluster: str, since: datetime) -> list[
     """Per day, the mean rate (MFLOP/s per node) that settled jobs were charged at."""
     day = day_bucket(session, Job.ended_at)
     rows = session.execute(
-        select(day, func.sum(Job.charge_units), func.sum(Job.elapsed_s * Job.nodes))
+        select(day, *sum_units(Job.charge_units), func.sum(Job.elapsed_s * Job.nodes))
         .where(
             Job.cluster == cluster,
             Job.ended_at >= since,
@@ -183,4 +186,4 @@ def billed_rate_by_day(session: Session, cluster: str, since: datetime) -> list[
         .group_by(day)
         .order_by(day)
     )
-    return [(str(d), int(units) / int(ns)) for d, units, ns in rows if ns]
+    return [(str(d), joined_units(high, low) / int(ns)) for d, high, low, ns in rows if ns]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ...errors import InvalidInput, NotFound
 from ...models import Balance, Enterprise, EntryKind, Job, LedgerEntry, Project, ProjectStatus
-from ..ledger import CAPACITY_STATES, BalanceView, period_of
+from ..ledger import CAPACITY_STATES, BalanceView, joined_units, period_of, sum_units
 from ._sql import day_bucket
 
 #: How far back the burn rate behind a projection looks.
@@ -155,11 +155,11 @@ def _burned_since(session: Session, ids: list[uuid.UUID], since: datetime) -> di
     if not ids:
         return {}
     query = (
-        select(LedgerEntry.enterprise_id, func.sum(LedgerEntry.amount_units))
+        select(LedgerEntry.enterprise_id, *sum_units(LedgerEntry.amount_units))
         .where(LedgerEntry.enterprise_id.in_(ids), LedgerEntry.created_at >= since, _net_charge())
         .group_by(LedgerEntry.enterprise_id)
     )
-    return {eid: int(v or 0) for eid, v in session.execute(query)}
+    return {eid: joined_units(high, low) for eid, high, low in session.execute(query)}
 
 
 def _project(available_units: int, burned_units: int, now: datetime) -> Projection:
@@ -214,13 +214,13 @@ def burn_down(session: Session, ent: Enterprise, now: datetime) -> BurnDown:
     day = day_bucket(session, LedgerEntry.created_at)
     reverses = LedgerEntry.reverses_id.is_not(None)
     rows = session.execute(
-        select(day, LedgerEntry.kind, reverses, func.sum(LedgerEntry.amount_units))
+        select(day, LedgerEntry.kind, reverses, *sum_units(LedgerEntry.amount_units))
         .where(LedgerEntry.enterprise_id == ent.id, LedgerEntry.created_at >= start)
         .group_by(day, LedgerEntry.kind, reverses)
     )
     deltas: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # granted, held, charged
-    for bucket, kind, reverses, total in rows:
-        d, amount = deltas[str(bucket)], int(total or 0)
+    for bucket, kind, reverses, high, low in rows:
+        d, amount = deltas[str(bucket)], joined_units(high, low)
         if kind is EntryKind.GRANT or (kind is EntryKind.ADJUST and not reverses):
             d[0] += amount
         elif kind is EntryKind.ADJUST or kind is EntryKind.CHARGE:
@@ -262,8 +262,8 @@ def ledger_summary(
     """Sums of an enterprise's entries in [since, until) by kind (credits apart)."""
     reverses = LedgerEntry.reverses_id.is_not(None)
     out = {"GRANT": 0, "ADJUST": 0, "CREDIT": 0, "HOLD": 0, "RELEASE": 0, "CHARGE": 0}
-    for kind, is_rev, total in session.execute(
-        select(LedgerEntry.kind, reverses, func.sum(LedgerEntry.amount_units))
+    for kind, is_rev, high, low in session.execute(
+        select(LedgerEntry.kind, reverses, *sum_units(LedgerEntry.amount_units))
         .where(
             LedgerEntry.enterprise_id == enterprise_id,
             LedgerEntry.created_at >= since,
@@ -272,5 +272,5 @@ def ledger_summary(
         .group_by(LedgerEntry.kind, reverses)
     ):
         key = "CREDIT" if kind is EntryKind.ADJUST and is_rev else kind.value
-        out[key] += int(total or 0)
+        out[key] += joined_units(high, low)
     return out
