@@ -98,6 +98,10 @@ class JobInfo:
     name: str | None = None
     account: str | None = None
     partition: str | None = None
+    #: The POSIX user the job runs as (for the local adapter: the one its spec named).
+    #: With ``account`` it tells a job the broker submitted from one that merely
+    #: carries a copy of its tag: anyone may write ``--comment=broker:<uuid>``.
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,6 +272,7 @@ class LocalAdapter(SchedulerAdapter):
             name=meta.get("name"),
             account=meta.get("account"),
             partition=meta.get("partition"),
+            user=meta.get("user"),
         )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:

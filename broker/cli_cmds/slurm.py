@@ -83,5 +83,6 @@ def jobs_reconcile(
     rows = [("adopted", j, s) for j, s in report.adopted]
     rows += [("duplicate", j, s) for j, s in report.duplicates]
     rows += [("stray", t, s) for t, s in report.orphans]
+    rows += [("foreign (not adopted)", t, s) for t, s in report.foreign]
     title = f"reconcile {cluster}: {report.seen} tagged job(s)" + (" (dry run)" if dry_run else "")
     c.table(title, ["finding", "broker job / tag", "scheduler id"], rows)

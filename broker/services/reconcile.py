@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..models import Job, JobStatus
-from . import scheduling
+from . import adoption, scheduling
 
 #: Tags of node-validation jobs (see services.validation), not tenants' jobs.
 VALIDATION_TAG = "validate:"
@@ -32,6 +32,9 @@ class ReconcileReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     orphans: list[tuple[str, str]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    #: (tag, scheduler id) of jobs carrying a broker job's tag under another account or
+    #: user: not the broker's, left alone.
+    foreign: list[tuple[str, str]] = field(default_factory=list)
 
 
 def reconcile(
@@ -64,6 +67,9 @@ def reconcile(
                 report.cancelled.append(info.job_id)
             continue
         if job.scheduler_job_id == info.job_id:
+            continue
+        if not adoption.adoptable(session, job, info):
+            report.foreign.append((tag, info.job_id))
             continue
         if job.scheduler_job_id is None and job.state is JobStatus.ACCEPTED:
             report.adopted.append((str(job.id), info.job_id))

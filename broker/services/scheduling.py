@@ -24,6 +24,7 @@ import scheduler_adapters as sa_
 from ..errors import InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
 from . import billing, brokering, collection, ledger, slurm_sync, staging
+from .adoption import adoptable
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ def begin_submission(
     *then* copies the inputs (``staging.run_stage_in``, if there is a plan) and submits.
     """
     found = tagged.get(tag_of(job)) if job.submit_attempts else None
+    if found is not None and not adoptable(session, job, found):
+        found = None  # a copy of our tag under another account or user: not ours (logged)
     if found is not None:  # an earlier attempt reached the scheduler: adopt, never resubmit
         mark_submitted(job, found.job_id, now)
         return "adopted", None, None

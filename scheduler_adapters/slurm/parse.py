@@ -193,6 +193,23 @@ def _tag(comment: Any) -> str | None:
     return None
 
 
+def _user(job: Json) -> str | None:
+    """squeue/slurmrestd ``user_name``; sacct/slurmdb ``user`` (or its association's)."""
+    for value in (
+        job.get("user_name"),
+        job.get("user"),
+        _mapping(job.get("association")).get("user"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _account(job: Json) -> str | None:
+    value = job.get("account") or _mapping(job.get("association")).get("account")
+    return value if isinstance(value, str) and value else None
+
+
 def _reason(value: Any) -> str | None:
     text = str(value) if value not in (None, "") else ""
     return None if text in ("", "None") else text
@@ -237,8 +254,9 @@ def parse_job(job: Json) -> JobInfo:
         elapsed_s=elapsed,
         tag=_tag(job.get("comment")),
         name=job.get("name") or None,
-        account=job.get("account") or None,
+        account=_account(job),
         partition=job.get("partition") or None,
+        user=_user(job),
     )
 
 

@@ -126,6 +126,7 @@ class PySlurmAdapter(SchedulerAdapter):
             name=_attr(job, "name"),
             account=_attr(job, "account"),
             partition=_attr(job, "partition"),
+            user=_attr(job, "user_name"),
         )
 
     def _mine(self, jobs: Iterable[Any]) -> dict[str, JobInfo]:

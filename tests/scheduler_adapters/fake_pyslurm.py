@@ -55,6 +55,7 @@ class JobSubmitDescription:
             id=job_id,
             name=self.fields["name"],
             account=self.fields.get("account"),
+            user_name=self.fields.get("user_id"),  # pyslurm takes a name there, reports both
             partition="main",
             cluster="omega",
             comment=self.fields.get("comment") or "",
