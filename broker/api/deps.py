@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..errors import Unauthenticated
 from ..request_db import get_db
-from ..services import tokens
+from ..services import tokens, webhooks
 from ..services.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,12 @@ _bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    """The app's settings. Also sets ``webhooks.ALLOW_NETWORKS`` for this request, so
+    that a ``callback_url`` checked deep in a service obeys the same settings (async:
+    it runs in the request's own context, which the handler's thread inherits)."""
     settings: Settings = request.app.state.settings
+    webhooks.ALLOW_NETWORKS.set(settings.webhook_allow_networks)
     return settings
 
 

@@ -10,6 +10,13 @@ Each request carries ``X-Broker-Timestamp: <unix seconds>`` and
 ``X-Broker-Signature: sha256=<hex>``, the HMAC-SHA256 of ``timestamp + "." + body``
 with the project's secret: a receiver checks the signature and rejects old timestamps
 (replays).
+
+Destinations are public addresses only (no SSRF into the center's own network), except
+networks the operator allows (``BROKER_WEBHOOK_ALLOW_NETWORKS``): checked when a webhook
+or a job's ``callback_url`` is created (its host resolved, within a short timeout: a name
+that does not resolve now is a 422 too, most likely a typo) and again at each delivery,
+which connects to the very address it checked. At delivery a name that does not resolve
+is retried like any other failure; a non-public address is final.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import json
 import logging
 import secrets
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,7 +68,34 @@ BATCH = 200
 _STATES = {s.value for s in JobStatus}
 
 
-def check_url(url: str, field: str = "url") -> str:
+#: Seconds a creation-time check waits for the URL's host to resolve.
+RESOLVE_TIMEOUT_S = 2.0
+#: Name lookups running at once for creation-time checks (each in a thread of its own,
+#: as getaddrinfo cannot be interrupted); one more is refused rather than queued.
+_LOOKUPS = threading.BoundedSemaphore(16)
+
+
+def check_url(url: str, field: str = "url", *, allow: Sequence[Network] | None = None) -> str:
+    """An absolute http(s) URL with a host and no credentials, whose host resolves now,
+    to public addresses or ones in ``allow`` (default: ``ALLOW_NETWORKS``, the request's
+    settings): else 422 naming ``field``."""
+    check_syntax(url, field)
+    networks = ALLOW_NETWORKS.get() if allow is None else allow
+    try:
+        pin_destination(url, networks, timeout_s=RESOLVE_TIMEOUT_S)
+    except Unresolvable as exc:
+        raise InvalidInput(field, f"{exc}; is the host name right?") from exc
+    except RefusedDestination as exc:
+        host = urlsplit(url).hostname
+        raise InvalidInput(
+            field,
+            f"{host} is not a public address (an operator may allow a network with"
+            " BROKER_WEBHOOK_ALLOW_NETWORKS)",
+        ) from exc
+    return url
+
+
+def check_syntax(url: str, field: str = "url") -> str:
     """Only absolute http(s) URLs with a host and no credentials."""
     try:
         parts = urlsplit(url)
@@ -78,9 +114,52 @@ def check_url(url: str, field: str = "url") -> str:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Networks allowed besides public addresses, for checks made without the settings at
+#: hand (``services.staging`` checks a job's ``callback_url``): each API request sets
+#: it from the app's settings (``api.deps.get_settings``). Unset: public addresses only.
+ALLOW_NETWORKS: ContextVar[Sequence[Network]] = ContextVar("webhook_allow_networks", default=())
+
 
 class RefusedDestination(Exception):
     """The URL's host is not a public address and not in an allowed network."""
+
+
+class Unresolvable(RefusedDestination):
+    """The URL's host name did not resolve (now): at delivery, worth a retry."""
+
+
+def _resolve(host: str, port: int, timeout_s: float | None) -> list[Any]:
+    """``getaddrinfo``, given up on after ``timeout_s`` (None: wait as long as it takes)."""
+
+    def lookup() -> list[Any]:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+    try:
+        if timeout_s is None:
+            return lookup()
+        if not _LOOKUPS.acquire(timeout=timeout_s):
+            raise Unresolvable(f"cannot resolve {host!r} now: too many lookups at once")
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["infos"] = lookup()
+            except BaseException as exc:  # handed to the waiting caller
+                box["error"] = exc
+            finally:
+                _LOOKUPS.release()
+
+        worker = threading.Thread(target=run, name="webhook-dns", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            raise Unresolvable(f"{host!r} did not resolve within {timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        infos: list[Any] = box["infos"]
+        return infos
+    except (OSError, UnicodeError) as exc:
+        raise Unresolvable(f"cannot resolve {host!r}: {exc}") from exc
 
 
 def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[Network]) -> bool:
@@ -89,20 +168,20 @@ def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequenc
     return addr.is_global or any(addr in net for net in allow)
 
 
-def pin_destination(url: str, allow: Sequence[Network]) -> tuple[str, str, str]:
+def pin_destination(
+    url: str, allow: Sequence[Network], *, timeout_s: float | None = None
+) -> tuple[str, str, str]:
     """Resolve ``url``'s host once and check every address it has; pick the first.
 
     Returns (URL with the address in place of the host, Host header, TLS server name).
     Connecting to the checked address, not to the name again, leaves no window for a
-    DNS answer that changes in between (rebinding). Raises ``RefusedDestination``.
+    DNS answer that changes in between (rebinding). Raises ``RefusedDestination``, or
+    ``Unresolvable`` (one of them) when the name does not resolve.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise RefusedDestination(f"cannot resolve {host!r}: {exc}") from exc
+    infos = _resolve(host, port, timeout_s)
     addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     bad = sorted({str(a) for a in addrs if not _allowed(a, allow)})
     if bad or not addrs:
@@ -151,10 +230,16 @@ def create_webhook(
     url: str,
     events: list[str] | None,
     box: SecretBox,
+    *,
+    allow: Sequence[Network] | None = None,
 ) -> tuple[Webhook, str | None]:
-    """Subscribe ``url``; the project's secret is returned when this call created it."""
+    """Subscribe ``url``; the project's secret is returned when this call created it.
+
+    ``url`` is checked first (``check_url``: it resolves, to allowed addresses), before
+    the database is touched: its name lookup waits on no lock.
+    """
+    check_url(url, allow=allow)
     project = _member_project(session, principal, project_id)
-    check_url(url)
     for i, name in enumerate(events or []):
         if name not in _STATES:
             states = ", ".join(sorted(_STATES))
@@ -340,6 +425,8 @@ def _post(
         return None, "the project's webhook secret does not open with this host's key", False
     try:
         url, host, server_name = pin_destination(item.url, allow)
+    except Unresolvable as exc:  # DNS down, or the name gone for now: retried
+        return None, str(exc), False
     except RefusedDestination as exc:
         return None, f"refused: {exc}", True
     stamp = str(int(time.time()))

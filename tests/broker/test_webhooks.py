@@ -280,14 +280,16 @@ def test_allowed_networks_and_public_addresses_are_pinned() -> None:
 def test_delivery_to_a_refused_address_fails_at_once_and_says_why(
     db_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    settings = make_settings(db_url, tmp_path, webhook_allow_networks=[])  # production default
-    app = create_app(settings, run_worker=False)
+    app = create_app(make_settings(db_url, tmp_path), run_worker=False)
     with TestClient(app) as client:
         api = Api(client, operator_token(app))
         _, member, project = api.tenant()
         r = api.post(f"/projects/{project['id']}/webhooks", member, json={"url": receiver.url})
         assert r.status_code == 201, r.text
         api.submit(project["id"], member, script="true")
+        # Loopback allowed when it was created, not any more when it is delivered.
+        production = make_settings(db_url, tmp_path, webhook_allow_networks=[])
+        app.state.worker.settings = production
         deliver_all(api)
         (only,) = api.get(f"/projects/{project['id']}/webhooks/deliveries", member).json()
     assert only["status"] == "failed" and only["attempts"] == 1

@@ -24,10 +24,20 @@ def create_webhook(
 ) -> WebhookRead:
     """Subscribe ``url`` to the project's job state changes (``events``: states; default all).
 
-    The first subscription creates the project's signing secret and returns it, once.
+    ``url`` must resolve now, to public addresses (or ones in an allowed network): else
+    422 naming it. The first subscription creates the project's signing secret and
+    returns it, once.
     """
     box = webhooks.secret_box(settings)
-    hook, secret = webhooks.create_webhook(session, me, project_id, body.url, body.events, box)
+    hook, secret = webhooks.create_webhook(
+        session,
+        me,
+        project_id,
+        body.url,
+        body.events,
+        box,
+        allow=settings.webhook_allow_networks,
+    )
     session.commit()
     return WebhookRead.model_validate(hook).model_copy(update={"secret": secret})
 
