@@ -36,6 +36,7 @@ from broker.db import make_engine, make_session_factory, session_scope
 from broker.models import LIVE_STATES, Cluster, JobStatus, Role
 from broker.services import clusters, tokens
 from broker.services.principal import SYSTEM
+from broker.units import CHARGE, HOLD, UNITS_PER_PFH, work_units
 
 RATE_MFLOPS = 50_000  # the built-in local cluster's rated 0.05 TFLOP/s
 STATES = [  # (state, weight): most jobs are history, a few are live
@@ -89,12 +90,14 @@ def fill(url: str, n_ent: int, n_jobs: int, seed: int = 7) -> dict[str, Any]:
         state = rnd.choices(states, sw)[0]
         created = now - timedelta(seconds=rnd.uniform(0, 90 * 86400))
         nodes, limit = rnd.randint(1, 8), rnd.choice([30, 60, 240, 720, 1440])
-        hold = nodes * RATE_MFLOPS * limit * 60
+        hold = work_units(RATE_MFLOPS, limit * 60, nodes, rounding=HOLD)
         job_id, live = uuid.uuid4(), state in LIVE_STATES or state is JobStatus.ACCEPTED
         started = None if state in (JobStatus.ACCEPTED, JobStatus.PENDING) else created
         elapsed = None if live else rnd.randint(60, limit * 60)
         ended = None if elapsed is None else created + timedelta(seconds=elapsed)
-        charge = None if elapsed is None else nodes * RATE_MFLOPS * elapsed
+        charge = (
+            None if elapsed is None else work_units(RATE_MFLOPS, elapsed, nodes, rounding=CHARGE)
+        )
         if live and created < now - timedelta(days=1):  # live jobs are recent
             created = now - timedelta(seconds=rnd.uniform(0, 86400))
             started = None if started is None else created
@@ -128,7 +131,7 @@ def fill(url: str, n_ent: int, n_jobs: int, seed: int = 7) -> dict[str, Any]:
     grants = []
     for ent in ents:
         g = sums.setdefault(ent, [0, 0, 0])
-        g[0] = int((g[1] + g[2]) / rnd.uniform(0.35, 0.97)) + 3_600_000_000_000
+        g[0] = int((g[1] + g[2]) / rnd.uniform(0.35, 0.97)) + UNITS_PER_PFH
         parts = [int(g[0] * 0.4), int(g[0] * 0.3)]
         for k, amount in enumerate([*parts, g[0] - sum(parts)]):  # one grant a month
             at = (month - timedelta(days=62 - 31 * k)).replace(day=1)
@@ -165,7 +168,8 @@ def fill(url: str, n_ent: int, n_jobs: int, seed: int = 7) -> dict[str, Any]:
               "created_at"],
               [(charge_ids[j["id"]], j["enterprise_id"], j["project_id"], j["id"],
                 f"{j['ended_at']:%Y-%m}", "local", "default", f"c{(i * 7 + n) % 256:03d}",
-                j["elapsed_s"], RATE_MFLOPS, RATE_MFLOPS * j["elapsed_s"], "", j["ended_at"])
+                j["elapsed_s"], RATE_MFLOPS,
+                work_units(RATE_MFLOPS, j["elapsed_s"], rounding=CHARGE), "", j["ended_at"])
                for i, j in enumerate(jobs) if j["charge_units"] is not None
                for n in range(j["nodes"])])  # fmt: skip
         nodes = [uuid.uuid4() for _ in range(256)]

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import scheduler_adapters as sa_
 
-from .models import Balance, Cluster, ClusterStatus, Job, JobStatus
+from .models import Cluster, ClusterStatus, Job, JobStatus
 from .units import units_to_pfh
 
 log = logging.getLogger(__name__)
@@ -156,13 +156,12 @@ class DatabaseCollector:
         for state in JobStatus:
             jobs.add_metric([state.value], counts.get(state, 0))
         yield jobs
-        granted, held, charged = session.execute(
-            select(
-                func.coalesce(func.sum(Balance.granted_units), 0),
-                func.coalesce(func.sum(Balance.held_units), 0),
-                func.coalesce(func.sum(Balance.charged_units), 0),
-            ).where(Balance.project_id.is_(None))
-        ).one()
+        # Imported here: services import this module (a cycle at import time otherwise).
+        from .services.reports.center import center_totals
+
+        # Summed in parts: a center's totals can leave 64 bits where one enterprise's cannot.
+        totals = center_totals(session)
+        granted, held, charged = totals.granted_units, totals.held_units, totals.charged_units
         ledger = GaugeMetricFamily(
             "broker_ledger_pfh",
             "Center-wide ledger totals over all enterprises, in PFlop·h.",
