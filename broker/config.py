@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     webhook_allow_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     events_poll_s: float = Field(0.5, gt=0)
     events_max_duration_s: float = Field(600.0, gt=0)
+    # Open event streams (GET /jobs/{id}/events) per token and API process; more: 429.
+    sse_max_streams_per_token: int = Field(4, ge=1)
 
     # The tenant boundary (DESIGN.md, Security). An enterprise's POSIX user must not be
     # a system account: on this host, its uid is at least this.

@@ -1,19 +1,27 @@
-"""A job's state changes as Server-Sent Events, and its data movement record."""
+"""A job's state changes as Server-Sent Events, and its data movement record.
+
+Each open stream holds a connection and polls the database, so a token may hold at
+most ``BROKER_SSE_MAX_STREAMS_PER_TOKEN`` of them at once in an API process (429
+beyond), and a stream ends as soon as its client goes: the slot is given back then.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from ...errors import InvalidInput
+from ...errors import InvalidInput, RateLimited
 from ...models import JobEvent
 from ...schemas.workspaces import JobIORead
 from ...services import staging, webhooks
@@ -22,6 +30,62 @@ from ..deps import CurrentPrincipal, SessionDep, SettingsDep
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 KEEPALIVE_S = 15.0
+
+
+class StreamSlots:
+    """Open event streams per token (in this process)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str, limit: int) -> Callable[[], None] | None:
+        """A slot for ``key``, or None at ``limit``; returns its (idempotent) release."""
+        with self._lock:
+            if self._open.get(key, 0) >= limit:
+                return None
+            self._open[key] = self._open.get(key, 0) + 1
+        done = threading.Event()
+
+        def release() -> None:
+            if done.is_set():
+                return
+            done.set()
+            with self._lock:
+                left = self._open.get(key, 0) - 1
+                if left > 0:
+                    self._open[key] = left
+                else:
+                    self._open.pop(key, None)
+
+        return release
+
+    def open(self, key: str) -> int:
+        with self._lock:
+            return self._open.get(key, 0)
+
+
+def stream_slots(app: FastAPI) -> StreamSlots:
+    slots: StreamSlots | None = getattr(app.state, "event_streams", None)
+    if slots is None:  # handlers run on the event loop: no race in creating it
+        slots = app.state.event_streams = StreamSlots()
+    return slots
+
+
+class _SlotStream(StreamingResponse):
+    """A stream that gives its slot back when it ends, whichever way it ends (the
+    client gone included: Starlette cancels the stream when the client disconnects)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: Any):
+        super().__init__(content, **kw)
+        self._release = release
+        weakref.finalize(self, release)  # a response never sent still frees its slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _frame(ev: JobEvent) -> bytes:
@@ -54,7 +118,9 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     """Each state change as ``event: state`` with the job as ``data``, from the first one
-    (or after ``Last-Event-ID``); the stream ends once the job is terminal."""
+    (or after ``Last-Event-ID``); the stream ends once the job is terminal, or when the
+    client goes. A token holds at most ``BROKER_SSE_MAX_STREAMS_PER_TOKEN`` open
+    streams: 429 beyond."""
     after = 0
     if last_event_id:
         if not last_event_id.isdigit():
@@ -67,8 +133,17 @@ async def job_events(
             return webhooks.events_after(s, me, job_id, after_id)
 
     first = await anyio.to_thread.run_sync(read, after)  # 404 before the stream starts
-    return StreamingResponse(
+    limit = settings.sse_max_streams_per_token
+    release = stream_slots(request.app).acquire(str(me.token_id or me.actor), limit)
+    if release is None:
+        raise RateLimited(
+            f"this token has {limit} event streams open (BROKER_SSE_MAX_STREAMS_PER_TOKEN):"
+            " close one first",
+            retry_after_s=5,
+        )
+    return _SlotStream(
         _stream(read, first, after, settings.events_poll_s, settings.events_max_duration_s),
+        release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
