@@ -8,7 +8,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..units import MAX_PFH
 from .common import ReadModel, StrictModel
+from .ledger import AllocationPfh
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&'()-]*$")
 
@@ -72,7 +74,7 @@ class ProjectCreate(StrictModel):
     enterprise_id: uuid.UUID
     name: str = Name
     description: str = Field("", max_length=5000)
-    allocation_pfh: float | None = Field(None, ge=0, le=2e6)
+    allocation_pfh: AllocationPfh = Field(None, ge=0, le=float(MAX_PFH))
 
 
 class ProjectRead(ReadModel):

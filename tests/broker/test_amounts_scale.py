@@ -170,6 +170,13 @@ def test_an_allocation_of_1e9_pfh(api: Api) -> None:
     assert r.status_code == 200, r.text
     bal = api.get(f"/projects/{project['id']}/balance").json()
     assert bal["allocation_pfh"] == bal["remaining_pfh"] == 1e9
+    # The same limit when the project is created with its allocation.
+    body = {"enterprise_id": ent["id"], "name": "big", "allocation_pfh": 1e9}
+    assert api.post("/projects", json=body).status_code == 201
+    _refused(
+        api.post("/projects", json={**body, "name": "too-big", "allocation_pfh": 2e9}),
+        "allocation_pfh",
+    )
 
 
 def test_a_job_after_a_1e9_grant_is_charged_exactly_its_lines(api: Api) -> None:
