@@ -18,7 +18,7 @@ import scheduler_adapters as sa_
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
 from ..schemas.jobs import JobCreate
-from . import audit, brokering, ledger, projects, staging, tenants, workspaces
+from . import audit, brokering, ledger, projects, staging, tenants, webhooks, workspaces
 from .principal import Principal
 
 MAX_OUTPUT_BYTES = 1 << 20
@@ -60,6 +60,8 @@ def submit(
         raise InvalidInput("script", "must not contain NUL bytes")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    if req.callback_url is not None:  # a name lookup (up to seconds): before the lock
+        webhooks.check_url(req.callback_url, "callback_url")
     ledger.lock_enterprise(session, project.enterprise_id, project.id)  # this tenant's submits wait
     digest = _request_hash(req)
     if idempotency_key is not None:

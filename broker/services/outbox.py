@@ -60,6 +60,7 @@ def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
         "hold_pfh": units_to_pfh(job.hold_units or 0),
         "charge_pfh": None if charge is None else units_to_pfh(charge),
         "routing": job.routing or {},
+        "warnings": list(job.warnings or []),
         "created_at": _iso(job.created_at),
         "submitted_at": _iso(job.submitted_at),
         "started_at": _iso(job.started_at),

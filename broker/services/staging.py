@@ -181,7 +181,7 @@ def attach(
     if req.outputs is not None:
         outputs = [check_glob(p, f"outputs[{i}]") for i, p in enumerate(req.outputs)]
     if req.callback_url is not None:
-        webhooks.check_url(req.callback_url, "callback_url")
+        webhooks.check_syntax(req.callback_url, "callback_url")  # resolved before the lock
         webhooks.require_secret(session, project.id, "callback_url")
     if inputs or outputs is not None:
         if cfg is None:
