@@ -262,10 +262,14 @@ def test_multipart_upload_is_refused_not_stored(api: Api) -> None:
     assert api.get(f"/projects/{pid}/files", member).json()["items"] == []
 
 
-def test_parallel_fifo_reads_leave_healthz_answering(tmp_path: Path) -> None:
+def test_parallel_fifo_reads_leave_healthz_answering(db_url: str, tmp_path: Path) -> None:
     """45 concurrent reads of a job's FIFO stdout through a real server (its thread pool
     has 40 workers): each answers at once, and /healthz keeps answering."""
-    env = clean_env(BROKER_DATA_DIR=str(tmp_path / "data"), BROKER_WORKER_INTERVAL_S="0.2")
+    env = clean_env(
+        BROKER_DATABASE_URL=db_url,
+        BROKER_DATA_DIR=str(tmp_path / "data"),
+        BROKER_WORKER_INTERVAL_S="0.2",
+    )
     brokerctl = str(VENV_BIN / "brokerctl")
     subprocess.run([brokerctl, "db", "upgrade"], cwd=tmp_path, env=env, check=True)
     op = subprocess.run(
