@@ -1,0 +1,24 @@
+"""end states that tell the truth: native state, requeues
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-04 12:15:00
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision: str = '0013'
+down_revision: Union[str, None] = '0012'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    pass  # placeholder: filled in by its change
+
+
+def downgrade() -> None:
+    pass
