@@ -184,7 +184,9 @@ def test_job_stages_inputs_in_and_outputs_back(api: Api) -> None:
     jid = done["id"]
     io = api.get(f"/jobs/{jid}/io", member).json()
     assert io["stage_in"]["state"] == "done" and io["stage_in"]["files"] == 1
-    assert io["stage_out"]["state"] == "done", io
+    # The link is named as refused; nothing of its target is read.
+    assert io["stage_out"]["state"] == "partial", io
+    assert io["stage_out"]["error"] == "out/leak.txt is a symbolic link; not collected", io
     assert sorted(io["stage_out"]["files"]) == [
         f"jobs/{jid}/out/result.txt",
         f"jobs/{jid}/stderr.txt",
@@ -235,8 +237,12 @@ def test_stage_out_problems_are_recorded_and_the_charge_kept(small: Api) -> None
     done = api.drive_until(r.json()["id"], {"completed", "failed"})
     assert done["state"] == "completed" and done["charge_pfh"] is not None, done
     reason = done["reason"]
-    # The glob through the link matches nothing (the walk never enters a link).
-    assert reason.startswith("stage-out partial: workspace quota exceeded at big/a.dat"), reason
+    # The glob through the link matches nothing (the walk never enters a link): the link
+    # is named, nothing behind it.
+    assert reason.startswith(
+        "stage-out partial: root is a symbolic link; not collected; "
+        "workspace quota exceeded at big/a.dat"
+    ), reason
     assert "hostname" not in reason, reason
     out = api.get(f"/jobs/{done['id']}/io", member).json()["stage_out"]
     assert out["state"] == "partial"
