@@ -1,0 +1,147 @@
+"""deploy/slurm/devcluster without root: the source build's cache and the rendered files.
+
+The build runs a fake Slurm source tree (a ``configure`` that writes a Makefile), so the
+cache key, the lock, the staging and the stamp are exercised in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from broker.config import load_clusters_file
+
+DEVCLUSTER = Path(__file__).resolve().parent.parent / "deploy" / "slurm" / "devcluster"
+
+CONFIGURE = """#!/bin/bash
+prefix=${1#--prefix=}
+echo "configure $*" >> "$BUILD_TRACE"
+cat > Makefile <<EOF
+all:
+\t@test -z "$FAIL_MAKE" || exit 7
+\techo built > slurmctld
+install:
+\tmkdir -p \\$(DESTDIR)$prefix/sbin
+\tcp slurmctld \\$(DESTDIR)$prefix/sbin/
+EOF
+"""
+
+
+@pytest.fixture
+def dc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("HPC_BROKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HPC_BROKER_DEV_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HPC_BROKER_SLURM_TARBALL", str(tmp_path / "slurm-fake.tar.xz"))
+    monkeypatch.setenv("BUILD_TRACE", str(tmp_path / "trace"))
+    loader = importlib.machinery.SourceFileLoader("devcluster_under_test", str(DEVCLUSTER))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    monkeypatch.setattr(module, "ensure_build_packages", lambda: None)
+    return module
+
+
+def make_tarball(tmp_path: Path, version: str) -> Path:
+    src = tmp_path / f"src-{version}" / "slurm-fake"
+    src.mkdir(parents=True)
+    (src / "configure").write_text(CONFIGURE)
+    (src / "configure").chmod(0o755)
+    (src / "VERSION").write_text(version)
+    tarball = tmp_path / "slurm-fake.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(src, arcname="slurm-fake")
+    return tarball
+
+
+def builds(tmp_path: Path) -> int:
+    trace = tmp_path / "trace"
+    return len(trace.read_text().splitlines()) if trace.exists() else 0
+
+
+def test_build_is_cached_by_the_tarballs_sha256(dc: ModuleType, tmp_path: Path) -> None:
+    make_tarball(tmp_path, "1")
+    prefix = dc.ensure_slurm_build()
+    assert prefix.parent == tmp_path / "cache" and prefix.name.startswith("slurm-")
+    assert (prefix / "sbin" / "slurmctld").read_text() == "built\n"
+    assert (prefix / dc.BUILD_STAMP).exists()
+    assert dc.ensure_slurm_build() == prefix and builds(tmp_path) == 1  # cached
+    assert not [p for p in prefix.parent.iterdir() if ".build-" in p.name]  # no leftovers
+
+    make_tarball(tmp_path, "2")  # a new tarball: a new prefix, built again
+    dc._PREFIX.clear()
+    assert dc.ensure_slurm_build() != prefix and builds(tmp_path) == 2
+
+
+def test_a_failed_build_leaves_no_prefix(
+    dc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tarball(tmp_path, "1")
+    monkeypatch.setenv("FAIL_MAKE", "1")
+    with pytest.raises(SystemExit, match="failed"):
+        dc.ensure_slurm_build()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f".{dc.slurm_prefix().name}.lock"]
+    monkeypatch.delenv("FAIL_MAKE")
+    assert (dc.ensure_slurm_build() / dc.BUILD_STAMP).exists()  # the next run builds
+
+
+def test_concurrent_runs_build_once(dc: ModuleType, tmp_path: Path) -> None:
+    make_tarball(tmp_path, "1")
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(dc.ensure_slurm_build())) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 3
+    assert builds(tmp_path) == 1
+
+
+def test_rendered_clusters_files(dc: ModuleType, tmp_path: Path) -> None:
+    make_tarball(tmp_path, "1")
+    for names in (["alpha", "beta"], ["alpha", "beta", "gamma"]):
+        path = tmp_path / f"clusters-{len(names)}.toml"
+        path.write_text(dc.clusters_toml(names))
+        clusters = {c.name: c for c in load_clusters_file(path)}
+        if len(names) == 2:
+            assert set(clusters) == {"alpha", "beta"}
+            continue
+        assert set(clusters) == {"alpha", "beta", "gamma", "gamma-cli"}
+        bin_dir = str(dc.slurm_prefix() / "bin")
+        assert clusters["gamma"].adapter == "slurmrestd"
+        assert clusters["gamma"].options["bin_dir"] == bin_dir
+        assert clusters["gamma-cli"].adapter == "slurm-cli"
+        assert clusters["gamma-cli"].options["slurm_cluster"] == "gamma"
+        assert clusters["gamma-cli"].options["bin_dir"] == bin_dir
+        assert "bin_dir" not in clusters["alpha"].options
+
+
+def test_every_cluster_stores_job_comments_and_gamma_has_its_own_slurmdbd(
+    dc: ModuleType,
+) -> None:
+    for name in dc.CLUSTERS:
+        assert "\nAccountingStoreFlags=job_comment\n" in dc.slurm_conf(name)
+    assert f"AccountingStoragePort={dc.DBD_PORT}\n" in dc.slurm_conf("alpha")
+    gamma_port = dc.DBDS["25.11"]["port"]
+    assert gamma_port != dc.DBD_PORT
+    assert f"AccountingStoragePort={gamma_port}\n" in dc.slurm_conf("gamma")
+    gamma_dbd = dc.slurmdbd_conf("25.11")
+    assert f"DbdPort={gamma_port}\n" in gamma_dbd
+    assert f"StorageLoc={dc.DBDS['25.11']['db']}\n" in gamma_dbd
+    assert dc.DBDS["25.11"]["db"] != dc.DB_NAME
+
+
+def test_usage() -> None:
+    proc = subprocess.run(
+        ["python3", str(DEVCLUSTER), "up", "--four"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--three" in proc.stderr
