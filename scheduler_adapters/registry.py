@@ -55,9 +55,14 @@ def create_accounting(
 ) -> SlurmAccounting | None:
     """The accounting (sacctmgr) handle of a Slurm cluster, or None for other schedulers.
 
-    It needs the cluster's ``slurm_conf`` (and optional ``bin_dir``) from its options.
+    It needs the cluster's ``slurm_conf`` (and optional ``bin_dir``) from its options;
+    associations are made on ``slurm_cluster`` where the broker's name differs.
     """
     opts = dict(options or {})
     if kind not in ("slurm-cli", "slurmrestd", "pyslurm") or not opts.get("slurm_conf"):
         return None
-    return SlurmAccounting(cluster, slurm_conf=opts["slurm_conf"], bin_dir=opts.get("bin_dir"))
+    return SlurmAccounting(
+        opts.get("slurm_cluster") or cluster,
+        slurm_conf=opts["slurm_conf"],
+        bin_dir=opts.get("bin_dir"),
+    )

@@ -156,7 +156,8 @@ def sync(
             results.append(result)
             continue
         try:
-            actions = accounting.plan(desired(session, cfg.name, service))
+            # The specs name the Slurm cluster (options' slurm_cluster, else the name).
+            actions = accounting.plan(desired(session, accounting.cluster, service))
             if weights:
                 actions += accounting.plan_weights(partition_weights(session, cfg.name))
             if not dry_run:

@@ -81,6 +81,7 @@ class SlurmRestAdapter(SchedulerAdapter):
     * ``slurm_conf``: optional local ``slurm.conf`` of the cluster. Used for what this
       API version cannot do: exact exit codes of forgotten jobs on 22.05 (its slurmdb
       API reports 0) and drain/resume before v0.0.40; also by accounting sync.
+    * ``bin_dir``: where that slurm.conf's Slurm tools are, if not on ``PATH``.
     * ``transport``: an ``httpx`` transport (tests pass ``httpx.MockTransport``).
     """
 
@@ -98,6 +99,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         timeout_s: float = 10.0,
         slurm_cluster: str | None = None,
         slurm_conf: str | None = None,
+        bin_dir: str | None = None,
         token_lifespan_s: int = 600,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -115,6 +117,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         self.api_version = api_version
         self.slurm_cluster = slurm_cluster or cluster
         self.slurm_conf = slurm_conf
+        self.bin_dir = bin_dir
         self.token_lifespan_s = token_lifespan_s
         self._token: tuple[str, float] | None = None
         self._client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
@@ -274,7 +277,10 @@ class SlurmRestAdapter(SchedulerAdapter):
         from .cli import SlurmCliAdapter
 
         return SlurmCliAdapter(
-            self.cluster, slurm_conf=self.slurm_conf, slurm_cluster=self.slurm_cluster
+            self.cluster,
+            slurm_conf=self.slurm_conf,
+            bin_dir=self.bin_dir,
+            slurm_cluster=self.slurm_cluster,
         )
 
     def cancel(self, job_id: str) -> None:
