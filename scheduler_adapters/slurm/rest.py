@@ -2,8 +2,11 @@
 
 The API version is discovered by trying ``GET /slurm/<version>/ping`` from the newest
 supported version down (Slurm-web does the same); 22.05 answers v0.0.38 and 404s the
-rest. The broker authenticates as ``user_name`` (``slurm`` or ``root``: users allowed
-to act for others) with an HS256 token minted from slurmctld's ``jwt_key_file``, or
+rest, 25.11 answers v0.0.44 first. Only a successful ping pins a version: a 5xx,
+401/403 or timeout raises and leaves it undiscovered, and when a discovered version
+starts answering 404 (slurmrestd was upgraded and dropped it) it is discovered again.
+The broker authenticates as ``user_name`` (``slurm`` or ``root``: users allowed to act
+for others) with an HS256 token minted from slurmctld's ``jwt_key_file``, or
 read from ``token_file``, and acts for the job's user with ``X-SLURM-USER-NAME``.
 
 Failures: ``errors[]`` in a reply become ``SchedulerError``s carrying Slurm's error
@@ -115,6 +118,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         self.token_file = token_file
         self.user_name = user_name
         self.api_version = api_version
+        self._discovered = False  # api_version found by _discover, not configured
         self.slurm_cluster = slurm_cluster or cluster
         self.slurm_conf = slurm_conf
         self.bin_dir = bin_dir
@@ -161,6 +165,23 @@ class SlurmRestAdapter(SchedulerAdapter):
         self, method: str, path: str, *, body: Any = None, act_as: str | None = None
     ) -> dict[str, Any]:
         resp = self._request(method, path, body=body, act_as=act_as)
+        if resp.status_code == 404 and self._version_gone(path):
+            old = str(self.api_version)
+            self.api_version, self._discovered = None, False
+            new = self.version  # discovers again (or raises, leaving nothing pinned)
+            log.info("slurmrestd at %s no longer speaks %s; now %s", self.url, old, new)
+            path = path.replace(f"/{old}/", f"/{new}/", 1)
+            resp = self._request(method, path, body=body, act_as=act_as)
+        return self._check(resp, method, path)
+
+    def _version_gone(self, path: str) -> bool:
+        """After a 404 on ``path``: did slurmrestd drop the discovered API version?"""
+        if not self._discovered or f"/{self.api_version}/" not in path:
+            return False
+        ping = f"/slurm/{self.api_version}/ping"
+        return path == ping or self._request("GET", ping).status_code == 404
+
+    def _check(self, resp: httpx.Response, method: str, path: str) -> dict[str, Any]:
         if resp.status_code in (401, 403):
             raise AdapterConfigError(
                 f"slurmrestd refused the credentials ({resp.status_code})",
@@ -205,12 +226,20 @@ class SlurmRestAdapter(SchedulerAdapter):
         return str(self.api_version)
 
     def _discover(self) -> dict[str, Any]:
+        """Ping from the newest version down; pin the first that answers a good ping.
+
+        A 404 means "not this version"; anything else that is not a success (5xx, 401,
+        a timeout) raises from ``_check``/``_request`` with nothing pinned, so the next
+        call tries again instead of keeping a version guessed from an error page.
+        """
         for candidate in SUPPORTED_VERSIONS:
-            resp = self._request("GET", f"/slurm/{candidate}/ping")
+            path = f"/slurm/{candidate}/ping"
+            resp = self._request("GET", path)
             if resp.status_code == 404:
                 continue
-            self.api_version = candidate
-            return self._call("GET", f"/slurm/{candidate}/ping")
+            doc = self._check(resp, "GET", path)
+            self.api_version, self._discovered = candidate, True
+            return doc
         raise AdapterConfigError(
             f"slurmrestd at {self.url} speaks none of {', '.join(SUPPORTED_VERSIONS)}",
             cluster=self.cluster,
