@@ -6,7 +6,7 @@ rest, 25.11 answers v0.0.44 first. Only a successful ping pins a version: a 5xx,
 401/403 or timeout raises and leaves it undiscovered, and when a discovered version
 starts answering 404 (slurmrestd was upgraded and dropped it) it is discovered again.
 The broker authenticates as ``user_name`` (``slurm`` or ``root``: users allowed to act
-for others) with an HS256 token minted from slurmctld's ``jwt_key_file``, or
+for others) with an HS256 token (PyJWT) minted from slurmctld's ``jwt_key_file``, or
 read from ``token_file``, and acts for the job's user with ``X-SLURM-USER-NAME``.
 
 Failures: ``errors[]`` in a reply become ``SchedulerError``s carrying Slurm's error
@@ -17,11 +17,7 @@ submission is ``SubmitRejected``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
-import json
 import logging
 import time
 import urllib.parse
@@ -31,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import jwt
 
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
@@ -55,18 +52,11 @@ EMPTY_RESULT = 9003
 _BAD_EXIT_CODE_PLUGINS = ("dbv0.0.36", "dbv0.0.37", "dbv0.0.38")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def mint_token(key: bytes, user_name: str, lifespan_s: int, now: float | None = None) -> str:
-    """An HS256 JWT ``{iat, exp, sun}`` as slurmctld's ``auth/jwt`` expects it."""
+    """An HS256 JWT ``{iat, exp, sun}`` as slurmctld's ``auth/jwt`` expects it (PyJWT)."""
     issued = int(time.time() if now is None else now)
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
     claims = {"iat": issued, "exp": issued + lifespan_s, "sun": user_name}
-    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64(signature)}"
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 class SlurmRestAdapter(SchedulerAdapter):

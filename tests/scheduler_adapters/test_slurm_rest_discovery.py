@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from scheduler_adapters import AdapterConfigError, SchedulerUnavailable
-from scheduler_adapters.slurm.rest import SlurmRestAdapter
+from scheduler_adapters.slurm.rest import SlurmRestAdapter, mint_token
 
 KEY = b"k" * 32
 
@@ -138,3 +139,11 @@ def test_a_404_of_a_live_version_does_not_rediscover(tmp_path: Path) -> None:
     assert rest.api_version == "v0.0.44"
     assert server.paths == ["/slurm/v0.0.44/nowhere", "/slurm/v0.0.44/ping"]
 
+
+def test_tokens_are_pyjwt_hs256_with_slurm_claims() -> None:
+    token = mint_token(KEY, "slurm", 60, now=1000)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    claims = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims == {"iat": 1000, "exp": 1060, "sun": "slurm"}
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, b"x" * 32, algorithms=["HS256"], options={"verify_exp": False})
