@@ -21,7 +21,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
@@ -113,7 +113,9 @@ class SlurmCliAdapter(SchedulerAdapter):
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        base = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
+        # TZ=UTC: times the tools read or print (sacct -S) mean UTC, whatever the zone of
+        # this process or of the host (the JSON times are epoch seconds either way).
+        base = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "TZ": "UTC"}
         if self.slurm_conf:
             base["SLURM_CONF"] = self.slurm_conf
         ids: dict[str, Any] = {}
@@ -300,7 +302,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         return cluster_info(self.cluster, self._release or "", nodes, jobs)
 
     def list_tagged(self, since: datetime) -> dict[str, JobInfo]:
-        start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
+        start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")  # _run sets TZ=UTC
         done = parse_jobs(
             self._json("sacct", ["--json", "--allusers", "-S", start, "-E", "now"]),
             self.slurm_cluster,
