@@ -4,6 +4,8 @@ Loaded from the root conftest with ``pytest_plugins = ["tests._slurm"]``. Tests 
 these fixtures are marked ``@pytest.mark.slurm``. The clusters are brought up once per
 session (``devcluster up --two`` is idempotent and takes about a second when already up)
 and left running: tearing them down would cost the next session a cold start.
+``slurm_three_file`` also brings up gamma (Slurm 25.11 built from source; the first run
+builds it, minutes) for tests marked ``slurm`` that use it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "open_tmp_path",
     "slurm_clusters_file",
     "slurm_tenant",
+    "slurm_three_file",
+    "slurm_three_tenant",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,21 +84,38 @@ def load_clusters(path: Path) -> dict[str, dict[str, Any]]:
         return {c["name"]: c for c in tomllib.load(fh)["clusters"]}
 
 
-@pytest.fixture(scope="session")
-def slurm_clusters_file() -> Path:
-    """Bring up alpha and beta (fast if already up); the path of their clusters file."""
+def _devcluster_up(flag: str, timeout: float) -> Path:
     if os.geteuid() != 0:
         pytest.skip("the dev Slurm clusters need root")
     proc = subprocess.run(
-        [sys.executable, str(DEVCLUSTER), "up", "--two"],
+        [sys.executable, str(DEVCLUSTER), "up", flag],
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=timeout,
     )
     if proc.returncode != 0:
-        pytest.fail(f"devcluster up --two failed ({proc.returncode}):\n{proc.stderr}")
+        pytest.fail(f"devcluster up {flag} failed ({proc.returncode}):\n{proc.stderr}")
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def slurm_clusters_file() -> Path:
+    """Bring up alpha and beta (fast if already up); the path of their clusters file."""
+    return _devcluster_up("--two", 600)
+
+
+@pytest.fixture(scope="session")
+def slurm_three_file() -> Path:
+    """alpha, beta and gamma (Slurm 25.11: built on first use); their clusters file.
+
+    gamma is listed twice: ``gamma`` (slurmrestd) and ``gamma-cli`` (slurm-cli on the
+    same Slurm cluster, ``slurm_cluster = "gamma"``). Skipped unless
+    ``BROKER_TEST_GAMMA=1`` (deploy/test.sh sets it): the first run builds Slurm.
+    """
+    if os.environ.get("BROKER_TEST_GAMMA") != "1":
+        pytest.skip("gamma (Slurm 25.11 from source) needs BROKER_TEST_GAMMA=1")
+    return _devcluster_up("--three", 1800)
 
 
 @dataclass(frozen=True)
@@ -117,14 +138,18 @@ class SlurmTenant:
 
 def ensure_slurm_tenant(clusters_file: Path, account: str, user: str) -> SlurmTenant:
     """Create POSIX ``user`` and Slurm ``account`` with ``user`` on every cluster."""
-    from scheduler_adapters.slurm.accounting import AccountSpec, SlurmAccounting
+    from scheduler_adapters import create_accounting
+    from scheduler_adapters.slurm.accounting import AccountSpec
 
     ensure_posix_user(user)
     clusters = load_clusters(clusters_file)
+    done: set[str] = set()
     for name, entry in clusters.items():
-        conf = entry["options"].get("slurm_conf")
-        acct = SlurmAccounting(name, slurm_conf=conf)
-        acct.sync([AccountSpec(cluster=name, account=account, users=(user,))])
+        acct = create_accounting(entry["adapter"], name, entry["options"])
+        if acct is None or acct.cluster in done:  # gamma-cli is gamma again
+            continue
+        acct.sync([AccountSpec(cluster=acct.cluster, account=account, users=(user,))])
+        done.add(acct.cluster)
     return SlurmTenant(account, user, clusters)
 
 
@@ -132,6 +157,12 @@ def ensure_slurm_tenant(clusters_file: Path, account: str, user: str) -> SlurmTe
 def slurm_tenant(slurm_clusters_file: Path) -> Iterator[SlurmTenant]:
     """The account ``broker-tests`` with POSIX user ``tenanttest`` on alpha and beta."""
     yield ensure_slurm_tenant(slurm_clusters_file, "broker-tests", "tenanttest")
+
+
+@pytest.fixture(scope="session")
+def slurm_three_tenant(slurm_three_file: Path) -> Iterator[SlurmTenant]:
+    """``broker-tests`` / ``tenanttest`` on alpha, beta and gamma."""
+    yield ensure_slurm_tenant(slurm_three_file, "broker-tests", "tenanttest")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """The adapter contract, the same tests for every adapter kind.
 
 ``local`` runs everywhere; ``slurm-cli`` runs on the live dev cluster alpha and
-``slurmrestd`` on beta (both ``@pytest.mark.slurm``, brought up by ``devcluster``).
+``slurmrestd`` on beta (Slurm 22.05), both again on gamma (Slurm 25.11, slurmrestd's
+v0.0.44; only with ``BROKER_TEST_GAMMA=1``), all ``@pytest.mark.slurm``, brought up by
+``devcluster``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from tests._slurm import SlurmTenant
 
 KINDS = [
     pytest.param("local", id="local"),
-    pytest.param("slurm-cli", id="slurm-cli-alpha", marks=pytest.mark.slurm),
-    pytest.param("slurmrestd", id="slurmrestd-beta", marks=pytest.mark.slurm),
+    pytest.param("alpha", id="slurm-cli-alpha", marks=pytest.mark.slurm),
+    pytest.param("beta", id="slurmrestd-beta", marks=pytest.mark.slurm),
+    pytest.param("gamma-cli", id="slurm-cli-gamma", marks=pytest.mark.slurm),
+    pytest.param("gamma", id="slurmrestd-gamma", marks=pytest.mark.slurm),
 ]
-CLUSTER_OF = {"local": "local", "slurm-cli": "alpha", "slurmrestd": "beta"}
 
 
 @dataclass
@@ -69,8 +72,8 @@ class Harness:
 
 @pytest.fixture(params=KINDS)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    kind: str = request.param
-    if kind == "local":
+    cluster: str = request.param
+    if cluster == "local":
         adapter = create_adapter(
             "local",
             "local",
@@ -83,8 +86,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         )
         made = Harness(adapter, tmp_path, node_count=2)
     else:
-        tenant: SlurmTenant = request.getfixturevalue("slurm_tenant")
-        cluster = CLUSTER_OF[kind]
+        gamma = cluster.startswith("gamma")
+        tenant: SlurmTenant = request.getfixturevalue(
+            "slurm_three_tenant" if gamma else "slurm_tenant"
+        )
         entry = tenant.clusters[cluster]
         adapter = create_adapter(entry["adapter"], cluster, entry["options"])
         made = Harness(
