@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(262144, ge=1024)
     rate_limit_per_minute: int = Field(600, ge=0)  # per token; 0 disables
     default_rate_tflops: float = Field(0.05, gt=0)
+    # Runs ended by the center's own failures (node_fail, boot_fail, preempted, also
+    # the runs of a requeued job that ended so): "none" charges nothing for them (the
+    # memo and the job's reason say why), "full" charges what ran like any other end.
+    charge_center_failures: Literal["none", "full"] = "none"
 
     # Unauthenticated requests (no credentials, or refused ones) per client address and
     # minute, an IPv6 /64 as one address; counted per API process; 0 disables.

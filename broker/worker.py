@@ -264,7 +264,11 @@ class Worker:
                 for job in scheduling.live_jobs(s, cluster):
                     info = infos.get(job.scheduler_job_id or "")
                     if info is not None and scheduling.apply_info(
-                        s, job, info, scheduling.utcnow()
+                        s,
+                        job,
+                        info,
+                        scheduling.utcnow(),
+                        center_failures=self.settings.charge_center_failures,
                     ):
                         stats.settled += 1
 

@@ -36,6 +36,12 @@ class JobState(enum.StrEnum):
 
     Every scheduler state maps onto one of these; a state an adapter does not know
     maps to ``UNKNOWN`` (logged), never to an exception. ``terminal`` states never change.
+
+    The job's own ends: ``COMPLETED``, ``FAILED`` (a non-zero exit code or a signal),
+    ``OUT_OF_MEMORY`` (it used more memory than it asked for), ``TIMEOUT``, ``CANCELLED``.
+    The center's: ``NODE_FAIL`` (a node of the job failed while it ran), ``BOOT_FAIL``
+    (its nodes failed to boot), ``PREEMPTED`` (stopped for another job and not requeued).
+    A job that the scheduler requeues is not terminal: it is ``PENDING`` again.
     """
 
     PENDING = "pending"
@@ -45,6 +51,10 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    NODE_FAIL = "node_fail"
+    BOOT_FAIL = "boot_fail"
+    PREEMPTED = "preempted"
+    OUT_OF_MEMORY = "out_of_memory"
     UNKNOWN = "unknown"
 
     @property
@@ -52,7 +62,18 @@ class JobState(enum.StrEnum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+_TERMINAL = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+        JobState.BOOT_FAIL,
+        JobState.PREEMPTED,
+        JobState.OUT_OF_MEMORY,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +103,32 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
-    """What a scheduler says of one job, live or finished."""
+    """What a scheduler says of one job, live or finished.
+
+    ``native_state`` is the scheduler's own word(s) for the state (Slurm's base state and
+    flags joined by ``+``: ``NODE_FAIL``, ``PENDING+REQUEUED``); ``reason`` the scheduler's
+    reason, if it gives one (``NodeDown``, ``BeginTime``...). ``exit_code`` follows the
+    shell: 128 + the signal's number when a signal ended the job, and ``signal`` then
+    names that signal's number.
+
+    A job the scheduler requeued (after a node failure, a preemption, ``scontrol
+    requeue``) keeps its id and runs again: ``restart_count`` says how many times, and
+    ``runs`` holds what accounting recorded of each earlier run, oldest first, as
+    ``JobInfo`` records whose ``state`` says how that run ended (``NODE_FAIL``,
+    ``PREEMPTED``, ``BOOT_FAIL`` for the center's failures, ``PENDING`` for a plain
+    requeue) with their own nodes, times and elapsed seconds. The fields above describe
+    the last run. ``runs`` is empty for a job that ran once, and where an adapter cannot
+    read earlier runs (then ``restart_count`` may exceed ``len(runs)``).
+    """
 
     job_id: str
     state: JobState
     native_state: str = ""
     reason: str | None = None
     exit_code: int | None = None
+    signal: int | None = None
+    restart_count: int = 0
+    runs: tuple[JobInfo, ...] = ()
     nodes: tuple[str, ...] = ()
     submit_time: datetime | None = None
     start_time: datetime | None = None

@@ -41,6 +41,10 @@ _STATES = {
     "failed": JobState.FAILED,
     "cancelled": JobState.CANCELLED,
     "timeout": JobState.TIMEOUT,
+    # The runner died with its job still recorded as running (the host restarted, or
+    # someone killed it): the job's end is unknown, and the fault is the machine's, not
+    # the job's, as when a Slurm node fails under a job.
+    "lost": JobState.NODE_FAIL,
 }
 
 
@@ -251,7 +255,11 @@ class LocalAdapter(SchedulerAdapter):
         state = _read_json(job_dir / "state.json") or {"state": "queued"}
         native = state.get("state", "queued")
         if native == "running" and not _alive(state.get("runner_pid")):
-            native, state["reason"] = "failed", "runner process lost"
+            # The runner may have written the job's end just before it exited: read again.
+            state = _read_json(job_dir / "state.json") or state
+            native = state.get("state", "queued")
+            if native == "running":
+                native, state["reason"] = "lost", "the job's runner process was lost"
         start = _ts(state.get("start_time"))
         end = _ts(state.get("end_time"))
         elapsed = None

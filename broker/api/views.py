@@ -115,6 +115,7 @@ def job(j: Job) -> JobRead:
         name=j.name,
         state=j.state.value,
         reason=j.reason,
+        native_state=j.native_state or "",
         cluster=j.cluster,
         partition=j.partition,
         scheduler_job_id=j.scheduler_job_id,

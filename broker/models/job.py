@@ -25,7 +25,12 @@ from ._types import UTCDateTime, str_enum, utcnow
 
 
 class JobStatus(enum.StrEnum):
-    """Broker job states (public, lower-case). ``accepted``/``rejected`` are the broker's own."""
+    """Broker job states (public, lower-case). ``accepted``/``rejected`` are the broker's own.
+
+    The end states say whose end it was: the job's (``completed``, ``failed``,
+    ``out_of_memory``, ``timeout``, ``cancelled``) or the center's (``node_fail``,
+    ``boot_fail``, ``preempted``: charged as ``BROKER_CHARGE_CENTER_FAILURES`` says).
+    """
 
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -36,6 +41,10 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    NODE_FAIL = "node_fail"
+    BOOT_FAIL = "boot_fail"
+    PREEMPTED = "preempted"
+    OUT_OF_MEMORY = "out_of_memory"
     UNKNOWN = "unknown"
 
     @property
@@ -50,6 +59,10 @@ TERMINAL_STATES = frozenset(
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.TIMEOUT,
+        JobStatus.NODE_FAIL,
+        JobStatus.BOOT_FAIL,
+        JobStatus.PREEMPTED,
+        JobStatus.OUT_OF_MEMORY,
     }
 )
 #: States in which the scheduler holds the job and the worker must poll it.
@@ -92,6 +105,9 @@ class Job(Base):
 
     state: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.ACCEPTED)
     reason: Mapped[str] = mapped_column(String(1000), default="")
+    # The scheduler's own word(s) for the job's state, as last seen (``NODE_FAIL``,
+    # ``PENDING+REQUEUED``; the local adapter's ``completed``...).
+    native_state: Mapped[str] = mapped_column(String(64), default="")
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     node_list: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -39,6 +39,8 @@ class JobRead(ReadModel):
     name: str
     state: str
     reason: str
+    # The scheduler's own word(s) for the state (Slurm's NODE_FAIL, PENDING+REQUEUED...).
+    native_state: str
     cluster: str
     partition: str
     scheduler_job_id: str | None

@@ -8,19 +8,26 @@ seconds, is exact in MFLOP and rounded half-even to whole ledger units (GFLOP,
 ``units.work_units``); the job's charge is the sum of its lines, capped at its hold
 (which was rounded up). The lines of a CHARGE entry add up to its amount exactly
 (largest-remainder rounding when the hold capped it).
+
+A job is charged once, at its end, for every run it had (``settle_runs``): a requeued
+job runs again under the same id, and each run is priced on its own nodes from its
+own start. Runs that the center's own failures ended (``CENTER_FAILURES``) are charged
+as ``BROKER_CHARGE_CENTER_FAILURES`` says: not at all by default.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import ChargeLine, Cluster, Job, LedgerEntry, Node, NodeRate, Partition
+from ..models import ChargeLine, Cluster, Job, JobStatus, LedgerEntry, Node, NodeRate, Partition
 from ..units import CHARGE, work_units
 from . import audit, ledger
 from .principal import Principal
@@ -54,11 +61,14 @@ def _partition(session: Session, job: Job) -> Partition | None:
     )
 
 
-def node_shares(session: Session, job: Job, at: datetime) -> list[NodeShare]:
-    """The billing rate of each node the job ran on, as in force at ``at``."""
+def node_shares(
+    session: Session, job: Job, at: datetime, nodes: Sequence[str] = ()
+) -> list[NodeShare]:
+    """The billing rate of each node the job ran on (``nodes``, default its node list),
+    as in force at ``at``."""
     part = _partition(session, job)
     rated = part.rated_mflops if part is not None else 0
-    names = list(job.node_list) or [f"unknown-{i + 1}" for i in range(job.nodes)]
+    names = list(nodes) or list(job.node_list) or [f"unknown-{i + 1}" for i in range(job.nodes)]
     rows = {
         n.name: n
         for n in session.scalars(
@@ -102,8 +112,10 @@ def month_seconds(start: datetime, elapsed_s: int) -> list[tuple[str, int]]:
     return out or [(f"{start.year}-{start.month:02d}", 0)]
 
 
-def price(session: Session, job: Job, start: datetime, elapsed_s: int) -> list[Line]:
-    shares = node_shares(session, job, start)
+def price(
+    session: Session, job: Job, start: datetime, elapsed_s: int, nodes: Sequence[str] = ()
+) -> list[Line]:
+    shares = node_shares(session, job, start, nodes)
     return [
         Line(period, share.node, seconds, share)
         for share in shares
@@ -136,6 +148,89 @@ def settle_job(session: Session, job: Job, start: datetime, elapsed_s: int, memo
     for ln, units in zip(lines, amounts, strict=True):
         session.add(_line(job, entry.id, ln.period, ln.node, ln.node_seconds, ln.share, units, ""))
     return True
+
+
+#: How the center's own failures are charged (``BROKER_CHARGE_CENTER_FAILURES``).
+CenterFailurePolicy = Literal["none", "full"]
+
+#: Ends that are the center's failures, not the job's: a node failed under it, its nodes
+#: failed to boot, or the scheduler preempted it for another job.
+CENTER_FAILURES = frozenset({JobStatus.NODE_FAIL, JobStatus.BOOT_FAIL, JobStatus.PREEMPTED})
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job: where and how long it held its nodes, and how it ended.
+
+    ``ended`` is the job's state for its last run; for an earlier run of a requeued
+    job, how that run ended (``node_fail``, ``preempted``, ``boot_fail``; ``pending``
+    for a requeue that no failure caused: ``scontrol requeue``, ``RequeueExit``).
+    """
+
+    start: datetime
+    elapsed_s: int
+    nodes: tuple[str, ...]
+    ended: JobStatus
+
+    def charged(self, policy: CenterFailurePolicy) -> bool:
+        return policy == "full" or self.ended not in CENTER_FAILURES
+
+    def describe(self) -> str:
+        return f"{len(self.nodes) or '?'} node(s) x {self.elapsed_s} s"
+
+
+def settle_runs(
+    session: Session, job: Job, runs: Sequence[Run], policy: CenterFailurePolicy
+) -> bool:
+    """Charge a job once, at its end, for what ran; exactly once (False if already).
+
+    What ran is every run of the job, each priced on its own nodes at the rates in
+    force when it started: a requeued job used its nodes in each run it had, and the
+    runs that accounting records (``sacct --duplicates``) are what the center gave it.
+    Only the runs ended by the center's own failures (``CENTER_FAILURES``) are charged
+    by the policy: with ``"none"`` (the default) they cost nothing, whether they ended
+    the job or made Slurm requeue it, since the job lost that work through no fault of
+    its own. A run ended by a requeue that no failure caused (``scontrol requeue`` by
+    an administrator or by the job's own user, ``RequeueExit``) is charged: nothing
+    tells a requeue an administrator asked for from one the job asked for itself, and
+    a job must not be able to run for free by requeueing itself (an administrator can
+    give such a charge back with a credit). The total is capped at the job's hold, as
+    every charge is: a job requeued many times never costs more than it was promised.
+    Lines of the same node, month and rate from several runs are one line.
+    """
+    charged = [r for r in runs if r.charged(policy)]
+    merged: dict[tuple[str, str, NodeShare], int] = {}
+    for run in charged:
+        for ln in price(session, job, run.start, run.elapsed_s, run.nodes):
+            key = (ln.period, ln.node, ln.share)
+            merged[key] = merged.get(key, 0) + ln.node_seconds
+    lines = [
+        Line(period, node, seconds, share) for (period, node, share), seconds in merged.items()
+    ]
+    memo = _runs_memo(runs, charged)
+    if not ledger.settle(session, job, sum(ln.units for ln in lines), memo=memo):
+        return False
+    entry = ledger.charge_entry(session, job.id)
+    assert entry is not None
+    session.flush()
+    amounts = apportion(entry.amount_units, [ln.units for ln in lines])
+    for ln, units in zip(lines, amounts, strict=True):
+        session.add(_line(job, entry.id, ln.period, ln.node, ln.node_seconds, ln.share, units, ""))
+    return True
+
+
+def _runs_memo(runs: Sequence[Run], charged: Sequence[Run]) -> str:
+    """``1 node(s) x 8 s``; for several runs or one not charged, each run and why."""
+    if len(runs) == 1 and len(charged) == 1:
+        return runs[0].describe()
+    parts = []
+    for i, run in enumerate(runs, 1):
+        how = "requeued" if run.ended is JobStatus.PENDING else run.ended.value
+        text = f"run {i} ({how}): {run.describe()}"
+        if run not in charged:
+            text += ", not charged: the center's failure"
+        parts.append(text)
+    return "; ".join(parts)[:500]
 
 
 def _line(

@@ -45,6 +45,7 @@ def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
         "name": job.name,
         "state": job.state.value,
         "reason": job.reason or "",
+        "native_state": job.native_state or "",
         "cluster": job.cluster,
         "partition": job.partition,
         "scheduler_job_id": job.scheduler_job_id,

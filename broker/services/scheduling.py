@@ -23,7 +23,7 @@ import scheduler_adapters as sa_
 
 from ..errors import InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
-from . import billing, brokering, collection, ledger, slurm_sync, staging
+from . import billing, brokering, collection, end_states, ledger, slurm_sync, staging
 from .adoption import adoptable
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def begin_submission(
         return "adopted", None, None
     if job.cancel_requested:
         job.state, job.ended_at = JobStatus.CANCELLED, now
+        job.reason = "cancelled before submission"
         ledger.settle(session, job, 0, memo="cancelled before submission")
         job.settled_at = now
         return "cancelled", None, None
@@ -258,6 +259,10 @@ _STATE_MAP = {
     sa_.JobState.FAILED: JobStatus.FAILED,
     sa_.JobState.CANCELLED: JobStatus.CANCELLED,
     sa_.JobState.TIMEOUT: JobStatus.TIMEOUT,
+    sa_.JobState.NODE_FAIL: JobStatus.NODE_FAIL,
+    sa_.JobState.BOOT_FAIL: JobStatus.BOOT_FAIL,
+    sa_.JobState.PREEMPTED: JobStatus.PREEMPTED,
+    sa_.JobState.OUT_OF_MEMORY: JobStatus.OUT_OF_MEMORY,
     sa_.JobState.UNKNOWN: JobStatus.UNKNOWN,
 }
 
@@ -274,41 +279,83 @@ def live_jobs(session: Session, cluster: str) -> list[Job]:
     )
 
 
-def apply_info(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:
-    """Record what the scheduler says; settle on a terminal state. True if settled now."""
+def apply_info(
+    session: Session,
+    job: Job,
+    info: sa_.JobInfo,
+    now: datetime,
+    *,
+    center_failures: billing.CenterFailurePolicy = "none",
+) -> bool:
+    """Record what the scheduler says; settle on a terminal state. True if settled now.
+
+    A requeued job is pending again under the same id and is followed on: it is settled
+    at its final end, once, for all its runs (``settle``). ``center_failures`` is
+    ``BROKER_CHARGE_CENTER_FAILURES``.
+    """
     if job.state.terminal:
         return False
     job.state = _STATE_MAP[info.state]
-    job.reason = info.reason or (
-        ""
-        if info.state is not sa_.JobState.UNKNOWN
-        else f"unknown scheduler state {info.native_state!r}"
-    )
+    job.native_state = info.native_state[:64]
     if info.nodes:
         job.node_list = list(info.nodes)
     job.started_at = info.start_time or job.started_at
     if not info.state.terminal:
+        job.reason = end_states.live_reason(info)
         return False
     job.exit_code = info.exit_code
     job.ended_at = info.end_time or now
-    settled = settle(session, job, info, now)
+    settled = settle(session, job, info, now, center_failures=center_failures)
+    job.reason = end_states.end_reason(
+        job, job.state, info, center_failures_charged=center_failures == "full"
+    )
     collection.mark_due(session, job)  # the worker collects outputs after this transaction
     return settled
 
 
-def settle(session: Session, job: Job, info: sa_.JobInfo, now: datetime) -> bool:
-    """Charge Σ over the job's nodes of node rate × elapsed, exactly once."""
-    elapsed = info.elapsed_s
-    if elapsed is None and info.start_time and info.end_time:
-        elapsed = int((info.end_time - info.start_time).total_seconds())
-    elapsed = max(0, elapsed or 0)
-    job.elapsed_s = elapsed
-    start = info.start_time or job.started_at or job.ended_at or now
-    memo = f"{len(job.node_list) or job.nodes} node(s) x {elapsed} s"
-    settled = billing.settle_job(session, job, start, elapsed, memo)
+def settle(
+    session: Session,
+    job: Job,
+    info: sa_.JobInfo,
+    now: datetime,
+    *,
+    center_failures: billing.CenterFailurePolicy = "none",
+) -> bool:
+    """Charge Σ over the job's runs and nodes of node rate × elapsed, exactly once.
+
+    A job requeued by the scheduler ran more than once: ``info`` is its last run and
+    ``info.runs`` the earlier ones; each is priced on its own nodes from its own start,
+    and runs ended by the center's failures are charged by the policy
+    (``billing.settle_runs`` says why). ``job.elapsed_s`` is the time of all runs.
+    """
+    start = job.started_at or job.ended_at or now
+    last = _run(info, start, tuple(job.node_list))
+    earlier = [
+        _run(r, start, tuple(job.node_list))
+        for r in info.runs
+        if r.start_time is not None  # a run that never started held no node
+    ]
+    runs = [*earlier, last]
+    job.elapsed_s = sum(r.elapsed_s for r in runs)
+    if earlier:
+        job.started_at = min(r.start for r in runs)
+    settled = billing.settle_runs(session, job, runs, center_failures)
     if settled:
         job.settled_at = now
     return settled
+
+
+def _run(info: sa_.JobInfo, start: datetime, nodes: tuple[str, ...]) -> billing.Run:
+    """One run as billing sees it; ``start`` and ``nodes`` where the scheduler gave none."""
+    elapsed = info.elapsed_s
+    if elapsed is None and info.start_time and info.end_time:
+        elapsed = int((info.end_time - info.start_time).total_seconds())
+    return billing.Run(
+        start=info.start_time or start,
+        elapsed_s=max(0, elapsed or 0),
+        nodes=tuple(info.nodes) or nodes,
+        ended=_STATE_MAP[info.state],
+    )
 
 
 def utcnow() -> datetime:

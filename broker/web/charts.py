@@ -53,6 +53,10 @@ STATE_COLORS = {
     "failed": "#dc2626",
     "cancelled": "#64748b",
     "timeout": "#ea580c",
+    "out_of_memory": "#be123c",
+    "node_fail": "#b45309",
+    "boot_fail": "#a16207",
+    "preempted": "#0d9488",
     "rejected": "#7f1d1d",
     "unknown": "#d1d5db",
 }

@@ -7,7 +7,9 @@ the job is that user's; queries and ``scancel`` run as the broker.
 
 One poll costs one ``squeue --json`` (the controller's jobs: 22.05 ignores ``-j`` with
 ``--json`` and always returns all of them, so ids are filtered here) plus, only for ids
-the controller has forgotten (after ``MinJobAge``), one ``sacct --json -j ids``.
+the controller has forgotten (after ``MinJobAge``) or that ended after a requeue, one
+``sacct --json --duplicates -j ids``: with ``--duplicates`` sacct lists every run of a
+requeued job (one record each), which ``JobInfo.runs`` carries.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from .common import (
     JOB_ID,
     cluster_info,
     exit_code_from_text,
+    exit_signal_from_text,
     is_transient,
     keyed_by_tag,
     older_than_2302,
+    with_earlier_runs,
 )
 from .parse import parse_jobs, parse_nodes, plugin_version
 from .script import DEFAULT_PATH, build_environment, build_sbatch
@@ -245,12 +249,19 @@ class SlurmCliAdapter(SchedulerAdapter):
         live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=_id_order)
-        if missing:
-            doc = self._json("sacct", ["--json", "--allusers", "-j", ",".join(missing)])
+        # Ended after a requeue: the earlier runs are in accounting only.
+        requeued = sorted(
+            (j for j, i in found.items() if i.state.terminal and i.restart_count), key=_id_order
+        )
+        if missing or requeued:
+            ids = ",".join(missing + requeued)
+            doc = self._json("sacct", ["--json", "--allusers", "--duplicates", "-j", ids])
             done = parse_jobs(doc, self.slurm_cluster)
             if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
+            for j in requeued:
+                found[j] = with_earlier_runs(found[j], done.get(j))
         return found
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
@@ -269,7 +280,9 @@ class SlurmCliAdapter(SchedulerAdapter):
             job_id, _, text = line.partition("|")
             code = exit_code_from_text(text)
             if job_id in fixed and code is not None:
-                fixed[job_id] = dataclasses.replace(fixed[job_id], exit_code=code)
+                fixed[job_id] = dataclasses.replace(
+                    fixed[job_id], exit_code=code, signal=exit_signal_from_text(text)
+                )
         return fixed
 
     def cancel(self, job_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -15,9 +16,11 @@ __all__ = [
     "TRANSIENT_MARKERS",
     "cluster_info",
     "exit_code_from_text",
+    "exit_signal_from_text",
     "is_transient",
     "keyed_by_tag",
     "older_than_2302",
+    "with_earlier_runs",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,26 @@ def exit_code_from_text(text: str) -> int | None:
     if sig.isdigit() and int(sig):
         return 128 + int(sig)
     return int(code)
+
+
+def exit_signal_from_text(text: str) -> int | None:
+    """The signal of ``sacct -o ExitCode`` text (``0:15``: 15), or ``None`` for none."""
+    _, _, sig = text.strip().partition(":")
+    return int(sig) if sig.isdigit() and int(sig) else None
+
+
+def with_earlier_runs(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
+    """The controller's record of a requeued job that ended, with the earlier runs that
+    accounting recorded (``accounted.runs``: every record but the last one)."""
+    runs = accounted.runs if accounted is not None else ()
+    if len(runs) < final.restart_count:
+        log.warning(
+            "job %s: restart count %d, but accounting shows %d earlier runs",
+            final.job_id,
+            final.restart_count,
+            len(runs),
+        )
+    return dataclasses.replace(final, runs=runs)
 
 
 def older_than_2302(release: str) -> bool:

@@ -13,22 +13,28 @@ Shapes handled (see tests/fixtures/slurm/ for recorded examples):
 
 Everything returns the adapter contract's types; nothing here raises on an unexpected
 field: a missing value becomes ``None`` and an unknown state ``JobState.UNKNOWN``.
+
+Accounting (sacct ``--duplicates``, slurmrestd's slurmdb, which lists every record)
+keeps one record per run of a requeued job, all under its id: ``parse_jobs`` returns the
+last run, with the earlier ones in ``JobInfo.runs``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..base import TAG_PREFIX, JobInfo, NodeInfo
-from .states import map_state
+from ..base import TAG_PREFIX, JobInfo, JobState, NodeInfo
+from .states import map_state, run_state
 
 __all__ = [
     "envelope_errors",
     "exit_code",
+    "exit_signal",
     "expand_hostlist",
     "node_is_idle",
     "number",
@@ -39,6 +45,7 @@ __all__ = [
     "plugin_version",
     "release",
     "timestamp",
+    "with_runs",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,12 +93,8 @@ def _words(value: Any) -> list[str]:
     return []
 
 
-def exit_code(value: Any) -> int | None:
-    """A job's exit code; a signal gives 128 + signal number (the shell's convention).
-
-    22.05's squeue reports the raw ``wait()`` status (768 is ``exit 3``, 15 is SIGTERM);
-    later versions and sacct report ``{status, return_code, signal}``.
-    """
+def exit_signal(value: Any) -> int | None:
+    """The signal that ended a job (``exit_code``'s input), or ``None`` if none did."""
     if isinstance(value, Mapping):
         status = [s.upper() for s in _words(value.get("status"))]
         signal = value.get("signal")
@@ -100,15 +103,24 @@ def exit_code(value: Any) -> int | None:
             if isinstance(signal, Mapping)
             else None
         )
-        if ("SIGNALED" in status or "CORE_DUMPED" in status) and sig:
-            return 128 + sig
+        return sig if ("SIGNALED" in status or "CORE_DUMPED" in status) and sig else None
+    raw = number(value)
+    return (raw & 0x7F) or None if raw is not None else None  # WIFSIGNALED
+
+
+def exit_code(value: Any) -> int | None:
+    """A job's exit code; a signal gives 128 + signal number (the shell's convention).
+
+    22.05's squeue reports the raw ``wait()`` status (768 is ``exit 3``, 15 is SIGTERM);
+    later versions and sacct report ``{status, return_code, signal}``.
+    """
+    sig = exit_signal(value)
+    if sig:
+        return 128 + sig
+    if isinstance(value, Mapping):
         return number(value.get("return_code"))
     raw = number(value)
-    if raw is None:
-        return None
-    if raw & 0x7F:  # WIFSIGNALED
-        return 128 + (raw & 0x7F)
-    return (raw >> 8) & 0xFF
+    return None if raw is None else (raw >> 8) & 0xFF
 
 
 def expand_hostlist(spec: str | None) -> tuple[str, ...]:
@@ -217,6 +229,12 @@ def _reason(value: Any) -> str | None:
 
 def parse_job(job: Json) -> JobInfo:
     """One job from squeue/slurmrestd ``jobs[]`` (controller) or sacct/slurmdb ``jobs[]``."""
+    return _parse_job(job, run=False)
+
+
+def _parse_job(job: Json, *, run: bool) -> JobInfo:
+    """``run``: the record is an earlier run of a requeued job, which has ended whatever
+    its flags say: its state is ``run_state``'s and its end time is kept."""
     is_db = isinstance(job.get("state"), Mapping) or isinstance(job.get("time"), Mapping)
     if is_db:
         state_obj = _mapping(job.get("state"))
@@ -232,21 +250,26 @@ def parse_job(job: Json) -> JobInfo:
             timestamp(job.get(k)) for k in ("submit_time", "start_time", "end_time")
         )
         elapsed = None
-    state = map_state(words)
-    if not state.terminal:
+    state = run_state(words) if run else map_state(words)
+    if not state.terminal and not run:
         end = None  # for live jobs squeue's end_time is the expected end, not a fact
+    if state is JobState.PENDING and not is_db and not run:
+        # ...and a pending job's start_time the expected start (a requeued one's too).
+        start = None
     if elapsed is None and start is not None:
         stop = end if end is not None else datetime.now(UTC)
         elapsed = max(0, int((stop - start).total_seconds()))
     if not is_db and start is None:
         elapsed = None
-    code = exit_code(job.get("exit_code")) if state.terminal else None
+    raw_exit = job.get("exit_code")
     return JobInfo(
         job_id=str(number(job.get("job_id")) or job.get("job_id")),
         state=state,
         native_state="+".join(words),
         reason=reason,
-        exit_code=code,
+        exit_code=exit_code(raw_exit) if state.terminal or run else None,
+        signal=exit_signal(raw_exit) if state.terminal or run else None,
+        restart_count=number(job.get("restart_cnt")) or 0,
         nodes=expand_hostlist(str(job.get("nodes") or "")) if start else (),
         submit_time=submit,
         start_time=start,
@@ -264,14 +287,45 @@ def parse_jobs(doc: Json, cluster: str | None = None) -> dict[str, JobInfo]:
     """All jobs of an envelope keyed by job id; ``cluster`` drops other clusters' jobs.
 
     slurmdbd serves every cluster it accounts for, so sacct/slurmdb answers may mix them.
+    Several accounting records under one id are the runs of a requeued job (see
+    ``with_runs``).
     """
-    out: dict[str, JobInfo] = {}
+    records: dict[str, list[tuple[Json, JobInfo]]] = {}
     for job in doc.get("jobs") or []:
         if cluster and job.get("cluster") not in (None, "", cluster):
             continue
         info = parse_job(job)
-        out[info.job_id] = info
-    return out
+        records.setdefault(info.job_id, []).append((job, info))
+    return {job_id: with_runs(recs) for job_id, recs in records.items()}
+
+
+def _submitted(record: tuple[Json, JobInfo]) -> tuple[datetime, datetime]:
+    _, info = record
+    never = datetime.min.replace(tzinfo=UTC)
+    return (info.submit_time or never, info.start_time or never)
+
+
+def with_runs(records: list[tuple[Json, JobInfo]]) -> JobInfo:
+    """One job from its records (raw JSON, parsed), one per run: the last run, with the
+    earlier ones as ``runs`` (oldest first, each with ``run_state``'s end state).
+
+    Slurm resubmits a requeued job under its id with a new submit time, so the latest
+    submitted record is the last run. A record carrying another tag than the last run's
+    belongs to another job that had the same id before the ids were reset: ignored.
+    """
+    if len(records) == 1:
+        return records[0][1]
+    ordered = sorted(records, key=_submitted)
+    last = ordered[-1][1]
+    runs = []
+    for raw, info in ordered[:-1]:
+        if info.tag != last.tag:
+            log.info("job %s: ignoring a record of another job with the same id", last.job_id)
+            continue
+        runs.append(_parse_job(raw, run=True))
+    return dataclasses.replace(
+        last, runs=tuple(runs), restart_count=max(last.restart_count, len(runs))
+    )
 
 
 def _gpus(gres: Any) -> int:

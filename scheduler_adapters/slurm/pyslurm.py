@@ -27,7 +27,7 @@ from typing import Any
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
-from .parse import exit_code, expand_hostlist, number
+from .parse import exit_code, exit_signal, expand_hostlist, number
 from .script import build_environment, neutralise_directives
 from .states import map_state
 
@@ -117,6 +117,10 @@ class PySlurmAdapter(SchedulerAdapter):
             native_state=state_text,
             reason=_reason(_attr(job, "state_reason")),
             exit_code=exit_code(_attr(job, "exit_code")) if state.terminal else None,
+            signal=exit_signal(_attr(job, "exit_code")) if state.terminal else None,
+            # pyslurm's collections are keyed by job id, so accounting's earlier runs of
+            # a requeued job are not in reach: only their count (JobInfo.runs stays empty).
+            restart_count=number(_attr(job, "restart_counter", "restart_cnt")) or 0,
             nodes=_nodes(_attr(job, "nodes", "nodelist")) if start else (),
             submit_time=_time(_attr(job, "submit_time")),
             start_time=start,

@@ -31,7 +31,7 @@ import jwt
 
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
-from .common import JOB_ID, cluster_info, is_transient, keyed_by_tag
+from .common import JOB_ID, cluster_info, is_transient, keyed_by_tag, with_earlier_runs
 from .parse import envelope_errors, parse_jobs, parse_nodes, plugin_version, release
 from .rest_body import job_description
 
@@ -268,15 +268,23 @@ class SlurmRestAdapter(SchedulerAdapter):
         live = parse_jobs(self._call("GET", f"{self._ctl()}/jobs"), self.slurm_cluster)
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=lambda j: (len(j), j))
-        if missing:
+        # Ended after a requeue: the earlier runs are in accounting only (slurmdb lists
+        # every record of a job, one per run).
+        requeued = sorted(
+            (j for j, i in found.items() if i.state.terminal and i.restart_count),
+            key=lambda j: (len(j), j),
+        )
+        if missing or requeued:
             # A comma must be escaped: 22.05 answers 400 to a raw one in the query.
-            steps = urllib.parse.quote(",".join(missing), safe="")
+            steps = urllib.parse.quote(",".join(missing + requeued), safe="")
             cluster = urllib.parse.quote(self.slurm_cluster, safe="")
             doc = self._call("GET", f"{self._db()}/jobs?cluster={cluster}&step={steps}")
             done = parse_jobs(doc, self.slurm_cluster)
             if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
+            for j in requeued:
+                found[j] = with_earlier_runs(found[j], done.get(j))
         return found
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:

@@ -17,6 +17,15 @@ Rules, applied in order:
    fallback.
 4. A name in no table maps to ``UNKNOWN`` and is logged once; it never raises (a
    newer Slurm must not crash the poller; psij-python's ``assert`` is the counter-example).
+
+The end states say whose end it was: the job's own (``COMPLETED``, ``FAILED``,
+``OUT_OF_MEMORY``, ``TIMEOUT``, ``CANCELLED``) or the center's (``NODE_FAIL``,
+``BOOT_FAIL``, ``PREEMPTED``), each visible as such. A requeued job is ``PENDING``
+again under the same id (22.05's squeue prints plain ``PENDING`` then, with
+``restart_cnt`` counting the requeues; 24.05+ adds the ``REQUEUED`` flag), so a node
+failure or preemption that Slurm answers with a requeue is never an end. Accounting
+keeps one record per run (``sacct --duplicates``): ``run_state`` reads how an earlier
+run ended.
 """
 
 from __future__ import annotations
@@ -26,7 +35,14 @@ from collections.abc import Iterable
 
 from ..base import JobState
 
-__all__ = ["BASE_STATES", "FLAG_FALLBACKS", "OVERRIDING_FLAGS", "SHORT_CODES", "map_state"]
+__all__ = [
+    "BASE_STATES",
+    "FLAG_FALLBACKS",
+    "OVERRIDING_FLAGS",
+    "SHORT_CODES",
+    "map_state",
+    "run_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +55,16 @@ BASE_STATES: dict[str, JobState] = {
     "CANCELLED": JobState.CANCELLED,
     "FAILED": JobState.FAILED,
     "TIMEOUT": JobState.TIMEOUT,
-    "NODE_FAIL": JobState.FAILED,
-    # Preempted and not requeued: the job did not finish its work (psij maps it likewise).
-    "PREEMPTED": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED,
+    # A node of the job failed (or an admin set it down) and the job was not requeued.
+    "NODE_FAIL": JobState.NODE_FAIL,
+    # Preempted for another job and not requeued: it did not finish its work.
+    "PREEMPTED": JobState.PREEMPTED,
+    # Its nodes failed to boot (power saving, cloud nodes, reboot=...).
+    "BOOT_FAIL": JobState.BOOT_FAIL,
     # The job's --deadline passed before it could finish: it ran out of time.
     "DEADLINE": JobState.TIMEOUT,
-    "OUT_OF_MEMORY": JobState.FAILED,
+    # The job used more memory than it asked for (cgroup OOM kill).
+    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
 }
 
 #: Flags that decide the state whatever the base state says (rule 1), in priority order.
@@ -135,3 +154,18 @@ def map_state(native: str | Iterable[str]) -> JobState:
         _warned.add(key)
         log.warning("unknown Slurm job state %r: reporting it as unknown", key)
     return JobState.UNKNOWN
+
+
+def run_state(native: str | Iterable[str]) -> JobState:
+    """How an earlier run of a requeued job ended, from its accounting record.
+
+    Its base state decides, whatever the flags (``["NODE_FAIL", "REQUEUED"]`` is a run
+    ended by a node failure); a record without one maps as ``map_state`` does (22.05
+    records a run ended by ``scontrol requeue`` as plain ``REQUEUED``: ``PENDING``).
+    """
+    names = [native] if isinstance(native, str) else list(native)
+    words = [_normalise(n) for n in names if n and n.strip()]
+    for word in words:
+        if word in BASE_STATES:
+            return BASE_STATES[word]
+    return map_state(words)

@@ -148,7 +148,7 @@ def test_jobs_2405_shape() -> None:
     assert jobs["105"].nodes == ("cn05", "cn07", "cn08") and jobs["105"].end_time is None
     assert jobs["106"].state is JobState.RUNNING and jobs["106"].end_time is None
     assert jobs["107"].state is JobState.PENDING
-    assert jobs["108"].state is JobState.FAILED
+    assert jobs["108"].state is JobState.OUT_OF_MEMORY  # the job's fault, visible as such
     assert jobs["109"].state is JobState.SUSPENDED
     assert jobs["110"].state is JobState.TIMEOUT
 

@@ -61,12 +61,84 @@ def test_slurm_h_base_states_are_all_in_the_table() -> None:
         ("CANCELLED by 1000", JobState.CANCELLED),  # sacct's text
         ("COMPLETING", JobState.RUNNING),  # 22.05 string hides the base state
         ("JOB_COMPLETE", JobState.COMPLETED),
-        ("OOM", JobState.FAILED),
+        ("OOM", JobState.OUT_OF_MEMORY),
         ("DEADLINE", JobState.TIMEOUT),
     ],
 )
 def test_flags_and_spellings(native: str | list[str], expected: JobState) -> None:
     assert map_state(native) is expected
+
+
+@pytest.mark.parametrize(
+    ("native", "expected"),
+    [
+        # 22.05 strings (squeue job_state, sacct state.current) and short codes
+        ("NODE_FAIL", JobState.NODE_FAIL),
+        ("NF", JobState.NODE_FAIL),
+        ("BOOT_FAIL", JobState.BOOT_FAIL),
+        ("BF", JobState.BOOT_FAIL),
+        ("PREEMPTED", JobState.PREEMPTED),
+        ("PR", JobState.PREEMPTED),
+        ("OUT_OF_MEMORY", JobState.OUT_OF_MEMORY),
+        ("OOM_KILL", JobState.OUT_OF_MEMORY),
+        # 24.05+ lists
+        (["NODE_FAIL"], JobState.NODE_FAIL),
+        (["BOOT_FAIL"], JobState.BOOT_FAIL),
+        (["PREEMPTED"], JobState.PREEMPTED),
+        (["OUT_OF_MEMORY"], JobState.OUT_OF_MEMORY),
+        (["FAILED", "LAUNCH_FAILED"], JobState.FAILED),
+        # Requeued: the same job runs again, so none of these is an end.
+        ("REQUEUED", JobState.PENDING),  # 22.05: the flag hides the base state
+        (["NODE_FAIL", "REQUEUED"], JobState.PENDING),
+        (["PREEMPTED", "REQUEUED"], JobState.PENDING),
+        (["BOOT_FAIL", "REQUEUED"], JobState.PENDING),
+        (["PENDING", "COMPLETING", "REQUEUED"], JobState.PENDING),
+        (["PENDING", "REQUEUE_HOLD"], JobState.PENDING),
+        # Still completing on its nodes: not settled until the epilog is done.
+        (["NODE_FAIL", "COMPLETING"], JobState.RUNNING),
+        (["OUT_OF_MEMORY", "COMPLETING"], JobState.RUNNING),
+    ],
+)
+def test_end_states_are_visible_as_such_and_requeues_are_not_ends(
+    native: str | list[str], expected: JobState
+) -> None:
+    assert map_state(native) is expected
+
+
+def test_every_end_state_is_terminal_and_only_those() -> None:
+    ends = {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+        JobState.BOOT_FAIL,
+        JobState.PREEMPTED,
+        JobState.OUT_OF_MEMORY,
+    }
+    assert {s for s in JobState if s.terminal} == ends
+    # Every terminal JobState is reachable from some Slurm base state.
+    assert ends <= set(states.BASE_STATES.values())
+
+
+@pytest.mark.parametrize(
+    ("native", "expected"),
+    [
+        ("NODE_FAIL", JobState.NODE_FAIL),
+        (["NODE_FAIL", "REQUEUED"], JobState.NODE_FAIL),
+        (["PREEMPTED", "REQUEUED"], JobState.PREEMPTED),
+        ("PR", JobState.PREEMPTED),
+        (["BOOT_FAIL"], JobState.BOOT_FAIL),
+        ("REQUEUED", JobState.PENDING),  # 22.05's record of a run ended by scontrol requeue
+        (["PENDING", "REQUEUED"], JobState.PENDING),
+        (["COMPLETED"], JobState.COMPLETED),
+        ("BEAMED_UP", JobState.UNKNOWN),
+    ],
+)
+def test_run_state_reads_how_an_earlier_run_ended(
+    native: str | list[str], expected: JobState
+) -> None:
+    assert states.run_state(native) is expected
 
 
 def test_unknown_state_is_unknown_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -79,3 +151,4 @@ def test_unknown_state_is_unknown_and_logged(caplog: pytest.LogCaptureFixture) -
 @given(st.one_of(st.text(), st.lists(st.text(), max_size=4)))
 def test_map_state_never_raises(native: str | list[str]) -> None:
     assert isinstance(map_state(native), JobState)
+    assert isinstance(states.run_state(native), JobState)

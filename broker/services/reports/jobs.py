@@ -25,6 +25,8 @@ class JobRow:
     id: uuid.UUID
     name: str
     state: JobStatus
+    reason: str
+    native_state: str
     enterprise: str
     project: str
     cluster: str
@@ -81,6 +83,8 @@ _JOB_COLUMNS = (
     Job.id,
     Job.name,
     Job.state,
+    Job.reason,
+    Job.native_state,
     Job.enterprise_id,
     Job.project_id,
     Job.cluster,
@@ -114,6 +118,8 @@ def job_page(
             id=r.id,
             name=r.name,
             state=r.state,
+            reason=r.reason or "",
+            native_state=r.native_state or "",
             enterprise=ents.get(r.enterprise_id, "?"),
             project=projs.get(r.project_id, "?"),
             cluster=r.cluster,
