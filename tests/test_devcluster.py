@@ -115,13 +115,15 @@ def test_rendered_clusters_files(dc: ModuleType, tmp_path: Path) -> None:
         if len(names) == 2:
             assert set(clusters) == {"alpha", "beta"}
             continue
-        assert set(clusters) == {"alpha", "beta", "gamma", "gamma-cli"}
+        assert set(clusters) == {"alpha", "beta", "gamma", "gamma-cli", "gamma-pyslurm"}
         bin_dir = str(dc.slurm_prefix() / "bin")
         assert clusters["gamma"].adapter == "slurmrestd"
         assert clusters["gamma"].options["bin_dir"] == bin_dir
         assert clusters["gamma-cli"].adapter == "slurm-cli"
         assert clusters["gamma-cli"].options["slurm_cluster"] == "gamma"
         assert clusters["gamma-cli"].options["bin_dir"] == bin_dir
+        assert clusters["gamma-pyslurm"].adapter == "pyslurm"
+        assert clusters["gamma-pyslurm"].options["slurm_cluster"] == "gamma"
         assert "bin_dir" not in clusters["alpha"].options
 
 
@@ -138,6 +140,34 @@ def test_every_cluster_stores_job_comments_and_gamma_has_its_own_slurmdbd(
     assert f"DbdPort={gamma_port}\n" in gamma_dbd
     assert f"StorageLoc={dc.DBDS['25.11']['db']}\n" in gamma_dbd
     assert dc.DBDS["25.11"]["db"] != dc.DB_NAME
+
+
+def test_pyslurm_wheel_is_built_once_per_slurm_build_and_python(
+    dc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tarball(tmp_path, "1")
+    dc.ensure_slurm_build()
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], env: dict[str, str] | None = None, **kw: object) -> object:
+        calls.append([str(a) for a in argv])
+        if "wheel" in argv and "-w" in argv:
+            assert env is not None and env["SLURM_LIB_DIR"].endswith("/lib")
+            out = Path(argv[argv.index("-w") + 1])
+            out.mkdir(parents=True)
+            (out / "pyslurm-25.11.2-cp311-cp311-linux_x86_64.whl").write_text("whl")
+        stdout = "cp311\n" if "-c" in argv else ""
+        return subprocess.CompletedProcess(argv, 0, stdout, "")
+
+    monkeypatch.setattr(dc, "run", fake_run)
+    wheel = dc.ensure_pyslurm_wheel("/usr/bin/python3")
+    assert wheel.name.startswith("pyslurm-25.11.2-") and wheel.read_text() == "whl"
+    assert wheel.parent.name == f"pyslurm-25.11.2-{dc.slurm_prefix().name[6:]}-cp311"
+    builds_of_wheel = sum("wheel" in c and "-w" in c for c in calls)
+    assert dc.ensure_pyslurm_wheel("/usr/bin/python3") == wheel
+    assert sum("wheel" in c and "-w" in c for c in calls) == builds_of_wheel == 1
+    wheel_call = next(c for c in calls if "wheel" in c and "-w" in c)
+    assert "--no-build-isolation" in wheel_call and "pyslurm==25.11.2" in wheel_call
 
 
 def test_usage() -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import ModuleType
@@ -34,6 +36,9 @@ from .states import map_state
 __all__ = ["PySlurmAdapter"]
 
 log = logging.getLogger(__name__)
+
+#: The slurm.conf each imported pyslurm module was loaded with (libslurm reads it once).
+_LOADED_CONF: dict[str, str] = {}
 
 
 def _attr(obj: Any, *names: str, default: Any = None) -> Any:
@@ -63,9 +68,33 @@ def _reason(value: Any) -> str | None:
     return None if value in (None, "", "None") else str(value)
 
 
+def _exit_signal(job: Any) -> int | None:
+    """The signal that ended a job, or None.
+
+    pyslurm 25.11 decodes the wait status: ``exit_code`` 3 and ``exit_code_signal`` 0
+    for ``exit 3``; without ``exit_code_signal``, ``exit_code`` is the raw status (768).
+    """
+    if hasattr(job, "exit_code_signal"):
+        return number(job.exit_code_signal) or None
+    raw = number(_attr(job, "exit_code"))
+    return ((raw & 0x7F) or None) if raw is not None else None
+
+
+def _exit_code(job: Any) -> int | None:
+    """A job's exit code; a signal gives 128 + its number, like the shell."""
+    sig = _exit_signal(job)
+    if sig:
+        return 128 + sig
+    raw = _attr(job, "exit_code")
+    return number(raw) if hasattr(job, "exit_code_signal") else exit_code(raw)
+
+
 def _values(collection: Any) -> list[Any]:
-    if isinstance(collection, Mapping):
-        return list(collection.values())
+    # pyslurm's Jobs/Nodes/db.Jobs are MultiClusterMaps: not Mappings, but they have
+    # values(), and iterating them yields the keys (job ids, node names).
+    values = getattr(collection, "values", None)
+    if isinstance(collection, Mapping) or callable(values):
+        return list(values()) if callable(values) else []
     return list(collection or [])
 
 
@@ -73,24 +102,55 @@ class PySlurmAdapter(SchedulerAdapter):
     """Drive one cluster through pyslurm in this process.
 
     Options: ``slurm_cluster`` (``ClusterName`` if different), ``module`` (import name,
-    ``pyslurm``; tests point it at a fake).
+    ``pyslurm``; tests point it at a fake), ``slurm_conf`` (the ``slurm.conf`` libslurm
+    reads when pyslurm is first imported: one Slurm per process; also used, with
+    ``bin_dir``, by accounting sync through sacctmgr).
+
+    Jobs run as the spec's user (``user_id``): libslurm lets only root or the cluster's
+    ``SlurmUser`` submit for another user, so the broker runs as one of them.
     """
 
     kind = "pyslurm"
 
     def __init__(
-        self, cluster: str, *, slurm_cluster: str | None = None, module: str = "pyslurm"
+        self,
+        cluster: str,
+        *,
+        slurm_cluster: str | None = None,
+        module: str = "pyslurm",
+        slurm_conf: str | None = None,
+        bin_dir: str | None = None,
     ) -> None:
         super().__init__(cluster)
         self.slurm_cluster = slurm_cluster or cluster
+        self.slurm_conf = slurm_conf
+        self.bin_dir = bin_dir  # accounting's sacctmgr; pyslurm itself links libslurm
+        loaded = _LOADED_CONF.get(module)
+        if module in sys.modules and slurm_conf and loaded not in (None, slurm_conf):
+            raise AdapterConfigError(
+                f"{module} in this process already reads {loaded}, not {slurm_conf}: "
+                "one pyslurm cluster per broker process",
+                cluster=cluster,
+            )
+        saved = os.environ.get("SLURM_CONF")
         try:
+            first = module not in sys.modules
+            if slurm_conf and first:
+                os.environ["SLURM_CONF"] = slurm_conf  # libslurm reads it on import
             self._ps: ModuleType = importlib.import_module(module)
+            if slurm_conf and first:
+                _LOADED_CONF[module] = slurm_conf
         except ImportError as exc:
             raise AdapterConfigError(
                 f"the pyslurm adapter needs the {module!r} package built for this site's "
                 f"Slurm (install the 'pyslurm' extra): {exc}",
                 cluster=cluster,
             ) from exc
+        finally:
+            if saved is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = saved
 
     def _error(self, exc: BaseException, action: str) -> SchedulerError:
         message = f"{action}: {exc}"
@@ -116,12 +176,13 @@ class PySlurmAdapter(SchedulerAdapter):
             state=state,
             native_state=state_text,
             reason=_reason(_attr(job, "state_reason")),
-            exit_code=exit_code(_attr(job, "exit_code")) if state.terminal else None,
+            exit_code=_exit_code(job) if state.terminal else None,
             signal=exit_signal(_attr(job, "exit_code")) if state.terminal else None,
             # pyslurm's collections are keyed by job id, so accounting's earlier runs of
             # a requeued job are not in reach: only their count (JobInfo.runs stays empty).
             restart_count=number(_attr(job, "restart_counter", "restart_cnt")) or 0,
-            nodes=_nodes(_attr(job, "nodes", "nodelist")) if start else (),
+            # Job.allocated_nodes (live), db.Job.nodelist (accounting): hostlists.
+            nodes=_nodes(_attr(job, "nodes", "allocated_nodes", "nodelist")) if start else (),
             submit_time=_time(_attr(job, "submit_time")),
             start_time=start,
             end_time=end,

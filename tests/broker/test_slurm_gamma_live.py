@@ -1,7 +1,8 @@
 """Jobs through the REST API on gamma (Slurm 25.11 built from source), once per adapter.
 
 The clusters file holds gamma alone, reached by the adapter under test (``gamma`` is
-slurmrestd v0.0.44 in devcluster's file; ``gamma-cli`` is renamed to gamma here). A job
+slurmrestd v0.0.44 in devcluster's file; ``gamma-cli`` and ``gamma-pyslurm`` are renamed
+to gamma here; pyslurm runs in this process, as root, submitting with user_id). A job
 completes as the enterprise's POSIX user and is charged what sacct reports. Needs
 ``BROKER_TEST_GAMMA=1`` (``slurm_three_file``).
 """
@@ -60,7 +61,11 @@ def _toml(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@pytest.fixture(scope="module", params=["gamma", "gamma-cli"], ids=["slurmrestd", "slurm-cli"])
+@pytest.fixture(
+    scope="module",
+    params=["gamma", "gamma-cli", "gamma-pyslurm"],
+    ids=["slurmrestd", "slurm-cli", "pyslurm"],
+)
 def gamma(
     request: pytest.FixtureRequest,
     slurm_three_file: Path,

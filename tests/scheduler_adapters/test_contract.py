@@ -2,8 +2,8 @@
 
 ``local`` runs everywhere; ``slurm-cli`` runs on the live dev cluster alpha and
 ``slurmrestd`` on beta (Slurm 22.05), both again on gamma (Slurm 25.11, slurmrestd's
-v0.0.44; only with ``BROKER_TEST_GAMMA=1``), all ``@pytest.mark.slurm``, brought up by
-``devcluster``.
+v0.0.44) with ``pyslurm`` 25.11 (only with ``BROKER_TEST_GAMMA=1``), all
+``@pytest.mark.slurm``, brought up by ``devcluster``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ KINDS = [
     pytest.param("beta", id="slurmrestd-beta", marks=pytest.mark.slurm),
     pytest.param("gamma-cli", id="slurm-cli-gamma", marks=pytest.mark.slurm),
     pytest.param("gamma", id="slurmrestd-gamma", marks=pytest.mark.slurm),
+    pytest.param("gamma-pyslurm", id="pyslurm-gamma", marks=pytest.mark.slurm),
 ]
 
 
