@@ -275,10 +275,10 @@ class SlurmRestAdapter(SchedulerAdapter):
             key=lambda j: (len(j), j),
         )
         if missing or requeued:
-            # A comma must be escaped: 22.05 answers 400 to a raw one in the query.
-            steps = urllib.parse.quote(",".join(missing + requeued), safe="")
             cluster = urllib.parse.quote(self.slurm_cluster, safe="")
-            doc = self._call("GET", f"{self._db()}/jobs?cluster={cluster}&step={steps}")
+            doc = self._call(
+                "GET", f"{self._db()}/jobs?cluster={cluster}&{self._steps(missing + requeued)}"
+            )
             done = parse_jobs(doc, self.slurm_cluster)
             if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
                 done = self._fix_exit_codes(done)
@@ -286,6 +286,14 @@ class SlurmRestAdapter(SchedulerAdapter):
             for j in requeued:
                 found[j] = with_earlier_runs(found[j], done.get(j))
         return found
+
+    def _steps(self, ids: Sequence[str]) -> str:
+        """The slurmdb jobs query naming ``ids``. 22.05 (v0.0.38/39) wants one ``step``
+        with escaped commas (a raw one is a 400); 25.11 refuses that ("Query empty or
+        not RFC7320 compliant") and a raw comma, and takes ``step`` once per id."""
+        if self.version in ("v0.0.38", "v0.0.39"):
+            return "step=" + urllib.parse.quote(",".join(ids), safe="")
+        return "&".join(f"step={urllib.parse.quote(j, safe='')}" for j in ids)
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
         # 22.05's dbv0.0.38 reports return_code 0 for `exit 3` (fixtures 22.05/sacct.json).
