@@ -29,7 +29,7 @@ from .slurm.accounting import (
     pfh_to_billing_minutes,
     pflops_to_billing,
 )
-from .slurm.script import NeutralisedDirective, neutralise_directives
+from .slurm.script import NeutralisedDirective, env_name_refusal, neutralise_directives
 
 __all__ = [
     "ADAPTER_KINDS",
@@ -53,6 +53,7 @@ __all__ = [
     "billing_weights",
     "create_accounting",
     "create_adapter",
+    "env_name_refusal",
     "neutralise_directives",
     "pfh_to_billing_minutes",
     "pflops_to_billing",

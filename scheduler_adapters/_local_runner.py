@@ -9,6 +9,10 @@ group and supplementary groups: nothing of root's is kept), never as root. It op
 script and the output files itself and hands the job descriptors, so the job needs no
 path to the adapter's directory; the output files are opened without following a link
 and must be regular files.
+
+The job starts in its working directory, entered from its job directory without
+following a link (the directories below the job directory are the job's own to plant
+links in).
 """
 
 from __future__ import annotations
@@ -70,9 +74,11 @@ def run(job_dir: Path) -> int:
     if who is not None:
         ids = {"user": who["uid"], "group": who["gid"], "extra_groups": who["groups"]}
     try:
+        # Entered here, before the switch (its ancestors may be closed to the job's
+        # user); the job inherits it. This process runs only this job.
+        _enter(meta.get("job_dir") or meta["working_dir"], meta["working_dir"])
         proc = subprocess.Popen(
             ["/bin/bash", f"/dev/fd/{script}"],
-            cwd=meta["working_dir"],  # entered before the switch: its ancestors may be closed
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -111,6 +117,27 @@ def run(job_dir: Path) -> int:
     return 0
 
 
+def _enter(top: str, work: str) -> None:
+    """Change into ``work``, which is ``top`` or below it, following no link below ``top``."""
+    rel = os.path.relpath(work, top)
+    parts = [] if rel == "." else rel.split(os.sep)
+    if any(p in ("", "..") for p in parts):
+        raise OSError(f"working directory {work} is not under {top}")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(f"working directory {work}: {part} is not a directory") from exc
+            os.close(fd)
+            fd = nxt
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -123,7 +150,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
-    job_dir = Path(sys.argv[1])
+    job_dir = Path(os.path.abspath(sys.argv[1]))  # the job's cwd is not ours
     # Detach fully: the submitting process reaps the intermediate child at once.
     if os.fork() > 0:
         os._exit(0)

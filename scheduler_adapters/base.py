@@ -78,7 +78,17 @@ _TERMINAL = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """A batch job to run, PSI/J-shaped. Broker-owned fields: account, user, tag."""
+    """A batch job to run, PSI/J-shaped. Broker-owned fields: account, user, tag.
+
+    ``constraints`` is Slurm's feature expression (``"avx512&ib"``); ``qos`` and
+    ``reservation`` go to the scheduler as given (the broker allow-lists them).
+    ``working_dir`` is where the job starts (``sbatch --chdir``); ``job_dir`` the job's
+    own directory that holds it and the output files (``HOME`` where an adapter sets
+    one; the tree the local adapter hands to the job's user), ``working_dir`` when
+    unset. ``environment`` is the job's own variables: adapters refuse names that
+    would steer the scheduler (``slurm.script.env_name_refusal``) and add
+    ``BROKER_JOB_ID`` = ``broker_job_id`` when given.
+    """
 
     name: str
     script: str
@@ -90,15 +100,19 @@ class JobSpec:
     gpus_per_node: int | None = None
     partition: str | None = None
     constraints: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
     account: str | None = None
     user: str | None = None
     tag: str | None = None
     working_dir: str | None = None
+    job_dir: str | None = None
     stdout_path: str | None = None
     stderr_path: str | None = None
     nodelist: Sequence[str] = ()
     exclusive: bool = True
     environment: Mapping[str, str] = field(default_factory=dict)
+    broker_job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from .base import ClusterInfo, JobInfo, JobSpec, JobState, NodeInfo, PartitionInfo, SchedulerAdapter
 from .errors import AdapterConfigError, SubmitRejected
-from .slurm.script import neutralise_directives
+from .slurm.script import check_environment, neutralise_directives
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,12 @@ class LocalAdapter(SchedulerAdapter):
         return self._fallback
 
     def _hand_over(self, job_dir: Path, work: Path, who: _Account | None) -> None:
-        """The script readable by the job's user alone; its working directory its own.
+        """The script readable by the job's user alone; its directory its own.
 
         The adapter's records (``job_dir``: meta, state, script) stay root's, 0700: a
-        job must not rewrite its own accounting. A working directory still owned by root
-        (the broker could not give it to a user that does not exist here) goes to the
+        job must not rewrite its own accounting. The job's directory (``work``: the
+        spec's ``job_dir``, which holds its working directory) still owned by root (the
+        broker could not give it to a user that does not exist here) goes to the
         account the job runs as, with what was staged into it; no link is followed, and
         the adapter's own directory is never handed over.
         """
@@ -185,10 +186,16 @@ class LocalAdapter(SchedulerAdapter):
         if spec.partition not in (None, self.partition):
             raise SubmitRejected(f"invalid partition {spec.partition!r}", cluster=self.cluster)
         who = self._run_as(spec.user)
+        try:
+            variables = check_environment(spec.environment)
+        except ValueError as exc:
+            raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         job_id = self._next_id()
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir(mode=0o700)
-        work = Path(spec.working_dir) if spec.working_dir else job_dir / "work"
+        home = Path(spec.job_dir or spec.working_dir or job_dir / "work")
+        home.mkdir(parents=True, exist_ok=True)
+        work = Path(spec.working_dir) if spec.working_dir else home
         work.mkdir(parents=True, exist_ok=True)
         stdout = spec.stdout_path or str(job_dir / "stdout")
         drained = self._drained()
@@ -200,10 +207,11 @@ class LocalAdapter(SchedulerAdapter):
             )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work),
+            "HOME": str(home),
             "LANG": "C.UTF-8",
-            **spec.environment,
-            "BROKER_JOB_ID": job_id,
+            **variables,
+            **({"BROKER_JOB_ID": spec.broker_job_id} if spec.broker_job_id else {}),
+            "BROKER_SCHEDULER_JOB_ID": job_id,
             "SLURM_JOB_ID": job_id,
             "SLURM_JOB_NUM_NODES": str(len(nodes)),
             "SLURM_JOB_NODELIST": ",".join(nodes),
@@ -223,6 +231,7 @@ class LocalAdapter(SchedulerAdapter):
             "partition": spec.partition or self.partition,
             "nodes": nodes,
             "time_limit_minutes": spec.time_limit_minutes,
+            "job_dir": str(home),
             "working_dir": str(work),
             "stdout_path": stdout,
             "stderr_path": spec.stderr_path or stdout,
@@ -232,7 +241,7 @@ class LocalAdapter(SchedulerAdapter):
         # Directives mean nothing here; neutralised as on Slurm so the job's warnings hold.
         (job_dir / "script.sh").write_text(neutralise_directives(spec.script)[0])
         (job_dir / "meta.json").write_text(json.dumps(meta))
-        self._hand_over(job_dir, work, who)
+        self._hand_over(job_dir, home, who)
         with (job_dir / "runner.log").open("ab") as log:
             subprocess.run(
                 [sys.executable, "-m", "scheduler_adapters._local_runner", str(job_dir)],

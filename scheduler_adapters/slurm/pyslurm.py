@@ -206,7 +206,8 @@ class PySlurmAdapter(SchedulerAdapter):
         if spec.user is None:
             raise SubmitRejected("refusing to submit without a user", cluster=self.cluster)
         try:
-            env = build_environment(spec, home=spec.working_dir or "/", user=spec.user)
+            home = spec.job_dir or spec.working_dir or "/"
+            env = build_environment(spec, home=home, user=spec.user)
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         script, _ = neutralise_directives(spec.script)
@@ -222,6 +223,8 @@ class PySlurmAdapter(SchedulerAdapter):
             "ntasks": spec.ntasks,
             "cpus_per_task": spec.cpus_per_task,
             "constraints": spec.constraints,
+            "qos": spec.qos,
+            "reservations": spec.reservation,
             "working_directory": spec.working_dir,
             "standard_output": spec.stdout_path,
             "standard_error": spec.stderr_path,

@@ -41,7 +41,7 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
     if spec.nodes < 1:
         raise ValueError("nodes: must be at least 1")
     new = _version_tuple(version) >= (0, 0, 40)
-    env = build_environment(spec, home=spec.working_dir or "/", user=spec.user)
+    env = build_environment(spec, home=spec.job_dir or spec.working_dir or "/", user=spec.user)
     script, _ = neutralise_directives(spec.script)
     job: dict[str, Any] = {
         "name": spec.name or "broker-job",
@@ -61,6 +61,8 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         "tasks": spec.ntasks,
         "cpus_per_task": spec.cpus_per_task,
         "constraints": spec.constraints,
+        "qos": spec.qos,
+        "reservation": spec.reservation,
         "standard_output": spec.stdout_path,
         "standard_error": spec.stderr_path,
     }

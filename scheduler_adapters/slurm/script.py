@@ -59,10 +59,13 @@ from ..base import TAG_PREFIX, JobSpec
 __all__ = [
     "ALLOWED_LONG",
     "ALLOWED_SHORT",
+    "RESERVED_ENV_PREFIXES",
     "NeutralisedDirective",
     "SbatchRequest",
     "build_environment",
     "build_sbatch",
+    "check_environment",
+    "env_name_refusal",
     "neutralise_directives",
 ]
 
@@ -82,8 +85,28 @@ _PLAIN = re.compile(r"[ -~\t]*")  # printable ASCII and tabs
 _REMOVED = "#BROKER-REMOVED "
 _FROM_SPEC = "resources, placement, priority and identity come from the job spec"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Environment names a spec may not set: they would steer sbatch or the Slurm client.
-_RESERVED_ENV_PREFIXES = ("SBATCH_", "SLURM_CONF", "SALLOC_", "SRUN_")
+_SET_IN_SCRIPT = "export it in the script if the job needs it"
+#: Prefixes of the environment names a spec may not set, with why. The spec's variables
+#: are the job's own: what steers the scheduler, its tools or its plugins stays Slurm's,
+#: and a script can still ``export`` any of them for itself.
+RESERVED_ENV_PREFIXES: tuple[tuple[str, str], ...] = (
+    # SLURM_CONF, SLURM_ACCOUNT...; inside a job SLURM_JOB_ID and the rest are Slurm's.
+    ("SLURM_", "Slurm's own variables steer its tools and describe the job"),
+    # sbatch reads SBATCH_ACCOUNT, SBATCH_QOS, SBATCH_RESERVATION... as options.
+    ("SBATCH_", "sbatch reads it as an option"),
+    ("SALLOC_", "salloc reads it as an option"),
+    ("SRUN_", "srun reads it as an option"),
+    # Spank plugin options travel as these; plugins (some running as root) read them.
+    ("SPANK_", "Slurm's plugins read it"),
+    ("_SLURM", "Slurm's plugins read it"),
+    # srun sets these for each task: the wiring between the launcher and MPI.
+    ("PMI_", "srun sets it for each task (the process-management interface)"),
+    ("PMIX_", "srun sets it for each task (the process-management interface)"),
+    ("BROKER_", "the broker sets it (BROKER_JOB_ID, BROKER_SCHEDULER_JOB_ID)"),
+    # The environment is also sbatch's own on slurm-cli (it passes it on with
+    # --export=ALL): a library preloaded there could rewrite the submission itself.
+    ("LD_", "the dynamic loader reads it in every program, sbatch included"),
+)
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _WARNING_TEXT_MAX = 200
 
@@ -187,6 +210,32 @@ def neutralise_directives(script: str) -> tuple[str, list[NeutralisedDirective]]
     return "\n".join(lines), removed
 
 
+def env_name_refusal(name: str) -> str | None:
+    """Why a job spec may not set environment variable ``name``, or None if it may.
+
+    A name is letters, digits and ``_``, not starting with a digit; names that would
+    steer the scheduler, its tools or plugins are refused (``RESERVED_ENV_PREFIXES``).
+    ``PATH``, ``HOME`` and the like are the job's to set.
+    """
+    if not _ENV_NAME.match(name):
+        return "is not a variable name (letters, digits and '_', not starting with a digit)"
+    for prefix, why in RESERVED_ENV_PREFIXES:
+        if name.startswith(prefix):
+            return f"names starting with {prefix} are reserved: {why}; {_SET_IN_SCRIPT}"
+    return None
+
+
+def check_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The spec's variables, checked; ``ValueError`` naming ``environment.<NAME>``."""
+    for name, value in environment.items():
+        why = env_name_refusal(name)
+        if why is None and "\0" in value:
+            why = "contains a NUL byte"
+        if why is not None:
+            raise ValueError(f"environment.{name}: {why}")
+    return dict(environment)
+
+
 def build_environment(
     spec: JobSpec,
     *,
@@ -196,20 +245,18 @@ def build_environment(
 ) -> dict[str, str]:
     """The whole environment sbatch runs in; with ``--export=ALL`` it becomes the job's.
 
-    Nothing of the broker's own environment leaks in. Raises ``ValueError`` for a
-    variable name that is malformed or would steer Slurm (``SBATCH_*``, ``SLURM_CONF``).
+    Nothing of the broker's own environment leaks in: ``PATH``, ``HOME``, ``LANG``, the
+    user's names, the spec's variables (``check_environment``: ``ValueError`` for a
+    refused one), ``BROKER_JOB_ID`` when the spec carries the broker's id, and
+    ``SLURM_CONF``. The scheduler's id is known only once the job exists: inside a
+    Slurm job it is ``SLURM_JOB_ID``.
     """
     env = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8"}
     if user:
         env["USER"] = env["LOGNAME"] = user
-    for name, value in spec.environment.items():
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"environment: invalid variable name {name!r}")
-        if name.startswith(_RESERVED_ENV_PREFIXES):
-            raise ValueError(f"environment: {name} is reserved for the scheduler")
-        if "\0" in value:
-            raise ValueError(f"environment: {name} contains a NUL byte")
-        env[name] = value
+    env.update(check_environment(spec.environment))
+    if spec.broker_job_id:
+        env["BROKER_JOB_ID"] = spec.broker_job_id
     if slurm_conf:
         env["SLURM_CONF"] = slurm_conf
     return env
@@ -250,6 +297,8 @@ def build_sbatch(spec: JobSpec) -> SbatchRequest:
         "mem": f"{spec.memory_mb}M" if spec.memory_mb else None,
         "gpus-per-node": spec.gpus_per_node or None,
         "constraint": spec.constraints,
+        "qos": spec.qos,
+        "reservation": spec.reservation,
         "chdir": spec.working_dir,
         "output": spec.stdout_path,
         "error": spec.stderr_path,
