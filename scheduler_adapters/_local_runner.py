@@ -10,9 +10,11 @@ script and the output files itself and hands the job descriptors, so the job nee
 path to the adapter's directory; the output files are opened without following a link
 and must be regular files.
 
-The job starts in its working directory, entered from its job directory without
-following a link (the directories below the job directory are the job's own to plant
-links in).
+The script is executed, not read by a shell: the kernel runs the interpreter of its
+``#!`` line (``#!/usr/bin/env python3``), as slurmd does with a batch script; a script
+without one got ``#!/bin/bash`` when it was written. The job starts in its working
+directory, entered from its job directory without following a link (the directories
+below the job directory are the job's own to plant links in).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def run(job_dir: Path) -> int:
         # user); the job inherits it. This process runs only this job.
         _enter(meta.get("job_dir") or meta["working_dir"], meta["working_dir"])
         proc = subprocess.Popen(
-            ["/bin/bash", f"/dev/fd/{script}"],
+            # The kernel reads the #! line; the interpreter opens /dev/fd/N, inherited.
+            [f"/dev/fd/{script}"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

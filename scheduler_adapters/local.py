@@ -119,21 +119,23 @@ class LocalAdapter(SchedulerAdapter):
         return self._fallback
 
     def _hand_over(self, job_dir: Path, work: Path, who: _Account | None) -> None:
-        """The script readable by the job's user alone; its directory its own.
+        """The script the job's user's alone to read and run; its directory its own.
 
         The adapter's records (``job_dir``: meta, state, script) stay root's, 0700: a
-        job must not rewrite its own accounting. The job's directory (``work``: the
+        job must not rewrite its own accounting. The script is executable (the runner
+        executes it, so that the kernel honours its ``#!`` line as slurmd does) and
+        handed over by descriptor, never by path. The job's directory (``work``: the
         spec's ``job_dir``, which holds its working directory) still owned by root (the
         broker could not give it to a user that does not exist here) goes to the
         account the job runs as, with what was staged into it; no link is followed, and
         the adapter's own directory is never handed over.
         """
         os.chmod(job_dir, 0o700)
+        script = job_dir / "script.sh"
+        os.chmod(script, 0o500)
         if who is None:
             return
-        script = job_dir / "script.sh"
         os.chown(script, who.uid, who.gid)
-        os.chmod(script, 0o400)  # the runner hands it over by descriptor, not by path
         st = os.lstat(work)
         if st.st_uid == who.uid or st.st_uid != 0:
             return

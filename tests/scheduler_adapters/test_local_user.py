@@ -94,7 +94,8 @@ def test_as_root_a_job_runs_as_its_posix_user(adapter: LocalAdapter, tmp_path: P
     assert job_dir.stat().st_uid == 0 and job_dir.stat().st_mode & 0o777 == 0o700
     assert (job_dir / "state.json").stat().st_uid == 0
     script = job_dir / "script.sh"
-    assert script.stat().st_uid == pw.pw_uid and script.stat().st_mode & 0o777 == 0o400
+    # Executed (its #! line picks the interpreter), by the job's user alone.
+    assert script.stat().st_uid == pw.pw_uid and script.stat().st_mode & 0o777 == 0o500
 
 
 @ROOT_ONLY

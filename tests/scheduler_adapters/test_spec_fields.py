@@ -1,6 +1,6 @@
 """The spec's own fields on every adapter: environment (the broker's job id, refused
 names), working directory inside the job's directory, QOS, reservation and constraints
-as options."""
+as options, and the local adapter running a script by its ``#!`` line."""
 
 from __future__ import annotations
 
@@ -210,6 +210,35 @@ def test_local_job_starts_in_its_working_directory_with_its_variables(
 def test_local_refuses_steering_names(adapter: LocalAdapter, tmp_path: Path) -> None:
     with pytest.raises(SubmitRejected, match=r"environment\.SLURM_CONF"):
         adapter.submit(_spec(environment={"SLURM_CONF": "/tmp/evil.conf"}))
+
+
+def test_local_runs_a_script_by_its_shebang_line(adapter: LocalAdapter, tmp_path: Path) -> None:
+    job = _job_dir(tmp_path)
+    script = (
+        "#!/usr/bin/env python3\n"
+        "import os, sys\n"
+        "print(os.path.basename(sys.executable).startswith('python'), os.getcwd())\n"
+    )
+    job_id = adapter.submit(
+        _spec(script=script, working_dir=str(job), stdout_path=str(job / "out"))
+    )
+    assert _wait(adapter, job_id)[0] is JobState.COMPLETED, (job / "out").read_text()
+    assert (job / "out").read_text() == f"True {job.resolve()}\n"
+
+
+def test_local_script_without_shebang_runs_under_bash(
+    adapter: LocalAdapter, tmp_path: Path
+) -> None:
+    job = _job_dir(tmp_path)
+    job_id = adapter.submit(
+        _spec(
+            script='echo "$BASH_VERSION" | cut -c1',
+            working_dir=str(job),
+            stdout_path=str(job / "o"),
+        )
+    )
+    assert _wait(adapter, job_id)[0] is JobState.COMPLETED
+    assert (job / "o").read_text().strip().isdigit()
 
 
 def test_local_working_directory_behind_a_link_is_refused(
