@@ -168,3 +168,30 @@ def test_cli_refused_sbatch_2511(tmp_path: Path) -> None:
     adapter = SlurmCliAdapter("gamma", bin_dir=str(bin_dir), allow_root_jobs=True)
     with pytest.raises(SubmitRejected, match="Invalid account"):
         adapter.submit(JobSpec(name="n", script="true", time_limit_minutes=2, account="x"))
+
+
+STATES = json.loads((FIXTURES / "states_ids.json").read_text())
+
+
+def test_held_suspended_and_timed_out_jobs_2511() -> None:
+    live = parse.parse_jobs(load("squeue_states.json"), "gamma")
+    held, suspended = live[STATES["held"]], live[STATES["suspended"]]
+    assert held.state is JobState.PENDING and held.reason == "AssocGrpBillingMinutes"
+    assert held.nodes == () and held.start_time is None
+    assert suspended.state is JobState.SUSPENDED and suspended.nodes == ("gamma1",)
+    assert live[STATES["timeout"]].state is JobState.RUNNING
+
+    done = parse.parse_jobs(load("sacct_states.json"), "gamma")
+    timed_out = done[STATES["timeout"]]
+    assert timed_out.state is JobState.TIMEOUT and timed_out.elapsed_s >= 60  # type: ignore[operator]
+    assert done[STATES["held"]].state is JobState.CANCELLED
+    assert done[STATES["suspended"]].state is JobState.CANCELLED
+
+
+@pytest.mark.parametrize("name", ["scontrol_nodes_drained.json", "rest_nodes_drained.json"])
+def test_drained_node_2511(name: str) -> None:
+    (node,) = parse.parse_nodes(load(name))
+    assert (node.name, node.state, node.reason) == ("gamma1", "idle+drain", "gemm below reference")
+    assert not parse.node_is_idle(node)
+    (idle,) = parse.parse_nodes(load("scontrol_nodes.json"))
+    assert parse.node_is_idle(idle)
