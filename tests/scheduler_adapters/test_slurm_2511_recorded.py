@@ -124,13 +124,17 @@ def rest(tmp_path: Path) -> tuple[SlurmRestAdapter, list[httpx.Request]]:
 
 
 def test_rest_adapter_on_recorded_2511(rest: tuple[SlurmRestAdapter, list[httpx.Request]]) -> None:
-    adapter, _ = rest
+    adapter, seen = rest
     info = adapter.ping()
     assert adapter.version == "v0.0.44" and info.version == "25.11.7"
     spec = JobSpec(
         name="n", script="true", time_limit_minutes=2, user="brokerfix", account="fixacct", tag="t"
     )
     assert adapter.submit(spec) == str(load("rest_submit.json")["body"]["job_id"])
+    sent = json.loads(next(r for r in seen if r.url.path.endswith("/job/submit")).content)
+    assert sent["job"]["time_limit"] == {"set": True, "infinite": False, "number": 2}
+    assert isinstance(sent["job"]["environment"], list) and sent["job"]["script"]
+    assert seen[-1].headers["X-SLURM-USER-NAME"] == "brokerfix"
     with pytest.raises(SubmitRejected) as caught:
         adapter.submit(
             JobSpec(
