@@ -12,7 +12,7 @@ import pwd
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 
 log = logging.getLogger(__name__)
+
+
+#: A QOS or reservation name as the broker passes it on (it must not read as an option
+#: list or a shell word; Slurm's own names fit).
+_SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 
 
 class PartitionConfig(BaseModel):
@@ -45,6 +50,12 @@ class PartitionConfig(BaseModel):
     price_per_pfh: float = Field(0.0, ge=0)
     features: list[str] = Field(default_factory=list)
     references: dict[str, list[float]] = Field(default_factory=dict)
+    # The QOS and reservation names a job spec may ask for here (`qos`, `reservation`);
+    # anything else is a 422. Empty: none may be asked for (Slurm's defaults apply).
+    allowed_qos: list[Annotated[str, Field(pattern=_SLURM_NAME)]] = Field(default_factory=list)
+    allowed_reservations: list[Annotated[str, Field(pattern=_SLURM_NAME)]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _max_nodes_default(self) -> PartitionConfig:

@@ -10,13 +10,14 @@ from ..models import (
     Cluster,
     Enterprise,
     Job,
+    JobIO,
     LedgerEntry,
     Node,
     Partition,
     Project,
 )
 from ..schemas.clusters import ClusterRead, NodeRead, PartitionRead
-from ..schemas.jobs import JobRead
+from ..schemas.jobs import JobDetail, JobRead
 from ..schemas.ledger import AuditEventRead, BalanceRead, LedgerEntryRead, ProjectBalanceRead
 from ..schemas.tenants import EnterpriseRead, ProjectRead, TokenRead
 from ..services.ledger import BalanceView
@@ -137,6 +138,21 @@ def job(j: Job) -> JobRead:
         started_at=j.started_at,
         ended_at=j.ended_at,
         settled_at=j.settled_at,
+        environment=dict(j.environment or {}),
+        working_directory=j.working_directory,
+        qos=j.qos,
+        reservation=j.reservation,
+        constraints=list((j.routing or {}).get("constraints") or []),
+    )
+
+
+def job_detail(j: Job, io: JobIO | None) -> JobDetail:
+    """The job as ``GET /jobs/{id}`` shows it: ``job`` plus its script and data movement."""
+    return JobDetail(
+        **job(j).model_dump(),
+        script=j.script,
+        inputs=list(io.inputs) if io else [],
+        outputs=None if io is None or io.outputs is None else list(io.outputs),
     )
 
 
@@ -152,6 +168,8 @@ def partition(p: Partition) -> PartitionRead:
         rate_tflops=mflops_to_tflops(p.rated_mflops),
         price_per_pfh=p.price_per_pfh,
         features=list(p.features or []),
+        allowed_qos=list(p.allowed_qos or []),
+        allowed_reservations=list(p.allowed_reservations or []),
     )
 
 
@@ -182,3 +200,4 @@ def node(n: Node, rated_mflops: int) -> NodeRead:
         validation=n.validation.value,
         updated_at=n.updated_at,
     )
+

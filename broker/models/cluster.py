@@ -63,6 +63,9 @@ class Partition(Base):
     price_per_pfh: Mapped[float] = mapped_column(default=0.0)
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What a job spec may ask for here (the clusters file's allow-lists).
+    allowed_qos: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_reservations: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Node(Base):

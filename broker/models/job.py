@@ -99,6 +99,14 @@ class Job(Base):
     time_limit_minutes: Mapped[int] = mapped_column(Integer)
     cluster: Mapped[str] = mapped_column(String(40))
     partition: Mapped[str] = mapped_column(String(64))
+    # The rest of the spec as submitted: the job's own variables, where it starts (a
+    # path relative to its directory; None: the directory itself), and the QOS and
+    # reservation it asked for (from the partition's allow-lists). Its constraints are
+    # routing["constraints"].
+    environment: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    working_directory: Mapped[str | None] = mapped_column(String(255), default=None)
+    qos: Mapped[str | None] = mapped_column(String(64), default=None)
+    reservation: Mapped[str | None] = mapped_column(String(64), default=None)
     routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The script's directive lines the scheduler will not see, one sentence each.
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -19,6 +19,9 @@ class PartitionRead(ReadModel):
     rate_tflops: float
     price_per_pfh: float
     features: list[str]
+    # The `qos` and `reservation` values a job spec may ask for on this partition.
+    allowed_qos: list[str]
+    allowed_reservations: list[str]
 
 
 class ClusterRead(ReadModel):

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from .common import ReadModel, StrictModel
+
+#: A QOS or reservation name (each must also be on the partition's allow-list).
+SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+#: A node feature (each must be one of the partition's ``features``).
+FEATURE = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$"
+#: Taken exactly as sent: a variable's value keeps its spaces and newlines.
+_Raw = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class JobCreate(StrictModel):
@@ -22,7 +29,18 @@ class JobCreate(StrictModel):
     time_limit_minutes: int = Field(ge=1, le=60 * 24 * 31)
     cluster: str | None = Field(None, max_length=40)
     partition: str | None = Field(None, max_length=64)
-    constraints: list[str] | None = Field(None, max_length=16)
+    # Node features, all required (Slurm's --constraint=a&b).
+    constraints: list[Annotated[str, Field(pattern=FEATURE)]] | None = Field(None, max_length=16)
+    # The job's own variables, name -> value (services.job_spec says which names and
+    # sizes); BROKER_JOB_ID and the scheduler's variables are set for it.
+    environment: dict[_Raw, _Raw] | None = None
+    # Where the job starts: a relative path inside its directory, made by the broker
+    # (default: the directory itself, where stdout.txt and stderr.txt always go).
+    working_directory: str | None = Field(None, min_length=1, max_length=255)
+    # Only values on the partition's allow-list (clusters file: allowed_qos,
+    # allowed_reservations); routing picks a partition that allows them.
+    qos: str | None = Field(None, pattern=SLURM_NAME)
+    reservation: str | None = Field(None, pattern=SLURM_NAME)
     # Workspace paths copied into the job's directory before it is submitted.
     inputs: list[str] | None = Field(None, max_length=1000)
     # Globs (relative to the job's directory) collected into the workspace, with
@@ -62,6 +80,26 @@ class JobRead(ReadModel):
     started_at: datetime | None
     ended_at: datetime | None
     settled_at: datetime | None
+    # The spec as submitted (the script and the data movement: JobDetail).
+    environment: dict[str, str]
+    working_directory: str | None
+    qos: str | None
+    reservation: str | None
+    constraints: list[str]
+
+
+class JobDetail(JobRead):
+    """One job (``GET /jobs/{id}``): a list's item plus the script and its data movement.
+
+    ``script`` is what the scheduler runs: as submitted (trimmed of leading and
+    trailing whitespace, like every string of a request), with ``#!/bin/bash`` put first
+    if it had no ``#!`` line (sbatch needs one). ``inputs`` and ``outputs`` are as
+    submitted (``outputs`` null: none asked for).
+    """
+
+    script: str
+    inputs: list[str]
+    outputs: list[str] | None
 
 
 class JobPage(ReadModel):

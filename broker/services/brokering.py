@@ -1,9 +1,10 @@
 """Brokering: choose the (cluster, partition) that runs a job, and explain the choice.
 
 Candidates are partitions of enabled, answering clusters that can run the request
-(node count, cores, memory, GPUs, time limit, features) within the enterprise's
-remaining capacity cap; a cluster that does not answer is used only when no answering
-one fits (the job then waits, accepted, until it answers). Each is scored by
+(node count, cores, memory, GPUs, time limit, features; the QOS and reservation it
+asks for on the partition's allow-lists) within the enterprise's remaining capacity
+cap; a cluster that does not answer is used only when no answering one fits (the job
+then waits, accepted, until it answers). Each is scored by
 ``score`` (a pure function, also used by the routing simulation in benchmarks/) from
 the partition's live load, cached by the worker and never fetched inside a request:
 expected wait for nodes, run time at the node rate, and price, weighted by
@@ -39,6 +40,8 @@ class ResourceRequest(Protocol):
     cluster: str | None
     partition: str | None
     constraints: list[str] | None
+    qos: str | None
+    reservation: str | None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class JobRequest:
     cluster: str | None = None
     partition: str | None = None
     constraints: list[str] | None = None
+    qos: str | None = None
+    reservation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,33 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
     missing = set(req.constraints or ()) - set(part.features)
     if missing:
         return f"lacks features {sorted(missing)}"
+    refused = _allow_lists(req, part)
+    if refused:
+        field_, allowed = refused[0]
+        return f"{field_} {getattr(req, field_)!r} is not allowed here (allowed: {allowed})"
     return None
+
+
+def _allow_lists(req: ResourceRequest, part: Partition) -> list[tuple[str, list[str]]]:
+    """The spec's ``qos``/``reservation`` that ``part``'s allow-list lacks, with the list."""
+    asked = [
+        ("qos", req.qos, list(part.allowed_qos or [])),
+        ("reservation", req.reservation, list(part.allowed_reservations or [])),
+    ]
+    return [(f, allowed) for f, value, allowed in asked if value and value not in allowed]
+
+
+def _check_allowed_anywhere(req: ResourceRequest, parts: list[Partition]) -> None:
+    """A ``qos`` or ``reservation`` that no partition in reach allows: 422 naming it."""
+    for field_ in ("qos", "reservation"):
+        value = getattr(req, field_)
+        if value and parts and all(field_ in dict(_allow_lists(req, p)) for p in parts):
+            allowed = sorted({v for p in parts for v in dict(_allow_lists(req, p)).get(field_, [])})
+            raise InvalidInput(
+                field_,
+                f"{value!r} is not allowed on the partitions that could run the job"
+                f" (allowed there: {', '.join(allowed) or 'none'})",
+            )
 
 
 def choose(
@@ -207,10 +238,11 @@ def choose(
         p.name for c, p in rows if req.cluster in (None, c.name)
     }:
         raise InvalidInput("partition", f"unknown partition {req.partition!r}")
-    rates = max_rates_mflops(
-        session,
-        [p for c, p in rows if req.cluster in (None, c.name) and req.partition in (None, p.name)],
-    )
+    in_reach = [
+        p for c, p in rows if req.cluster in (None, c.name) and req.partition in (None, p.name)
+    ]
+    _check_allowed_anywhere(req, in_reach)
+    rates = max_rates_mflops(session, in_reach)
     candidates: list[Candidate] = []
     waiting: list[Candidate] = []  # fit, but their cluster does not answer right now
     rejected: list[dict[str, str]] = []

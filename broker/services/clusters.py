@@ -74,6 +74,8 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
             part.rated_mflops = tflops_to_mflops(pc.rate_tflops)
             part.price_per_pfh, part.features = pc.price_per_pfh, list(pc.features)
             part.references = dict(pc.references)
+            part.allowed_qos = list(pc.allowed_qos)
+            part.allowed_reservations = list(pc.allowed_reservations)
             session.add(part)
         for stale in parts.values():
             session.delete(stale)

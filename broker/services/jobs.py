@@ -16,9 +16,19 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
-from ..models import Enterprise, EnterpriseStatus, Job, JobStatus
+from ..models import Enterprise, EnterpriseStatus, Job, JobIO, JobStatus
 from ..schemas.jobs import JobCreate
-from . import audit, brokering, ledger, projects, staging, tenants, webhooks, workspaces
+from . import (
+    audit,
+    brokering,
+    job_spec,
+    ledger,
+    projects,
+    staging,
+    tenants,
+    webhooks,
+    workspaces,
+)
 from .principal import Principal
 
 MAX_OUTPUT_BYTES = 1 << 20
@@ -60,6 +70,8 @@ def submit(
         raise InvalidInput("script", "must not contain NUL bytes")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    environment = job_spec.check_environment(req.environment)
+    working_directory = job_spec.check_working_directory(req.working_directory, req.inputs or ())
     if req.callback_url is not None:  # a name lookup (up to seconds): before the lock
         webhooks.check_url(req.callback_url, "callback_url")
     ledger.lock_enterprise(session, project.enterprise_id, project.id)  # this tenant's submits wait
@@ -99,6 +111,10 @@ def submit(
         memory_mb=req.memory_mb,
         gpus_per_node=req.gpus_per_node,
         time_limit_minutes=req.time_limit_minutes,
+        environment=environment,
+        working_directory=working_directory,
+        qos=req.qos,
+        reservation=req.reservation,
         cluster=decision.chosen.cluster.name,
         partition=part.name,
         routing={
@@ -149,6 +165,11 @@ def get_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     if job is None or not principal.can_see(job.enterprise_id):
         raise NotFound("job not found")
     return job
+
+
+def io_of(session: Session, job: Job) -> JobIO | None:
+    """The job's inputs, outputs and their movement (None: it asked for none)."""
+    return session.get(JobIO, job.id)
 
 
 def list_jobs(

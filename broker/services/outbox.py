@@ -36,7 +36,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
-    """The job as ``GET /jobs/{id}`` shows it, plus its data movement."""
+    """The job as ``GET /jobs/{id}`` shows it (its spec, the script included), plus its
+    data movement."""
     charge = job.charge_units
     return {
         "id": str(job.id),
@@ -67,6 +68,12 @@ def job_snapshot(job: Job, io: JobIO | None) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
         "settled_at": _iso(job.settled_at),
+        "script": job.script,
+        "environment": dict(job.environment or {}),
+        "working_directory": job.working_directory,
+        "qos": job.qos,
+        "reservation": job.reservation,
+        "constraints": list((job.routing or {}).get("constraints") or []),
         "inputs": list(io.inputs) if io else [],
         "outputs": None if io is None or io.outputs is None else list(io.outputs),
         "stage_in": dict(io.stage_in) if io else {},

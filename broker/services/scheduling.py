@@ -56,7 +56,9 @@ def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
     folder is the user's, 0700. Run as root without that user here, the enterprise's
     folder is 0711 (the local adapter's fallback user, to whom it gives the job's
     folder, passes through; nobody lists it). Otherwise (jobs run as the broker's
-    user) both are 0700. Nothing is created or changed through a link.
+    user) both are 0700. The spec's ``working_directory`` is made inside the job's
+    folder like it, one component at a time. Nothing is created or changed through a
+    link.
     """
     scratch = Path(cluster.scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,13 @@ def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
         ent = _own_dir(top, str(job.enterprise_id), _enterprise_mode(ids), ids and (0, ids[1]))
         try:
             work = _own_dir(ent, str(job.id), 0o700, ids)
-            os.close(work)
+            try:
+                for part in job.working_directory.split("/") if job.working_directory else []:
+                    below = _own_dir(work, part, 0o700, ids)
+                    os.close(work)
+                    work = below
+            finally:
+                os.close(work)
         finally:
             os.close(ent)
     finally:
@@ -104,6 +112,16 @@ def _own_dir(dir_fd: int, name: str, mode: int, owner: tuple[int, int] | None) -
 
 
 def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
+    """What the adapter submits: the stored spec, the broker's identity and paths.
+
+    The job starts in its ``working_directory`` (made by ``prepare_job_dir``); its
+    output files stay in its directory's root. Constraints are all required
+    (Slurm's ``a&b``).
+    """
+    constraints = (job.routing or {}).get("constraints") or []
+    work = job.work_dir
+    if job.working_directory:
+        work = str(Path(job.work_dir, job.working_directory))
     return sa_.JobSpec(
         name=job.name,
         script=job.script,
@@ -114,12 +132,18 @@ def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSp
         memory_mb=job.memory_mb,
         gpus_per_node=job.gpus_per_node,
         partition=job.partition,
+        constraints="&".join(constraints) or None,
+        qos=job.qos,
+        reservation=job.reservation,
         account=account,
         user=posix_user,
         tag=tag_of(job),
-        working_dir=job.work_dir,
+        working_dir=work,
+        job_dir=job.work_dir,
         stdout_path=job.stdout_path,
         stderr_path=job.stderr_path,
+        environment=dict(job.environment or {}),
+        broker_job_id=str(job.id),
     )
 
 
@@ -222,6 +246,8 @@ def reroute(session: Session, job: Job, reason: str, weights: brokering.Weights)
         gpus_per_node=job.gpus_per_node,
         time_limit_minutes=job.time_limit_minutes,
         constraints=routing.get("constraints") or None,
+        qos=job.qos,
+        reservation=job.reservation,
     )
     try:
         decision = brokering.choose(

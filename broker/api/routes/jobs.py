@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ...models import JobStatus
-from ...schemas.jobs import JobPage, JobRead
+from ...schemas.jobs import JobDetail, JobPage
 from ...services import jobs, staging
 from .. import ranges, views
 from ..deps import CurrentPrincipal, SessionDep
@@ -28,6 +28,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
+    """The caller's jobs, newest first. Each item is the job as ``GET /jobs/{id}`` shows
+    it less ``script``, ``inputs`` and ``outputs`` (up to 64 KiB and 1000 paths a job):
+    a page of 500 stays small."""
     rows, nxt = jobs.list_jobs(
         session,
         me,
@@ -42,15 +45,18 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobRead:
-    return views.job(jobs.get_job(session, me, job_id))
+def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobDetail:
+    """The job: its state and charge, and the spec as submitted (script, environment,
+    working_directory, inputs, outputs, qos, reservation, constraints)."""
+    job = jobs.get_job(session, me, job_id)
+    return views.job_detail(job, jobs.io_of(session, job))
 
 
 @router.post("/{job_id}/cancel", status_code=202)
-def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobRead:
+def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobDetail:
     job = jobs.cancel(session, me, job_id)
     session.commit()
-    return views.job(job)
+    return views.job_detail(job, jobs.io_of(session, job))
 
 
 @router.get("/{job_id}/output", response_class=PlainTextResponse)

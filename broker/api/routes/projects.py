@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response, status
 
 from ...models import ProjectStatus
-from ...schemas.jobs import JobCreate, JobRead
+from ...schemas.jobs import JobCreate, JobDetail
 from ...schemas.ledger import AllocationSet, ProjectBalanceRead
 from ...schemas.tenants import ProjectCreate, ProjectRead
 from ...services import brokering, jobs, ledger, projects
@@ -93,7 +93,8 @@ def submit_job(
     me: CurrentPrincipal,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobRead:
+) -> JobDetail:
+    """Accept a job (202): the job as ``GET /jobs/{id}`` shows it, with its routing."""
     result = jobs.submit(
         session,
         me,
@@ -107,4 +108,4 @@ def submit_job(
     if not result.created:
         response.headers["Idempotent-Replayed"] = "true"
     session.commit()
-    return views.job(result.job)
+    return views.job_detail(result.job, jobs.io_of(session, result.job))
