@@ -13,7 +13,17 @@ from . import __version__, observability
 from .api import errors
 from .api.limits import AnonymousRateLimit, RateLimiter
 from .api.routes import clusters as clusters_routes
-from .api.routes import enterprises, events, files, health, jobs, projects, tokens, webhooks
+from .api.routes import (
+    enterprises,
+    events,
+    files,
+    health,
+    jobs,
+    me,
+    projects,
+    tokens,
+    webhooks,
+)
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
 from .services import clusters
@@ -94,6 +104,7 @@ def create_app(
         health.router,
         enterprises.router,
         tokens.router,
+        me.router,
         projects.router,
         jobs.router,
         files.router,

@@ -19,8 +19,10 @@ from ..models import (
 from ..schemas.clusters import ClusterRead, NodeRead, PartitionRead
 from ..schemas.jobs import JobDetail, JobRead
 from ..schemas.ledger import AuditEventRead, BalanceRead, LedgerEntryRead, ProjectBalanceRead
+from ..schemas.me import EnterpriseRef, MeRead, ProjectRef
 from ..schemas.tenants import EnterpriseRead, ProjectRead, TokenRead
 from ..services.ledger import BalanceView
+from ..services.tokens import WhoAmI
 from ..units import mflops_to_tflops, units_to_pfh
 
 
@@ -201,3 +203,14 @@ def node(n: Node, rated_mflops: int) -> NodeRead:
         updated_at=n.updated_at,
     )
 
+
+def me(who: WhoAmI) -> MeRead:
+    p, ent = who.principal, who.enterprise
+    return MeRead(
+        token_id=p.token_id,
+        name=p.name,
+        role=p.role.value,
+        enterprise=None if ent is None else EnterpriseRef(id=ent.id, name=ent.name),
+        projects=[ProjectRef(id=x.id, name=x.name, status=x.status.value) for x in who.projects],
+        expires_at=who.expires_at,
+    )

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput, NotFound, Unauthenticated
-from ..models import ApiToken, Enterprise, Role
+from ..models import ApiToken, Enterprise, Project, Role
 from . import audit
 from .principal import Principal
 
@@ -122,3 +123,26 @@ def revoke_token(session: Session, principal: Principal, token_id: uuid.UUID) ->
             session, principal, "token.revoke", "token", row.id, enterprise_id=row.enterprise_id
         )
     return row
+
+
+@dataclass(frozen=True)
+class WhoAmI:
+    """The calling token: its principal, expiry, enterprise and that enterprise's projects."""
+
+    principal: Principal
+    expires_at: datetime | None
+    enterprise: Enterprise | None
+    projects: list[Project]
+
+
+def whoami(session: Session, principal: Principal) -> WhoAmI:
+    """Who ``principal`` is. Staff tokens belong to no enterprise and list no projects
+    (they reach every one); a tenant's token lists its enterprise's projects, all states."""
+    row = None if principal.token_id is None else session.get(ApiToken, principal.token_id)
+    ent = None
+    projects: list[Project] = []
+    if principal.enterprise_id is not None:
+        ent = session.get(Enterprise, principal.enterprise_id)
+        query = select(Project).where(Project.enterprise_id == principal.enterprise_id)
+        projects = list(session.scalars(query.order_by(Project.created_at, Project.id)))
+    return WhoAmI(principal, None if row is None else row.expires_at, ent, projects)

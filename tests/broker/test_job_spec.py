@@ -1,12 +1,13 @@
 """The spec as submitted, through the API on the local adapter (SQLite and PostgreSQL):
 environment and working directory reach the job, refused names and paths are 422s
 naming the field, QOS and reservations come from the partitions' allow-lists,
-GET /jobs/{id} returns the spec."""
+GET /jobs/{id} returns the spec, GET /me says who the token is."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,38 @@ def test_get_job_returns_the_submitted_spec_and_lists_stay_light(two: Api) -> No
     assert bare["environment"] == {} and bare["working_directory"] is None
     assert bare["qos"] is None and bare["reservation"] is None and bare["constraints"] == []
     assert bare["inputs"] == [] and bare["outputs"] is None
+
+
+# -- GET /me -------------------------------------------------------------------------------
+
+
+def test_me_says_who_the_token_is(api: Api) -> None:
+    ent, member, project = api.tenant()
+    draft = api.project(ent["id"], approve=False)
+    when = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    r = api.post(
+        f"/enterprises/{ent['id']}/tokens",
+        json={"name": "ci", "role": "admin", "expires_at": when.isoformat()},
+    )
+    assert r.status_code == 201, r.text
+    admin, admin_id = r.json()["token"], r.json()["id"]
+
+    me = api.get("/me", member).json()
+    assert me["role"] == "member" and me["name"] == "member"
+    assert me["enterprise"] == {"id": ent["id"], "name": ent["name"]}
+    assert me["projects"] == [
+        {"id": project["id"], "name": project["name"], "status": "active"},
+        {"id": draft["id"], "name": draft["name"], "status": "draft"},
+    ]
+    assert me["expires_at"] is None and uuid.UUID(me["token_id"])
+
+    me = api.get("/me", admin).json()
+    assert me["role"] == "admin" and me["token_id"] == admin_id and me["name"] == "ci"
+    assert datetime.fromisoformat(me["expires_at"]) == when
+    assert len(me["projects"]) == 2
+
+    other, _, _ = api.tenant()  # another enterprise's projects never show
+    me = api.get("/me").json()  # the operator
+    assert me["role"] == "operator" and me["enterprise"] is None and me["projects"] == []
+    assert other["id"] != ent["id"]
+    assert api.client.get("/api/v1/me").status_code == 401
