@@ -65,8 +65,8 @@ def number(value: Any) -> int | None:
         return None
     if isinstance(value, int | float):
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        return int(value)  # isdigit() would let "¹" through, which int() refuses
     return None
 
 

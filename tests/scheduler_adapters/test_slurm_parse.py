@@ -34,6 +34,7 @@ def load(rel: str) -> dict[str, Any]:
         ("12", 12),
         (True, None),
         ("x", None),
+        ("\u00b9", None),  # a digit to str.isdigit, not to int(): found by hypothesis
     ],
 )
 def test_number(value: object, expected: int | None) -> None:
