@@ -240,7 +240,7 @@ def test_stage_out_problems_are_recorded_and_the_charge_kept(small: Api) -> None
     # The glob through the link matches nothing (the walk never enters a link): the link
     # is named, nothing behind it.
     assert reason.startswith(
-        "stage-out partial: root is a symbolic link; not collected; "
+        "exit code 0; stage-out partial: root is a symbolic link; not collected; "
         "workspace quota exceeded at big/a.dat"
     ), reason
     assert "hostname" not in reason, reason
