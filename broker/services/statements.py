@@ -14,6 +14,7 @@ import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -65,12 +66,18 @@ def check_month(month: str) -> str:
     return month
 
 
+def current_month(now: datetime | None = None) -> str:
+    """``YYYY-MM`` of ``now`` (default: this instant) in UTC, the ledger's months."""
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m")
+
+
 def statement(
-    session: Session, principal: Principal, enterprise_id: uuid.UUID, month: str
+    session: Session, principal: Principal, enterprise_id: uuid.UUID, month: str | None = None
 ) -> dict[str, Any]:
-    """The enterprise's statement for ``month`` as a JSON-ready document."""
+    """The enterprise's statement for ``month`` (default: the current month, so far) as a
+    JSON-ready document."""
     ent = tenants.get_enterprise(session, principal, enterprise_id)
-    check_month(month)
+    month = check_month(month or current_month())
     # Plain columns, not ORM objects: a large tenant's month has tens of thousands of lines.
     rows = session.execute(
         select(

@@ -1,7 +1,8 @@
 """The spec as submitted, through the API on the local adapter (SQLite and PostgreSQL):
 environment and working directory reach the job, refused names and paths are 422s
 naming the field, QOS and reservations come from the partitions' allow-lists,
-GET /jobs/{id} returns the spec, GET /me says who the token is."""
+GET /jobs/{id} returns the spec, GET /me says who the token is, usage defaults to the
+current month."""
 
 from __future__ import annotations
 
@@ -286,3 +287,25 @@ def test_me_says_who_the_token_is(api: Api) -> None:
     assert me["role"] == "operator" and me["enterprise"] is None and me["projects"] == []
     assert other["id"] != ent["id"]
     assert api.client.get("/api/v1/me").status_code == 401
+
+
+# -- usage defaults to the current month ---------------------------------------------------
+
+
+def test_usage_without_month_is_the_current_month(api: Api) -> None:
+    ent, member, project = api.tenant()
+    job = api.submit(project["id"], member, script="sleep 1").json()
+    done = api.drive_until(job["id"], {"completed"})
+    assert done["charge_pfh"] is not None
+    r = api.get(f"/enterprises/{ent['id']}/usage", member)
+    assert r.status_code == 200, r.text
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert r.json()["month"] == month
+    assert r.json() == api.get(f"/enterprises/{ent['id']}/usage?month={month}", member).json()
+    assert [j["job_id"] for p in r.json()["projects"] for j in p["jobs"]] == [job["id"]]
+    csv = api.client.get(
+        f"/api/v1/enterprises/{ent['id']}/usage", headers=api.h(member, Accept="text/csv")
+    )
+    assert csv.status_code == 200 and job["id"] in csv.text
+    bad = api.get(f"/enterprises/{ent['id']}/usage?month=2026-13", member)
+    assert bad.status_code == 422

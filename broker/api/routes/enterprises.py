@@ -91,9 +91,12 @@ def usage_statement(
     request: Request,
     session: SessionDep,
     me: CurrentPrincipal,
-    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])],
+    month: Annotated[
+        str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])
+    ] = None,
 ) -> Response:
-    """The month's statement; ``Accept: text/csv`` for CSV (one row per charge line)."""
+    """The month's statement (``month`` omitted: the current month in UTC, so far);
+    ``Accept: text/csv`` for CSV (one row per charge line)."""
     doc = statements.statement(session, me, enterprise_id, month)
     if "text/csv" in request.headers.get("accept", ""):
         return Response(statements.as_csv(doc), media_type="text/csv")
