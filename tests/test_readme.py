@@ -40,6 +40,9 @@ def test_readme_tour(tmp_path: Path) -> None:
     assert lines[0] == "active"
     assert lines[2] == "completed" and float(lines[3]) > 0
     assert "hello" in lines
+    assert "plasma-poc" in lines  # GET /me: the member's project
+    # The Python job ran under python, with its variable, in its working directory.
+    assert "runs/a0.3" in lines and "alpha 0.3 in a0.3" in lines
     balance = json.loads(lines[-1])
     assert balance["granted_pfh"] == 10.0 and balance["charged_pfh"] > 0
     assert balance["available_pfh"] == pytest.approx(
