@@ -55,8 +55,9 @@ def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> Job
 @router.post("/{job_id}/cancel", status_code=202)
 def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobDetail:
     job = jobs.cancel(session, me, job_id)
+    io = jobs.io_of(session, job)  # read before the commit: after it, a new transaction
     session.commit()
-    return views.job_detail(job, jobs.io_of(session, job))
+    return views.job_detail(job, io)
 
 
 @router.get("/{job_id}/output", response_class=PlainTextResponse)

@@ -107,5 +107,6 @@ def submit_job(
     )
     if not result.created:
         response.headers["Idempotent-Replayed"] = "true"
+    io = jobs.io_of(session, result.job)  # read before the commit: after it, a new transaction
     session.commit()
-    return views.job_detail(result.job, jobs.io_of(session, result.job))
+    return views.job_detail(result.job, io)
