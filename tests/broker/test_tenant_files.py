@@ -143,6 +143,9 @@ def test_sparse_file_over_quota_and_fifos_while_another_tenant_submits(capped: A
     _, victim, v_project = api.tenant(grant_pfh=100)
     settings = api.client.app.state.settings  # type: ignore[attr-defined]
     ws_root = settings.data_dir.resolve() / "workspaces"
+    # One submit before the attack: its cold costs (connections, the routing snapshot)
+    # are not the attack's.
+    assert api.submit(v_project["id"], victim, script="true").status_code == 202
     script = "truncate -s 2G big.bin; mkfifo pipe; rm -f stdout.txt; mkfifo stdout.txt"
     job = api.submit(
         a_project["id"], attacker, script=script, outputs=["big.bin", "pipe", "*.txt"]
