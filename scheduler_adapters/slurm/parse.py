@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import hostlist  # type: ignore[import-untyped]
 
 from ..base import TAG_PREFIX, JobInfo, JobState, NodeInfo
 from .states import map_state, run_state
@@ -124,41 +125,19 @@ def exit_code(value: Any) -> int | None:
 
 
 def expand_hostlist(spec: str | None) -> tuple[str, ...]:
-    """Expand a Slurm hostlist (``cn[01-03,7],gpu1``) into node names, in order."""
+    """Expand a Slurm hostlist (``cn[01-03,7],gpu1``) into node names, in order.
+
+    python-hostlist does the expansion (nested ranges, padding, several bracket groups)
+    and bounds it: a list naming more than its limit of hosts is refused, not expanded
+    into memory. A list it cannot read gives no names (logged), never an exception.
+    """
     if not spec or spec in ("None assigned", "(null)"):
         return ()
-    names: list[str] = []
-    for part in _split_top(spec):
-        names.extend(_expand_one(part))
-    return tuple(names)
-
-
-def _split_top(spec: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(spec):
-        depth += {"[": 1, "]": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(spec[start:i])
-            start = i + 1
-    parts.append(spec[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _expand_one(part: str) -> list[str]:
-    match = re.search(r"\[([^\]]*)\]", part)
-    if not match:
-        return [part]
-    head, tail = part[: match.start()], part[match.end() :]
-    out: list[str] = []
-    for rng in match.group(1).split(","):
-        lo, _, hi = rng.partition("-")
-        if hi and lo.isdigit() and hi.isdigit():
-            width = len(lo)
-            for n in range(int(lo), int(hi) + 1):
-                out.extend(_expand_one(f"{head}{n:0{width}d}{tail}"))
-        else:
-            out.extend(_expand_one(f"{head}{lo}{tail}"))
-    return out
+    try:
+        return tuple(hostlist.expand_hostlist(spec, allow_duplicates=True))
+    except hostlist.BadHostlist as exc:
+        log.warning("unreadable node list %r: %s", spec[:200], exc)
+        return ()
 
 
 def release(doc: Json) -> str:

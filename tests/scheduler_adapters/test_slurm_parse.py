@@ -211,3 +211,9 @@ def test_timestamp_reads_epoch_seconds_in_every_slurm_shape() -> None:
     want = datetime.fromtimestamp(1732000130, UTC)
     for value in (1732000130, "1732000130", {"set": True, "infinite": False, "number": 1732000130}):
         assert parse.timestamp(value) == want
+
+
+def test_expand_hostlist_is_bounded() -> None:
+    """A node list naming a hundred million hosts is refused, not expanded into memory."""
+    assert parse.expand_hostlist("n[0-99999999]") == ()
+    assert parse.expand_hostlist("a[1-2]b[3-4]") == ("a1b3", "a1b4", "a2b3", "a2b4")
