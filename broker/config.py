@@ -50,6 +50,9 @@ class PartitionConfig(BaseModel):
     price_per_pfh: float = Field(0.0, ge=0)
     features: list[str] = Field(default_factory=list)
     references: dict[str, list[float]] = Field(default_factory=dict)
+    # References for `kernels validate --quick` runs (BROKER_VALIDATION_ARGS); without
+    # them a quick run is recorded but cannot degrade, drain or credit a node.
+    quick_references: dict[str, list[float]] = Field(default_factory=dict)
     # The QOS and reservation names a job spec may ask for here (`qos`, `reservation`);
     # anything else is a 422. Empty: none may be asked for (Slurm's defaults apply).
     allowed_qos: list[Annotated[str, Field(pattern=_SLURM_NAME)]] = Field(default_factory=list)

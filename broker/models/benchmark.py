@@ -38,6 +38,7 @@ class ValidationRun(Base):
     cluster: Mapped[str] = mapped_column(String(40))
     partition: Mapped[str] = mapped_column(String(64))
     campaign: Mapped[str] = mapped_column(String(36))
+    quick: Mapped[bool] = mapped_column(default=False)  # `kernels validate --quick` sizes
     state: Mapped[RunState] = mapped_column(str_enum(RunState), default=RunState.SUBMITTED)
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
     work_dir: Mapped[str] = mapped_column(String(500), default="")

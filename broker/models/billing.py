@@ -45,5 +45,7 @@ class ChargeLine(Base):
     rate_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # NodeRate version
     run_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # ValidationRun
     units: Mapped[int] = mapped_column(BigInteger)  # negative for credits
+    # A credit line: the charge line it corrects (which may be of a closed month).
+    corrects_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
     memo: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

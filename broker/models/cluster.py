@@ -15,8 +15,12 @@ from ._types import UTCDateTime, str_enum, utcnow
 
 
 class ClusterStatus(enum.StrEnum):
+    """``degraded``: the scheduler answers but no node is in service (all drained,
+    degraded by validation or down), so the cluster takes no new jobs."""
+
     UNKNOWN = "unknown"
     UP = "up"
+    DEGRADED = "degraded"
     DOWN = "down"
 
 
@@ -63,6 +67,9 @@ class Partition(Base):
     price_per_pfh: Mapped[float] = mapped_column(default=0.0)
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # References for quick validation runs (small sizes); without them a quick run
+    # cannot degrade a node.
+    quick_references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # What a job spec may ask for here (the clusters file's allow-lists).
     allowed_qos: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_reservations: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -123,3 +123,10 @@ class Balance(Base):
     granted_units: Mapped[int] = mapped_column(BigInteger, default=0)
     held_units: Mapped[int] = mapped_column(BigInteger, default=0)
     charged_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Project rows: the budget period the counters below belong to ("" before the first
+    # hold), what the period's own holds hold and charged (a hold of an earlier period
+    # settles outside them), and the allocation carried over from the period before.
+    period: Mapped[str] = mapped_column(String(7), default="")
+    period_held_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    period_charged_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    carried_units: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, String, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
@@ -49,6 +50,9 @@ class Enterprise(Base):
     period_kind: Mapped[PeriodKind] = mapped_column(str_enum(PeriodKind), default=PeriodKind.MONTH)
     carry_over: Mapped[bool] = mapped_column(default=True)
     current_period: Mapped[str] = mapped_column(String(7), default="")
+    # Slurm accounting per cluster, as the last push left it:
+    # {cluster: {"status": "ok"|"error"|"skipped", "detail", "period", "at"}}.
+    slurm_status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

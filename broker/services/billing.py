@@ -261,67 +261,104 @@ def _line(
     )
 
 
+@dataclass(frozen=True)
+class NodeCredit:
+    """What a node's credit gives (or, as a preview, would give) one job."""
+
+    job_id: uuid.UUID
+    enterprise_id: uuid.UUID
+    units: int
+    lines: tuple[tuple[ChargeLine, int], ...]  # (the line corrected, units credited)
+
+
+def node_credits(session: Session, cluster: str, node: str, since: datetime) -> list[NodeCredit]:
+    """The credits a degraded ``node`` earns its jobs that ended at or after ``since``.
+
+    One query (``ix_charge_line_node``) reads the node's lines, charges and earlier
+    credits alike; a job whose lines for the node still net above zero (and whose
+    charge is not yet credited back) is credited that net, apportioned over its
+    charged lines. Nothing is written: ``credit_node`` books them, and ``nodes validate
+    --dry-run`` shows them.
+    """
+    query = (
+        select(ChargeLine)
+        .join(Job, Job.id == ChargeLine.job_id)
+        .where(ChargeLine.cluster == cluster, ChargeLine.node == node, Job.ended_at >= since)
+        .order_by(ChargeLine.job_id, ChargeLine.id)
+    )
+    by_job: dict[uuid.UUID, list[ChargeLine]] = {}
+    for ln in session.scalars(query):
+        by_job.setdefault(ln.job_id, []).append(ln)
+    out: list[NodeCredit] = []
+    for job_id, node_lines in by_job.items():
+        job = session.get(Job, job_id)
+        net = sum(ln.units for ln in node_lines)
+        if job is None or net <= 0:
+            continue
+        units = min(net, ledger.creditable(session, job))
+        if units <= 0:
+            continue
+        lines = [ln for ln in node_lines if ln.units > 0]
+        amounts = apportion(units, [ln.units for ln in lines])
+        out.append(
+            NodeCredit(job_id, job.enterprise_id, units, tuple(zip(lines, amounts, strict=True)))
+        )
+    return out
+
+
 def credit_node(
     session: Session,
     principal: Principal,
     cluster: str,
     node: str,
-    since: datetime | None,
+    since: datetime,
     reason: str,
+    now: datetime | None = None,
 ) -> list[tuple[uuid.UUID, int]]:
-    """Credit every job charged for ``node`` that ended after ``since`` (a reversing ADJUST).
+    """Credit every job charged for ``node`` that ended at or after ``since``.
 
-    One query (``ix_charge_line_node``) reads the node's lines, charges and earlier
-    credits alike; a job whose lines for the node still net above zero is credited that
-    net, apportioned over its charged lines.
+    Each credit is a reversing ADJUST of the job's CHARGE, booked now: its lines belong
+    to the current month, each naming the line it corrects (``corrects_id``), so the
+    statement of a month already closed never changes.
     """
-    query = (
-        select(ChargeLine)
-        .join(Job, Job.id == ChargeLine.job_id)
-        .where(ChargeLine.cluster == cluster, ChargeLine.node == node)
-        .order_by(ChargeLine.job_id, ChargeLine.id)
-    )
-    if since is not None:
-        query = query.where(Job.ended_at >= since)
-    by_job: dict[uuid.UUID, list[ChargeLine]] = {}
-    for ln in session.scalars(query):
-        by_job.setdefault(ln.job_id, []).append(ln)
+    month = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m")
     credited: list[tuple[uuid.UUID, int]] = []
-    for job_id, node_lines in by_job.items():
-        net = sum(ln.units for ln in node_lines)
-        job = session.get(Job, job_id)
-        if job is None or net <= 0:
-            continue
-        lines = [ln for ln in node_lines if ln.units > 0]
-        entry = ledger.credit(session, principal, job, int(net), f"node {node} degraded: {reason}")
+    for found in node_credits(session, cluster, node, since):
+        job = session.get(Job, found.job_id)
+        assert job is not None
+        entry = ledger.credit(
+            session, principal, job, found.units, f"node {node} degraded: {reason}"
+        )
         if entry is None:
             continue
         session.flush()
-        amounts = apportion(-entry.amount_units, [ln.units for ln in lines])
-        for ln, units in zip(lines, amounts, strict=True):
+        for ln, units in found.lines:
+            if units == 0:
+                continue
             share = NodeShare(ln.node, ln.rate_mflops, ln.rate_id, ln.run_id)
-            session.add(
-                _line(
-                    job,
-                    entry.id,
-                    ln.period,
-                    ln.node,
-                    ln.node_seconds,
-                    share,
-                    -units,
-                    f"credit: node {node} degraded",
-                )
+            line = _line(
+                job,
+                entry.id,
+                month,
+                ln.node,
+                ln.node_seconds,
+                share,
+                -units,
+                f"credit: node {node} degraded (corrects line {ln.id} of {ln.period})",
             )
-        credited.append((job_id, -entry.amount_units))
+            line.corrects_id = ln.id
+            session.add(line)
+        credited.append((found.job_id, -entry.amount_units))
         audit.record(
             session,
             principal,
             "job.credit",
             "job",
-            job_id,
+            found.job_id,
             enterprise_id=job.enterprise_id,
             node=node,
             units=-entry.amount_units,
+            since=since.isoformat(),
         )
     return credited
 

@@ -88,6 +88,7 @@ class Load:
     idle_nodes: int
     pending_jobs: int = 0
     running_jobs: int = 0
+    in_service_nodes: int | None = None  # None: not known yet (no probe saw the nodes)
 
 
 #: Share of its time limit a job is expected to run (limits are upper bounds).
@@ -316,6 +317,12 @@ def _unavailable(
         )
     if max_hold is not None and hold_units(req, rate) > max_hold:
         return "its hold would exceed the job's existing hold"
+    serving = _load(cluster, part).in_service_nodes
+    if serving is not None and serving < req.nodes and cluster.status is not ClusterStatus.DOWN:
+        return (
+            f"{serving} of its {part.nodes} node(s) in service (the others drained, "
+            f"degraded or down); the job needs {req.nodes}"
+        )
     return None
 
 
@@ -326,6 +333,9 @@ def _load(cluster: Cluster, part: Partition) -> Load:
         idle_nodes=int(seen.get("idle_nodes", part.nodes)),
         pending_jobs=int(seen.get("pending_jobs", 0)),
         running_jobs=int(seen.get("running_jobs", 0)),
+        in_service_nodes=(
+            None if seen.get("in_service_nodes") is None else int(seen["in_service_nodes"])
+        ),
     )
 
 

@@ -17,7 +17,7 @@ import scheduler_adapters as sa_
 from .. import observability
 from ..config import ClusterConfig
 from ..errors import NotFound
-from ..models import Cluster, ClusterStatus, Job, JobStatus, Node, Partition
+from ..models import Cluster, ClusterStatus, Job, JobStatus, Node, Partition, Validation
 from ..units import tflops_to_mflops
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
             part.rated_mflops = tflops_to_mflops(pc.rate_tflops)
             part.price_per_pfh, part.features = pc.price_per_pfh, list(pc.features)
             part.references = dict(pc.references)
+            part.quick_references = dict(pc.quick_references)
             part.allowed_qos = list(pc.allowed_qos)
             part.allowed_reservations = list(pc.allowed_reservations)
             session.add(part)
@@ -137,6 +138,62 @@ def record_probe(session: Session, cluster: Cluster, found: Probe) -> None:
         node.partitions, node.state, node.reason = list(ni.partitions), ni.state, ni.reason or ""
         node.updated_at = now
         session.add(node)
+        known[ni.name] = node
+    _record_service(cluster, list(known.values()))
+
+
+#: Node state words (Slurm's, lower case, ``+``-joined) of a node that takes no new job.
+OUT_OF_SERVICE = frozenset(
+    {
+        "drain",
+        "draining",
+        "drained",
+        "down",
+        "fail",
+        "failing",
+        "not_responding",
+        "maint",
+        "powered_down",
+        "powering_down",
+        "future",
+        "planned",
+    }
+)
+
+
+def in_service(node: Node) -> bool:
+    """Whether the node can take new jobs: not drained, down or degraded by validation."""
+    words = set(node.state.lower().rstrip("*~#!%$@^-").split("+"))
+    return node.validation is not Validation.DEGRADED and not words & OUT_OF_SERVICE
+
+
+def _record_service(cluster: Cluster, nodes: Sequence[Node]) -> None:
+    """Per partition, the nodes in service (idle ones capped by them) in the cached load,
+    and the cluster ``degraded`` when it answers but has no node in service.
+
+    Routing reads this load: drained, degraded and down nodes are not idle capacity,
+    whatever the scheduler counts as idle.
+    """
+    if not nodes or cluster.status is ClusterStatus.DOWN:
+        return
+    load = {name: dict(seen) for name, seen in (cluster.load or {}).items()}
+    for name, seen in load.items():
+        members = [n for n in nodes if name in (n.partitions or [])]
+        serving = sum(1 for n in members if in_service(n))
+        seen["in_service_nodes"] = serving
+        seen["idle_nodes"] = min(int(seen.get("idle_nodes", serving)), serving)
+    cluster.load = load
+    any_serving = any(in_service(n) for n in nodes)
+    cluster.status = ClusterStatus.UP if any_serving else ClusterStatus.DEGRADED
+
+
+def note_node_change(session: Session, node: Node) -> None:
+    """After the broker drained, resumed or degraded ``node``: the cluster's cached load
+    and status follow now, not at the next probe."""
+    cluster = session.get(Cluster, node.cluster_id)
+    if cluster is not None:
+        nodes = list(session.scalars(select(Node).where(Node.cluster_id == cluster.id)))
+        _record_service(cluster, nodes)
 
 
 def list_clusters(session: Session) -> list[Cluster]:

@@ -3,7 +3,8 @@
 Invariants (checked by ``check_invariants`` and by the property tests):
 - an enterprise's available = granted − held − charged never goes below zero
   (also a CHECK constraint on its balance row);
-- a project never holds plus spends more than its allocation, when it has one;
+- a project never holds plus spends more than its allocation in a budget period
+  (plus what an earlier period carried over), when it has one;
 - each balance row equals the sum of its entries;
 - a job has at most one HOLD, one RELEASE and one CHARGE (unique partial indexes),
   and once it is settled its hold is released.
@@ -15,6 +16,13 @@ and every per-enterprise running total fits a signed 64-bit integer. A request b
 them is refused (``InvalidInput`` naming ``amount_pfh`` / ``allocation_pfh``: 422).
 Sums of units in SQL go through ``sum_units``: exact, and never SQLite's "integer
 overflow", whatever the number of rows or enterprises.
+
+Periods: every HOLD carries its budget period, and its RELEASE and CHARGE carry the
+same one. A hold still open when its period ends stays reserved from that period's
+budget; when it settles later, what it did not charge expires too (unless the
+enterprise carries over), so a released hold never brings expired budget back. A
+project's counters (``Balance.period_*``) count only its current period's holds and
+charges: a hold of a closed period settles outside them.
 
 Concurrency: every writer locks the enterprise's balance row first (``FOR UPDATE`` on
 PostgreSQL; SQLite transactions are ``BEGIN IMMEDIATE``, one writer at a time), then
@@ -249,11 +257,38 @@ def _check_ceiling(bal: Balance, amount_units: int) -> None:
         )
 
 
+def _open_period(ent: Enterprise) -> str:
+    """The enterprise's current budget period (set from today if it has none yet)."""
+    if not ent.current_period:
+        ent.current_period = period_of(datetime.now(UTC), ent.period_kind)
+    return ent.current_period
+
+
+def _roll_project(row: Balance, project: Project | None, period: str, carry_over: bool) -> None:
+    """Move a project's counters into ``period``, carrying its unused allocation over
+    when the enterprise carries over (open holds of the old period count as used)."""
+    if row.period == period:
+        return
+    carried = 0
+    if row.period and carry_over and project is not None and project.allocation_units is not None:
+        carried = max(0, _project_left(row, project.allocation_units))
+    row.period, row.carried_units = period, carried
+    row.period_held_units = row.period_charged_units = 0
+
+
+def _project_left(row: Balance, allocation_units: int) -> int:
+    """What the project may still hold in its current period."""
+    return allocation_units + row.carried_units - row.period_held_units - row.period_charged_units
+
+
 def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
     """Reserve ``job.hold_units`` for a job, or raise ``QuotaExceeded``."""
     units = job.hold_units
     ent = _lock(session, job.enterprise_id)
     proj = _lock(session, job.enterprise_id, job.project_id)
+    ent_row = _enterprise(session, job.enterprise_id)
+    period = _open_period(ent_row)
+    _roll_project(proj, project, period, ent_row.carry_over)
     available = ent.granted_units - ent.held_units - ent.charged_units
     if units > available:
         raise QuotaExceeded(
@@ -261,15 +296,16 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
             f"{units_to_pfh(available)} PFlop·h"
         )
     if project.allocation_units is not None:
-        left = project.allocation_units - proj.held_units - proj.charged_units
+        left = _project_left(proj, project.allocation_units)
         if units > left:
             raise QuotaExceeded(
                 f"hold of {units_to_pfh(units)} PFlop·h exceeds the project's remaining "
-                f"allocation of {units_to_pfh(max(left, 0))} PFlop·h"
+                f"allocation of {units_to_pfh(max(left, 0))} PFlop·h for {period}"
             )
     _check_capacity(session, job)
     ent.held_units += units
     proj.held_units += units
+    proj.period_held_units += units
     return _append(
         session,
         enterprise_id=job.enterprise_id,
@@ -277,6 +313,7 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
         job_id=job.id,
         kind=EntryKind.HOLD,
         amount_units=units,
+        period=period,
         actor=job.submitted_by,
     )
 
@@ -334,7 +371,8 @@ def roll_period(session: Session, enterprise_id: uuid.UUID, now: datetime) -> Le
     """Enter the period containing ``now``; without carry-over, expire what was unused.
 
     The expiry is an ADJUST of −available, so the ledger shows it; holds of running
-    jobs stay reserved and are settled as usual.
+    jobs stay reserved from the old period and what they do not charge expires when
+    they settle (``settle``). Projects enter the new period too.
     """
     bal = _lock(session, enterprise_id)
     ent = _enterprise(session, enterprise_id)
@@ -342,6 +380,16 @@ def roll_period(session: Session, enterprise_id: uuid.UUID, now: datetime) -> Le
     if ent.current_period == period:
         return None
     previous, ent.current_period = ent.current_period, period
+    rows = session.execute(
+        select(Balance, Project)
+        .join(Project, Project.id == Balance.project_id)
+        .where(Balance.enterprise_id == enterprise_id)
+        .order_by(Balance.id)
+        .with_for_update(of=Balance)
+    ).all()
+    _remember(session, [row for row, _ in rows])
+    for row, project in rows:
+        _roll_project(row, project, period, ent.carry_over)
     unused = bal.granted_units - bal.held_units - bal.charged_units
     if not previous or ent.carry_over or unused <= 0:
         return None
@@ -367,11 +415,14 @@ def allocate(
         _check_amount(allocation_units, "allocation_pfh")
     _lock(session, project.enterprise_id)
     proj = _lock(session, project.enterprise_id, project.id)
-    if allocation_units is not None and allocation_units < proj.held_units + proj.charged_units:
+    ent = _enterprise(session, project.enterprise_id)
+    _roll_project(proj, project, _open_period(ent), ent.carry_over)
+    used = proj.period_held_units + proj.period_charged_units - proj.carried_units
+    if allocation_units is not None and allocation_units < used:
         raise InvalidInput(
             "allocation_pfh",
-            f"is below what the project already holds and spent "
-            f"({units_to_pfh(proj.held_units + proj.charged_units)} PFlop·h)",
+            f"is below what the project already holds and spent in {proj.period} "
+            f"({units_to_pfh(used)} PFlop·h)",
         )
     project.allocation_units = allocation_units
     audit.record(
@@ -387,10 +438,21 @@ def allocate(
 
 
 def project_balance(session: Session, project: Project) -> BalanceView:
+    """The project's current period: allocation plus carry-over, held, charged."""
     row = session.scalar(select(Balance).where(Balance.project_id == project.id))
     if row is None:
         raise NotFound("project not found")
-    return BalanceView(project.allocation_units or 0, row.held_units, row.charged_units)
+    ent = _enterprise(session, project.enterprise_id)
+    if row.period and row.period != ent.current_period:  # not rolled yet: a fresh period
+        carried = 0
+        if ent.carry_over and project.allocation_units is not None:
+            carried = max(0, _project_left(row, project.allocation_units))
+        return BalanceView((project.allocation_units or 0) + carried, 0, 0)
+    return BalanceView(
+        (project.allocation_units or 0) + row.carried_units,
+        row.period_held_units,
+        row.period_charged_units,
+    )
 
 
 def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> bool:
@@ -403,24 +465,34 @@ def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> boo
     if _entry(session, job.id, EntryKind.CHARGE) is not None:
         return False
     proj = _lock(session, job.enterprise_id, job.project_id)
+    ent_row = _enterprise(session, job.enterprise_id)
     held = _entry(session, job.id, EntryKind.HOLD)
+    period = held.period if held is not None and held.period else _open_period(ent_row)
+    in_counters = held is not None and bool(held.period) and held.period == proj.period
+    released = 0
     if held is not None and _entry(session, job.id, EntryKind.RELEASE) is None:
-        ent.held_units -= held.amount_units
-        proj.held_units -= held.amount_units
+        released = held.amount_units
+        ent.held_units -= released
+        proj.held_units -= released
+        if in_counters:
+            proj.period_held_units -= released
         _append(
             session,
             enterprise_id=job.enterprise_id,
             project_id=job.project_id,
             job_id=job.id,
             kind=EntryKind.RELEASE,
-            amount_units=held.amount_units,
+            amount_units=released,
             reverses_id=held.id,
+            period=period,
             memo=memo,
         )
     cap = held.amount_units if held is not None else 0
     units = max(0, min(charge_units, cap))
     ent.charged_units += units
     proj.charged_units += units
+    if in_counters:
+        proj.period_charged_units += units
     _append(
         session,
         enterprise_id=job.enterprise_id,
@@ -428,10 +500,50 @@ def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> boo
         job_id=job.id,
         kind=EntryKind.CHARGE,
         amount_units=units,
+        period=period,
         memo=memo,
     )
     job.charge_units = units
+    _expire_unused_hold(session, ent, ent_row, job, period, released - units)
     return True
+
+
+def _expire_unused_hold(
+    session: Session, bal: Balance, ent: Enterprise, job: Job, period: str, unused: int
+) -> None:
+    """A hold of a closed period gave back ``unused``: that period's budget, which expired
+    with it (unless the enterprise carries over), so it must not become available now."""
+    if unused <= 0 or not period or period == ent.current_period or ent.carry_over:
+        return
+    bal.granted_units -= unused
+    _append(
+        session,
+        enterprise_id=job.enterprise_id,
+        job_id=job.id,
+        kind=EntryKind.ADJUST,
+        amount_units=-unused,
+        period=period,
+        memo=f"unused hold of {period} expired at settlement",
+    )
+
+
+def creditable(session: Session, job: Job) -> int:
+    """What of the job's charge is not credited back yet (0 before it is charged)."""
+    charge = _entry(session, job.id, EntryKind.CHARGE)
+    if charge is None:
+        return 0
+    return charge.amount_units - _credited(session, charge)
+
+
+def _credited(session: Session, charge: LedgerEntry) -> int:
+    return -int(
+        session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
+                LedgerEntry.reverses_id == charge.id, LedgerEntry.kind == EntryKind.ADJUST
+            )
+        )
+        or 0
+    )
 
 
 def credit(
@@ -442,20 +554,16 @@ def credit(
     charge = _entry(session, job.id, EntryKind.CHARGE)
     if charge is None:
         raise Conflict("the job has not been charged")
-    credited = -int(
-        session.scalar(
-            select(func.coalesce(func.sum(LedgerEntry.amount_units), 0)).where(
-                LedgerEntry.reverses_id == charge.id, LedgerEntry.kind == EntryKind.ADJUST
-            )
-        )
-        or 0
-    )
-    units = min(units, charge.amount_units - credited)
+    units = min(units, charge.amount_units - _credited(session, charge))
     if units <= 0:
         return None
     proj = _lock(session, job.enterprise_id, job.project_id)
+    ent_row = _enterprise(session, job.enterprise_id)
+    period = _open_period(ent_row)  # a credit is booked in the period it is given
+    _roll_project(proj, session.get(Project, job.project_id), period, ent_row.carry_over)
     ent.charged_units -= units
     proj.charged_units -= units
+    proj.period_charged_units -= units
     entry = _append(
         session,
         enterprise_id=job.enterprise_id,
@@ -464,6 +572,7 @@ def credit(
         kind=EntryKind.ADJUST,
         amount_units=-units,
         reverses_id=charge.id,
+        period=period,
         memo=memo,
         actor=principal.actor,
     )
@@ -536,6 +645,14 @@ def check_invariants(session: Session, enterprise_id: uuid.UUID) -> list[str]:
             problems.append(
                 f"balance {row.project_id or 'enterprise'}: row {got} != entries {sums}"
             )
+        if row.project_id is not None and row.period:
+            _, p_held, p_charged = _sums(session, enterprise_id, row.project_id, row.period)
+            if (row.period_held_units, row.period_charged_units) != (p_held, p_charged):
+                problems.append(
+                    f"balance {row.project_id} in {row.period}: held/charged "
+                    f"({row.period_held_units}, {row.period_charged_units}) != entries "
+                    f"({p_held}, {p_charged})"
+                )
         if row.project_id is None and row.granted_units - row.held_units - row.charged_units < 0:
             problems.append("enterprise available below zero")
     dup = session.execute(
@@ -553,7 +670,10 @@ def check_invariants(session: Session, enterprise_id: uuid.UUID) -> list[str]:
 
 
 def _sums(
-    session: Session, enterprise_id: uuid.UUID, project_id: uuid.UUID | None
+    session: Session,
+    enterprise_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    period: str | None = None,
 ) -> tuple[int, int, int]:
     # Every HOLD an enterprise ever made, say, can add up past 64 bits: exact sums.
     query = select(
@@ -561,6 +681,8 @@ def _sums(
     ).where(LedgerEntry.enterprise_id == enterprise_id)
     if project_id is not None:
         query = query.where(LedgerEntry.project_id == project_id)
+    if period is not None:
+        query = query.where(LedgerEntry.period == period)
     granted = held = charged = 0
     for kind, reverses, high, low in session.execute(
         query.group_by(LedgerEntry.kind, LedgerEntry.reverses_id.is_not(None))
@@ -589,6 +711,7 @@ __all__ = [
     "charge_entry",
     "check_invariants",
     "credit",
+    "creditable",
     "grant",
     "hold",
     "joined_units",

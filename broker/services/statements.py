@@ -4,6 +4,10 @@ A statement is the charge lines of one month (charges and credits), grouped by p
 and job. Its totals are sums of ledger units (integers of 1 GFLOP, added in Python or
 with ``ledger.sum_units``), so they match the ledger to the last unit: ``net_units``
 is the exact integer beside the PFlop·h floats.
+
+A month's lines are written once: a credit given later for a job of a closed month is
+booked in the month it is given, each credit line naming the line it corrects
+(``corrects_line``, ``corrects_period``), so a statement already sent never changes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..errors import InvalidInput
 from ..models import ChargeLine, Cluster, Job, Partition, Project
@@ -79,8 +83,12 @@ def statement(
     ent = tenants.get_enterprise(session, principal, enterprise_id)
     month = check_month(month or current_month())
     # Plain columns, not ORM objects: a large tenant's month has tens of thousands of lines.
+    corrected = aliased(ChargeLine)
     rows = session.execute(
         select(
+            ChargeLine.id,
+            ChargeLine.corrects_id,
+            corrected.period.label("corrects_period"),
             ChargeLine.project_id,
             ChargeLine.job_id,
             ChargeLine.cluster,
@@ -97,6 +105,7 @@ def statement(
         )
         .join(Job, Job.id == ChargeLine.job_id)
         .join(Project, Project.id == ChargeLine.project_id)
+        .outerjoin(corrected, corrected.id == ChargeLine.corrects_id)
         .where(ChargeLine.enterprise_id == enterprise_id, ChargeLine.period == month)
         .order_by(Project.name, ChargeLine.job_id, ChargeLine.id)
     ).all()
@@ -163,6 +172,7 @@ def _job(j: JobUsage) -> dict[str, Any]:
         "credited_pfh": units_to_pfh(j.credited_units),
         "lines": [
             {
+                "line_id": ln.id,
                 "node": ln.node,
                 "node_seconds": ln.node_seconds,
                 "rate_tflops": ln.rate_mflops / 1e6,
@@ -171,6 +181,8 @@ def _job(j: JobUsage) -> dict[str, Any]:
                 "pfh": units_to_pfh(ln.units),
                 "units": ln.units,
                 "memo": ln.memo,
+                "corrects_line": ln.corrects_id,
+                "corrects_period": ln.corrects_period,
             }
             for ln in j.lines
         ],
@@ -192,6 +204,9 @@ CSV_COLUMNS = [
     "pfh",
     "units",
     "memo",
+    "line_id",
+    "corrects_line",
+    "corrects_period",
 ]
 
 
@@ -219,6 +234,9 @@ def as_csv(doc: dict[str, Any]) -> str:
                         ln["pfh"],
                         ln["units"],
                         ln["memo"],
+                        ln["line_id"],
+                        ln["corrects_line"] or "",
+                        ln["corrects_period"] or "",
                     ]
                 )
     writer.writerow(
@@ -237,6 +255,9 @@ def as_csv(doc: dict[str, Any]) -> str:
             doc["net_pfh"],
             doc["net_units"],
             f"node_hours={doc['node_hours']}",
+            "",
+            "",
+            "",
         ]
     )
     return out.getvalue()

@@ -6,9 +6,16 @@ ingests each result, judges it against the partition's references with ReFrame
 semantics (``[value, lower, upper]``, bounds relative to value, ``upper`` optional) and
 against the node's own FMA probe, then either sets a new node rate (median GEMM of the
 recent passing runs) or marks the node degraded, drains it in the scheduler and
-credits the jobs it ran since its last passing run. A degraded node returns to
-service only through a passing run: a campaign resumes it in the scheduler behind
-its queued validation job, and drains it again if that run fails too.
+credits the jobs it ran since its last passing run (none if it never passed: nothing
+then tells which jobs it served badly). A degraded node returns to service through a
+passing run (a campaign resumes it in the scheduler behind its queued validation job,
+and drains it again if that run fails too), or by an administrator's forced resume
+with a stated reason, audited.
+
+Quick runs (``kernels validate --quick`` in ``BROKER_VALIDATION_ARGS``) measure small
+problems, far from a node's full speed: they are judged against the partition's
+``quick_references``; where it has none, a failing quick run is recorded but cannot
+degrade, drain or credit the node.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..config import Settings
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
 from ..schemas.kernels import KernelsReport
 from . import audit, billing, clusters, reconcile, safefs, scheduling
@@ -99,6 +106,11 @@ def judge(
     return Verdict(not reasons, reasons, metrics)
 
 
+def is_quick(settings: Settings) -> bool:
+    """Whether this broker's validation runs use the kernels' quick sizes."""
+    return "--quick" in shlex.split(settings.validation_args)
+
+
 def _script(settings: Settings) -> str:
     python = settings.validation_python or sys.executable
     args = shlex.split(settings.validation_args)
@@ -148,6 +160,7 @@ def start_campaign(
             partition=part,
             campaign=campaign,
             work_dir=str(work),
+            quick=is_quick(settings),
         )
         spec = sa_.JobSpec(
             name=f"validate-{n.name}",
@@ -251,7 +264,9 @@ def ingest(
         .join(Cluster, Cluster.id == Partition.cluster_id)
         .where(Cluster.name == run.cluster, Partition.name == run.partition)
     )
-    refs = dict(part.references) if part is not None else {}
+    refs: dict[str, list[float]] = {}
+    if part is not None:
+        refs = dict(part.quick_references if run.quick else part.references)
     verdict = judge(report, refs, settings.validation_min_gemm_peak_ratio)
     run.result, run.reasons = raw, verdict.reasons
     run.gemm_gflops, run.fft_gflops = verdict.metrics["gemm_gflops"], verdict.metrics["fft_gflops"]
@@ -262,6 +277,8 @@ def ingest(
         _set_rate(session, node, run, settings.validation_rate_samples, now)
         if node.validation is Validation.DEGRADED:  # a passing run returns it to service
             node.state, node.reason = "idle", ""
+            node.validation = Validation.VALIDATED
+            clusters.note_node_change(session, node)
             audit.record(
                 session,
                 SYSTEM,
@@ -276,6 +293,13 @@ def ingest(
     else:
         run.state = RunState.FAILED
         session.flush()
+        if run.quick and not refs:
+            run.reasons = [
+                *verdict.reasons,
+                "quick run and the partition has no quick_references: the node is not "
+                "degraded (run a full validation to judge it)",
+            ]
+            return
         _degrade(session, pool, node, run, now)
 
 
@@ -313,17 +337,14 @@ def _degrade(
         node.state = "drain"
     except sa_.SchedulerError as exc:
         log.error("could not drain %s/%s: %s", run.cluster, node.name, exc)
-    last_pass = session.scalar(
-        select(ValidationRun.finished_at)
-        .where(
-            ValidationRun.node_id == node.id,
-            ValidationRun.state == RunState.PASSED,
-            ValidationRun.id < run.id,
+    clusters.note_node_change(session, node)
+    last_pass = last_passing_run(session, node, before=run.id)
+    if last_pass is not None:
+        billing.credit_node(
+            session, SYSTEM, run.cluster, node.name, last_pass, "; ".join(run.reasons), now
         )
-        .order_by(ValidationRun.id.desc())
-        .limit(1)
-    )
-    billing.credit_node(session, SYSTEM, run.cluster, node.name, last_pass, "; ".join(run.reasons))
+    else:
+        log.warning("%s/%s never passed before: no job credited", run.cluster, node.name)
     audit.record(
         session,
         SYSTEM,
@@ -333,6 +354,43 @@ def _degrade(
         cluster=run.cluster,
         run=run.id,
         reasons=run.reasons,
+        credited_since=None if last_pass is None else last_pass.isoformat(),
+    )
+
+
+def last_passing_run(session: Session, node: Node, before: int | None = None) -> datetime | None:
+    """When the node's last passing validation run (before run ``before``) finished."""
+    query = select(ValidationRun.finished_at).where(
+        ValidationRun.node_id == node.id, ValidationRun.state == RunState.PASSED
+    )
+    if before is not None:
+        query = query.where(ValidationRun.id < before)
+    return session.scalar(query.order_by(ValidationRun.id.desc()).limit(1))
+
+
+@dataclass(frozen=True)
+class CreditPreview:
+    """What a failing validation of ``node`` would credit, as of now."""
+
+    node: str
+    since: datetime | None  # its last passing run; None: never passed, nothing credited
+    jobs: int
+    units: int
+    enterprises: int
+
+
+def failure_credits(session: Session, cluster: str, node: Node) -> CreditPreview:
+    """The credits ``node``'s failure would give now (``nodes validate --dry-run``)."""
+    since = last_passing_run(session, node)
+    if since is None:
+        return CreditPreview(node.name, None, 0, 0, 0)
+    found = billing.node_credits(session, cluster, node.name, since)
+    return CreditPreview(
+        node.name,
+        since,
+        len(found),
+        sum(c.units for c in found),
+        len({c.enterprise_id for c in found}),
     )
 
 
@@ -359,20 +417,51 @@ def drain_node(
     pool.get(cluster).drain(name, reason)
     node.state, node.reason = "drain", reason[:500]
     audit.record(session, principal, "node.drain", "node", name, cluster=cluster, reason=reason)
+    clusters.note_node_change(session, node)
     return node
 
 
 def resume_node(
-    session: Session, pool: clusters.AdapterPool, principal: Principal, cluster: str, name: str
+    session: Session,
+    pool: clusters.AdapterPool,
+    principal: Principal,
+    cluster: str,
+    name: str,
+    *,
+    force: bool = False,
+    reason: str = "",
 ) -> Node:
-    """Return a node to service; a degraded one only after a passing validation run."""
+    """Return a node to service. A degraded one resumes after a passing validation run,
+    or now with ``force`` and a stated ``reason`` (audited, with what the failed run
+    said); it is then unvalidated until its next run."""
     principal.require_staff()
     node = _node(session, cluster, name)
-    if node.validation is Validation.DEGRADED:
-        raise Conflict(f"node {name} is degraded: it resumes only after a passing validation run")
+    degraded = node.validation is Validation.DEGRADED
+    if degraded and not force:
+        raise Conflict(
+            f"node {name} is degraded: it resumes after a passing validation run, or "
+            "with force and a stated reason (brokerctl nodes resume --force --reason)"
+        )
+    if force and not reason.strip():
+        raise InvalidInput("reason", "a forced resume needs a reason")
+    was = node.reason
     pool.get(cluster).resume(name)
     node.state, node.reason = "idle", ""
-    audit.record(session, principal, "node.resume", "node", name, cluster=cluster)
+    if degraded:
+        node.validation = Validation.UNVALIDATED
+    audit.record(
+        session,
+        principal,
+        "node.resume",
+        "node",
+        name,
+        cluster=cluster,
+        forced=force,
+        reason=reason,
+        was_degraded=degraded,
+        was=was,
+    )
+    clusters.note_node_change(session, node)
     return node
 
 

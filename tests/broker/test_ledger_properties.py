@@ -193,8 +193,9 @@ class LedgerMachine(RuleBasedStateMachine):
             for p in s.scalars(select(Project)):
                 row = s.scalar(select(Balance).where(Balance.project_id == p.id))
                 assert row is not None
-                if p.allocation_units is not None:
-                    assert row.held_units + row.charged_units <= p.allocation_units
+                if p.allocation_units is not None:  # per period, with what carried over
+                    used = row.period_held_units + row.period_charged_units
+                    assert used <= p.allocation_units + row.carried_units
             for job in s.scalars(select(Job)):
                 counts = dict(
                     s.execute(
