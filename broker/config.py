@@ -59,6 +59,9 @@ class PartitionConfig(BaseModel):
     allowed_reservations: list[Annotated[str, Field(pattern=_SLURM_NAME)]] = Field(
         default_factory=list
     )
+    # The most tasks one job array (`array`) may have here; keep it within the cluster's
+    # MaxArraySize (Slurm's default allows indices up to 1000).
+    max_array_tasks: int = Field(1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _max_nodes_default(self) -> PartitionConfig:

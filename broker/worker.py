@@ -21,11 +21,12 @@ import scheduler_adapters as sa_
 from . import leader, observability
 from .config import Settings
 from .db import session_scope
-from .models import LIVE_STATES, Cluster, Job, JobStatus
+from .models import LIVE_STATES, TERMINAL_STATES, Cluster, Job, JobTask
 from .services import (
     brokering,
     clusters,
     collection,
+    dependencies,
     ledger,
     scheduling,
     staging,
@@ -166,9 +167,14 @@ class Worker:
                 return
             ledger.lock_enterprise(s, job.enterprise_id)  # same lock as an API cancel
             s.refresh(job)
-            if job.state is not JobStatus.ACCEPTED:
+            if not scheduling.awaiting_submission(job):
                 return
-            outcome, spec, plan = scheduling.begin_submission(s, job, tagged, now)
+            native = self.pool.get(job.cluster).supports_dependencies if job.depends_on else False
+            outcome, spec, plan = scheduling.begin_submission(
+                s, job, tagged, now, native_dependencies=native
+            )
+        if outcome == "held":
+            return  # waits for its dependencies: looked at again next pass
         if outcome != "submit" or spec is None:
             stats.bump(outcome)
             return
@@ -180,7 +186,7 @@ class Worker:
         except sa_.SchedulerError as exc:
             with session_scope(self.factory) as s:
                 job = s.get(Job, job_id)
-                if job is None or job.state is not JobStatus.ACCEPTED:
+                if job is None or not scheduling.awaiting_submission(job):
                     return
                 if exc.transient:
                     scheduling.backoff(
@@ -201,7 +207,7 @@ class Worker:
             return
         with session_scope(self.factory) as s:
             job = s.get(Job, job_id)
-            if job is not None and job.state is JobStatus.ACCEPTED:
+            if job is not None and scheduling.awaiting_submission(job):
                 scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
                 stats.submitted += 1
 
@@ -212,7 +218,7 @@ class Worker:
         except staging.StagingError as exc:
             with session_scope(self.factory) as s:
                 job = s.get(Job, plan.job_id)
-                if job is not None and job.state is JobStatus.ACCEPTED:
+                if job is not None and scheduling.awaiting_submission(job):
                     scheduling.fail_stage_in(s, job, str(exc), scheduling.utcnow())
                     stats.rejected += 1
             return False
@@ -221,6 +227,14 @@ class Worker:
         return True
 
     def push_cancels(self, stats: PassStats) -> None:
+        """Cancel in the scheduler what users asked to cancel (jobs and array tasks), and
+        jobs whose dependencies can no longer be met (``dependencies.never_met``)."""
+        with session_scope(self.factory) as s:
+            for job_id, reason in dependencies.never_met(s):
+                job = s.get(Job, job_id)
+                if job is not None:
+                    job.cancel_requested, job.cancel_reason = True, reason[:300]
+                    job.reason = reason[:1000]
         with session_scope(self.factory) as s:
             todo = [
                 (j.cluster, j.scheduler_job_id)
@@ -231,6 +245,19 @@ class Worker:
                         Job.scheduler_job_id.is_not(None),
                     )
                 )
+            ]
+            todo += [
+                (j.cluster, sa_.task_job_id(j.scheduler_job_id or "", t.index))
+                for t, j in s.execute(
+                    select(JobTask, Job)
+                    .join(Job, Job.id == JobTask.job_id)
+                    .where(
+                        JobTask.cancel_requested,
+                        JobTask.state.not_in(TERMINAL_STATES),
+                        Job.state.in_(LIVE_STATES),
+                        Job.scheduler_job_id.is_not(None),
+                    )
+                ).all()
             ]
         for cluster, sched_id in todo:
             key = f"{cluster}/{sched_id}"

@@ -3,6 +3,8 @@
 The package knows nothing of tenants, quotas or the broker's database.
 """
 
+from .arrays import ArraySpec, task_job_id
+from .arrays import parse as parse_array
 from .base import (
     TAG_PREFIX,
     ClusterInfo,
@@ -37,6 +39,7 @@ __all__ = [
     "AccountSpec",
     "Action",
     "AdapterConfigError",
+    "ArraySpec",
     "ClusterInfo",
     "JobInfo",
     "JobNotFound",
@@ -55,6 +58,8 @@ __all__ = [
     "create_adapter",
     "env_name_refusal",
     "neutralise_directives",
+    "parse_array",
     "pfh_to_billing_minutes",
     "pflops_to_billing",
+    "task_job_id",
 ]

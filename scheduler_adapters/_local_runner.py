@@ -59,40 +59,61 @@ def _open_out(path: str, who: dict[str, Any] | None) -> int:
     return fd
 
 
-def run(job_dir: Path) -> int:
-    meta = json.loads((job_dir / "meta.json").read_text())
-    state: dict[str, Any] = {"state": "running", "runner_pid": os.getpid(), "start_time": _now()}
-    if (job_dir / "cancel").exists():
-        write_state(job_dir, {**state, "state": "cancelled", "end_time": _now()})
-        return 0
-    who: dict[str, Any] | None = meta.get("run_as") if os.geteuid() == 0 else None
-    if os.geteuid() == 0 and (who is None or who["uid"] == 0):
-        raise RuntimeError("refusing to run a job as root: its metadata names no other user")
-    out = _open_out(meta["stdout_path"], who)
+def _start(
+    meta: dict[str, Any], job_dir: Path, index: int | None, who: dict[str, Any] | None
+) -> subprocess.Popen[bytes]:
+    """Start the script (one task of an array when ``index`` is set) in its own session."""
+
+    def _path(template: str) -> str:
+        if index is None:
+            return template
+        return template.replace("%A", meta["job_id"]).replace("%a", str(index))
+
+    out = _open_out(_path(meta["stdout_path"]), who)
     same = meta["stderr_path"] == meta["stdout_path"]
-    err = out if same else _open_out(meta["stderr_path"], who)
+    err = out if same else _open_out(_path(meta["stderr_path"]), who)
     script = os.open(job_dir / "script.sh", os.O_RDONLY | os.O_NOFOLLOW)  # inherited below
     ids: dict[str, Any] = {}
     if who is not None:
         ids = {"user": who["uid"], "group": who["gid"], "extra_groups": who["groups"]}
+    env = dict(meta["environment"])
+    if index is not None:
+        env["SLURM_ARRAY_TASK_ID"] = env["BROKER_ARRAY_TASK_ID"] = str(index)
     try:
         # Entered here, before the switch (its ancestors may be closed to the job's
         # user); the job inherits it. This process runs only this job.
         _enter(meta.get("job_dir") or meta["working_dir"], meta["working_dir"])
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             # The kernel reads the #! line; the interpreter opens /dev/fd/N, inherited.
             [f"/dev/fd/{script}"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             pass_fds=(script,),
-            env=meta["environment"],
+            env=env,
             start_new_session=True,
             **ids,
         )
     finally:
         for fd in {out, err, script}:
             os.close(fd)
+
+
+def _end_state(why: str, rc: int) -> tuple[str, int]:
+    final = why if why else "completed" if rc == 0 else "failed"
+    return final, rc if rc >= 0 else 128 - rc
+
+
+def run(job_dir: Path) -> int:
+    meta = json.loads((job_dir / "meta.json").read_text())
+    if meta.get("array"):
+        return run_array(job_dir, meta)
+    state: dict[str, Any] = {"state": "running", "runner_pid": os.getpid(), "start_time": _now()}
+    if (job_dir / "cancel").exists():
+        write_state(job_dir, {**state, "state": "cancelled", "end_time": _now()})
+        return 0
+    who = _who(meta)
+    proc = _start(meta, job_dir, None, who)
     outcome = {"why": ""}
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -113,10 +134,89 @@ def run(job_dir: Path) -> int:
             _kill_group(proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=0.2)
-    rc = proc.returncode
-    final = outcome["why"] if outcome["why"] else "completed" if rc == 0 else "failed"
-    exit_code = rc if rc >= 0 else 128 - rc
+    final, exit_code = _end_state(outcome["why"], proc.returncode)
     write_state(job_dir, {**state, "state": final, "exit_code": exit_code, "end_time": _now()})
+    return 0
+
+
+def _who(meta: dict[str, Any]) -> dict[str, Any] | None:
+    who: dict[str, Any] | None = meta.get("run_as") if os.geteuid() == 0 else None
+    if os.geteuid() == 0 and (who is None or who["uid"] == 0):
+        raise RuntimeError("refusing to run a job as root: its metadata names no other user")
+    return who
+
+
+def run_array(job_dir: Path, meta: dict[str, Any]) -> int:
+    """Run an array's tasks, at most ``throttle`` at once, each with its own time limit.
+
+    ``state.json`` holds the array's state and one entry per task that started
+    (``tasks``); a task not there yet is pending. ``cancel`` cancels them all,
+    ``cancel_<index>`` one task (the adapter writes both, then signals us).
+    """
+    spec = meta["array"]
+    pending: list[int] = list(spec["indices"])
+    width = min(len(pending), spec.get("throttle") or len(pending))
+    tasks: dict[str, dict[str, Any]] = {}
+    state: dict[str, Any] = {
+        "state": "running",
+        "runner_pid": os.getpid(),
+        "start_time": _now(),
+        "tasks": tasks,
+    }
+    who = _who(meta)
+    procs: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    why: dict[int, str] = {}
+    cancelled = {"all": False}
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        cancelled["all"] = True
+
+    signal.signal(signal.SIGTERM, _on_term)
+    write_state(job_dir, state)
+    written = json.dumps(state)
+    limit_s = meta["time_limit_minutes"] * 60
+    while pending or procs:
+        everything = cancelled["all"] or (job_dir / "cancel").exists()
+        for index in list(pending):
+            if everything or (job_dir / f"cancel_{index}").exists():
+                pending.remove(index)
+                tasks[str(index)] = {"state": "cancelled", "exit_code": None, "end_time": _now()}
+        for index, (proc, deadline) in procs.items():
+            if proc.poll() is None and index not in why:
+                if everything or (job_dir / f"cancel_{index}").exists():
+                    why[index] = "cancelled"
+                    _kill_group(proc)
+                elif time.monotonic() > deadline:
+                    why[index] = "timeout"
+                    _kill_group(proc)
+        for index, (proc, _) in list(procs.items()):
+            if proc.poll() is not None:
+                final, exit_code = _end_state(why.pop(index, ""), proc.returncode)
+                tasks[str(index)].update(state=final, exit_code=exit_code, end_time=_now())
+                del procs[index]
+        while pending and len(procs) < width:
+            index = pending.pop(0)
+            try:
+                proc = _start(meta, job_dir, index, who)
+            except Exception as exc:  # one task's failure to start is that task's
+                tasks[str(index)] = {
+                    "state": "failed",
+                    "reason": f"runner error: {exc}",
+                    "exit_code": None,
+                    "start_time": _now(),
+                    "end_time": _now(),
+                }
+                continue
+            procs[index] = (proc, time.monotonic() + limit_s)
+            tasks[str(index)] = {"state": "running", "pid": proc.pid, "start_time": _now()}
+        if json.dumps(state) != written:
+            write_state(job_dir, state)
+            written = json.dumps(state)
+        if procs:
+            time.sleep(0.2)
+    ends = [t["state"] for _, t in sorted(tasks.items(), key=lambda kv: int(kv[0]))]
+    final = next((e for e in ends if e != "completed"), "completed")
+    write_state(job_dir, {**state, "state": final, "end_time": _now()})
     return 0
 
 

@@ -113,6 +113,11 @@ class JobSpec:
     exclusive: bool = True
     environment: Mapping[str, str] = field(default_factory=dict)
     broker_job_id: str | None = None
+    #: A job array in Slurm's syntax (``"0-9%3"``: ``arrays.parse``); None: one job.
+    array: str | None = None
+    #: Slurm's ``--dependency`` expression on this cluster's job ids
+    #: (``"afterok:12:13,afterany:14"``); only for adapters that ``supports_dependencies``.
+    dependency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,10 @@ class JobInfo:
     requeue) with their own nodes, times and elapsed seconds. The fields above describe
     the last run. ``runs`` is empty for a job that ran once, and where an adapter cannot
     read earlier runs (then ``restart_count`` may exceed ``len(runs)``).
+
+    A job array is one record (``arrays.aggregate``): ``tasks`` holds one record per task
+    (``array_task_id`` set, ``job_id`` the task's ``<array id>_<index>``), the fields
+    above the whole array (live while any task is).
     """
 
     job_id: str
@@ -156,6 +165,8 @@ class JobInfo:
     #: With ``account`` it tells a job the broker submitted from one that merely
     #: carries a copy of its tag: anyone may write ``--comment=broker:<uuid>``.
     user: str | None = None
+    array_task_id: int | None = None
+    tasks: tuple[JobInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +211,13 @@ class SchedulerAdapter(abc.ABC):
     ``status`` answers for many jobs in one scheduler call and covers finished jobs
     (from accounting where the controller forgot them); ids it cannot find are absent
     from the result. ``cancel`` is idempotent: cancelling a finished or unknown job is
-    not an error.
+    not an error. ``cancel`` of ``<array id>_<index>`` cancels one task of an array.
+    An adapter that ``supports_dependencies`` honours ``JobSpec.dependency``; for the
+    others the broker holds a dependent job until its parents have ended.
     """
 
     kind: str = "abstract"
+    supports_dependencies: bool = False
 
     def __init__(self, cluster: str) -> None:
         self.cluster = cluster

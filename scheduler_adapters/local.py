@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import arrays
 from .base import ClusterInfo, JobInfo, JobSpec, JobState, NodeInfo, PartitionInfo, SchedulerAdapter
 from .errors import AdapterConfigError, SubmitRejected
 from .slurm.script import check_environment, neutralise_directives
@@ -190,8 +191,14 @@ class LocalAdapter(SchedulerAdapter):
         who = self._run_as(spec.user)
         try:
             variables = check_environment(spec.environment)
+            array = arrays.parse(spec.array) if spec.array else None
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
+        if spec.dependency:
+            raise SubmitRejected(
+                "the local adapter has no dependencies: the broker holds such jobs",
+                cluster=self.cluster,
+            )
         job_id = self._next_id()
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir(mode=0o700)
@@ -223,6 +230,11 @@ class LocalAdapter(SchedulerAdapter):
             env["USER"] = env["LOGNAME"] = who.name
         if spec.cpus_per_task:
             env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
+        if array is not None:  # as Slurm sets them; the runner adds each task's index
+            env["SLURM_ARRAY_JOB_ID"] = job_id
+            env["SLURM_ARRAY_TASK_COUNT"] = str(len(array.indices))
+            env["SLURM_ARRAY_TASK_MIN"] = str(array.indices[0])
+            env["SLURM_ARRAY_TASK_MAX"] = str(array.indices[-1])
         meta = {
             "job_id": job_id,
             "name": spec.name,
@@ -239,6 +251,9 @@ class LocalAdapter(SchedulerAdapter):
             "stderr_path": spec.stderr_path or stdout,
             "environment": env,
             "submit_time": datetime.now(UTC).isoformat(),
+            "array": None
+            if array is None
+            else {"indices": list(array.indices), "throttle": array.throttle},
         }
         # Directives mean nothing here; neutralised as on Slurm so the job's warnings hold.
         (job_dir / "script.sh").write_text(neutralise_directives(spec.script)[0])
@@ -276,6 +291,8 @@ class LocalAdapter(SchedulerAdapter):
         elapsed = None
         if start is not None:
             elapsed = int(((end or datetime.now(UTC)) - start).total_seconds())
+        if meta.get("array"):
+            return self._array_info(job_id, meta, state, native)
         return JobInfo(
             job_id=job_id,
             state=_STATES.get(native, JobState.UNKNOWN),
@@ -294,6 +311,54 @@ class LocalAdapter(SchedulerAdapter):
             user=meta.get("user"),
         )
 
+    def _array_info(
+        self, job_id: str, meta: dict[str, Any], state: dict[str, Any], native: str
+    ) -> JobInfo:
+        """The array's tasks from the runner's state: a task not started is pending, or
+        lost with the runner (as are the running ones: the machine's failure)."""
+        lost = native == "lost"
+        tasks = []
+        started = state.get("tasks") or {}
+        for index in meta["array"]["indices"]:
+            task = started.get(str(index))
+            if task is None:
+                word = "lost" if lost else "cancelled" if native == "cancelled" else "queued"
+                task = {"state": word}
+            word = task.get("state", "queued")
+            if lost and word == "running":
+                word = "lost"
+            start, end = _ts(task.get("start_time")), _ts(task.get("end_time"))
+            if lost and end is None:
+                end = datetime.now(UTC)
+            elapsed = None
+            if start is not None:
+                elapsed = int(((end or datetime.now(UTC)) - start).total_seconds())
+            tasks.append(
+                JobInfo(
+                    job_id=arrays.task_job_id(job_id, index),
+                    state=_STATES.get(word, JobState.UNKNOWN),
+                    native_state=word,
+                    reason=task.get("reason") or (state.get("reason") if lost else None),
+                    exit_code=task.get("exit_code"),
+                    nodes=tuple(meta["nodes"]) if start else (),
+                    start_time=start,
+                    end_time=end,
+                    elapsed_s=elapsed,
+                    array_task_id=index,
+                )
+            )
+        base = JobInfo(
+            job_id=job_id,
+            state=JobState.PENDING,
+            submit_time=_ts(meta["submit_time"]),
+            tag=meta.get("tag"),
+            name=meta.get("name"),
+            account=meta.get("account"),
+            partition=meta.get("partition"),
+            user=meta.get("user"),
+        )
+        return arrays.aggregate(job_id, tasks, base=base)
+
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         out: dict[str, JobInfo] = {}
         for job_id in job_ids:
@@ -302,10 +367,13 @@ class LocalAdapter(SchedulerAdapter):
         return out
 
     def cancel(self, job_id: str) -> None:
-        job_dir = self.jobs_dir / job_id
-        if not job_id.isdigit() or not job_dir.is_dir():
+        head, _, index = job_id.partition("_")
+        job_dir = self.jobs_dir / head
+        if not head.isdigit() or (index and not index.isdigit()) or not job_dir.is_dir():
             return
-        (job_dir / "cancel").touch()
+        (job_dir / (f"cancel_{int(index)}" if index else "cancel")).touch()
+        if index:
+            return  # the array's runner looks for it on its next turn (0.2 s)
         state = _read_json(job_dir / "state.json") or {}
         pid = state.get("runner_pid")
         if state.get("state") == "running" and isinstance(pid, int) and _alive(pid):

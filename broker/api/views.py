@@ -11,13 +11,14 @@ from ..models import (
     Enterprise,
     Job,
     JobIO,
+    JobTask,
     LedgerEntry,
     Node,
     Partition,
     Project,
 )
 from ..schemas.clusters import ClusterRead, NodeRead, PartitionRead
-from ..schemas.jobs import JobDetail, JobRead
+from ..schemas.jobs import Dependency, JobDetail, JobRead, TaskRead
 from ..schemas.ledger import AuditEventRead, BalanceRead, LedgerEntryRead, ProjectBalanceRead
 from ..schemas.me import EnterpriseRef, MeRead, ProjectRef
 from ..schemas.tenants import EnterpriseRead, ProjectRead, TokenRead
@@ -145,6 +146,23 @@ def job(j: Job) -> JobRead:
         qos=j.qos,
         reservation=j.reservation,
         constraints=list((j.routing or {}).get("constraints") or []),
+        array=j.array,
+        array_tasks=j.array_tasks,
+        depends_on=[Dependency.model_validate(d) for d in j.depends_on or []],
+    )
+
+
+def task(t: JobTask) -> TaskRead:
+    return TaskRead(
+        index=t.index,
+        state=t.state.value,
+        reason=t.reason,
+        exit_code=t.exit_code,
+        node_list=list(t.node_list or []),
+        started_at=t.started_at,
+        ended_at=t.ended_at,
+        elapsed_s=t.elapsed_s,
+        charge_pfh=None if t.charge_units is None else units_to_pfh(t.charge_units),
     )
 
 
@@ -172,6 +190,7 @@ def partition(p: Partition) -> PartitionRead:
         features=list(p.features or []),
         allowed_qos=list(p.allowed_qos or []),
         allowed_reservations=list(p.allowed_reservations or []),
+        max_array_tasks=p.max_array_tasks,
     )
 
 

@@ -4,7 +4,15 @@ from .audit import AuditEvent
 from .benchmark import NodeRate, RunState, ValidationRun
 from .billing import ChargeLine
 from .cluster import Cluster, ClusterStatus, Node, Partition, Validation
-from .job import LIVE_STATES, TERMINAL_STATES, Job, JobStatus
+from .job import (
+    LIVE_STATES,
+    TERMINAL_STATES,
+    DependencyCondition,
+    Job,
+    JobDependency,
+    JobStatus,
+    JobTask,
+)
 from .ledger import Balance, EntryKind, LedgerEntry
 from .project import Project, ProjectStatus
 from .tenant import ApiToken, Enterprise, EnterpriseStatus, PeriodKind, Role
@@ -21,13 +29,16 @@ __all__ = [
     "Cluster",
     "ClusterStatus",
     "DeliveryStatus",
+    "DependencyCondition",
     "Enterprise",
     "EnterpriseStatus",
     "EntryKind",
     "Job",
+    "JobDependency",
     "JobEvent",
     "JobIO",
     "JobStatus",
+    "JobTask",
     "LedgerEntry",
     "Node",
     "NodeRate",

@@ -73,6 +73,8 @@ class Partition(Base):
     # What a job spec may ask for here (the clusters file's allow-lists).
     allowed_qos: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_reservations: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The most tasks one job array may have here (Slurm's MaxArraySize bounds it too).
+    max_array_tasks: Mapped[int] = mapped_column(Integer, default=1000)
 
 
 class Node(Base):

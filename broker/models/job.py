@@ -133,6 +133,18 @@ class Job(Base):
     submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Why the broker cancelled the job when it was not its user ("": the user did, or
+    # nobody): a dependency that can no longer be met.
+    cancel_reason: Mapped[str] = mapped_column(String(300), default="")
+
+    # A job array (Slurm's syntax, as submitted: "0-9%3"; None: one job), its number of
+    # tasks and how many may run at once (the capacity it takes: nodes x width x rate).
+    array: Mapped[str | None] = mapped_column(String(200), default=None)
+    array_tasks: Mapped[int | None] = mapped_column(Integer, default=None)
+    array_width: Mapped[int] = mapped_column(Integer, default=1)
+    # The jobs it waits for, as submitted: [{"job_id": "...", "condition": "afterok"}]
+    # (JobDependency rows are the same, for queries).
+    depends_on: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -140,3 +152,43 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class JobTask(Base):
+    """One task of a job array: its own state, nodes, times and share of the charge."""
+
+    __tablename__ = "job_task"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.ACCEPTED)
+    native_state: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    node_list: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    elapsed_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Its share of the array's CHARGE entry (the shares add up to the entry exactly).
+    charge_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+
+class DependencyCondition(enum.StrEnum):
+    """When a dependent job may start, as Slurm's ``--dependency`` says it."""
+
+    AFTEROK = "afterok"  # the parent completed (every task, for an array)
+    AFTERANY = "afterany"  # the parent ended, however
+    AFTERNOTOK = "afternotok"  # the parent ended other than completed
+
+
+class JobDependency(Base):
+    """Job ``job_id`` waits for ``parent_id`` to end under ``condition``."""
+
+    __tablename__ = "job_dependency"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id"), primary_key=True)
+    parent_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("job.id"), primary_key=True, index=True
+    )
+    condition: Mapped[DependencyCondition] = mapped_column(str_enum(DependencyCondition))

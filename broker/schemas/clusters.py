@@ -22,6 +22,8 @@ class PartitionRead(ReadModel):
     # The `qos` and `reservation` values a job spec may ask for on this partition.
     allowed_qos: list[str]
     allowed_reservations: list[str]
+    # The most tasks a job array (`array`) may have here.
+    max_array_tasks: int
 
 
 class ClusterRead(ReadModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from ..models.job import DependencyCondition
 from .common import ReadModel, StrictModel
 
 #: A QOS or reservation name (each must also be on the partition's allow-list).
@@ -16,6 +17,15 @@ SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 FEATURE = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$"
 #: Taken exactly as sent: a variable's value keeps its spaces and newlines.
 _Raw = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
+#: Parents one job may wait for.
+MAX_DEPENDENCIES = 50
+
+
+class Dependency(StrictModel):
+    job_id: uuid.UUID
+    condition: DependencyCondition = DependencyCondition.AFTEROK
 
 
 class JobCreate(StrictModel):
@@ -48,6 +58,13 @@ class JobCreate(StrictModel):
     outputs: list[str] | None = Field(None, max_length=100)
     # POSTed the job on every state change, signed with the project's webhook secret.
     callback_url: str | None = Field(None, max_length=2000)
+    # A job array in Slurm's syntax: "0-99", "1,3,5-7", "0-15:4", with "%N" to run at
+    # most N tasks at once. Each task runs the script with SLURM_ARRAY_TASK_ID and
+    # BROKER_ARRAY_TASK_ID set; the hold covers every task.
+    array: str | None = Field(None, min_length=1, max_length=200)
+    # Jobs of the same enterprise this one waits for (it starts when every condition
+    # holds, and is cancelled, its hold released, when one no longer can).
+    depends_on: list[Dependency] | None = Field(None, max_length=MAX_DEPENDENCIES)
 
 
 class JobRead(ReadModel):
@@ -86,6 +103,11 @@ class JobRead(ReadModel):
     qos: str | None
     reservation: str | None
     constraints: list[str]
+    # A job array: the spec as submitted and its number of tasks (null: one job); its
+    # tasks are at GET /jobs/{id}/tasks.
+    array: str | None
+    array_tasks: int | None
+    depends_on: list[Dependency]
 
 
 class JobDetail(JobRead):
@@ -104,4 +126,24 @@ class JobDetail(JobRead):
 
 class JobPage(ReadModel):
     items: list[JobRead]
+    next_cursor: str | None
+
+
+class TaskRead(ReadModel):
+    """One task of a job array (``GET /jobs/{id}/tasks``)."""
+
+    index: int
+    state: str
+    reason: str
+    exit_code: int | None
+    node_list: list[str]
+    started_at: datetime | None
+    ended_at: datetime | None
+    elapsed_s: int | None
+    # The task's share of the array's charge (the tasks' add up to the job's).
+    charge_pfh: float | None
+
+
+class TaskPage(ReadModel):
+    items: list[TaskRead]
     next_cursor: str | None

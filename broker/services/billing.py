@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -198,25 +198,54 @@ def settle_runs(
     every charge is: a job requeued many times never costs more than it was promised.
     Lines of the same node, month and rate from several runs are one line.
     """
-    charged = [r for r in runs if r.charged(policy)]
+    return settle_tasks(session, job, {0: runs}, policy) is not None
+
+
+def settle_tasks(
+    session: Session,
+    job: Job,
+    runs_by_task: Mapping[int, Sequence[Run]],
+    policy: CenterFailurePolicy,
+) -> dict[int, int] | None:
+    """``settle_runs`` for a job array: each task's runs priced alike, one CHARGE entry
+    for the array, and each task's share of it (None if the job was already settled).
+
+    The shares are the entry's amount apportioned by the tasks' own work (largest
+    remainder): they add up to the job's charge exactly, whatever the rounding of the
+    merged lines or the cap at the hold.
+    """
     merged: dict[tuple[str, str, NodeShare], int] = {}
-    for run in charged:
-        for ln in price(session, job, run.start, run.elapsed_s, run.nodes):
-            key = (ln.period, ln.node, ln.share)
-            merged[key] = merged.get(key, 0) + ln.node_seconds
+    weights: dict[int, int] = {}
+    all_runs: list[Run] = []
+    all_charged: list[Run] = []
+    for task, runs in runs_by_task.items():
+        charged = [r for r in runs if r.charged(policy)]
+        all_runs += runs
+        all_charged += charged
+        work = 0
+        for run in charged:
+            for ln in price(session, job, run.start, run.elapsed_s, run.nodes):
+                key = (ln.period, ln.node, ln.share)
+                merged[key] = merged.get(key, 0) + ln.node_seconds
+                work += ln.share.rate_mflops * ln.node_seconds
+        weights[task] = work
     lines = [
         Line(period, node, seconds, share) for (period, node, share), seconds in merged.items()
     ]
-    memo = _runs_memo(runs, charged)
+    memo = _runs_memo(all_runs, all_charged)
+    if len(runs_by_task) > 1:
+        memo = f"{len(runs_by_task)} tasks, {len(all_runs)} run(s)"
     if not ledger.settle(session, job, sum(ln.units for ln in lines), memo=memo):
-        return False
+        return None
     entry = ledger.charge_entry(session, job.id)
     assert entry is not None
     session.flush()
     amounts = apportion(entry.amount_units, [ln.units for ln in lines])
     for ln, units in zip(lines, amounts, strict=True):
         session.add(_line(job, entry.id, ln.period, ln.node, ln.node_seconds, ln.share, units, ""))
-    return True
+    tasks = list(weights)
+    shares = apportion(entry.amount_units, [weights[t] for t in tasks])
+    return dict(zip(tasks, shares, strict=True))
 
 
 def _runs_memo(runs: Sequence[Run], charged: Sequence[Run]) -> str:

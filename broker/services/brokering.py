@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import scheduler_adapters as sa_
+
 from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Cluster, ClusterStatus, Partition
@@ -43,6 +45,27 @@ class ResourceRequest(Protocol):
     qos: str | None
     reservation: str | None
 
+    array: str | None
+
+
+#: The most tasks any array may have (each partition's ``max_array_tasks`` is lower).
+MAX_ARRAY_TASKS = 1_000_000
+
+
+def array_of(req: ResourceRequest) -> sa_.ArraySpec | None:
+    """The request's job array, parsed (``InvalidInput`` naming ``array``), or None."""
+    if not req.array:
+        return None
+    try:
+        return sa_.parse_array(req.array, max_tasks=MAX_ARRAY_TASKS)
+    except ValueError as exc:
+        raise InvalidInput("array", str(exc)) from exc
+
+
+def _tasks(req: ResourceRequest) -> tuple[int, int]:
+    """(tasks, how many run at once): (1, 1) for a plain job."""
+    spec = array_of(req)
+    return (1, 1) if spec is None else (len(spec.indices), spec.width)
 
 @dataclass(frozen=True)
 class Weights:
@@ -79,6 +102,7 @@ class JobRequest:
     qos: str | None = None
     reservation: str | None = None
 
+    array: str | None = None
 
 @dataclass(frozen=True)
 class Load:
@@ -189,6 +213,9 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
     if missing:
         return f"lacks features {sorted(missing)}"
     refused = _allow_lists(req, part)
+    tasks, _ = _tasks(req)
+    if tasks > part.max_array_tasks:
+        return f"array of {tasks} tasks exceeds the partition's limit of {part.max_array_tasks}"
     if refused:
         field_, allowed = refused[0]
         return f"{field_} {getattr(req, field_)!r} is not allowed here (allowed: {allowed})"
@@ -292,8 +319,10 @@ def choose(
 
 
 def hold_units(req: ResourceRequest, rate_mflops: int) -> int:
-    """A job's hold: nodes × time limit × rate, rounded up to whole units (an upper bound)."""
-    return work_units(rate_mflops, req.time_limit_minutes * 60, req.nodes, rounding=HOLD)
+    """A job's hold: tasks × nodes × time limit × rate, rounded up to whole units (an
+    upper bound; a plain job is one task)."""
+    tasks, _ = _tasks(req)
+    return work_units(rate_mflops, req.time_limit_minutes * 60, req.nodes * tasks, rounding=HOLD)
 
 
 def _unavailable(
@@ -310,9 +339,10 @@ def _unavailable(
     why = misfit(req, part)
     if why is not None:
         return why
-    if capacity_left is not None and req.nodes * rate > capacity_left:
+    _, width = _tasks(req)
+    if capacity_left is not None and req.nodes * width * rate > capacity_left:
         return (
-            f"needs {req.nodes * rate / 1e9:g} PFLOP/s, the enterprise's capacity cap "
+            f"needs {req.nodes * width * rate / 1e9:g} PFLOP/s, the enterprise's capacity cap "
             f"leaves {max(capacity_left, 0) / 1e9:g}"
         )
     if max_hold is not None and hold_units(req, rate) > max_hold:

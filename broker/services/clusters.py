@@ -77,6 +77,7 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
             part.quick_references = dict(pc.quick_references)
             part.allowed_qos = list(pc.allowed_qos)
             part.allowed_reservations = list(pc.allowed_reservations)
+            part.max_array_tasks = pc.max_array_tasks
             session.add(part)
         for stale in parts.values():
             session.delete(stale)

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import BrokerError
-from ..models import Job, JobIO, Workspace
+from ..models import Job, JobIO, JobTask, Workspace
 from . import safefs, staging, workspaces
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,11 @@ def plan(session: Session, job_id: uuid.UUID) -> Plan | None:
     scratch = staging.scratch_of(session, job)
     where = staging.job_dir(job, scratch)
     logs = []
-    for raw in (job.stdout_path, job.stderr_path):
+    raws = [job.stdout_path, job.stderr_path]
+    if job.array:  # each task's own logs
+        indices = session.scalars(select(JobTask.index).where(JobTask.job_id == job.id))
+        raws = [staging.output_path(job, r, i) for i in indices for r in raws]
+    for raw in raws:
         try:
             logs.append(safefs.beneath(job.work_dir, raw).below if raw else "")
         except ValueError:

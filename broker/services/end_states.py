@@ -20,10 +20,11 @@ job says how many times it was requeued. Live jobs show the scheduler's reason a
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 
 import scheduler_adapters as sa_
 
-from ..models import Job, JobStatus
+from ..models import Job, JobStatus, JobTask
 from .billing import CENTER_FAILURES
 
 #: Slurm reasons that say nothing the words do not already say.
@@ -59,12 +60,22 @@ def _requeues(info: sa_.JobInfo) -> str:
 
 
 def end_reason(
-    job: Job, state: JobStatus, info: sa_.JobInfo, *, center_failures_charged: bool
+    job: Job,
+    state: JobStatus,
+    info: sa_.JobInfo,
+    *,
+    center_failures_charged: bool,
+    by_user: bool | None = None,
 ) -> str:
-    """Why ``job`` ended in ``state`` (terminal), from what the scheduler said (``info``).
+    """Why ``job`` (or one task of it) ended in ``state`` (terminal), from what the
+    scheduler said (``info``).
 
     A center's failure says that it was not charged unless ``center_failures_charged``.
+    ``by_user``: whether the user asked for the cancel (default: the job's own flag); a
+    cancel the broker made for the job says why (``job.cancel_reason``).
     """
+    if by_user is None:
+        by_user = job.cancel_requested
     says = _scheduler_says(info)
     if state is JobStatus.COMPLETED:
         text = f"exit code {info.exit_code if info.exit_code is not None else 0}"
@@ -79,7 +90,9 @@ def end_reason(
         else:
             text = f"time limit of {job.time_limit_minutes} minutes reached{says}"
     elif state is JobStatus.CANCELLED:
-        if job.cancel_requested:
+        if job.cancel_reason:
+            text = job.cancel_reason
+        elif by_user:
             text = "cancelled by the user"
         else:
             text = f"cancelled by the scheduler or an administrator{says}"
@@ -108,3 +121,16 @@ def live_reason(info: sa_.JobInfo) -> str:
     if info.restart_count and not reason:
         return f"requeued ({_times(info.restart_count)})"
     return reason[:1000]
+
+
+def array_reason(tasks: Sequence[JobTask]) -> str:
+    """An array's reason: its tasks counted by state (``10 tasks: 9 completed, 1
+    cancelled``), then the first unsuccessful task's own reason."""
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+    text = f"{len(tasks)} tasks: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+    bad = next((t for t in tasks if t.state.terminal and t.state is not JobStatus.COMPLETED), None)
+    if bad is not None and bad.reason:
+        text += f"; task {bad.index}: {bad.reason}"
+    return text[:1000]

@@ -10,26 +10,29 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
-from ..models import Enterprise, EnterpriseStatus, Job, JobIO, JobStatus
+from ..models import Enterprise, EnterpriseStatus, Job, JobIO, JobStatus, JobTask
 from ..schemas.jobs import JobCreate
 from . import (
     audit,
     brokering,
+    dependencies,
     job_spec,
     ledger,
     projects,
+    scheduling,
     staging,
     tenants,
     webhooks,
     workspaces,
 )
 from .principal import Principal
+from .scheduling import utcnow
 
 MAX_OUTPUT_BYTES = 1 << 20
 #: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
@@ -72,6 +75,7 @@ def submit(
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
     environment = job_spec.check_environment(req.environment)
     working_directory = job_spec.check_working_directory(req.working_directory, req.inputs or ())
+    array = brokering.array_of(req)  # 422 naming `array`; each partition's size limit in routing
     if req.callback_url is not None:  # a name lookup (up to seconds): before the lock
         webhooks.check_url(req.callback_url, "callback_url")
     ledger.lock_enterprise(session, project.enterprise_id, project.id)  # this tenant's submits wait
@@ -87,6 +91,7 @@ def submit(
                 )
             return SubmitResult(prior, created=False)
     projects.require_active(project)
+    depends_on = dependencies.check_request(session, project.enterprise_id, req.depends_on)
     ent = session.get(Enterprise, project.enterprise_id)
     if ent is None or ent.status is not EnterpriseStatus.ACTIVE:
         raise Conflict("the enterprise is suspended")
@@ -125,9 +130,30 @@ def submit(
         state=JobStatus.ACCEPTED,
         rate_mflops=decision.chosen.rate_mflops,
         hold_units=brokering.hold_units(req, decision.chosen.rate_mflops),
+        array=req.array,
+        array_tasks=None if array is None else len(array.indices),
+        array_width=1 if array is None else array.width,
+        depends_on=depends_on,
     )
     session.add(job)
     session.flush()
+    if array is not None:
+        session.execute(
+            insert(JobTask),
+            [
+                {
+                    "job_id": job.id,
+                    "index": i,
+                    "state": JobStatus.ACCEPTED,
+                    "native_state": "",
+                    "reason": "",
+                    "node_list": [],
+                    "cancel_requested": False,
+                }
+                for i in array.indices
+            ],
+        )
+    dependencies.record(session, job)
     staging.attach(session, job, project, req, workspace)  # inputs must exist: 422 naming one
     ledger.hold(session, job, project)
     audit.record(
@@ -228,13 +254,76 @@ def cancel(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     if job.state.terminal:
         return job
     job.cancel_requested = True
-    if job.state is JobStatus.ACCEPTED and job.submit_attempts == 0:
-        job.state, job.reason = JobStatus.CANCELLED, "cancelled before submission"
-        job.ended_at = datetime.now(UTC)
-        ledger.settle(session, job, 0, memo="cancelled before submission")
-        job.settled_at = job.ended_at
+    if scheduling.awaiting_submission(job) and job.submit_attempts == 0:
+        scheduling.cancel_unsubmitted(session, job, "cancelled before submission", utcnow())
     audit.record(session, principal, "job.cancel", "job", job.id, enterprise_id=job.enterprise_id)
     return job
+
+
+def tasks_of(session: Session, job: Job) -> list[JobTask]:
+    """An array's tasks by index ([] for a plain job)."""
+    if not job.array:
+        return []
+    return list(
+        session.scalars(select(JobTask).where(JobTask.job_id == job.id).order_by(JobTask.index))
+    )
+
+
+def list_tasks(
+    session: Session,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    limit: int = 1000,
+    after: int | None = None,
+) -> tuple[list[JobTask], int | None]:
+    """A job array's tasks by index, ``limit`` at a time after index ``after``."""
+    job = get_job(session, principal, job_id)
+    if not job.array:
+        raise NotFound("the job is not an array: it has no tasks")
+    query = select(JobTask).where(JobTask.job_id == job.id)
+    if after is not None:
+        query = query.where(JobTask.index > after)
+    rows = list(session.scalars(query.order_by(JobTask.index).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, rows[-1].index if more and rows else None
+
+
+def cancel_task(session: Session, principal: Principal, job_id: uuid.UUID, index: int) -> JobTask:
+    """Cancel one task of an array; the others go on. Before the array reaches a
+    scheduler the task is simply left out of it (the array ends cancelled, its whole hold
+    released, when no task is left)."""
+    job = get_job(session, principal, job_id)
+    if not principal.is_staff:
+        principal.require_member_of(job.enterprise_id, "job")
+    ledger.lock_enterprise(session, job.enterprise_id)
+    session.refresh(job)
+    task = session.get(JobTask, (job.id, index)) if job.array else None
+    if task is None:
+        raise NotFound(f"job {job.id} has no task {index}")
+    if task.state.terminal or job.state.terminal:
+        return task
+    task.cancel_requested = True
+    if scheduling.awaiting_submission(job) and job.submit_attempts == 0:
+        task.state, task.reason = JobStatus.CANCELLED, "cancelled by the user before submission"
+        task.ended_at, task.charge_units = utcnow(), 0
+        session.flush()
+        if all(t.state.terminal for t in tasks_of(session, job)):
+            job.cancel_requested = True
+            scheduling.cancel_unsubmitted(
+                session, job, "every task cancelled before submission", utcnow()
+            )
+    audit.record(
+        session,
+        principal,
+        "job.cancel_task",
+        "job",
+        job.id,
+        enterprise_id=job.enterprise_id,
+        task=index,
+    )
+    return task
 
 
 def read_output(
@@ -244,12 +333,13 @@ def read_output(
     *,
     stream: str = "stdout",
     tail_lines: int | None = None,
+    task: int | None = None,
 ) -> str:
     """The last MiB of the job's stdout or stderr (or its last ``tail_lines`` lines).
 
     Read through ``staging.open_output``: never through a link, never from a FIFO.
     """
-    opened = staging.open_output(session, principal, job_id, stream)
+    opened = staging.open_output(session, principal, job_id, stream, task=task)
     if opened is None:
         return ""
     fd, st = opened

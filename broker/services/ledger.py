@@ -325,8 +325,10 @@ CAPACITY_STATES = frozenset({JobStatus.ACCEPTED, *LIVE_STATES})
 def capacity_in_use_mflops(
     session: Session, enterprise_id: uuid.UUID, exclude: uuid.UUID | None = None
 ) -> int:
-    """Σ nodes × rate of the enterprise's held and running jobs, in MFLOP/s."""
-    query = select(func.coalesce(func.sum(Job.nodes * Job.rate_mflops), 0)).where(
+    """Σ nodes × rate of the enterprise's held and running jobs, in MFLOP/s (an array
+    counts the tasks that may run at once: nodes × width × rate)."""
+    width = Job.nodes * Job.array_width * Job.rate_mflops
+    query = select(func.coalesce(func.sum(width), 0)).where(
         Job.enterprise_id == enterprise_id, Job.state.in_(CAPACITY_STATES)
     )
     if exclude is not None:
@@ -345,7 +347,7 @@ def _check_capacity(session: Session, job: Job) -> None:
     if cap is None:
         return
     in_use = capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
-    wanted = job.nodes * job.rate_mflops
+    wanted = job.nodes * (job.array_width or 1) * job.rate_mflops
     if in_use + wanted > cap:
         raise CapacityExceeded(
             f"job needs {wanted / 1e9:g} PFLOP/s; the enterprise holds {in_use / 1e9:g} of its "

@@ -22,8 +22,17 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..errors import InvalidInput
-from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, Project
-from . import billing, brokering, collection, end_states, ledger, slurm_sync, staging
+from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, JobTask, Project
+from . import (
+    billing,
+    brokering,
+    collection,
+    dependencies,
+    end_states,
+    ledger,
+    slurm_sync,
+    staging,
+)
 from .adoption import adoptable
 
 log = logging.getLogger(__name__)
@@ -37,9 +46,11 @@ def tag_of(job: Job) -> str:
 
 
 def due_for_submit(session: Session, now: datetime, limit: int) -> list[Job]:
+    """Jobs to submit: accepted ones, and those held for their dependencies."""
+    held = (Job.state == JobStatus.PENDING) & Job.scheduler_job_id.is_(None)
     query = (
         select(Job)
-        .where(Job.state == JobStatus.ACCEPTED)
+        .where((Job.state == JobStatus.ACCEPTED) | held)
         .where((Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now))
         .order_by(Job.created_at)
         .limit(limit)
@@ -81,8 +92,9 @@ def prepare_job_dir(job: Job, cluster: Cluster, posix_user: str) -> None:
         os.close(top)
     path = scratch / str(job.enterprise_id) / str(job.id)
     job.work_dir = str(path)
-    job.stdout_path = str(path / "stdout.txt")
-    job.stderr_path = str(path / "stderr.txt")
+    suffix = "_%a" if job.array else ""  # each task of an array its own (Slurm's %a)
+    job.stdout_path = str(path / f"stdout{suffix}.txt")
+    job.stderr_path = str(path / f"stderr{suffix}.txt")
 
 
 def _enterprise_mode(ids: tuple[int, int] | None) -> int:
@@ -111,12 +123,20 @@ def _own_dir(dir_fd: int, name: str, mode: int, owner: tuple[int, int] | None) -
     return fd
 
 
-def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSpec:
+def spec_for(
+    job: Job,
+    posix_user: str,
+    account: str | None = None,
+    *,
+    array: str | None = None,
+    dependency: str | None = None,
+) -> sa_.JobSpec:
     """What the adapter submits: the stored spec, the broker's identity and paths.
 
     The job starts in its ``working_directory`` (made by ``prepare_job_dir``); its
     output files stay in its directory's root. Constraints are all required
-    (Slurm's ``a&b``).
+    (Slurm's ``a&b``). ``array``: the tasks to run (``array_to_submit``);
+    ``dependency``: Slurm's ``--dependency`` (``dependencies.readiness``).
     """
     constraints = (job.routing or {}).get("constraints") or []
     work = job.work_dir
@@ -144,7 +164,23 @@ def spec_for(job: Job, posix_user: str, account: str | None = None) -> sa_.JobSp
         stderr_path=job.stderr_path,
         environment=dict(job.environment or {}),
         broker_job_id=str(job.id),
+        array=array,
+        dependency=dependency,
     )
+
+
+def array_to_submit(session: Session, job: Job) -> str | None:
+    """The array's tasks still wanted (those cancelled before submission left out), in
+    Slurm's syntax with the submitted throttle; None for a plain job."""
+    if not job.array:
+        return None
+    spec = sa_.parse_array(job.array, max_tasks=brokering.MAX_ARRAY_TASKS)
+    wanted = session.scalars(
+        select(JobTask.index)
+        .where(JobTask.job_id == job.id, JobTask.cancel_requested.is_(False))
+        .order_by(JobTask.index)
+    )
+    return sa_.ArraySpec(tuple(wanted), spec.throttle).slurm()
 
 
 def give_to(path: Path, user: str) -> None:
@@ -167,13 +203,20 @@ def enterprise_of(session: Session, job: Job) -> Enterprise:
 
 
 def begin_submission(
-    session: Session, job: Job, tagged: dict[str, sa_.JobInfo], now: datetime
+    session: Session,
+    job: Job,
+    tagged: dict[str, sa_.JobInfo],
+    now: datetime,
+    *,
+    native_dependencies: bool = False,
 ) -> tuple[str, sa_.JobSpec | None, staging.StagePlan | None]:
-    """Decide what to do with an ACCEPTED job before calling the scheduler.
+    """Decide what to do with a job awaiting submission before calling the scheduler.
 
-    Returns ``("adopted" | "cancelled" | "rejected", None, None)`` when settled here, or
-    ``("submit", spec, stage plan)`` after counting the attempt: the caller commits,
-    *then* copies the inputs (``staging.run_stage_in``, if there is a plan) and submits.
+    Returns ``("adopted" | "cancelled" | "rejected" | "held", None, None)`` when
+    settled or held (its dependencies not met yet) here, or ``("submit", spec, stage
+    plan)`` after counting the attempt: the caller commits, *then* copies the inputs
+    (``staging.run_stage_in``, if there is a plan) and submits.
+    ``native_dependencies``: the cluster's scheduler honours ``--dependency``.
     """
     found = tagged.get(tag_of(job)) if job.submit_attempts else None
     if found is not None and not adoptable(session, job, found):
@@ -187,6 +230,16 @@ def begin_submission(
         ledger.settle(session, job, 0, memo="cancelled before submission")
         job.settled_at = now
         return "cancelled", None, None
+    ready = dependencies.Readiness("ready")
+    if job.depends_on:
+        ready = dependencies.readiness(session, job, native=native_dependencies)
+        if ready.state == "never":
+            job.cancel_requested, job.cancel_reason = True, ready.reason[:300]
+            cancel_unsubmitted(session, job, ready.reason, now)
+            return "cancelled", None, None
+        if ready.state == "wait":
+            job.state, job.reason = JobStatus.PENDING, ready.reason
+            return "held", None, None
     job.submit_attempts += 1
     ent = enterprise_of(session, job)
     cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
@@ -204,7 +257,30 @@ def begin_submission(
         return "rejected", None, None
     project = session.get(Project, job.project_id)
     account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
-    return "submit", spec_for(job, ent.posix_user, account), plan
+    spec = spec_for(
+        job,
+        ent.posix_user,
+        account,
+        array=array_to_submit(session, job),
+        dependency=ready.native,
+    )
+    return "submit", spec, plan
+
+
+def awaiting_submission(job: Job) -> bool:
+    """Accepted, or held by the broker for its dependencies: not in a scheduler yet."""
+    return job.scheduler_job_id is None and job.state in (JobStatus.ACCEPTED, JobStatus.PENDING)
+
+
+def cancel_unsubmitted(session: Session, job: Job, reason: str, now: datetime) -> None:
+    """End a job that never reached a scheduler: nothing ran, its hold comes back."""
+    job.state, job.reason, job.ended_at = JobStatus.CANCELLED, reason[:1000], now
+    for task in session.scalars(select(JobTask).where(JobTask.job_id == job.id)):
+        if not task.state.terminal:
+            task.state, task.reason, task.ended_at = JobStatus.CANCELLED, reason[:1000], now
+            task.charge_units = 0
+    ledger.settle(session, job, 0, memo=reason[:500])
+    job.settled_at = now
 
 
 def fail_stage_in(session: Session, job: Job, error: str, now: datetime) -> None:
@@ -316,8 +392,9 @@ def apply_info(
     """Record what the scheduler says; settle on a terminal state. True if settled now.
 
     A requeued job is pending again under the same id and is followed on: it is settled
-    at its final end, once, for all its runs (``settle``). ``center_failures`` is
-    ``BROKER_CHARGE_CENTER_FAILURES``.
+    at its final end, once, for all its runs (``settle``). An array's tasks are followed
+    one by one (``JobTask``) and the array is settled when the last one ends.
+    ``center_failures`` is ``BROKER_CHARGE_CENTER_FAILURES``.
     """
     if job.state.terminal:
         return False
@@ -326,17 +403,91 @@ def apply_info(
     if info.nodes:
         job.node_list = list(info.nodes)
     job.started_at = info.start_time or job.started_at
+    charged = center_failures == "full"
+    tasks = _apply_tasks(session, job, info, now, charged) if job.array else []
     if not info.state.terminal:
-        job.reason = end_states.live_reason(info)
+        job.reason = end_states.array_reason(tasks) if job.array else end_states.live_reason(info)
         return False
     job.exit_code = info.exit_code
     job.ended_at = info.end_time or now
-    settled = settle(session, job, info, now, center_failures=center_failures)
-    job.reason = end_states.end_reason(
-        job, job.state, info, center_failures_charged=center_failures == "full"
-    )
+    if job.array:
+        # Its end is its tasks' (those cancelled before submission too): completed when
+        # all completed, else the first unsuccessful task's end.
+        bad = next((t for t in tasks if t.state is not JobStatus.COMPLETED), None)
+        job.state = JobStatus.COMPLETED if bad is None else bad.state
+        settled = settle_array(session, job, info, tasks, now, center_failures=center_failures)
+        job.reason = end_states.array_reason(tasks)
+    else:
+        settled = settle(session, job, info, now, center_failures=center_failures)
+        job.reason = end_states.end_reason(job, job.state, info, center_failures_charged=charged)
     collection.mark_due(session, job)  # the worker collects outputs after this transaction
     return settled
+
+
+def _apply_tasks(
+    session: Session, job: Job, info: sa_.JobInfo, now: datetime, charged: bool
+) -> list[JobTask]:
+    """Record each task's state; once the array has ended, a task the scheduler never
+    reported (it cannot have run) ends cancelled."""
+    rows = list(
+        session.scalars(select(JobTask).where(JobTask.job_id == job.id).order_by(JobTask.index))
+    )
+    by_index = {t.index: t for t in rows}
+    for ti in info.tasks:
+        row = by_index.get(ti.array_task_id) if ti.array_task_id is not None else None
+        if row is None or row.state.terminal:
+            continue
+        row.state = _STATE_MAP[ti.state]
+        row.native_state = ti.native_state[:64]
+        if ti.nodes:
+            row.node_list = list(ti.nodes)
+        row.started_at = ti.start_time or row.started_at
+        if not ti.state.terminal:
+            row.reason = end_states.live_reason(ti)
+            continue
+        row.exit_code = ti.exit_code
+        row.ended_at = ti.end_time or now
+        row.elapsed_s = sum(r.elapsed_s for r in _runs(ti, row.started_at or now, ()))
+        row.reason = end_states.end_reason(
+            job,
+            row.state,
+            ti,
+            center_failures_charged=charged,
+            by_user=row.cancel_requested or job.cancel_requested,
+        )
+    if info.state.terminal:
+        for row in rows:
+            if not row.state.terminal:
+                row.state, row.ended_at = JobStatus.CANCELLED, now
+                row.reason = "not run: the scheduler reported no such task when the array ended"
+    return rows
+
+
+def settle_array(
+    session: Session,
+    job: Job,
+    info: sa_.JobInfo,
+    tasks: list[JobTask],
+    now: datetime,
+    *,
+    center_failures: billing.CenterFailurePolicy = "none",
+) -> bool:
+    """Charge an array once for every run of every task that started; each task's
+    share of the charge is recorded on it (``billing.settle_tasks``)."""
+    seen = {ti.array_task_id: ti for ti in info.tasks}
+    runs: dict[int, list[billing.Run]] = {}
+    for task in tasks:
+        ti = seen.get(task.index)
+        started = ti is not None and (ti.start_time is not None or bool(ti.runs))
+        runs[task.index] = _runs(ti, task.started_at or now, ()) if ti and started else []
+    job.elapsed_s = sum(r.elapsed_s for task_runs in runs.values() for r in task_runs)
+    shares = billing.settle_tasks(session, job, runs, center_failures)
+    if shares is None:
+        return False
+    for task in tasks:
+        task.charge_units = shares.get(task.index, 0)
+    job.settled_at = now
+    return True
 
 
 def settle(
@@ -354,21 +505,24 @@ def settle(
     and runs ended by the center's failures are charged by the policy
     (``billing.settle_runs`` says why). ``job.elapsed_s`` is the time of all runs.
     """
-    start = job.started_at or job.ended_at or now
-    last = _run(info, start, tuple(job.node_list))
-    earlier = [
-        _run(r, start, tuple(job.node_list))
-        for r in info.runs
-        if r.start_time is not None  # a run that never started held no node
-    ]
-    runs = [*earlier, last]
+    runs = _runs(info, job.started_at or job.ended_at or now, tuple(job.node_list))
     job.elapsed_s = sum(r.elapsed_s for r in runs)
-    if earlier:
+    if len(runs) > 1:
         job.started_at = min(r.start for r in runs)
     settled = billing.settle_runs(session, job, runs, center_failures)
     if settled:
         job.settled_at = now
     return settled
+
+
+def _runs(info: sa_.JobInfo, start: datetime, nodes: tuple[str, ...]) -> list[billing.Run]:
+    """Every run of a job (or task): the earlier ones that started, then the last."""
+    earlier = [
+        _run(r, start, nodes)
+        for r in info.runs
+        if r.start_time is not None  # a run that never started held no node
+    ]
+    return [*earlier, _run(info, start, nodes)]
 
 
 def _run(info: sa_.JobInfo, start: datetime, nodes: tuple[str, ...]) -> billing.Run:

@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput, NotFound
-from ..models import Cluster, Job, JobIO, Project, Workspace
+from ..models import Cluster, Job, JobIO, JobTask, Project, Workspace
 from ..schemas.jobs import JobCreate
 from . import safefs, webhooks, workspaces
 from .principal import Principal
@@ -209,11 +209,24 @@ def job_io(session: Session, principal: Principal, job_id: uuid.UUID) -> JobIO |
     return session.get(JobIO, job_id)
 
 
+def output_path(job: Job, raw: str, task: int | None) -> str:
+    """An output file's path; an array's (``stdout_%a.txt``) for task ``task``."""
+    if task is None:
+        return raw
+    return raw.replace("%A", job.scheduler_job_id or "").replace("%a", str(task))
+
+
 def open_output(
-    session: Session, principal: Principal, job_id: uuid.UUID, stream: str
+    session: Session,
+    principal: Principal,
+    job_id: uuid.UUID,
+    stream: str,
+    *,
+    task: int | None = None,
 ) -> tuple[int, os.stat_result] | None:
     """The job's stdout or stderr, opened safely: ``(fd, fstat)``, or None if it has none.
 
+    An array's tasks each write their own: ``task`` names one (required for an array).
     The file is the job's to write: a link, a FIFO or a device there answers
     ``InvalidInput`` naming ``stream`` with the reason, never the bytes behind it.
     """
@@ -222,7 +235,14 @@ def open_output(
         raise NotFound("job not found")
     if stream not in ("stdout", "stderr"):
         raise InvalidInput("stream", "must be 'stdout' or 'stderr'")
+    if job.array and task is None:
+        raise InvalidInput("task", f"the job is an array of {job.array_tasks} tasks: name one")
+    if not job.array and task is not None:
+        raise InvalidInput("task", "the job is not an array")
+    if task is not None and session.get(JobTask, (job.id, task)) is None:
+        raise NotFound(f"job {job.id} has no task {task}")
     raw = job.stdout_path if stream == "stdout" else job.stderr_path
+    raw = output_path(job, raw, task)
     if not raw or not job.work_dir:
         return None
     where = job_dir(job, scratch_of(session, job))

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import (
@@ -79,6 +80,7 @@ class SlurmCliAdapter(SchedulerAdapter):
     """
 
     kind = "slurm-cli"
+    supports_dependencies = True
 
     def __init__(
         self,
@@ -249,9 +251,11 @@ class SlurmCliAdapter(SchedulerAdapter):
         live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=_id_order)
-        # Ended after a requeue: the earlier runs are in accounting only.
+        # Ended after a requeue: the earlier runs are in accounting only; an array that
+        # ended: its tasks that ended long ago may be in accounting only.
         requeued = sorted(
-            (j for j, i in found.items() if i.state.terminal and i.restart_count), key=_id_order
+            (j for j, i in found.items() if i.state.terminal and (i.restart_count or i.tasks)),
+            key=_id_order,
         )
         if missing or requeued:
             ids = ",".join(missing + requeued)
@@ -261,28 +265,38 @@ class SlurmCliAdapter(SchedulerAdapter):
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
             for j in requeued:
-                found[j] = with_earlier_runs(found[j], done.get(j))
+                if found[j].tasks:
+                    found[j] = arrays.merge(found[j], done.get(j))
+                else:
+                    found[j] = with_earlier_runs(found[j], done.get(j))
         return found
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
-        ended = [j for j, info in jobs.items() if info.state.terminal]
+        ended = [j for j, info in jobs.items() if info.state.terminal or info.tasks]
         if not ended:
             return jobs
         proc = self._run(
             "sacct",
-            ["-n", "-P", "-X", "--allusers", "-o", "JobIDRaw,ExitCode", "-j", ",".join(ended)],
+            [
+                *("-n", "-P", "-X", "--allusers", "-o", "JobIDRaw,JobID,ExitCode"),
+                *("-j", ",".join(ended)),
+            ],
         )
         if proc.returncode != 0:
             log.warning("sacct -o ExitCode failed; exit codes may read 0: %s", proc.stderr)
             return jobs
-        fixed = dict(jobs)
+        codes: dict[str, str] = {}
         for line in proc.stdout.splitlines():
-            job_id, _, text = line.partition("|")
-            code = exit_code_from_text(text)
-            if job_id in fixed and code is not None:
-                fixed[job_id] = dataclasses.replace(
-                    fixed[job_id], exit_code=code, signal=exit_signal_from_text(text)
-                )
+            raw_id, job_id, text = [*line.split("|"), "", ""][:3]
+            codes[job_id] = text  # an array's task: "<array id>_<index>"
+            codes.setdefault(raw_id, text)
+        fixed = dict(jobs)
+        for job_id, info in jobs.items():
+            if info.tasks:
+                tasks = [_with_exit(t, codes.get(t.job_id)) for t in info.tasks]
+                fixed[job_id] = arrays.aggregate(job_id, tasks, base=info)
+            else:
+                fixed[job_id] = _with_exit(info, codes.get(job_id))
         return fixed
 
     def cancel(self, job_id: str) -> None:
@@ -349,6 +363,14 @@ class SlurmCliAdapter(SchedulerAdapter):
             bin_dir=self.bin_dir,
             timeout_s=self.timeout_s,
         )
+
+
+def _with_exit(info: JobInfo, text: str | None) -> JobInfo:
+    """``info`` with the exit code of sacct's ``ExitCode`` text, if it ended and has one."""
+    code = exit_code_from_text(text) if text and info.state.terminal else None
+    if code is None:
+        return info
+    return dataclasses.replace(info, exit_code=code, signal=exit_signal_from_text(text or ""))
 
 
 def _clean(text: str) -> str:

@@ -29,6 +29,8 @@ from typing import Any
 
 import hostlist  # type: ignore[import-untyped]
 
+from ..arrays import aggregate, task_job_id
+from ..arrays import parse as parse_array
 from ..base import TAG_PREFIX, JobInfo, JobState, NodeInfo
 from .states import map_state, run_state
 
@@ -259,7 +261,40 @@ def _parse_job(job: Json, *, run: bool) -> JobInfo:
         account=_account(job),
         partition=job.get("partition") or None,
         user=_user(job),
+        array_task_id=_array(job)[1],
     )
+
+
+def _array(job: Json) -> tuple[str | None, int | None, str]:
+    """(array job id, task index, pending tasks' spec) of a record; (None, None, "") for
+    a plain job. squeue/slurmrestd: ``array_job_id``, ``array_task_id``,
+    ``array_task_string``; sacct/slurmdb: ``array: {job_id, task_id, task}``. Slurm keeps
+    an array's tasks that have not started as one record (no index, a spec such as
+    ``2-9%3``); each task that started is a record of its own, with its own job id."""
+    arr = job.get("array")
+    if isinstance(arr, Mapping):
+        array_id, index, pending = (
+            number(arr.get("job_id")),
+            number(arr.get("task_id")),
+            arr.get("task"),
+        )
+    else:
+        array_id = number(job.get("array_job_id"))
+        index = number(job.get("array_task_id"))
+        pending = job.get("array_task_string")
+    if not array_id:
+        return None, None, ""
+    return str(array_id), index, pending if isinstance(pending, str) else ""
+
+
+def _pending_indices(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return parse_array(text).indices
+    except ValueError:
+        log.warning("unreadable array task list %r", text[:200])
+        return ()
 
 
 def parse_jobs(doc: Json, cluster: str | None = None) -> dict[str, JobInfo]:
@@ -270,12 +305,31 @@ def parse_jobs(doc: Json, cluster: str | None = None) -> dict[str, JobInfo]:
     ``with_runs``).
     """
     records: dict[str, list[tuple[Json, JobInfo]]] = {}
+    tasks: dict[str, dict[int, list[tuple[Json, JobInfo]]]] = {}
+    waiting: dict[str, list[tuple[JobInfo, str]]] = {}
     for job in doc.get("jobs") or []:
         if cluster and job.get("cluster") not in (None, "", cluster):
             continue
         info = parse_job(job)
-        records.setdefault(info.job_id, []).append((job, info))
-    return {job_id: with_runs(recs) for job_id, recs in records.items()}
+        array_id, index, remainder = _array(job)
+        if array_id is None:
+            records.setdefault(info.job_id, []).append((job, info))
+        elif index is not None:
+            task = dataclasses.replace(info, job_id=task_job_id(array_id, index))
+            tasks.setdefault(array_id, {}).setdefault(index, []).append((job, task))
+        else:
+            tasks.setdefault(array_id, {})
+            waiting.setdefault(array_id, []).append(
+                (dataclasses.replace(info, job_id=array_id), remainder)
+            )
+    out = {job_id: with_runs(recs) for job_id, recs in records.items()}
+    for array_id, by_index in tasks.items():
+        seen = [with_runs(recs) for recs in by_index.values()]
+        rest = waiting.get(array_id, [])
+        pending = [i for _, text in rest for i in _pending_indices(text)]
+        base = rest[0][0] if rest else (seen[0] if seen else None)
+        out[array_id] = aggregate(array_id, seen, pending, base=base)
+    return out
 
 
 def _submitted(record: tuple[Json, JobInfo]) -> tuple[datetime, datetime]:

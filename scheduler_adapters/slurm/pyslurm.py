@@ -17,6 +17,7 @@ name wins) because they moved between pyslurm releases.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -26,11 +27,12 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
+from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
 from .parse import exit_code, exit_signal, expand_hostlist, number
-from .script import build_environment, neutralise_directives
+from .script import build_environment, check_dependency, neutralise_directives, wrap_array_task
 from .states import map_state
 
 __all__ = ["PySlurmAdapter"]
@@ -111,6 +113,7 @@ class PySlurmAdapter(SchedulerAdapter):
     """
 
     kind = "pyslurm"
+    supports_dependencies = True
 
     def __init__(
         self,
@@ -192,14 +195,36 @@ class PySlurmAdapter(SchedulerAdapter):
             account=_attr(job, "account"),
             partition=_attr(job, "partition"),
             user=_attr(job, "user_name"),
+            array_task_id=number(_attr(job, "array_task_id")) if _array_id(job) else None,
         )
 
     def _mine(self, jobs: Iterable[Any]) -> dict[str, JobInfo]:
+        """Jobs of this cluster by id; an array's records (one per task that started,
+        one for the tasks still waiting) as one ``arrays.aggregate`` under the array's id."""
         out = {}
+        tasks: dict[str, list[JobInfo]] = {}
+        waiting: dict[str, tuple[JobInfo, tuple[int, ...]]] = {}
         for job in jobs:
-            if _attr(job, "cluster", default=self.slurm_cluster) in (self.slurm_cluster, ""):
-                info = self._job_info(job)
+            if _attr(job, "cluster", default=self.slurm_cluster) not in (self.slurm_cluster, ""):
+                continue
+            info = self._job_info(job)
+            array_id = _array_id(job)
+            if array_id is None:
                 out[info.job_id] = info
+            elif info.array_task_id is not None:
+                task_id = arrays.task_job_id(array_id, info.array_task_id)
+                tasks.setdefault(array_id, []).append(dataclasses.replace(info, job_id=task_id))
+            else:
+                text = str(_attr(job, "array_tasks_waiting", default="") or "")
+                try:
+                    pending = arrays.parse(text).indices if text else ()
+                except ValueError:
+                    pending = ()
+                tasks.setdefault(array_id, [])
+                waiting[array_id] = (dataclasses.replace(info, job_id=array_id), pending)
+        for array_id, seen in tasks.items():
+            base, pending = waiting.get(array_id, (seen[0] if seen else None, ()))
+            out[array_id] = arrays.aggregate(array_id, seen, pending, base=base)
         return out
 
     def submit(self, spec: JobSpec) -> str:
@@ -208,9 +233,14 @@ class PySlurmAdapter(SchedulerAdapter):
         try:
             home = spec.job_dir or spec.working_dir or "/"
             env = build_environment(spec, home=home, user=spec.user)
+            if spec.array:
+                arrays.parse(spec.array)
+            check_dependency(spec.dependency)
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         script, _ = neutralise_directives(spec.script)
+        if spec.array:
+            script = wrap_array_task(script, spec.job_dir)
         fields: dict[str, Any] = {
             "name": spec.name or "broker-job",
             "script": script,
@@ -233,6 +263,8 @@ class PySlurmAdapter(SchedulerAdapter):
             "gres_per_node": {"gpu": spec.gpus_per_node} if spec.gpus_per_node else None,
             "required_nodes": list(spec.nodelist) or None,
             "resource_sharing": "exclusive" if spec.exclusive else None,
+            "array": spec.array,
+            "dependencies": spec.dependency,
         }
         desc = self._ps.JobSubmitDescription(**{k: v for k, v in fields.items() if v is not None})
         try:
@@ -265,13 +297,30 @@ class PySlurmAdapter(SchedulerAdapter):
     def cancel(self, job_id: str) -> None:
         if not JOB_ID.match(str(job_id)):
             return
+        head, _, index = str(job_id).partition("_")
         try:
-            self._ps.Job(int(str(job_id).split("_")[0])).cancel()
+            if index:
+                self._cancel_task(head, int(index))
+                return
+            self._ps.Job(int(head)).cancel()
         except self._rpc_errors() as exc:
             text = str(exc).lower()
             if "invalid job id" in text or "already completing or completed" in text:
                 return
             raise self._error(exc, "cancel") from exc
+
+    def _cancel_task(self, array_id: str, index: int) -> None:
+        """One task of an array: its own job once it started; one still waiting has no
+        job of its own in pyslurm's reach, so ``scancel <array>_<index>`` (the cluster's
+        ``slurm_conf``) cancels it."""
+        for job in _values(self._ps.Jobs.load()):
+            if _array_id(job) == array_id and number(_attr(job, "array_task_id")) == index:
+                self._ps.Job(int(_attr(job, "id", "job_id"))).cancel()
+                return
+        from .cli import SlurmCliAdapter
+
+        cli = SlurmCliAdapter(self.cluster, slurm_conf=self.slurm_conf, bin_dir=self.bin_dir)
+        cli.cancel(arrays.task_job_id(array_id, index))
 
     def nodes(self) -> list[NodeInfo]:
         try:
@@ -327,3 +376,9 @@ class PySlurmAdapter(SchedulerAdapter):
             self._ps.Node.load(node).modify(self._ps.Node(**changes))
         except self._rpc_errors() as exc:
             raise self._error(exc, f"update node {node}") from exc
+
+
+def _array_id(job: Any) -> str | None:
+    """The array a pyslurm job record belongs to (``array_id``), or None."""
+    found = number(_attr(job, "array_id", "array_job_id"))
+    return str(found) if found else None

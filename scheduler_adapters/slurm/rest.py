@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import jwt
 
+from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, cluster_info, is_transient, keyed_by_tag, with_earlier_runs
@@ -79,6 +80,7 @@ class SlurmRestAdapter(SchedulerAdapter):
     """
 
     kind = "slurmrestd"
+    supports_dependencies = True
 
     def __init__(
         self,
@@ -271,7 +273,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         # Ended after a requeue: the earlier runs are in accounting only (slurmdb lists
         # every record of a job, one per run).
         requeued = sorted(
-            (j for j, i in found.items() if i.state.terminal and i.restart_count),
+            (j for j, i in found.items() if i.state.terminal and (i.restart_count or i.tasks)),
             key=lambda j: (len(j), j),
         )
         if missing or requeued:
@@ -284,7 +286,10 @@ class SlurmRestAdapter(SchedulerAdapter):
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
             for j in requeued:
-                found[j] = with_earlier_runs(found[j], done.get(j))
+                if found[j].tasks:
+                    found[j] = arrays.merge(found[j], done.get(j))
+                else:
+                    found[j] = with_earlier_runs(found[j], done.get(j))
         return found
 
     def _steps(self, ids: Sequence[str]) -> str:
@@ -301,12 +306,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         # code of 0 on a FAILED job is unknown, not success.
         if self.slurm_conf:
             return self._cli()._fix_exit_codes(jobs)
-        return {
-            j: dataclasses.replace(i, exit_code=None)
-            if i.state.value == "failed" and i.exit_code == 0
-            else i
-            for j, i in jobs.items()
-        }
+        return {j: _unknown_exit(i) for j, i in jobs.items()}
 
     def _cli(self) -> SlurmCliAdapter:
         from .cli import SlurmCliAdapter
@@ -384,3 +384,13 @@ class SlurmRestAdapter(SchedulerAdapter):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _unknown_exit(info: JobInfo) -> JobInfo:
+    """A FAILED job (or task) whose exit code reads 0 has an unknown one (22.05's bug)."""
+    if info.tasks:
+        tasks = [_unknown_exit(t) for t in info.tasks]
+        return arrays.aggregate(info.job_id, tasks, base=info)
+    if info.state.value == "failed" and info.exit_code == 0:
+        return dataclasses.replace(info, exit_code=None)
+    return info

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..arrays import parse as parse_array
 from ..base import TAG_PREFIX, JobSpec
-from .script import build_environment, neutralise_directives
+from .script import build_environment, check_dependency, neutralise_directives, wrap_array_task
 
 __all__ = ["job_description"]
 
@@ -42,7 +43,12 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         raise ValueError("nodes: must be at least 1")
     new = _version_tuple(version) >= (0, 0, 40)
     env = build_environment(spec, home=spec.job_dir or spec.working_dir or "/", user=spec.user)
+    if spec.array:
+        parse_array(spec.array)  # ValueError: not an array spec
+    check_dependency(spec.dependency)
     script, _ = neutralise_directives(spec.script)
+    if spec.array:
+        script = wrap_array_task(script, spec.job_dir)
     job: dict[str, Any] = {
         "name": spec.name or "broker-job",
         "time_limit": _num(spec.time_limit_minutes) if new else spec.time_limit_minutes,
@@ -65,6 +71,8 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         "reservation": spec.reservation,
         "standard_output": spec.stdout_path,
         "standard_error": spec.stderr_path,
+        "array": spec.array,
+        "dependency": spec.dependency,
     }
     if spec.memory_mb:
         optional["memory_per_node"] = _num(spec.memory_mb) if new else spec.memory_mb

@@ -50,10 +50,13 @@ the same, so one job behaves alike everywhere and its warnings are true on every
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..arrays import parse as parse_array
 from ..base import TAG_PREFIX, JobSpec
 
 __all__ = [
@@ -64,9 +67,11 @@ __all__ = [
     "SbatchRequest",
     "build_environment",
     "build_sbatch",
+    "check_dependency",
     "check_environment",
     "env_name_refusal",
     "neutralise_directives",
+    "wrap_array_task",
 ]
 
 #: Long options a script may set (each takes a value: ``--opt=v`` or ``--opt v``).
@@ -303,9 +308,67 @@ def build_sbatch(spec: JobSpec) -> SbatchRequest:
         "output": spec.stdout_path,
         "error": spec.stderr_path,
         "nodelist": ",".join(spec.nodelist) or None,
+        "array": spec.array,
+        "dependency": spec.dependency,
     }
     opts += [_opt(name, value) for name, value in optional.items() if value is not None]
     if spec.exclusive:
         opts.append("--exclusive")
+    if spec.array:
+        parse_array(spec.array)  # ValueError: not an array spec
+    if spec.dependency and not _DEPENDENCY.fullmatch(spec.dependency):
+        raise ValueError(
+            f"dependency: {spec.dependency!r} is not afterok/afterany/afternotok:<ids>"
+        )
     script, removed = neutralise_directives(spec.script)
+    if spec.array:
+        script = wrap_array_task(script, spec.job_dir)
     return SbatchRequest(options=opts, script=script, removed_directives=removed)
+
+
+_DEPENDENCY = re.compile(
+    r"(?:afterok|afterany|afternotok)(?::\d{1,12})+(?:,(?:afterok|afterany|afternotok)(?::\d{1,12})+)*"
+)
+
+
+def check_dependency(dependency: str | None) -> None:
+    """``ValueError`` unless ``dependency`` is None or Slurm's ``afterok:12:13,afterany:14``
+    (the conditions the broker uses, on numeric job ids)."""
+    if dependency is not None and not _DEPENDENCY.fullmatch(dependency):
+        raise ValueError(f"dependency: {dependency!r} is not afterok/afterany/afternotok:<ids>")
+
+
+def wrap_array_task(script: str, job_dir: str | None) -> str:
+    """A batch script that runs ``script`` (neutralised) as one task of an array, with
+    ``BROKER_ARRAY_TASK_ID`` set as ``SLURM_ARRAY_TASK_ID`` is.
+
+    Slurm sets a task's index only when it runs, so the variable cannot travel with the
+    submission. The wrapper is a bash script: the directive lines ``script`` kept (its
+    header's allowed ``#SBATCH`` lines), the export, then ``script`` itself written to a
+    private file (in the job's directory, else ``$TMPDIR``) and executed, so its own
+    ``#!`` line chooses its interpreter as it would unwrapped; its exit status is the
+    task's.
+    """
+    lines = script.split("\n")
+    kept = [ln for ln in lines[1:] if ln.startswith(_SBATCH_MAGIC)]
+    body = script if script.endswith("\n") else script + "\n"
+    mark = "BROKER_SCRIPT_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    while mark in body:
+        mark += "_"
+    where = shlex.quote(job_dir) if job_dir else '"${TMPDIR:-/tmp}"'
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            *kept,
+            'export BROKER_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-}"',
+            f'__broker_task="$(mktemp {where}/.broker-task-XXXXXXXX)" || exit 1',
+            f"cat > \"$__broker_task\" <<'{mark}'",
+            body + mark,
+            'chmod 0700 "$__broker_task"',
+            '"$__broker_task" "$@"',
+            "__broker_rc=$?",
+            'rm -f "$__broker_task"',
+            "exit $__broker_rc",
+            "",
+        ]
+    )

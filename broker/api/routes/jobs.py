@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ...models import JobStatus
-from ...schemas.jobs import JobDetail, JobPage
+from ...schemas.jobs import JobDetail, JobPage, TaskPage, TaskRead
 from ...services import jobs, staging
 from .. import ranges, views
 from ..deps import CurrentPrincipal, SessionDep
@@ -60,6 +60,36 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> 
     return views.job_detail(job, io)
 
 
+@router.get("/{job_id}/tasks")
+def list_tasks(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    cursor: Annotated[int | None, Query(ge=-1)] = None,
+) -> TaskPage:
+    """A job array's tasks by index: state, exit code, nodes, times and each task's
+    charge (they add up to the job's). ``cursor``: a page's ``next_cursor``."""
+    rows, nxt = jobs.list_tasks(session, me, job_id, limit=limit, after=cursor)
+    return TaskPage(
+        items=[views.task(t) for t in rows], next_cursor=None if nxt is None else str(nxt)
+    )
+
+
+@router.post("/{job_id}/tasks/{index}/cancel", status_code=202)
+def cancel_task(
+    job_id: uuid.UUID,
+    index: Annotated[int, Path(ge=0)],
+    session: SessionDep,
+    me: CurrentPrincipal,
+) -> TaskRead:
+    """Cancel one task of an array; the others go on."""
+    task = jobs.cancel_task(session, me, job_id, index)
+    read = views.task(task)
+    session.commit()
+    return read
+
+
 @router.get("/{job_id}/output", response_class=PlainTextResponse)
 def job_output(
     job_id: uuid.UUID,
@@ -68,18 +98,20 @@ def job_output(
     me: CurrentPrincipal,
     stream: Literal["stdout", "stderr"] = "stdout",
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    task: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     """The output's last MiB (or ``tail`` lines); a ``Range`` request gets those bytes (206).
 
+    Each task of an array writes its own: ``task`` names it (required for an array).
     The file is the job's to write: a link, FIFO or device there is a 422 naming
     ``stream`` with the reason, never the bytes behind it.
     """
     if tail is None and "range" in request.headers:
-        opened = staging.open_output(session, me, job_id, stream)
+        opened = staging.open_output(session, me, job_id, stream, task=task)
         if opened is not None:
             fd, st = opened
             return ranges.file_response(
                 fd, st, request.headers["range"], "text/plain; charset=utf-8", {}
             )
-    text = jobs.read_output(session, me, job_id, stream=stream, tail_lines=tail)
+    text = jobs.read_output(session, me, job_id, stream=stream, tail_lines=tail, task=task)
     return PlainTextResponse(text, headers={"Accept-Ranges": "bytes"})
