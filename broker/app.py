@@ -7,7 +7,9 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from . import __version__, observability
 from .api import errors
@@ -67,12 +69,16 @@ def create_app(
             pool.close()
             engine.dispose()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc from the assets fastapi-offline ships, not a CDN:
+    # centers are often air-gapped.
+    app = FastAPIOffline(
         title="HPC Compute Broker",
         version=__version__,
         description="PFlop·h quotas, Slurm clusters and node-speed billing for a PoC center.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        # No call to the public validator: the page asks nothing of the internet.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -116,7 +122,26 @@ def create_app(
     app.include_router(api)
     app.include_router(health.router)  # /healthz and /readyz at the root too, for probes
     app.include_router(web_routes.router)
+    app.add_api_route("/", _root, methods=["GET"], include_in_schema=False)
     return app
+
+
+def _root(request: Request) -> Response:
+    """Where to go from ``/``: a browser is sent to the docs, a client gets the links."""
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/docs", status_code=303)
+    return JSONResponse(
+        {
+            "name": "HPC Compute Broker",
+            "version": __version__,
+            "docs": "/docs",
+            "redoc": "/redoc",
+            "openapi": "/openapi.json",
+            "api": "/api/v1",
+            "dashboard": "/ops",
+            "health": "/healthz",
+        }
+    )
 
 
 def api_process_app() -> FastAPI:

@@ -76,6 +76,19 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _json_error(err: Any, doc: Any) -> str:
+    """Where a malformed body broke, as an editor counts: line and column (1-based)."""
+    loc = tuple(err.get("loc", ()))
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    reason = str((err.get("ctx") or {}).get("error", "not JSON"))
+    if pos is None or not isinstance(doc, str | bytes):
+        return f"body: malformed JSON: {reason}"
+    text = doc if isinstance(doc, str) else doc.decode("utf-8", "replace")
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"body: malformed JSON at line {line}, column {column}: {reason}"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.BrokerError)
     async def _broker(_: Request, exc: errors.BrokerError) -> JSONResponse:
@@ -89,6 +102,9 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         msgs = []
         for err in exc.errors()[:5]:
+            if err.get("type") == "json_invalid":
+                msgs.append(_json_error(err, getattr(exc, "body", None)))
+                continue
             where = _loc(tuple(err.get("loc", ())))
             msgs.append(f"{where}: {err.get('msg', 'invalid')}")
         return error_response(422, "ValidationError", "; ".join(msgs) or "invalid request")
