@@ -2,13 +2,97 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import types
+import typing
+import unicodedata
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+
+class _WrongJsonType:
+    """Stands in for a value of the wrong JSON type, so the field's own type check fails
+    on it, at the field's location, with pydantic's message ("Input should be a valid
+    integer"): ``"nodes": "2"`` and ``"nodes": true`` are refused, not coerced."""
+
+    def __repr__(self) -> str:
+        return "<wrong JSON type>"
+
+
+_WRONG = _WrongJsonType()
+
+
+def _scalar_kind(annotation: Any) -> str | None:
+    """'int', 'float' or 'bool' for a field of that type (optional or annotated), else None."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    return {int: "int", float: "float", bool: "bool"}.get(annotation)
+
+
+def _wrong_type(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return not isinstance(value, bool)
+    if kind in ("int", "float"):
+        return isinstance(value, bool | str)
+    return False
 
 
 class StrictModel(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is a 422 naming it."""
+    """Request bodies refuse unknown fields, so a typo is a 422 naming it; numbers and
+    booleans must be JSON numbers and booleans (no ``"2"``, no ``true`` for 1)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @classmethod
+    @cache
+    def _scalar_fields(cls) -> dict[str, str]:
+        found = {n: _scalar_kind(f.annotation) for n, f in cls.model_fields.items()}
+        return {n: k for n, k in found.items() if k is not None}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kinds = cls._scalar_fields()
+        wrong = [n for n, k in kinds.items() if n in data and _wrong_type(k, data[n])]
+        if not wrong:
+            return data
+        return {**data, **dict.fromkeys(wrong, _WRONG)}
+
+
+#: Categories refused anywhere in a name: controls, format characters (bidi overrides,
+#: zero-width), surrogates, private use, unassigned.
+_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn"}
+NAME_RULE = "must start with a letter or digit (any script) and hold no control characters"
+
+
+def display_name_error(value: str) -> str | None:
+    """Why ``value`` cannot be a display name, or None."""
+    if not value:
+        return "must not be empty"
+    if unicodedata.category(value[0])[0] not in ("L", "N"):
+        return NAME_RULE
+    if any(unicodedata.category(ch) in _REFUSED for ch in value):
+        return NAME_RULE
+    return None
+
+
+def _display_name(value: str) -> str:
+    why = display_name_error(value)
+    if why is not None:
+        raise ValueError(why)
+    return value
+
+
+#: A name people read (enterprise, project, job): any script, no control characters.
+DisplayName = Annotated[str, AfterValidator(_display_name)]
 
 
 class ReadModel(BaseModel):

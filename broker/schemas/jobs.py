@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from ..models.job import DependencyCondition
-from .common import ReadModel, StrictModel
+from .common import DisplayName, ReadModel, StrictModel
 
 #: A QOS or reservation name (each must also be on the partition's allow-list).
 SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
@@ -29,7 +29,7 @@ class Dependency(StrictModel):
 
 
 class JobCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    name: DisplayName = Field(min_length=1, max_length=200)
     script: str = Field(min_length=1)
     nodes: int = Field(1, ge=1, le=100_000)
     ntasks: int | None = Field(None, ge=1, le=10_000_000)

@@ -9,14 +9,16 @@ from typing import Literal
 from pydantic import Field
 
 from ..units import MAX_PFH
-from .common import ReadModel, StrictModel
+from .common import DisplayName, ReadModel, StrictModel
 from .ledger import AllocationPfh
 
-Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&'()-]*$")
+#: Enterprise and project names: any script ("Société Générale", "量子化学"), no control
+#: characters; the Slurm account and POSIX user get an ASCII slug (services.names).
+Name = Field(min_length=1, max_length=100)
 
 
 class EnterpriseCreate(StrictModel):
-    name: str = Name
+    name: DisplayName = Name
     posix_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     slurm_account: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     capacity_cap_pflops: float | None = Field(None, ge=0, le=1e6)
@@ -40,6 +42,9 @@ class EnterpriseRead(ReadModel):
     carry_over: bool
     current_period: str
     created_at: datetime
+    # Per cluster, the last push of its Slurm accounts and limits:
+    # {status: ok|error, detail, at, period, slurm_cluster}.
+    slurm: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class TokenCreate(StrictModel):
@@ -72,7 +77,7 @@ class TokenRead(ReadModel):
 
 class ProjectCreate(StrictModel):
     enterprise_id: uuid.UUID
-    name: str = Name
+    name: DisplayName = Name
     description: str = Field("", max_length=5000)
     allocation_pfh: AllocationPfh = Field(None, ge=0, le=float(MAX_PFH))
 
@@ -87,3 +92,5 @@ class ProjectRead(ReadModel):
     created_at: datetime
     approved_at: datetime | None
     closed_at: datetime | None
+    # Per cluster, the last push of its Slurm account (as on the enterprise).
+    slurm: dict[str, dict[str, str]] = Field(default_factory=dict)

@@ -30,6 +30,7 @@ from . import (
     dependencies,
     end_states,
     ledger,
+    names,
     slurm_sync,
     staging,
 )
@@ -143,7 +144,7 @@ def spec_for(
     if job.working_directory:
         work = str(Path(job.work_dir, job.working_directory))
     return sa_.JobSpec(
-        name=job.name,
+        name=names.slurm_job_name(job.name),
         script=job.script,
         time_limit_minutes=job.time_limit_minutes,
         nodes=job.nodes,

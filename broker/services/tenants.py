@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Balance, Cluster, Enterprise, EnterpriseStatus, PeriodKind
-from . import audit, ledger
+from . import audit, ledger, names
 from .principal import Principal
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ def require_submit_user(ent: Enterprise, cluster: Cluster) -> None:
 
 
 def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return (slug or "ent")[:24]
+    """ASCII for Slurm and POSIX from a name in any script ("Société" -> "societe")."""
+    return names.slug(name, 24, "ent")
 
 
 def create_enterprise(
@@ -134,6 +134,7 @@ def create_enterprise(
     """Create an enterprise; its POSIX user must pass ``check_posix_user`` under
     ``rules`` (default: uid floor 1000) and be no other enterprise's."""
     principal.require_operator()
+    name = names.display_name(name)
     if session.scalar(select(Enterprise.id).where(Enterprise.name == name)) is not None:
         raise Conflict(f"an enterprise named {name!r} already exists")
     slug = _slug(name)
