@@ -16,6 +16,7 @@ fits, the request is refused naming the field and why.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -303,7 +304,7 @@ def choose(
         candidates = waiting
         rejected = [r for r in rejected if "not answering" not in r["reason"]]
     if not candidates:
-        field_ = "partition" if req.partition else "cluster" if req.cluster else "nodes"
+        field_ = refused_field(req, [r["reason"] for r in rejected])
         reasons = "; ".join(f"{r['cluster']}/{r['partition']}: {r['reason']}" for r in rejected)
         raise InvalidInput(field_, f"no cluster can run this job ({reasons or 'none configured'})")
     candidates.sort(key=lambda c: (c.score.total, c.cluster.name, c.partition.name))
@@ -316,6 +317,40 @@ def choose(
             "which is not answering now",
         )
     return RoutingDecision(best, [c.summary() for c in candidates[1:4]], rejected)
+
+
+#: The spec field each refusal of ``misfit`` and ``_unavailable`` is about, by how its
+#: message starts: a refusal names the field that caused it, not always ``nodes``.
+_REFUSAL_FIELDS: list[tuple[str, str]] = [
+    (r"needs \d+ nodes", "nodes"),
+    (r"needs \d+ CPUs per node", "cpus_per_task"),
+    (r"needs \d+ MB per node", "memory_mb"),
+    (r"needs \d+ GPUs per node", "gpus_per_node"),
+    (r"time limit ", "time_limit_minutes"),
+    (r"lacks features", "constraints"),
+    (r"array of ", "array"),
+    (r"qos ", "qos"),
+    (r"reservation ", "reservation"),
+    (r"needs [\d.e+-]+ PFLOP/s", "nodes"),  # the capacity cap: fewer nodes would fit
+    (r"its hold would exceed", "time_limit_minutes"),
+    (r"\d+ of its \d+ node\(s\) in service", "nodes"),
+]
+
+
+def refused_field(req: ResourceRequest, reasons: list[str]) -> str:
+    """The field to name when no partition can run ``req``: the one most refusals are
+    about (the first such on a tie); else the cluster or partition it asked for."""
+    found: list[str] = []
+    for reason in reasons:
+        for pattern, name in _REFUSAL_FIELDS:
+            if re.match(pattern, reason):
+                if name == "cpus_per_task" and not req.cpus_per_task:
+                    name = "ntasks"
+                found.append(name)
+                break
+    if found:
+        return max(dict.fromkeys(found), key=found.count)
+    return "partition" if req.partition else "cluster" if req.cluster else "nodes"
 
 
 def hold_units(req: ResourceRequest, rate_mflops: int) -> int:
