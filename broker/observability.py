@@ -205,6 +205,7 @@ class InstrumentedAdapter(sa_.SchedulerAdapter):
         super().__init__(inner.cluster)
         self.inner = inner
         self.kind = inner.kind
+        self.supports_dependencies = inner.supports_dependencies
 
     def _call(self, method: str, fn: Callable[[], T]) -> T:
         ADAPTER_CALLS.labels(self.cluster, method).inc()

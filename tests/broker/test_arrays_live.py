@@ -90,10 +90,10 @@ def _tasks(api: Api, job_id: str, token: str) -> list[dict[str, Any]]:
 def test_a_ten_task_array_with_a_throttle_completes_and_its_charges_add_up(
     live: Live, cluster: str
 ) -> None:
-    api, ent, member, project, envs = live
+    api, ent, member, project, _ = live
     script = (
         "#!/bin/bash\n"
-        "#SBATCH --job-name=sweep\n"
+        "#SBATCH --mail-type=NONE\n"  # an allowed directive, kept above the task wrapper
         'echo "task=$SLURM_ARRAY_TASK_ID broker=$BROKER_ARRAY_TASK_ID job=$BROKER_JOB_ID"\n'
         "sleep 1\n"
     )
@@ -102,13 +102,6 @@ def test_a_ten_task_array_with_a_throttle_completes_and_its_charges_add_up(
     )
     assert r.status_code == 202, r.text
     job = r.json()
-    api.drive_until(job["id"], {"pending", "running"} | ENDED, timeout_s=60)
-    submitted = api.get(f"/jobs/{job['id']}", member).json()
-    if submitted["state"] in ("pending", "running"):
-        shown = _slurm(
-            envs[cluster], "squeue", "-h", "-r", "-j", submitted["scheduler_job_id"], "-o", "%i %j"
-        )
-        assert "sweep" in shown or not shown.strip(), shown  # the kept --job-name directive
     done = api.drive_until(job["id"], ENDED, timeout_s=300)
     assert done["state"] == "completed", done
     tasks = _tasks(api, job["id"], member)
@@ -211,7 +204,7 @@ def test_a_failed_parent_cancels_its_afterok_child_held_by_slurm(live: Live) -> 
     ).json()
     queued = api.drive_until(child["id"], {"pending", "running"} | ENDED, timeout_s=60)
     # Same cluster, parent in Slurm: Slurm holds the child (--dependency).
-    assert queued["scheduler_job_id"] is not None, queued
+    assert queued["scheduler_job_id"] is not None, (queued["state"], queued["reason"])
     if queued["state"] == "pending":
         parent_sched = api.get(f"/jobs/{parent['id']}", member).json()["scheduler_job_id"]
         shown = _slurm(envs["alpha"], "squeue", "-h", "-j", queued["scheduler_job_id"], "-o", "%E")
