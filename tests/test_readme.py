@@ -43,6 +43,11 @@ def test_readme_tour(tmp_path: Path) -> None:
     assert "plasma-poc" in lines  # GET /me: the member's project
     # The Python job ran under python, with its variable, in its working directory.
     assert "runs/a0.3" in lines and "alpha 0.3 in a0.3" in lines
+    # The sweep (an array) ran its 4 tasks, each paid its share; then the pipeline's step.
+    assert "4 tasks: 4 completed" in lines
+    assert float(lines[lines.index("4 tasks: 4 completed") + 1]) > 0
+    assert "point 2" in lines and "all points done" in lines
+    assert lines.index("point 2") < lines.index("all points done")
     balance = json.loads(lines[-1])
     assert balance["granted_pfh"] == 10.0 and balance["charged_pfh"] > 0
     assert balance["available_pfh"] == pytest.approx(
