@@ -365,3 +365,125 @@ def vsum(typingctx: Any, v: Any) -> Any:
         return acc
 
     return v.dtype(v), codegen
+
+
+# Vectors of an explicit width. ``kern`` is a compile-time kernel code (an integer literal,
+# see kernels._cpu.kernel_code): its vector width in bytes is ``kern // 100``. The GEMM passes
+# it down so that one process can run any micro-kernel, whatever the host's own width.
+
+
+def _kern_bytes(kern: Any) -> int | None:
+    if not isinstance(kern, types.IntegerLiteral):
+        return None
+    return int(kern.literal_value) // 100
+
+
+def _vec_w(arrty: Any, nbytes: int) -> Vec:
+    return Vec(arrty.dtype, nbytes // (arrty.dtype.bitwidth // 8))
+
+
+@intrinsic(prefer_literal=True)
+def wload(typingctx: Any, arr: Any, idx: Any, kern: Any) -> Any:
+    """``vload`` at the width of kernel code ``kern``."""
+    nbytes = _kern_bytes(kern)
+    if nbytes is None:
+        return None
+    vt = _vec_w(arr, nbytes)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        p = builder.bitcast(p, context.get_value_type(vt).as_pointer())
+        return builder.load(p, align=arr.dtype.bitwidth // 8)
+
+    return vt(arr, idx, kern), codegen
+
+
+@intrinsic(prefer_literal=True)
+def wbcast(typingctx: Any, arr: Any, idx: Any, kern: Any) -> Any:
+    """``vbcast`` at the width of kernel code ``kern``."""
+    nbytes = _kern_bytes(kern)
+    if nbytes is None:
+        return None
+    vt = _vec_w(arr, nbytes)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        x = builder.load(_elem_ptr(context, builder, sig.args[0], args[0], args[1]))
+        ll = context.get_value_type(vt)
+        v = builder.insert_element(ir.Constant(ll, ir.Undefined), x, _i32(0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, v, mask)
+
+    return vt(arr, idx, kern), codegen
+
+
+@intrinsic(prefer_literal=True)
+def wzero(typingctx: Any, arr: Any, kern: Any) -> Any:
+    """``vzero`` at the width of kernel code ``kern``."""
+    nbytes = _kern_bytes(kern)
+    if nbytes is None:
+        return None
+    vt = _vec_w(arr, nbytes)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr, kern), codegen
+
+
+@intrinsic(prefer_literal=True)
+def wlanes(typingctx: Any, arr: Any, kern: Any) -> Any:
+    """Lanes per vector of kernel code ``kern`` for ``arr``'s dtype (a constant)."""
+    nbytes = _kern_bytes(kern)
+    if nbytes is None:
+        return None
+    lanes_ = _vec_w(arr, nbytes).lanes
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(ir.IntType(64), lanes_)
+
+    return types.int64(arr, kern), codegen
+
+
+@intrinsic(prefer_literal=True)
+def kern_field(typingctx: Any, kern: Any, field: Any) -> Any:
+    """Digit ``field`` of kernel code ``kern`` (0: vectors per row, 1: rows), a constant."""
+    if not isinstance(kern, types.IntegerLiteral) or not isinstance(field, types.IntegerLiteral):
+        return None
+    value = int(kern.literal_value) // 10 ** int(field.literal_value) % 10
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(ir.IntType(64), value)
+
+    return types.int64(kern, field), codegen
+
+
+@intrinsic
+def prefetch_r(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Prefetch the cache line holding ``arr[idx]`` for reading, into L1 (a hint: an
+    address past the end of ``arr`` is not read and cannot fault)."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(p, i8p), _i32(0), _i32(3), _i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
+
+
+@intrinsic
+def prefetch_l2(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Prefetch the cache line holding ``arr[idx]`` for reading, to the outer caches
+    (locality 2; a hint, as ``prefetch_r``)."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(p, i8p), _i32(0), _i32(2), _i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen

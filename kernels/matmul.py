@@ -9,103 +9,177 @@ The B micro-panel (KC x NR) stays in L1, the A block in L2.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import prange
+from numba import literally, prange, types
+from numba.extending import overload
 
-from kernels._jit import jit, use_threads
-from kernels._simd import VECTOR_BYTES, prefetch, vadd, vbcast, vfma, vlanes, vload, vstore, vzero
+from kernels import _cpu
+from kernels._cpu import Kernel
+from kernels._jit import OPTIONS, jit, use_threads
+from kernels._simd import (
+    kern_field,
+    prefetch,
+    prefetch_l2,
+    prefetch_r,
+    vadd,
+    vfma,
+    vstore,
+    wbcast,
+    wlanes,
+    wload,
+    wzero,
+)
 
-MR = 6  # rows of the micro-tile (broadcast A values)
-NV = 4  # vectors per micro-tile row: NR = NV * lanes
-VB = VECTOR_BYTES
-# Cache blocking (elements); tuned on Zen 5 (48 KiB L1d, 1 MiB L2 per core).
-KC = 512
-MC = 192
-NC = 4096
 PACK_GROUP = 8  # strips of B packed together, reading 8 x NR contiguous elements
 
 
 @jit()
-def _put(c: Any, co: int, v: Any, first: bool) -> None:
+def _put(c: Any, co: int, v: Any, first: bool, kern: int) -> None:
     if first:
         vstore(c, co, v)
     else:
-        vstore(c, co, vadd(vload(c, co), v))
+        vstore(c, co, vadd(wload(c, co, kern), v))
 
 
 @jit()
-def _ukernel(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: int,
-             first: bool) -> None:  # fmt: skip
-    """C[co:...] (+)= A micro-panel (kc x MR) times B micro-panel (kc x NR)."""
-    w = vlanes(ap)
+def _ukernel_6x2(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: int,
+                 first: bool, kern: int) -> None:  # fmt: skip
+    """C[co:...] (+)= A micro-panel (kc x 6) times B micro-panel (kc x 2 vectors)."""
+    w = wlanes(ap, kern)
     r = co
-    for _ in range(MR):  # the C tile is needed only after the k loop: fetch it meanwhile
+    for _ in range(6):  # the C tile is needed only after the k loop: fetch it meanwhile
         prefetch(c, r)
-        prefetch(c, r + NV * w - 1)
+        prefetch(c, r + 2 * w - 1)
         r += ldc
     # fmt: off
-    c00 = vzero(ap); c01 = vzero(ap); c02 = vzero(ap); c03 = vzero(ap)  # noqa: E702
-    c10 = vzero(ap); c11 = vzero(ap); c12 = vzero(ap); c13 = vzero(ap)  # noqa: E702
-    c20 = vzero(ap); c21 = vzero(ap); c22 = vzero(ap); c23 = vzero(ap)  # noqa: E702
-    c30 = vzero(ap); c31 = vzero(ap); c32 = vzero(ap); c33 = vzero(ap)  # noqa: E702
-    c40 = vzero(ap); c41 = vzero(ap); c42 = vzero(ap); c43 = vzero(ap)  # noqa: E702
-    c50 = vzero(ap); c51 = vzero(ap); c52 = vzero(ap); c53 = vzero(ap)  # noqa: E702
+    c00 = wzero(ap, kern); c01 = wzero(ap, kern); c10 = wzero(ap, kern)  # noqa: E702
+    c11 = wzero(ap, kern); c20 = wzero(ap, kern); c21 = wzero(ap, kern)  # noqa: E702
+    c30 = wzero(ap, kern); c31 = wzero(ap, kern); c40 = wzero(ap, kern)  # noqa: E702
+    c41 = wzero(ap, kern); c50 = wzero(ap, kern); c51 = wzero(ap, kern)  # noqa: E702
+    nxt = kc * 2 * w  # the next B micro-panel, fetched from L3 while this one is in use
     for _ in range(kc):
-        b0 = vload(bp, bo)
-        b1 = vload(bp, bo + w)
-        b2 = vload(bp, bo + 2 * w)
-        b3 = vload(bp, bo + 3 * w)
-        a = vbcast(ap, ao)
-        c00 = vfma(a, b0, c00); c01 = vfma(a, b1, c01)  # noqa: E702
-        c02 = vfma(a, b2, c02); c03 = vfma(a, b3, c03)  # noqa: E702
-        a = vbcast(ap, ao + 1)
-        c10 = vfma(a, b0, c10); c11 = vfma(a, b1, c11)  # noqa: E702
-        c12 = vfma(a, b2, c12); c13 = vfma(a, b3, c13)  # noqa: E702
-        a = vbcast(ap, ao + 2)
-        c20 = vfma(a, b0, c20); c21 = vfma(a, b1, c21)  # noqa: E702
-        c22 = vfma(a, b2, c22); c23 = vfma(a, b3, c23)  # noqa: E702
-        a = vbcast(ap, ao + 3)
-        c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31)  # noqa: E702
-        c32 = vfma(a, b2, c32); c33 = vfma(a, b3, c33)  # noqa: E702
-        a = vbcast(ap, ao + 4)
-        c40 = vfma(a, b0, c40); c41 = vfma(a, b1, c41)  # noqa: E702
-        c42 = vfma(a, b2, c42); c43 = vfma(a, b3, c43)  # noqa: E702
-        a = vbcast(ap, ao + 5)
-        c50 = vfma(a, b0, c50); c51 = vfma(a, b1, c51)  # noqa: E702
-        c52 = vfma(a, b2, c52); c53 = vfma(a, b3, c53)  # noqa: E702
-        ao += MR
-        bo += NV * w
-    _put(c, co, c00, first); _put(c, co + w, c01, first)  # noqa: E702
-    _put(c, co + 2 * w, c02, first); _put(c, co + 3 * w, c03, first)  # noqa: E702
-    co += ldc
-    _put(c, co, c10, first); _put(c, co + w, c11, first)  # noqa: E702
-    _put(c, co + 2 * w, c12, first); _put(c, co + 3 * w, c13, first)  # noqa: E702
-    co += ldc
-    _put(c, co, c20, first); _put(c, co + w, c21, first)  # noqa: E702
-    _put(c, co + 2 * w, c22, first); _put(c, co + 3 * w, c23, first)  # noqa: E702
-    co += ldc
-    _put(c, co, c30, first); _put(c, co + w, c31, first)  # noqa: E702
-    _put(c, co + 2 * w, c32, first); _put(c, co + 3 * w, c33, first)  # noqa: E702
-    co += ldc
-    _put(c, co, c40, first); _put(c, co + w, c41, first)  # noqa: E702
-    _put(c, co + 2 * w, c42, first); _put(c, co + 3 * w, c43, first)  # noqa: E702
-    co += ldc
-    _put(c, co, c50, first); _put(c, co + w, c51, first)  # noqa: E702
-    _put(c, co + 2 * w, c52, first); _put(c, co + 3 * w, c53, first)  # noqa: E702
+        prefetch_r(ap, ao + 64)
+        prefetch_l2(bp, bo + nxt)
+        b0 = wload(bp, bo, kern)
+        b1 = wload(bp, bo + w, kern)
+        a = wbcast(ap, ao, kern); c00 = vfma(a, b0, c00); c01 = vfma(a, b1, c01)  # noqa: E702
+        a = wbcast(ap, ao + 1, kern); c10 = vfma(a, b0, c10); c11 = vfma(a, b1, c11)  # noqa: E702
+        a = wbcast(ap, ao + 2, kern); c20 = vfma(a, b0, c20); c21 = vfma(a, b1, c21)  # noqa: E702
+        a = wbcast(ap, ao + 3, kern); c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31)  # noqa: E702
+        a = wbcast(ap, ao + 4, kern); c40 = vfma(a, b0, c40); c41 = vfma(a, b1, c41)  # noqa: E702
+        a = wbcast(ap, ao + 5, kern); c50 = vfma(a, b0, c50); c51 = vfma(a, b1, c51)  # noqa: E702
+        ao += 6
+        bo += 2 * w
+    _put(c, co, c00, first, kern); _put(c, co + w, c01, first, kern); co += ldc  # noqa: E702
+    _put(c, co, c10, first, kern); _put(c, co + w, c11, first, kern); co += ldc  # noqa: E702
+    _put(c, co, c20, first, kern); _put(c, co + w, c21, first, kern); co += ldc  # noqa: E702
+    _put(c, co, c30, first, kern); _put(c, co + w, c31, first, kern); co += ldc  # noqa: E702
+    _put(c, co, c40, first, kern); _put(c, co + w, c41, first, kern); co += ldc  # noqa: E702
+    _put(c, co, c50, first, kern); _put(c, co + w, c51, first, kern)  # noqa: E702
     # fmt: on
 
 
 @jit()
+def _ukernel_6x4(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: int,
+                 first: bool, kern: int) -> None:  # fmt: skip
+    """C[co:...] (+)= A micro-panel (kc x 6) times B micro-panel (kc x 4 vectors)."""
+    w = wlanes(ap, kern)
+    r = co
+    for _ in range(6):
+        prefetch(c, r)
+        prefetch(c, r + 4 * w - 1)
+        r += ldc
+    # fmt: off
+    z = wzero(ap, kern)
+    c00 = z; c01 = z; c02 = z; c03 = z; c10 = z; c11 = z; c12 = z; c13 = z  # noqa: E702
+    c20 = z; c21 = z; c22 = z; c23 = z; c30 = z; c31 = z; c32 = z; c33 = z  # noqa: E702
+    c40 = z; c41 = z; c42 = z; c43 = z; c50 = z; c51 = z; c52 = z; c53 = z  # noqa: E702
+    for _ in range(kc):
+        b0 = wload(bp, bo, kern)
+        b1 = wload(bp, bo + w, kern)
+        b2 = wload(bp, bo + 2 * w, kern)
+        b3 = wload(bp, bo + 3 * w, kern)
+        a = wbcast(ap, ao, kern)
+        c00 = vfma(a, b0, c00); c01 = vfma(a, b1, c01)  # noqa: E702
+        c02 = vfma(a, b2, c02); c03 = vfma(a, b3, c03)  # noqa: E702
+        a = wbcast(ap, ao + 1, kern)
+        c10 = vfma(a, b0, c10); c11 = vfma(a, b1, c11)  # noqa: E702
+        c12 = vfma(a, b2, c12); c13 = vfma(a, b3, c13)  # noqa: E702
+        a = wbcast(ap, ao + 2, kern)
+        c20 = vfma(a, b0, c20); c21 = vfma(a, b1, c21)  # noqa: E702
+        c22 = vfma(a, b2, c22); c23 = vfma(a, b3, c23)  # noqa: E702
+        a = wbcast(ap, ao + 3, kern)
+        c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31)  # noqa: E702
+        c32 = vfma(a, b2, c32); c33 = vfma(a, b3, c33)  # noqa: E702
+        a = wbcast(ap, ao + 4, kern)
+        c40 = vfma(a, b0, c40); c41 = vfma(a, b1, c41)  # noqa: E702
+        c42 = vfma(a, b2, c42); c43 = vfma(a, b3, c43)  # noqa: E702
+        a = wbcast(ap, ao + 5, kern)
+        c50 = vfma(a, b0, c50); c51 = vfma(a, b1, c51)  # noqa: E702
+        c52 = vfma(a, b2, c52); c53 = vfma(a, b3, c53)  # noqa: E702
+        ao += 6
+        bo += 4 * w
+    o = co
+    _put(c, o, c00, first, kern); _put(c, o + w, c01, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c02, first, kern); _put(c, o + 3 * w, c03, first, kern)  # noqa: E702
+    o += ldc
+    _put(c, o, c10, first, kern); _put(c, o + w, c11, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c12, first, kern); _put(c, o + 3 * w, c13, first, kern)  # noqa: E702
+    o += ldc
+    _put(c, o, c20, first, kern); _put(c, o + w, c21, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c22, first, kern); _put(c, o + 3 * w, c23, first, kern)  # noqa: E702
+    o += ldc
+    _put(c, o, c30, first, kern); _put(c, o + w, c31, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c32, first, kern); _put(c, o + 3 * w, c33, first, kern)  # noqa: E702
+    o += ldc
+    _put(c, o, c40, first, kern); _put(c, o + w, c41, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c42, first, kern); _put(c, o + 3 * w, c43, first, kern)  # noqa: E702
+    o += ldc
+    _put(c, o, c50, first, kern); _put(c, o + w, c51, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c52, first, kern); _put(c, o + 3 * w, c53, first, kern)  # noqa: E702
+    # fmt: on
+
+
+def _ukernel(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
+    """The micro-kernel of kernel code ``kern`` (typed in jitted code only)."""
+    raise NotImplementedError("called from jitted code only")
+
+
+def _call_6x4(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
+    _ukernel_6x4(kc, ap, ao, bp, bo, c, co, ldc, first, kern)
+
+
+def _call_6x2(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
+    _ukernel_6x2(kc, ap, ao, bp, bo, c, co, ldc, first, kern)
+
+
+@overload(_ukernel, prefer_literal=True, jit_options=OPTIONS)
+def _ukernel_impl(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
+    """Pick the micro-kernel while typing, so a specialisation compiles only its own."""
+    if not isinstance(kern, types.IntegerLiteral):
+        return None
+    shape = (int(kern.literal_value) // 10 % 10, int(kern.literal_value) % 10)
+    if shape == (6, 4):
+        return _call_6x4
+    if shape == (6, 2):
+        return _call_6x2
+    raise ValueError(f"no micro-kernel {shape[0]} x {shape[1]} vectors")
+
+
+@jit()
 def _pack_b(b: Any, ldb: int, tb: bool, p0: int, kc: int, j0: int, jn: int, nr: int, bp: Any,
-            base: int) -> None:  # fmt: skip
+            base: int, kern: int) -> None:  # fmt: skip
     """Pack B[p0:p0+kc, j0:j0+jn] as consecutive kc x nr strips from bp[base], zero-padded.
 
     ``b`` is the flat C-order buffer of B (or of B transposed when ``tb``), ``ldb`` its row
     length. Whole row segments of the source are read so that it is streamed, not strided.
     """
-    w = vlanes(bp)
+    w = wlanes(bp, kern)
+    nv = kern_field(kern, 0)
     nstrips = (jn + nr - 1) // nr
     if tb:  # b holds B transposed: B[p, j] = b[j * ldb + p]
         for j in range(jn):
@@ -120,8 +194,8 @@ def _pack_b(b: Any, ldb: int, tb: bool, p0: int, kc: int, j0: int, jn: int, nr: 
                 o = base + s * kc * nr + p * nr
                 cols = min(nr, jn - s * nr)
                 if cols == nr:
-                    for v in range(NV):
-                        vstore(bp, o + v * w, vload(b, src + v * w))
+                    for v in range(nv):
+                        vstore(bp, o + v * w, wload(b, src + v * w, kern))
                 else:
                     for j in range(cols):
                         bp[o + j] = b[src + j]
@@ -135,51 +209,60 @@ def _pack_b(b: Any, ldb: int, tb: bool, p0: int, kc: int, j0: int, jn: int, nr: 
 
 
 @jit()
-def _pack_a(a: Any, lda: int, ta: bool, i0: int, mc: int, p0: int, kc: int, ap: Any) -> None:
+def _pack_a(a: Any, lda: int, ta: bool, i0: int, mc: int, p0: int, kc: int, ap: Any,
+            kern: int) -> None:  # fmt: skip
     """ap[s*kc*MR + p*MR + i] = A[i0 + s*MR + i, p0 + p], zero-padded to whole strips.
 
     ``a`` is the flat C-order buffer of A (or of A transposed when ``ta``), ``lda`` its row
     length.
     """
-    nstrips = (mc + MR - 1) // MR
+    mr = kern_field(kern, 1)
+    nstrips = (mc + mr - 1) // mr
     for s in range(nstrips):
-        base = s * kc * MR
-        rows = min(MR, mc - s * MR)
-        r0 = i0 + s * MR
+        base = s * kc * mr
+        rows = min(mr, mc - s * mr)
+        r0 = i0 + s * mr
         if ta:  # A[i, p] = a[p * lda + i]
             for p in range(kc):
-                o = base + p * MR
+                o = base + p * mr
                 src = (p0 + p) * lda + r0
                 for i in range(rows):
                     ap[o + i] = a[src + i]
-                for i in range(rows, MR):
+                for i in range(rows, mr):
                     ap[o + i] = 0
+        elif rows == mr:
+            for p in range(kc):
+                o = base + p * mr
+                src = r0 * lda + p0 + p
+                for i in range(mr):
+                    ap[o + i] = a[src + i * lda]
         else:
             for i in range(rows):
                 src = (r0 + i) * lda + p0
                 for p in range(kc):
-                    ap[base + p * MR + i] = a[src + p]
-            for i in range(rows, MR):
+                    ap[base + p * mr + i] = a[src + p]
+            for i in range(rows, mr):
                 for p in range(kc):
-                    ap[base + p * MR + i] = 0
+                    ap[base + p * mr + i] = 0
 
 
 @jit()
 def _macro(mc: int, nc: int, kc: int, ap: Any, bp: Any, c: Any, i0: int, j0: int, n: int,
-           nr: int, first: bool, tile: Any) -> None:  # fmt: skip
+           nr: int, first: bool, tile: Any, kern: int) -> None:  # fmt: skip
     """C[i0:i0+mc, j0:j0+nc] (+)= packed A block times packed B panel."""
+    mr = kern_field(kern, 1)
     for js in range((nc + nr - 1) // nr):
         jj = js * nr
         cols = min(nr, nc - jj)
         bo = js * kc * nr
-        for is_ in range((mc + MR - 1) // MR):
-            ii = is_ * MR
-            rows = min(MR, mc - ii)
-            ao = is_ * kc * MR
-            if rows == MR and cols == nr:
-                _ukernel(kc, ap, ao, bp, bo, c, (i0 + ii) * n + j0 + jj, n, first)
+        for is_ in range((mc + mr - 1) // mr):
+            ii = is_ * mr
+            rows = min(mr, mc - ii)
+            ao = is_ * kc * mr
+            if rows == mr and cols == nr:
+                _ukernel(kc, ap, ao, bp, bo, c, (i0 + ii) * n + j0 + jj, n, first, kern)
             else:
-                _ukernel(kc, ap, ao, bp, bo, tile, 0, nr, True)
+                _ukernel(kc, ap, ao, bp, bo, tile, 0, nr, True, kern)
                 for i in range(rows):
                     co = (i0 + ii + i) * n + j0 + jj
                     for j in range(cols):
@@ -189,16 +272,28 @@ def _macro(mc: int, nc: int, kc: int, ap: Any, bp: Any, c: Any, i0: int, j0: int
                             c[co + j] += tile[i * nr + j]
 
 
-@jit(parallel=True)
-def _gemm_core(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m: int, n: int,
-               k: int,
-               threads: int, mc_blk: int, kc_blk: int, nc_blk: int) -> None:  # fmt: skip
-    nr = NV * (VB // c.itemsize)
-    mc_blk = max(MR, mc_blk // MR * MR)
+@jit()
+def _sizes(m: int, n: int, kc_blk: int, mc_blk: int, nc_blk: int, mr: int, nr: int,
+           threads: int) -> tuple[int, int, int, int]:  # fmt: skip
+    """Blocks rounded to whole strips, and the workspace: (mc, nc, B panel, per thread)."""
+    mc_blk = max(mr, mc_blk // mr * mr)
     nc_blk = max(nr, nc_blk // nr * nr)
     nc_max = min(nc_blk, (n + nr - 1) // nr * nr)
-    bp = np.empty(kc_blk * nc_max, c.dtype)
-    share = ((m + threads - 1) // threads + MR - 1) // MR * MR
+    per_thread = mc_blk * kc_blk + mr * nr
+    return mc_blk, nc_blk, kc_blk * nc_max, per_thread
+
+
+@jit(parallel=True)
+def _gemm_core(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m: int, n: int,
+               k: int, threads: int, mc_blk: int, kc_blk: int, nc_blk: int, work: Any,
+               kern: int) -> None:  # fmt: skip
+    """``work``: the packed B panel, then per thread a packed A block and an edge tile."""
+    literally(kern)
+    mr = kern_field(kern, 1)
+    nr = wlanes(c, kern) * kern_field(kern, 0)
+    mc_blk, nc_blk, bsize, per = _sizes(m, n, kc_blk, mc_blk, nc_blk, mr, nr, threads)
+    bp = work[:bsize]
+    share = ((m + threads - 1) // threads + mr - 1) // mr * mr
     for jc in range(0, n, nc_blk):
         nc = min(nc_blk, n - jc)
         for pc in range(0, k, kc_blk):
@@ -207,18 +302,36 @@ def _gemm_core(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m
             for g in prange(ngroups):
                 j0 = g * PACK_GROUP * nr
                 jn = min(PACK_GROUP * nr, nc - j0)
-                _pack_b(b, ldb, tb, pc, kc, jc + j0, jn, nr, bp, j0 * kc)
+                _pack_b(b, ldb, tb, pc, kc, jc + j0, jn, nr, bp, j0 * kc, kern)
             first = pc == 0
             for t in prange(threads):
                 r0 = t * share
                 r1 = min(m, r0 + share)
                 if r0 < r1:
-                    ap = np.empty(mc_blk * kc, c.dtype)
-                    tile = np.empty(MR * nr, c.dtype)
+                    base = bsize + t * per
+                    ap = work[base : base + mc_blk * kc]
+                    tile = work[base + mc_blk * kc_blk : base + per]
                     for ic in range(r0, r1, mc_blk):
                         mc = min(mc_blk, r1 - ic)
-                        _pack_a(a, lda, ta, ic, mc, pc, kc, ap)
-                        _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, first, tile)
+                        _pack_a(a, lda, ta, ic, mc, pc, kc, ap, kern)
+                        _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, first, tile, kern)
+
+
+_local = threading.local()
+
+
+def _workspace(size: int, dtype: Any) -> np.ndarray[Any, Any]:
+    """Scratch kept per Python thread, so that repeated calls neither allocate nor fault."""
+    cache: dict[str, np.ndarray[Any, Any]] | None = getattr(_local, "ws", None)
+    if cache is None:
+        cache = _local.ws = {}
+    key = np.dtype(dtype).char
+    have = cache.get(key)
+    if have is None or have.size < size:
+        have = np.empty(size + 64, key)
+        cache[key] = have
+    off = (-have.ctypes.data % 64) // have.itemsize  # start on a cache line
+    return have[off : off + size]
 
 
 def _as_operand(x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], bool]:
@@ -230,16 +343,37 @@ def _as_operand(x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], bool]:
     return np.ascontiguousarray(x), False
 
 
+@dataclass(frozen=True)
+class GemmPlan:
+    """The micro-kernel and cache blocking one call uses."""
+
+    kernel: Kernel
+    mc: int
+    kc: int
+    nc: int
+
+
+def gemm_plan(dtype: Any, kernel: str | None = None) -> GemmPlan:
+    """The plan for ``dtype`` on this host (``kernel`` forces a micro-kernel by name)."""
+    cpu = _cpu.host()
+    kern = _cpu.pick_kernel(cpu, kernel)
+    mc, kc, nc = _cpu.blocking(cpu, kern, np.dtype(dtype).itemsize)
+    return GemmPlan(kern, mc, kc, nc)
+
+
 def gemm(
     a: np.ndarray[Any, Any],
     b: np.ndarray[Any, Any],
     *,
     threads: int | None = None,
     blocking: tuple[int, int, int] | None = None,
+    kernel: str | None = None,
 ) -> np.ndarray[Any, Any]:
     """Return ``a @ b`` for 2-D float32/float64 arrays of any strides, C-contiguous result.
 
-    ``blocking`` = (MC, KC, NC) overrides the cache blocking (for tuning).
+    ``blocking`` = (MC, KC, NC) overrides the cache blocking (for tuning); ``kernel``
+    ("avx512", "avx2", "sse") overrides the micro-kernel chosen for this CPU (see
+    kernels._cpu; the environment variable KERNELS_GEMM_KERNEL does the same).
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -251,27 +385,17 @@ def gemm(
     k2, n = b.shape
     if k != k2:
         raise ValueError(f"gemm shapes {a.shape} and {b.shape} do not align")
+    plan = gemm_plan(a.dtype, kernel)
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), dtype=a.dtype)
     nthreads = use_threads(threads)
-    mc, kc, nc = blocking if blocking is not None else (MC, KC, NC)
+    mc, kc, nc = blocking if blocking is not None else (plan.mc, plan.kc, plan.nc)
     av, ta = _as_operand(a)
     bv, tb = _as_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
-    _gemm_core(
-        av.reshape(-1),
-        av.shape[1],
-        ta,
-        bv.reshape(-1),
-        bv.shape[1],
-        tb,
-        c.reshape(-1),
-        m,
-        n,
-        k,
-        nthreads,
-        mc,
-        kc,
-        nc,
-    )
+    kern = plan.kernel
+    _, _, bsize, per = _sizes(m, n, kc, mc, nc, kern.mr, kern.nr(a.itemsize), nthreads)
+    work = _workspace(bsize + nthreads * per, a.dtype)
+    _gemm_core(av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
+               m, n, k, nthreads, mc, kc, nc, work, kern.code)  # fmt: skip
     return c

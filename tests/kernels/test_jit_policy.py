@@ -7,6 +7,7 @@ not timed here: a shared machine makes any threshold flaky.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,8 +18,8 @@ from numba.core import config
 from numba.core.registry import cpu_target
 
 import kernels
+from kernels import _cpu, _jit, fft, fourier, gemm, matmul, peak, stream
 from kernels import _fft_passes as passes
-from kernels import _jit, fft, fourier, gemm, matmul, peak, stream
 from kernels._simd import VECTOR_BYTES
 
 
@@ -55,7 +56,7 @@ def test_every_kernel_core_uses_the_policy_cache() -> None:
 
 
 def test_cache_key_changes_with_the_slp_flag() -> None:
-    cache = matmul._ukernel._cache
+    cache = matmul._ukernel_6x2._cache
     codegen = cpu_target.target_context.codegen()
     sig = (numba.int64,)
     on = cache._index_key(sig, codegen)
@@ -89,16 +90,43 @@ def test_slp_vectorizes_straight_line_code() -> None:
     assert "vaddsd" not in asm
 
 
-def test_microkernel_is_vector_fma_code() -> None:
-    f = _fresh(matmul._ukernel)
+@pytest.mark.parametrize(("name", "fn"), [("avx2", "_ukernel_6x2"), ("avx512", "_ukernel_6x4")])
+def test_microkernels_are_vector_fma_code(name: str, fn: str) -> None:
+    """Each micro-kernel at its own width: all FMAs packed, none of the tile spilled."""
+    kern = _cpu.KERNELS[name]
+    f = _fresh(getattr(matmul, fn))
     arr = numba.float64[::1]
     sig = (numba.int64, arr, numba.int64, arr, numba.int64, arr, numba.int64, numba.int64,
-           numba.boolean)  # fmt: skip
+           numba.boolean, numba.types.literal(kern.code))  # fmt: skip
     f.compile(sig)
     asm = f.inspect_asm(sig)
-    reg = "zmm" if VECTOR_BYTES == 64 else "ymm"
+    native = kern.vector_bytes <= VECTOR_BYTES
+    reg = "zmm" if kern.vector_bytes == 64 and native else "ymm"
     fmas = [ln for ln in asm.splitlines() if "vfmadd" in ln and reg in ln]
-    assert len(fmas) >= 24
+    tile = kern.mr * kern.nv * (1 if native else kern.vector_bytes // VECTOR_BYTES)
+    assert len(fmas) >= tile
+    if native:  # the k loop keeps the whole tile in registers: no stack traffic in it
+        assert not [ln for ln in _hot_loop(asm) if "(%rsp)" in ln]
+
+
+def _hot_loop(asm: str) -> list[str]:
+    """The basic block with the most FMAs: the micro-kernel's k loop."""
+    blocks: list[list[str]] = [[]]
+    for ln in asm.splitlines():
+        if re.match(r"^\.LBB\d+_\d+:", ln):
+            blocks.append([])
+        blocks[-1].append(ln)
+    return max(blocks, key=lambda b: sum("vfmadd" in ln for ln in b))
+
+
+def test_a_six_by_four_tile_spills_at_256_bits() -> None:
+    """Why AVX2 gets its own micro-kernel: 24 accumulators do not fit 16 ymm registers."""
+    f = _fresh(matmul._ukernel_6x4)
+    arr = numba.float64[::1]
+    sig = (numba.int64, arr, numba.int64, arr, numba.int64, arr, numba.int64, numba.int64,
+           numba.boolean, numba.types.literal(3264))  # fmt: skip
+    f.compile(sig)
+    assert [ln for ln in _hot_loop(f.inspect_asm(sig)) if "(%rsp)" in ln]
 
 
 def test_threads_helper() -> None:

@@ -1,0 +1,171 @@
+"""The host CPU as the kernels see it, and the GEMM micro-kernel and blocking chosen for it.
+
+Read once per process (the CPU's name, vendor and features from LLVM's host detection and
+/proc/cpuinfo, the cache sizes from sysfs). The compiled code itself is cached by numba
+per CPU: its cache index key holds the host CPU name and feature string, so a cache built
+on one microarchitecture is never loaded on another (see kernels._jit for the rest of the key).
+
+Micro-kernels (``KERNELS``), each an MR x (NV vectors) tile of C kept in registers:
+
+* ``avx512``: 512-bit vectors, 6 x 4 (24 accumulators of 32 zmm registers).
+* ``avx2``: 256-bit vectors, 6 x 2 (12 accumulators of 16 ymm registers; a 6 x 4 tile
+  would spill on AVX2, which has only 16 vector registers).
+* ``sse``: 128-bit vectors, 6 x 2, for x86-64 hosts without AVX2/FMA (correct, not fast).
+
+``KERNELS_GEMM_KERNEL=avx2|avx512|sse`` in the environment, or ``gemm(..., kernel=...)``,
+forces one (tests use this to run every path on any CPU: LLVM splits wider vectors than
+the host has into several registers, so every path computes the same product everywhere).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from llvmlite import binding as llvm_binding
+
+ENV_KERNEL = "KERNELS_GEMM_KERNEL"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A GEMM micro-kernel: vector width in bytes, rows (MR) and vectors per row (NV)."""
+
+    name: str
+    vector_bytes: int
+    mr: int
+    nv: int
+
+    @property
+    def code(self) -> int:
+        """The compile-time literal the jitted code is specialised on (width, MR, NV)."""
+        return self.vector_bytes * 100 + self.mr * 10 + self.nv
+
+    def nr(self, itemsize: int) -> int:
+        return self.nv * self.vector_bytes // itemsize
+
+
+KERNELS = {
+    "avx512": Kernel("avx512", 64, 6, 4),
+    "avx2": Kernel("avx2", 32, 6, 2),
+    "sse": Kernel("sse", 16, 6, 2),
+}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What the kernels need to know about the host."""
+
+    model: str  # /proc/cpuinfo "model name"
+    vendor: str  # "AuthenticAMD", "GenuineIntel", ...
+    arch: str  # LLVM's name for the microarchitecture: "znver3", "sapphirerapids", ...
+    features: frozenset[str]
+    l1d_bytes: int  # per core
+    l2_bytes: int  # per core
+    l3_bytes: int  # per L3 instance
+
+    @property
+    def isa(self) -> str:
+        """The widest vector instruction set the kernels use here."""
+        if "avx512f" in self.features:
+            return "avx512"
+        if "avx2" in self.features and "fma" in self.features:
+            return "avx2"
+        return "sse"
+
+    def vector_sets(self) -> list[str]:
+        """The SIMD/matrix extensions present, in the order a reader expects."""
+        order = ["sse4.2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+                 "avx512vnni", "avx512bf16", "avx512fp16", "avxvnni", "amx-tile", "amx-bf16",
+                 "amx-int8", "amx-fp16"]  # fmt: skip
+        return [f for f in order if f in self.features]
+
+
+def _cpuinfo_field(name: str) -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text.rstrip("KMG")
+    return int(digits) * mult if digits.isdigit() else 0
+
+
+def _caches(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict[str, int]:
+    """Sizes of cpu0's data/unified caches by level: {"L1": ..., "L2": ..., "L3": ...}."""
+    out: dict[str, int] = {}
+    for d in sorted(root.glob("index*")):
+        try:
+            kind = (d / "type").read_text().strip()
+            level = (d / "level").read_text().strip()
+            size = _size((d / "size").read_text())
+        except OSError:
+            continue
+        if kind in ("Data", "Unified") and size:
+            out[f"L{level}"] = size
+    return out
+
+
+@lru_cache(maxsize=1)
+def host() -> CpuInfo:
+    """The host CPU (read once per process)."""
+    feats = llvm_binding.get_host_cpu_features()
+    caches = _caches()
+    return CpuInfo(
+        model=_cpuinfo_field("model name") or llvm_binding.get_host_cpu_name(),
+        vendor=_cpuinfo_field("vendor_id"),
+        arch=llvm_binding.get_host_cpu_name(),
+        features=frozenset(k for k, v in feats.items() if v),
+        l1d_bytes=caches.get("L1", 32 << 10),
+        l2_bytes=caches.get("L2", 1 << 20),
+        l3_bytes=caches.get("L3", 16 << 20),
+    )
+
+
+def pick_kernel(cpu: CpuInfo, forced: str | None = None) -> Kernel:
+    """The micro-kernel for ``cpu``: ``forced`` (a name in KERNELS), else the environment's
+    KERNELS_GEMM_KERNEL, else the widest the CPU supports."""
+    name = forced or os.environ.get(ENV_KERNEL, "").strip().lower() or cpu.isa
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ValueError(f"unknown GEMM kernel {name!r}; choose from {sorted(KERNELS)}") from None
+
+
+def _down(x: float, step: int) -> int:
+    return max(step, int(x) // step * step)
+
+
+# Blockings measured faster than the cache-size rule below, by (arch, kernel, itemsize):
+# (MC, KC, NC). znver5 avx512: the original tuning of this package (Zen 5, 1 and 2 threads).
+MEASURED: dict[tuple[str, str, int], tuple[int, int, int]] = {
+    ("znver5", "avx512", 8): (192, 512, 4096),
+    ("znver5", "avx512", 4): (192, 512, 4096),
+}
+
+
+def blocking(cpu: CpuInfo, kernel: Kernel, itemsize: int) -> tuple[int, int, int]:
+    """(MC, KC, NC) for ``kernel`` on ``cpu``: a measured entry, else the BLIS rule of thumb:
+    the KC x NR micro-panel of B fills half of L1, the MC x KC block of A half of L2, the
+    KC x NC panel of B half of L3."""
+    hit = MEASURED.get((cpu.arch, kernel.name, itemsize))
+    if hit is not None:
+        return hit
+    nr = kernel.nr(itemsize)
+    # A 6 x 4 zmm tile is loaded and stored once per KC: below ~384 that costs more than
+    # the L1 misses of a longer B micro-panel, which the L2 streams at this width.
+    floor = 384 if kernel.vector_bytes >= 64 else 128
+    kc = min(512, max(floor, _down(cpu.l1d_bytes / 2 / (nr * itemsize), 16)))
+    mc = min(960, _down(cpu.l2_bytes / 2 / (kc * itemsize), kernel.mr))
+    nc = min(8192, _down(cpu.l3_bytes / 2 / (kc * itemsize), nr))
+    return mc, kc, nc
