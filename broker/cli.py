@@ -64,8 +64,18 @@ def root(
     clusters_file: Annotated[
         Path | None, typer.Option(help="Clusters file (default: $BROKER_CLUSTERS_FILE).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Config file of BROKER_*=value lines (default: $BROKER_CONFIG, else "
+            "/etc/broker/broker.env if present). Without a database URL the database is "
+            "broker.db in BROKER_DATA_DIR, else in ~/.local/share/hpc-broker."
+        ),
+    ] = None,
 ) -> None:
     c.overrides.clear()
+    if config is not None:
+        c.overrides["config"] = config
     if database_url is not None:
         c.overrides["database_url"] = database_url
     if clusters_file is not None:
@@ -127,8 +137,7 @@ def api(
     with c.unit_of_work() as session:
         clusters.sync_config(session, c.load_clusters())
     # The processes build their settings from the environment: hand them ours.
-    for key, value in c.overrides.items():
-        os.environ[f"BROKER_{key.upper()}"] = str(value)
+    os.environ.update(c.process_env(settings))
     os.environ["BROKER_LOG_FORMAT"], os.environ["BROKER_LOG_LEVEL"] = log_format, log_level
     uvicorn.run(
         "broker.app:api_process_app",
@@ -183,7 +192,12 @@ def worker(
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head", as_json: c.JsonOpt = False) -> None:
+def db_upgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Alembic revision to upgrade to (default: head).")
+    ] = "head",
+    as_json: c.JsonOpt = False,
+) -> None:
     """Apply migrations up to REVISION (default: head); creates a SQLite file if needed."""
     url = c.settings().database_url
     with c.database(url, must_exist=False):

@@ -24,7 +24,8 @@ def _tour() -> str:
 
 @pytest.mark.slow
 def test_readme_tour(tmp_path: Path) -> None:
-    env = clean_env()
+    # The embedded default's database is per user, not per directory: this test's own.
+    env = clean_env(XDG_DATA_HOME=str(tmp_path / "share"))
     (tmp_path / ".venv").symlink_to(VENV_BIN.parent)
     with brokerctl_server("serve", tmp_path, env) as base:
         out = subprocess.run(

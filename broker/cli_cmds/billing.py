@@ -36,15 +36,17 @@ def _run_row(run: ValidationRun, node: str) -> dict[str, Any]:
 
 @nodes_app.command("validate")
 def nodes_validate(
-    cluster: Annotated[str, typer.Option(help="Cluster whose nodes to validate.")],
+    cluster_pos: c.ClusterPos = None,
     partition: Annotated[str | None, typer.Option(help="Only nodes of this partition.")] = None,
     node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the verdicts.")] = True,
     timeout_s: Annotated[float, typer.Option(help="Give up waiting after this long.")] = 1800,
     dry_run: c.DryRunOpt = False,
     as_json: c.JsonOpt = False,
+    cluster_opt: c.ClusterOld = None,
 ) -> None:
     """Run the kernels on each node (exclusive job), judge them, set rates, drain the slow."""
+    cluster = str(c.cluster_name(cluster_pos, cluster_opt))
     settings = c.settings()
     configs = c.load_clusters()
     if cluster not in {cfg.name for cfg in configs}:
@@ -136,10 +138,14 @@ def _wait(
 def usage_export(
     month: Annotated[str, typer.Option(help="The month, YYYY-MM.")],
     enterprise: Annotated[str | None, typer.Option(help="One enterprise (default: all).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write CSV files into this folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write one CSV per enterprise into this folder (listed on stderr)."),
+    ] = None,
     as_json: c.JsonOpt = False,
 ) -> None:
-    """Monthly statements: JSON, a summary table, or one CSV per enterprise (--out)."""
+    """Monthly statements: JSON, a summary table, and with --out one CSV per enterprise."""
+
     try:
         statements.check_month(month)
     except BrokerError:
@@ -151,11 +157,18 @@ def usage_export(
             else tenants.list_enterprises(s, c.ADMIN)
         )
         docs = [statements.statement(s, c.ADMIN, e.id, month) for e in ents]
+    written: list[Path] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for doc in docs:
             path = out / f"usage-{month}-{doc['enterprise_id']}.csv"
             path.write_text(statements.as_csv(doc))
+            written.append(path.resolve())
+        # On stderr, so that stdout stays the table or the JSON a script parses.
+        for path in written:
+            c.err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        if not written:
+            c.err_console.print(f"wrote nothing: no enterprise in {month}", highlight=False)
     if as_json:
         c.print_json(docs)
         return

@@ -25,7 +25,7 @@ from . import _common as c
 cluster_app = typer.Typer(help="Clusters (declared in the clusters file).", no_args_is_help=True)
 nodes_app = typer.Typer(help="Compute nodes of a cluster.", no_args_is_help=True)
 
-ClusterArg = Annotated[str, typer.Argument(help="Cluster name.")]
+ClusterArg = Annotated[str, typer.Argument(metavar="CLUSTER", help="Cluster name.")]
 NodesArg = Annotated[list[str], typer.Argument(help="Node names.")]
 
 

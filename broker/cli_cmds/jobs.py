@@ -13,33 +13,32 @@ from . import _common as c
 
 jobs_app = typer.Typer(help="Jobs of every enterprise.", no_args_is_help=True)
 
-JobArg = Annotated[str, typer.Argument(help="Job id.")]
+JobArg = Annotated[
+    str, typer.Argument(help="Job id, or a unique prefix of it (the 8 digits tables show).")
+]
+
+
+def _amount(job: dict[str, Any]) -> str:
+    """The charge once settled, else the hold (three significant digits)."""
+    if job["charge_pfh"] is not None:
+        return f"{job['charge_pfh']:.3g}"
+    return f"held {job['hold_pfh']:.3g}"
 
 
 def _rows(items: list[dict[str, Any]]) -> None:
+    """One line a job that fits 80 columns; the scheduler id and the rest are in --json
+    and `jobs show`."""
     c.table(
         "jobs",
-        [
-            "id",
-            "name",
-            "state",
-            "cluster",
-            "sched id",
-            "nodes",
-            "hold PFlop·h",
-            "charge PFlop·h",
-            "created",
-        ],
+        ["id", "name", "state", "cluster", "nodes", "PFlop·h", "created"],
         [
             (
                 j["id"],
                 j["name"],
                 j["state"],
                 f"{j['cluster']}/{j['partition']}",
-                j["scheduler_job_id"] or "",
                 j["nodes"],
-                f"{j['hold_pfh']:g}",
-                "" if j["charge_pfh"] is None else f"{j['charge_pfh']:g}",
+                _amount(j),
                 j["created_at"],
             )
             for j in items
@@ -80,7 +79,7 @@ def jobs_list(
 def jobs_show(job_id: JobArg, as_json: c.JsonOpt = False) -> None:
     """One job: its spec, state, routing, scheduler id, hold and charge, ledger entries."""
     with c.unit_of_work() as s:
-        job = jobs.get_job(s, c.ADMIN, c.parse_uuid(job_id, "JOB_ID"))
+        job = jobs.get_job(s, c.ADMIN, c.job_ref(s, job_id))
         data = c.dump(views.job(job))
         data["ledger"] = [
             c.dump(views.entry(e))
@@ -104,14 +103,14 @@ def jobs_show(job_id: JobArg, as_json: c.JsonOpt = False) -> None:
 
 @jobs_app.command("cancel")
 def jobs_cancel(
-    job_ids: Annotated[list[str], typer.Argument(help="Job ids.")],
+    job_ids: Annotated[list[str], typer.Argument(help="Job ids, or unique prefixes of them.")],
     dry_run: c.DryRunOpt = False,
     as_json: c.JsonOpt = False,
 ) -> None:
     """Cancel jobs: at once if never submitted, else the worker cancels them in the scheduler."""
-    ids = [c.parse_uuid(j, "JOB_ID") for j in job_ids]
     results: list[dict[str, Any]] = []
     with c.unit_of_work() as s, c.progress(as_json) as bar:
+        ids = [c.job_ref(s, j) for j in job_ids]
         task = bar.add_task("cancelling", total=len(ids))
         for job_id in ids:
             job = jobs.get_job(s, c.ADMIN, job_id)

@@ -31,7 +31,10 @@ def _entry_out(entry_data: dict[str, Any], as_json: bool, verb: str) -> None:
 
 @quota_app.command("grant")
 def quota_grant(
-    enterprise: EntArg, pfh: PfhOpt, memo: str = "", as_json: c.JsonOpt = False
+    enterprise: EntArg,
+    pfh: PfhOpt,
+    memo: Annotated[str, typer.Option(help="Why, kept in the ledger entry.")] = "",
+    as_json: c.JsonOpt = False,
 ) -> None:
     """Grant budget to an enterprise for its current period."""
     with c.unit_of_work() as s:

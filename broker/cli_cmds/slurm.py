@@ -18,11 +18,18 @@ slurm_app = typer.Typer(help="Slurm accounts and limits.", no_args_is_help=True)
 
 @slurm_app.command("sync")
 def slurm_sync_cmd(
-    cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
+    cluster_pos: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CLUSTER", help="Only this cluster (default: all).", show_default=False
+        ),
+    ] = None,
     dry_run: c.DryRunOpt = False,
     as_json: c.JsonOpt = False,
+    cluster_opt: c.ClusterOld = None,
 ) -> None:
     """Create accounts and users per enterprise and project; push limits from the ledger."""
+    cluster = c.cluster_name(cluster_pos, cluster_opt, required=False)
     configs = c.load_clusters()
     if cluster is not None and cluster not in {cfg.name for cfg in configs}:
         c.fail(f"unknown cluster {cluster!r}", c.USAGE_ERROR)
@@ -48,15 +55,17 @@ def slurm_sync_cmd(
 
 @jobs_app.command("reconcile")
 def jobs_reconcile(
-    cluster: Annotated[str, typer.Option(help="The cluster to reconcile.")],
+    cluster_pos: c.ClusterPos = None,
     since_hours: Annotated[float, typer.Option(min=0.01, help="Look back this far.")] = 24.0,
     cancel_strays: Annotated[
         bool, typer.Option("--cancel-strays", help="Cancel duplicates and unknown tagged jobs.")
     ] = False,
     dry_run: c.DryRunOpt = False,
     as_json: c.JsonOpt = False,
+    cluster_opt: c.ClusterOld = None,
 ) -> None:
     """Adopt tagged scheduler jobs the database lost (crash between submit and commit)."""
+    cluster = str(c.cluster_name(cluster_pos, cluster_opt))
     configs = {cfg.name: cfg for cfg in c.load_clusters()}
     if cluster not in configs:
         c.fail(f"unknown cluster {cluster!r}", c.USAGE_ERROR)

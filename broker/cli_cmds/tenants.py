@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -178,7 +179,12 @@ def _expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
 def token_create(
     name: Annotated[str, typer.Option(help="A name for the token's holder.")],
     operator: Annotated[bool, typer.Option("--operator", help="A center operator token.")] = False,
-    cluster_admin: Annotated[bool, typer.Option("--cluster-admin")] = False,
+    cluster_admin: Annotated[
+        bool,
+        typer.Option(
+            "--cluster-admin", help="A cluster admin token (clusters, nodes, validation)."
+        ),
+    ] = False,
     enterprise: Annotated[
         str | None, typer.Option(help="An enterprise token: its id, name or account.")
     ] = None,
@@ -242,6 +248,23 @@ def token_list(
     )
 
 
+def _token_id(session: Session, ref: str) -> uuid.UUID:
+    """A token by id, or a unique prefix of one (as `token list` shows it)."""
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        pass
+    every = [
+        t
+        for e in [None, *tenants.list_enterprises(session, c.ADMIN)]
+        for t in tokens.list_tokens(session, c.ADMIN, None if e is None else e.id)
+    ]
+    found = c._by_prefix(ref, every, "token")
+    if found is None:
+        c.fail(f"TOKEN_ID must be a token id or a unique prefix of one, got {ref!r}", c.USAGE_ERROR)
+    return uuid.UUID(str(found.id))
+
+
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (see `token list`).")],
@@ -249,7 +272,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token; requests with it fail from now on."""
     with c.unit_of_work() as s:
-        row = tokens.revoke_token(s, c.ADMIN, c.parse_uuid(token_id, "TOKEN_ID"))
+        row = tokens.revoke_token(s, c.ADMIN, _token_id(s, token_id))
         data = c.dump(views.token(row))
     if as_json:
         c.print_json(data)

@@ -17,7 +17,7 @@ def test_jobs_list_show_cancel(cli: Cli) -> None:
     assert len(cli.json("jobs", "list", "--enterprise", "acme", "--state", "accepted")) == 2
     assert len(cli.json("jobs", "list", "--project", "poc", "--cluster", "local")) == 2
     assert cli.json("jobs", "list", "--state", "running") == []
-    assert first in cli.run("jobs", "list").stdout
+    assert first[:8] in cli.run("jobs", "list").stdout
 
     shown = cli.json("jobs", "show", first)
     assert shown["id"] == first and shown["hold_pfh"] > 0
