@@ -27,7 +27,7 @@ pg_isready -h 127.0.0.1 -p 5432
 log "python environment"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,kernels]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,kernels,clients]'
 export PATH="$ROOT/.venv/bin:$PATH"
 
 if [ -x deploy/slurm/devcluster ]; then
