@@ -201,8 +201,34 @@ class AsyncClient:
         timeout_s: float | None = None,
         use_events: bool = True,
         poll: Backoff | None = None,
+        collected: bool = False,
     ) -> Job:
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
+        job = await self._wait_ended(job_id, deadline, timeout_s, use_events, poll)
+        if collected and job.outputs is not None:
+            await self._wait_collected(job, deadline)
+        return job
+
+    async def _wait_collected(self, job: Job, deadline: float | None) -> None:
+        """Until the job's stage-out is over (its outputs are in the workspace)."""
+        while True:
+            stage = (await self.job_io(job.id)).get("stage_out") or {}
+            if stage.get("state") in ("done", "failed"):
+                return
+            if not stage and job.started_at is None and job.submitted_at is None:
+                return  # it never ran: nothing to collect
+            if deadline is not None and anyio.current_time() > deadline:
+                raise WaitTimeout(f"job {job.id}: outputs still being collected", job)
+            await anyio.sleep(0.5)
+
+    async def _wait_ended(
+        self,
+        job_id: object,
+        deadline: float | None,
+        timeout_s: float | None,
+        use_events: bool,
+        poll: Backoff | None,
+    ) -> Job:
         job = await self.job(job_id)
         if job.terminal:
             return job

@@ -215,10 +215,38 @@ class Client:
         timeout_s: float | None = None,
         use_events: bool = True,
         poll: Backoff | None = None,
+        collected: bool = False,
     ) -> Job:
-        """The job once it has ended. Follows its events (SSE); where the broker has no
-        stream for it (429: too many open) or the stream breaks, polls with back-off."""
+        """The job once it has ended (``collected``: and its outputs are in the workspace,
+        under ``jobs/<job id>/``). Follows its events (SSE); where the broker has no
+        stream for it (429: too many open) or the stream breaks, polls with back-off.
+        ``WaitTimeout`` after ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        job = self._wait_ended(job_id, deadline, timeout_s, use_events, poll)
+        if collected and job.outputs is not None:
+            self._wait_collected(job, deadline)
+        return job
+
+    def _wait_collected(self, job: Job, deadline: float | None) -> None:
+        """Until the job's stage-out is over (its outputs are in the workspace)."""
+        while True:
+            stage = (self.job_io(job.id)).get("stage_out") or {}
+            if stage.get("state") in ("done", "failed"):
+                return
+            if not stage and job.started_at is None and job.submitted_at is None:
+                return  # it never ran: nothing to collect
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"job {job.id}: outputs still being collected", job)
+            time.sleep(0.5)
+
+    def _wait_ended(
+        self,
+        job_id: object,
+        deadline: float | None,
+        timeout_s: float | None,
+        use_events: bool,
+        poll: Backoff | None,
+    ) -> Job:
         job = self.job(job_id)
         if job.terminal:
             return job

@@ -163,10 +163,17 @@ def client_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = _open_dir("client-site-")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     for step in (
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
-        [*pip, "install", "--no-deps", "--target", str(site), *map(str, wheels.glob("*.whl"))],
+        lambda: [*pip, "wheel", "--no-deps", "-w", str(wheels), str(src)],
+        lambda: [
+            *pip,
+            "install",
+            "--no-deps",
+            "--target",
+            str(site),
+            *map(str, wheels.glob("*.whl")),
+        ],
     ):
-        out = subprocess.run(step, capture_output=True, text=True, check=False, timeout=300)
+        out = subprocess.run(step(), capture_output=True, text=True, check=False, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
     assert (site / "psij-descriptors" / "hpc_broker.py").is_file()
     assert not (site / "broker" / "services").exists()
