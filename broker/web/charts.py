@@ -10,10 +10,11 @@ for display only.
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pygal  # type: ignore[import-untyped]
@@ -62,12 +63,17 @@ STATE_COLORS = {
 }
 
 
-def _common(**extra: Any) -> dict[str, Any]:
+#: A chart's drawing width: half-width charts (two to a row) are drawn at this size,
+#: full-width ones at twice it, so that both scale to the same text size on the page.
+HALF_WIDTH = 860
+
+
+def _common(*, wide: bool = False, **extra: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "js": [],
         "disable_xml_declaration": True,
         "style": _STYLE,
-        "width": 860,
+        "width": 2 * HALF_WIDTH if wide else HALF_WIDTH,
         "height": 320,
         "legend_at_bottom": True,
         "legend_at_bottom_columns": 3,
@@ -86,6 +92,37 @@ def _svg(chart: Any) -> str:
     return _SCRIPT.sub("", str(chart.render(is_unicode=True)))
 
 
+def empty(message: str) -> str:
+    """What a chart with nothing to draw shows instead: one line saying why (no axes)."""
+    return f'<div class="empty-chart" data-empty="1">{html.escape(message)}</div>'
+
+
+def _time_labels(start: datetime, end: datetime) -> tuple[list[datetime], str]:
+    """Tick times across [start, end] at a step that suits the span, and their format:
+    hours within two days, days within three weeks, weeks beyond; never one date twice."""
+    span = end - start
+    if span <= timedelta(days=2):
+        step, fmt = timedelta(hours=6 if span > timedelta(hours=12) else 1), "%d %b %H:%M"
+        first = start.replace(minute=0, second=0, microsecond=0)
+    else:
+        days = 1 if span <= timedelta(days=21) else 7 if span <= timedelta(days=120) else 30
+        step, fmt = timedelta(days=days), "%d %b"
+        first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    labels, at = [], first
+    while at <= end:
+        if at >= start:
+            labels.append(at)
+        at += step
+    return labels, fmt
+
+
+def _padded(lo: float, hi: float, floor: float | None = 0.0) -> tuple[float, float]:
+    """A y range with room above and below, so no line sits on the plot's edge."""
+    pad = (hi - lo) * 0.15 or abs(hi) * 0.1 or 1.0
+    low = lo - pad
+    return (max(floor, low) if floor is not None else low, hi + pad)
+
+
 def pfh(units: int) -> float:
     return units / UNITS_PER_PFH
 
@@ -93,18 +130,39 @@ def pfh(units: int) -> float:
 def burn_down(bd: BurnDown, now: datetime) -> str:
     """Remaining and available budget over the period, and the projection to exhaustion."""
     start, end = bd.start.timestamp(), bd.end.timestamp()
+    if not bd.points:
+        return empty(f"No budget in {bd.period} yet: grant some to see it burn down.")
+    top = max(max(p.remaining_units, p.available_units) for p in bd.points)
+    labels, fmt = _time_labels(bd.start, bd.end)
     chart = pygal.DateTimeLine(
         **_common(
+            wide=True,
+            height=440,
             show_dots=False,
             xrange=(start, end),
-            x_value_formatter=lambda d: d.strftime("%d %b"),
+            x_value_formatter=lambda d: d.strftime(fmt),
             y_title="PFlop·h",
             show_x_guides=False,
             fill=False,
+            # The top tick above the highest value, so the grant's level has a label.
+            range=(0, pfh(top) * 1.12 if top > 0 else 1.0),
+            y_labels_major_count=6,
         )
     )
-    chart.add("remaining: granted − charged", [(p.at, pfh(p.remaining_units)) for p in bd.points])
-    chart.add("available: − held", [(p.at, pfh(p.available_units)) for p in bd.points])
+    chart.x_labels = labels
+    # Available (= remaining − held) first, filled; remaining over it as a dashed line,
+    # so where nothing is held (the two equal) both stay visible.
+    chart.add(
+        "available: remaining − held",
+        [(p.at, pfh(p.available_units)) for p in bd.points],
+        fill=True,
+        stroke_style={"width": 2},
+    )
+    chart.add(
+        "remaining: granted − charged",
+        [(p.at, pfh(p.remaining_units)) for p in bd.points],
+        stroke_style={"width": 3, "dasharray": "10,6"},
+    )
     proj = bd.projection
     if proj.rate_units_per_day > 0 and proj.available_units > 0:
         days_left = (end - now.timestamp()) / 86400
@@ -154,18 +212,45 @@ def usage_bars(labels: Sequence[str], charged: Sequence[int], held: Sequence[int
     return _svg(chart)
 
 
-def used_fraction_bars(labels: Sequence[str], fractions: Sequence[float]) -> str:
-    """Share of each enterprise's grant already held or charged, in percent."""
+def _pct(value: float) -> str:
+    """A percentage by its size: 42 %, 3.1 %, 0.052 % (a sliver is still a number)."""
+    if value == 0:
+        return "0 %"
+    if value >= 10:
+        return f"{value:.0f} %"
+    if value >= 1:
+        return f"{value:.1f} %"
+    return f"{value:.2g} %"
+
+
+def used_fraction_bars(
+    labels: Sequence[str], fractions: Sequence[float], *, wide: bool = False
+) -> str:
+    """Share of each enterprise's grant already held or charged, in percent.
+
+    The axis ends just past the largest share (at most 100 %), so that a few running
+    jobs against a large grant still draw a bar; each bar prints its value.
+    """
+    if not labels:
+        return empty("No enterprise yet.")
+    if not any(f > 0 for f in fractions):
+        return empty("Nothing held or charged yet: no enterprise has used its grant.")
+    top = min(100.0, max(100 * f for f in fractions) * 1.15)
     chart = pygal.HorizontalBar(
-        **_common(show_legend=False, height=max(180, 26 * len(labels) + 60), range=(0, 100))
+        **_common(
+            wide=wide,
+            show_legend=False,
+            height=max(180, 30 * len(labels) + 70),
+            range=(0, top),
+            print_values=True,
+            print_values_position="top",
+            value_formatter=_pct,
+        )
     )
     chart.x_labels = list(labels)
     chart.add(
         "used %",
-        [
-            {"value": round(100 * f, 1), "color": "#dc2626" if f >= 0.9 else "#2563eb"}
-            for f in fractions
-        ],
+        [{"value": 100 * f, "color": "#dc2626" if f >= 0.9 else "#2563eb"} for f in fractions],
     )
     return _svg(chart)
 
@@ -210,10 +295,12 @@ MAX_NODE_BARS = 64
 
 def node_rates(rows: Sequence[tuple[str, float, str]]) -> str:
     """Each node's billing rate (TFLOP/s), coloured by validation; a histogram for many."""
+    if not rows:
+        return empty("No nodes seen yet: the worker lists them when it refreshes the cluster.")
     if len(rows) > MAX_NODE_BARS:
         return _rate_histogram(rows)
     colors = _VALIDATION_COLORS
-    chart = pygal.Bar(**_common(show_legend=False, height=260, y_title="TFLOP/s"))
+    chart = pygal.Bar(**_common(wide=True, show_legend=False, height=400, y_title="TFLOP/s"))
     chart.x_labels = [name for name, _, _ in rows]
     chart.add(
         "rate",
@@ -226,7 +313,9 @@ def _rate_histogram(rows: Sequence[tuple[str, float, str]]) -> str:
     """Nodes per rate bin (two significant digits), stacked by validation."""
     bins = sorted({float(f"{rate:.2g}") for _, rate, _ in rows})
     style = Style(**{**_STYLE.to_dict(), "colors": tuple(_VALIDATION_COLORS.values())})
-    chart = pygal.StackedBar(**_common(style=style, height=260, y_title="nodes", x_title="TFLOP/s"))
+    chart = pygal.StackedBar(
+        **_common(wide=True, style=style, height=400, y_title="nodes", x_title="TFLOP/s")
+    )
     chart.x_labels = [f"{b:g}" for b in bins]
     for validation in _VALIDATION_COLORS:
         counts = dict.fromkeys(bins, 0)
@@ -242,16 +331,37 @@ MAX_RATE_LINES = 12
 
 
 def rate_history(series: Sequence[RateSeries], now: datetime) -> str:
-    """Each node's billing rate (TFLOP/s) over time, a step per measured version."""
+    """Each node's billing rate (TFLOP/s) over time, a step per measured version.
+
+    Nothing measured: a line saying so, not an empty frame. Otherwise the time axis runs
+    from the first measurement to now with one label per hour, day or week (as the span
+    asks), and the rate axis has room above and below the lines.
+    """
+    measured = [(at, rate) for s in series for at, rate in s.points]
+    if not measured:
+        return empty(
+            "No measured rate yet: run `brokerctl nodes validate CLUSTER`; until then"
+            " nodes bill at their partition's rating."
+        )
+    first = min(at for at, _ in measured)
+    start = min(first, now - timedelta(hours=1))
+    labels, fmt = _time_labels(start, now)
+    values = [rate / 1e6 for _, rate in measured]
+    margin = (now - start) * 0.03
     chart = pygal.DateTimeLine(
         **_common(
+            wide=True,
+            height=480,
             show_dots=True,
-            dots_size=2.5,
-            x_value_formatter=lambda d: d.strftime("%d %b"),
+            dots_size=3,
+            x_value_formatter=lambda d: d.strftime(fmt),
             y_title="TFLOP/s per node",
             legend_at_bottom_columns=6,
+            range=_padded(min(values), max(values)),
+            xrange=((start - margin).timestamp(), (now + margin).timestamp()),
         )
     )
+    chart.x_labels = labels
     for s in series:
         steps: list[tuple[datetime, float]] = []
         for i, (at, rate) in enumerate(s.points):
@@ -262,6 +372,4 @@ def rate_history(series: Sequence[RateSeries], now: datetime) -> str:
         if steps and steps[-1][0] < now:
             steps.append((now, steps[-1][1]))
         chart.add(s.node, steps)
-    if not series:
-        chart.add("no measured rate yet", [])
     return _svg(chart)

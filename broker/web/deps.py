@@ -98,6 +98,73 @@ def fmt_dt(value: datetime | None) -> str:
     return "—" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def fmt_dt_s(value: datetime | str | None) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+#: Display units of an amount, each 1000 times the next (1 GFlop·h = 1e-6 PFlop·h).
+_AMOUNT_UNITS = [(1.0, "PFlop·h"), (1e-3, "TFlop·h"), (1e-6, "GFlop·h")]
+
+
+def fmt_amount(pfh: float | int | None) -> str:
+    """An amount in the unit that suits its size, three significant digits: ``15.5
+    PFlop·h``, ``1.24 GFlop·h``, ``1,250 PFlop·h`` (never ``1.24e-06``)."""
+    if pfh is None:
+        return "—"
+    value = float(pfh)
+    if value == 0:
+        return "0 PFlop·h"
+    scale, unit = next(((s, u) for s, u in _AMOUNT_UNITS if abs(value) >= s), _AMOUNT_UNITS[-1])
+    shown = value / scale
+    if abs(shown) >= 100:
+        text = f"{shown:,.0f}"
+    elif abs(shown) >= 10:
+        text = f"{shown:.1f}"
+    elif abs(shown) >= 0.01:
+        text = f"{shown:.2f}"
+    else:
+        text = f"{shown:.2g}"
+    return f"{text} {unit}"
+
+
+def fmt_units(units: int | None) -> str:
+    """Ledger units as ``fmt_amount`` shows PFlop·h."""
+    return fmt_amount(None if units is None else units / UNITS_PER_PFH)
+
+
+def fmt_rate(mflops: int | None) -> str:
+    """A capacity (PFLOP/s, TFLOP/s) by its size, three significant digits."""
+    if mflops is None:
+        return "—"
+    tflops = mflops / 1e6
+    if abs(tflops) >= 1000:
+        return f"{tflops / 1000:.3g} PFLOP/s"
+    return f"{tflops:.3g} TFLOP/s"
+
+
+def fmt_field(value: Any, name: str = "") -> str:
+    """Any field of a job as the page shows it (None, lists, dicts, times, amounts)."""
+    if value is None or value == [] or value == {}:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return fmt_dt_s(value)
+    if name.endswith("_pfh") and isinstance(value, int | float):
+        return fmt_amount(value)
+    if name.endswith("_s") and isinstance(value, int) and name != "elapsed_s":
+        return fmt_duration(value)
+    if name == "elapsed_s" and isinstance(value, int):
+        return fmt_duration(value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {fmt_field(v, str(k))}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_field(v, name) for v in value)
+    return str(value)
+
+
 def fmt_duration(seconds: int | None) -> str:
     if seconds is None:
         return "—"
@@ -113,8 +180,15 @@ def templates() -> Jinja2Templates:
         undefined=StrictUndefined,  # a missing variable is a bug, not an empty string
     )
     tpl = Jinja2Templates(env=env)
+    tpl.env.globals["units_per_pfh"] = UNITS_PER_PFH
     tpl.env.filters.update(
         pfh=fmt_pfh,
+        amount=fmt_amount,
+        units=fmt_units,
+        rate=fmt_rate,
+        field=fmt_field,
+        dt_s=fmt_dt_s,
+        duration_s=lambda s: "—" if s is None else fmt_duration(round(float(s))),
         dt=fmt_dt,
         duration=fmt_duration,
         tflops=lambda m: "—" if m is None else f"{m / 1e6:,.2f}",

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..errors import InvalidInput
 from ..models import JobStatus, Validation
-from ..services import clusters, ledger, reports, statements, validation, workspaces
+from ..services import clusters, ledger, reports, statements, tokens, validation, workspaces
 from ..units import mflops_to_tflops
 from . import charts
 from .deps import Db, HtmlErrorRoute, Operator, render, secure
@@ -69,7 +69,7 @@ def enterprises(
         page=result,
         sort=sort,
         used_svg=charts.used_fraction_bars(
-            [e.name for e in result.rows], [e.used_fraction for e in result.rows]
+            [e.name for e in result.rows], [e.used_fraction for e in result.rows], wide=True
         ),
     )
 
@@ -90,6 +90,7 @@ def enterprise(
         db,
         "enterprise.html",
         ent=ent,
+        ent_tokens=tokens.list_tokens(db, me, enterprise_id),
         bal=reports.enterprise_balance(db, enterprise_id),
         in_use=ledger.capacity_in_use_mflops(db, enterprise_id),
         burn=burn,

@@ -7,12 +7,12 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from . import actions, auth, pages
+from . import actions, admin, auth, job_page, pages
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"ops.css": "text/css", "ops.js": "text/javascript"}
 router = APIRouter(include_in_schema=False)
-for sub in (auth.router, pages.router, actions.router):
+for sub in (auth.router, pages.router, job_page.router, actions.router, admin.router):
     router.include_router(sub, prefix="/ops")
 
 

@@ -21,6 +21,27 @@
     });
   });
 
+  // The job page's output tail: a Refresh button, and a live refresh while the job runs.
+  var outputs = document.querySelectorAll("pre[data-url]");
+  async function refreshOutput() {
+    for (var i = 0; i < outputs.length; i++) {
+      var pre = outputs[i];
+      try {
+        var r = await fetch(pre.getAttribute("data-url"), {credentials: "same-origin"});
+        if (r.redirected) { window.location.reload(); return; }
+        if (r.ok) { pre.textContent = (await r.text()) || "(empty)"; pre.setAttribute("data-refreshed", Date.now()); }
+      } catch (e) { /* the next tick retries */ }
+    }
+  }
+  document.querySelectorAll("[data-refresh-output]").forEach(function (b) {
+    b.addEventListener("click", refreshOutput);
+  });
+  var outputLive = document.getElementById("output-live");
+  if (outputs.length && outputLive) {
+    setInterval(function () { if (outputLive.checked && !document.hidden) refreshOutput(); },
+                window.OPS_REFRESH_MS || 5000);
+  }
+
   var body = document.getElementById("job-rows");
   var every = window.OPS_REFRESH_MS || 5000;
   var live = document.getElementById("live");

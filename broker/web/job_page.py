@@ -1,0 +1,60 @@
+"""The job page (``/ops/jobs/<id or unique prefix>``) and its output tail's refresh."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+
+from ..errors import NotFound
+from ..services import job_refs, jobs
+from ..services.reports import job_detail
+from .deps import Db, HtmlErrorRoute, Operator, redirect, render, secure
+
+router = APIRouter(route_class=HtmlErrorRoute)
+#: Lines of output the page shows (and each refresh fetches).
+TAIL_LINES = 200
+#: Fields shown in their own sections rather than in the spec table.
+_OWN_SECTION = {"script", "routing", "environment", "warnings", "inputs", "outputs"}
+
+
+def _tail(db: Db, me: Operator, job_id: uuid.UUID, stream: str) -> str:
+    try:
+        return jobs.read_output(db, me, job_id, stream=stream, tail_lines=TAIL_LINES)
+    except NotFound:
+        return ""
+
+
+@router.get("/jobs/{ref}", response_class=HTMLResponse, response_model=None)
+def job(request: Request, db: Db, me: Operator, ref: str) -> Response:
+    """A job by id, or by the unique prefix the tables show (redirected to its full id)."""
+    job_id = job_refs.resolve(db, me, ref)
+    if ref != str(job_id):
+        return redirect(request, f"/ops/jobs/{job_id}")
+    data = job_detail.job_page(db, job_id)
+    if data is None:
+        raise NotFound("job not found")
+    return render(
+        request,
+        db,
+        "job.html",
+        d=data,
+        j=data.job,
+        spec={k: v for k, v in data.fields.items() if k not in _OWN_SECTION},
+        stdout=_tail(db, me, job_id, "stdout"),
+        stderr=_tail(db, me, job_id, "stderr"),
+        tail_lines=TAIL_LINES,
+    )
+
+
+@router.get("/jobs/{job_id}/output", response_class=PlainTextResponse)
+def job_output(
+    db: Db,
+    me: Operator,
+    job_id: uuid.UUID,
+    stream: Annotated[Literal["stdout", "stderr"], Query()] = "stdout",
+) -> Response:
+    """The output's last lines, for the page's refresh."""
+    return secure(PlainTextResponse(_tail(db, me, job_id, stream)))
