@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from ..config import Settings
+from ..config import ClusterConfig, Settings
 from ..errors import Unauthenticated
 from ..request_db import get_db
 from ..services import tokens, webhooks
@@ -31,8 +31,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_cluster_configs(request: Request) -> list[ClusterConfig]:
+    """The configured clusters (the app's adapter pool holds them)."""
+    return list(request.app.state.adapters.configs.values())
+
+
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClusterConfigsDep = Annotated[list[ClusterConfig], Depends(get_cluster_configs)]
 
 
 def get_principal(

@@ -40,6 +40,7 @@ def enterprise(e: Enterprise) -> EnterpriseRead:
         current_period=e.current_period,
         created_at=e.created_at,
         capacity_cap_pflops=None if cap is None else cap / 1e9,
+        slurm=dict(e.slurm_status or {}),
     )
 
 
@@ -68,6 +69,7 @@ def project(p: Project) -> ProjectRead:
         created_at=p.created_at,
         approved_at=p.approved_at,
         closed_at=p.closed_at,
+        slurm=dict(p.slurm_status or {}),
     )
 
 

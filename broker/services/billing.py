@@ -300,8 +300,12 @@ class NodeCredit:
     lines: tuple[tuple[ChargeLine, int], ...]  # (the line corrected, units credited)
 
 
-def node_credits(session: Session, cluster: str, node: str, since: datetime) -> list[NodeCredit]:
-    """The credits a degraded ``node`` earns its jobs that ended at or after ``since``.
+def node_credits(
+    session: Session, cluster: str, node: str, since: datetime | None
+) -> list[NodeCredit]:
+    """The credits a degraded ``node`` earns its jobs that ended at or after ``since``
+    (``None``: all of them, for an administrator's deliberate credit; validation always
+    passes the node's last passing run).
 
     One query (``ix_charge_line_node``) reads the node's lines, charges and earlier
     credits alike; a job whose lines for the node still net above zero (and whose
@@ -312,9 +316,11 @@ def node_credits(session: Session, cluster: str, node: str, since: datetime) -> 
     query = (
         select(ChargeLine)
         .join(Job, Job.id == ChargeLine.job_id)
-        .where(ChargeLine.cluster == cluster, ChargeLine.node == node, Job.ended_at >= since)
+        .where(ChargeLine.cluster == cluster, ChargeLine.node == node)
         .order_by(ChargeLine.job_id, ChargeLine.id)
     )
+    if since is not None:
+        query = query.where(Job.ended_at >= since)
     by_job: dict[uuid.UUID, list[ChargeLine]] = {}
     for ln in session.scalars(query):
         by_job.setdefault(ln.job_id, []).append(ln)
@@ -340,7 +346,7 @@ def credit_node(
     principal: Principal,
     cluster: str,
     node: str,
-    since: datetime,
+    since: datetime | None,
     reason: str,
     now: datetime | None = None,
 ) -> list[tuple[uuid.UUID, int]]:
@@ -387,7 +393,7 @@ def credit_node(
             enterprise_id=job.enterprise_id,
             node=node,
             units=-entry.amount_units,
-            since=since.isoformat(),
+            since=None if since is None else since.isoformat(),
         )
     return credited
 

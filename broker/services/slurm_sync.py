@@ -3,17 +3,35 @@
 Each enterprise is a Slurm account (its ``slurm_account``) with the enterprise's POSIX
 user, and each of its projects a child account that jobs are charged to. Limits are
 pushed in Slurm's billing unit, which the partitions' ``TRESBillingWeights`` make equal
-to 1 GFLOP/s of node rate: the enterprise's budget as ``GrpTRESMins=billing=`` and its
-capacity cap as ``GrpTRES=billing=``; a project's allocation on its account. Slurm then
-enforces the same budget as the broker, a second guard behind the ledger's holds.
+to 1 GFLOP/s of node rate, so Slurm is a second line of defence behind the ledger:
+
+- ``GrpTRESMins=billing=`` is what Slurm may still count this budget period: the usage
+  Slurm already counted plus what the ledger has left (available and held) for the
+  enterprise, or the project's allocation for the period less what it charged. At the
+  first push of a period the accounts' usage is reset (``RawUsage=0``), so Slurm counts
+  the period's usage only, as the ledger does. (Slurm's usage decays unless
+  ``PriorityDecayHalfLife=0``: decay only ever loosens this guard; PRODUCTION.md.)
+- ``GrpTRES=billing=`` is the capacity cap.
+- A suspended enterprise's account and a closed project's are blocked
+  (``GrpSubmitJobs=0``: ``sbatch`` under them is refused), and unblocked on reactivation.
+
+``push_enterprise`` does this for one enterprise on every Slurm cluster at once, when
+a project is approved or closed, the enterprise suspended or reactivated, or its budget
+changes, and records each cluster's outcome (``slurm_status``) on the enterprise and its
+projects: a missing POSIX user shows there, not at the first submission. ``sync`` does
+it for all. Billing weights are never set with ``scontrol update`` (lost at the next
+restart): ``sync`` reports the ``TRESBillingWeights`` each partition needs in slurm.conf.
 """
 
 from __future__ import annotations
 
+import pwd
 import re
 import statistics
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -33,6 +51,7 @@ from ..models import (
     ProjectStatus,
 )
 from ..units import UNITS_PER_PFH
+from . import ledger
 
 # One billing minute is 1 GFLOP/s for 60 s = 60 GFLOP (ledger units).
 UNITS_PER_BILLING_MINUTE = UNITS_PER_PFH // 60_000_000
@@ -55,12 +74,23 @@ class ClusterSync:
     applied: bool = False
     error: str = ""
     skipped: str = ""
+    # What only an administrator can do where it lasts (slurm.conf), e.g. billing weights.
+    advice: list[str] = field(default_factory=list)
 
 
 def desired(
-    session: Session, cluster: str, service: tuple[str, str] | None = None
+    session: Session,
+    cluster: str,
+    service: tuple[str, str] | None = None,
+    enterprise_id: uuid.UUID | None = None,
+    status_key: str | None = None,
 ) -> list[sa_.AccountSpec]:
-    """The accounts the ledger wants on ``cluster`` (plus the broker's own, if given)."""
+    """The accounts the ledger wants on ``cluster`` (plus the broker's own, if given).
+
+    ``billing_minutes`` here is what the ledger has left this period; ``_plan`` adds
+    the usage Slurm already counted. Enterprises active or suspended (blocked); their
+    active projects, and closed ones that once had an account (blocked).
+    """
     specs: list[sa_.AccountSpec] = []
     if service is not None:  # validation jobs: the broker's account and user, no limits
         specs.append(
@@ -71,45 +101,71 @@ def desired(
                 description="broker node validation",
             )
         )
-    ents = session.scalars(
-        select(Enterprise)
-        .where(Enterprise.status == EnterpriseStatus.ACTIVE)
-        .order_by(Enterprise.name)
-    )
-    for ent in ents:
+    query = select(Enterprise).order_by(Enterprise.name)
+    if enterprise_id is not None:
+        query = query.where(Enterprise.id == enterprise_id)
+    for ent in session.scalars(query):
         bal = session.scalar(
             select(Balance).where(Balance.enterprise_id == ent.id, Balance.project_id.is_(None))
         )
-        granted = bal.granted_units if bal is not None else 0
+        left = 0 if bal is None else bal.granted_units - bal.charged_units  # available + held
         cap = ent.capacity_cap_mflops
+        pushed = (ent.slurm_status or {}).get(status_key or cluster, {})
+        reset = pushed.get("period") != ent.current_period  # a new period: reset usage
         specs.append(
             sa_.AccountSpec(
                 cluster=cluster,
                 account=ent.slurm_account,
                 users=(ent.posix_user,),
-                billing_minutes=granted // UNITS_PER_BILLING_MINUTE,
+                billing_minutes=max(left, 0) // UNITS_PER_BILLING_MINUTE,
                 billing_capacity=None if cap is None else cap // MFLOPS_PER_BILLING,
                 description=ent.name[:60],
+                blocked=ent.status is not EnterpriseStatus.ACTIVE,
+                reset_usage=reset,
             )
         )
         projects = session.scalars(
             select(Project)
-            .where(Project.enterprise_id == ent.id, Project.status == ProjectStatus.ACTIVE)
+            .where(
+                Project.enterprise_id == ent.id,
+                (Project.status == ProjectStatus.ACTIVE)
+                | ((Project.status == ProjectStatus.CLOSED) & Project.approved_at.is_not(None)),
+            )
             .order_by(Project.name)
         )
         for proj in projects:
-            alloc = proj.allocation_units
+            minutes = None
+            if proj.allocation_units is not None:
+                view = ledger.project_balance(session, proj)
+                minutes = max(view.granted_units - view.charged_units, 0)
+                minutes //= UNITS_PER_BILLING_MINUTE
             specs.append(
                 sa_.AccountSpec(
                     cluster=cluster,
                     account=project_account(ent, proj),
                     users=(ent.posix_user,),
                     parent=ent.slurm_account,
-                    billing_minutes=None if alloc is None else alloc // UNITS_PER_BILLING_MINUTE,
+                    billing_minutes=minutes,
                     description=proj.name[:60],
+                    blocked=proj.status is ProjectStatus.CLOSED,
+                    reset_usage=reset,
                 )
             )
     return specs
+
+
+def _with_usage(
+    accounting: sa_.SlurmAccounting, specs: list[sa_.AccountSpec]
+) -> list[sa_.AccountSpec]:
+    """Each budget limit raised by the usage Slurm already counted (none after a reset)."""
+    limited = [s.account for s in specs if s.billing_minutes is not None and not s.reset_usage]
+    used = accounting.usages_billing_minutes(limited) if limited else {}
+    return [
+        replace(s, billing_minutes=s.billing_minutes + used.get(s.account, 0))
+        if s.billing_minutes is not None and not s.reset_usage
+        else s
+        for s in specs
+    ]
 
 
 def partition_weights(session: Session, cluster: str) -> dict[str, str]:
@@ -143,8 +199,14 @@ def sync(
     only: str | None = None,
     service: tuple[str, str] | None = None,
     weights: bool = True,
+    enterprise_id: uuid.UUID | None = None,
 ) -> list[ClusterSync]:
-    """Bring every Slurm cluster's accounts, limits and billing weights in line with the ledger."""
+    """Bring every Slurm cluster's accounts and limits in line with the ledger (only
+    ``enterprise_id``'s, if given); report billing weights that slurm.conf must change.
+
+    Unless ``dry_run``, each cluster's outcome is recorded on the enterprises and
+    projects concerned (``slurm_status``).
+    """
     results = []
     for cfg in configs:
         if only is not None and cfg.name != only:
@@ -155,19 +217,79 @@ def sync(
             result.skipped = f"{cfg.adapter} cluster has no Slurm accounting (no slurm_conf)"
             results.append(result)
             continue
+        specs: list[sa_.AccountSpec] = []
         try:
             # The specs name the Slurm cluster (options' slurm_cluster, else the name).
-            actions = accounting.plan(desired(session, accounting.cluster, service))
+            specs = desired(session, accounting.cluster, service, enterprise_id, cfg.name)
+            actions = accounting.plan(_with_usage(accounting, specs))
             if weights:
-                actions += accounting.plan_weights(partition_weights(session, cfg.name))
+                result.advice = [
+                    f"{a.summary}: put it on the partition's line in slurm.conf, then "
+                    "`scontrol reconfigure` (PRODUCTION.md, Billing weights)"
+                    for a in accounting.plan_weights(partition_weights(session, cfg.name))
+                ]
             if not dry_run:
                 accounting.apply(actions)
             result.actions = [a.summary for a in actions]
             result.applied = not dry_run
         except sa_.SchedulerError as exc:
             result.error = str(exc)
+        if not dry_run:
+            _record(session, cfg, accounting.cluster, specs, result, enterprise_id)
         results.append(result)
     return results
+
+
+def push_enterprise(
+    session: Session, configs: Sequence[ClusterConfig], enterprise_id: uuid.UUID
+) -> list[ClusterSync]:
+    """Create or update one enterprise's accounts, users and limits on every Slurm
+    cluster now (approval, closing, suspension, reactivation, budget changes)."""
+    return sync(session, configs, dry_run=False, weights=False, enterprise_id=enterprise_id)
+
+
+def _record(
+    session: Session,
+    cfg: ClusterConfig,
+    slurm_cluster: str,
+    specs: Sequence[sa_.AccountSpec],
+    result: ClusterSync,
+    enterprise_id: uuid.UUID | None,
+) -> None:
+    """Note the cluster's outcome on each enterprise and project the push concerned."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    accounts = {s.account for s in specs}
+    query = select(Enterprise)
+    if enterprise_id is not None:
+        query = query.where(Enterprise.id == enterprise_id)
+    for ent in session.scalars(query):
+        if ent.slurm_account not in accounts:
+            continue
+        status, detail = ("error", result.error) if result.error else ("ok", "")
+        missing = _missing_user(cfg, ent.posix_user)
+        if missing and not result.error:
+            status, detail = "error", missing
+        entry = {"status": status, "detail": detail, "at": at, "slurm_cluster": slurm_cluster}
+        previous = (ent.slurm_status or {}).get(cfg.name, {})
+        entry["period"] = previous.get("period", "") if result.error else ent.current_period
+        ent.slurm_status = {**(ent.slurm_status or {}), cfg.name: entry}
+        for proj in session.scalars(select(Project).where(Project.enterprise_id == ent.id)):
+            if project_account(ent, proj) in accounts:
+                proj.slurm_status = {**(proj.slurm_status or {}), cfg.name: entry}
+
+
+def _missing_user(cfg: ClusterConfig, user: str) -> str:
+    """Why jobs would fail on ``cfg`` for want of the POSIX user here, or ""."""
+    if cfg.adapter != "slurm-cli":  # slurmrestd/pyslurm: the cluster knows its users
+        return ""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return (
+            f"POSIX user {user!r} does not exist on the broker host; {cfg.name} runs "
+            "sbatch as that user, so its jobs would be rejected: create it (useradd)"
+        )
+    return ""
 
 
 def billing_minutes_to_pfh(minutes: int) -> float:

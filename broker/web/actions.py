@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..errors import BrokerError, InvalidInput
-from ..services import jobs, ledger, projects, validation
+from ..services import jobs, ledger, projects, slurm_sync, validation
 from ..units import pfh_to_units
 from . import session as ops_session
 from .deps import Db, HtmlErrorRoute, Operator, redirect, require_csrf, safe_next
@@ -57,7 +57,12 @@ def approve(
     request: Request, db: Db, me: Operator, project_id: uuid.UUID, back: Back = "/ops/projects"
 ) -> RedirectResponse:
     def act() -> str:
-        return f"Project {projects.approve_project(db, me, project_id).name} approved."
+        project = projects.approve_project(db, me, project_id)
+        configs = list(request.app.state.adapters.configs.values())
+        pushed = slurm_sync.push_enterprise(db, configs, project.enterprise_id)
+        failed = [f"{r.cluster}: {r.error}" for r in pushed if r.error]
+        note = f" Slurm accounts not created on {'; '.join(failed)}." if failed else ""
+        return f"Project {project.name} approved.{note}"
 
     return _attempt(request, db, back, act)
 
@@ -123,10 +128,20 @@ def drain_node(
 
 @router.post("/clusters/{cluster}/nodes/{name}/resume")
 def resume_node(
-    request: Request, db: Db, me: Operator, cluster: str, name: str
+    request: Request,
+    db: Db,
+    me: Operator,
+    cluster: str,
+    name: str,
+    reason: Annotated[str, Form(max_length=200)] = "",
 ) -> RedirectResponse:
+    """Resume a node; a degraded one only with a stated reason (a forced, audited resume)."""
+
     def act() -> str:
-        validation.resume_node(db, request.app.state.adapters, me, cluster, name)
-        return f"Node {name} resumed."
+        why = reason.strip()
+        validation.resume_node(
+            db, request.app.state.adapters, me, cluster, name, force=bool(why), reason=why
+        )
+        return f"Node {name} resumed" + (f" by force: {why}." if why else ".")
 
     return _attempt(request, db, f"/ops/clusters/{cluster}", act)

@@ -274,6 +274,7 @@ def cluster_detail(
         cluster=cluster,
         nodes=nodes,
         drained=[(n, r) for n, r in nodes if "drain" in n.state.lower()],
+        credits={n.id: validation.failure_credits(db, name, n) for n, _ in nodes},
         busy_svg=charts.busy_nodes(busy, total),
         rate_svg=charts.billed_rate(
             reports.billed_rate_by_day(db, name, now - timedelta(days=30)), rated

@@ -15,6 +15,12 @@ minutes, so a budget of *P* PFlop·h is ``GrpTRESMins=billing=P * 6e7``
 
 Over-limit jobs are accepted by Slurm and stay PENDING with reason
 ``AssocGrpBillingMinutes`` / ``AssocGrpBillingRunMinutes`` (22.05, checked).
+
+A blocked account (``AccountSpec.blocked``: a suspended enterprise, a closed project)
+gets ``GrpSubmitJobs=0``: ``sbatch`` under it, or under any account below it, is refused
+at submission ("AssocGrpSubmitJobsLimit", 22.05, checked); unblocking sets it back to
+``-1``. ``reset_usage`` adds ``RawUsage=0`` (the start of a budget period), so that
+``GrpTRESMins`` counts the period's usage only.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class AccountSpec:
 
     ``billing_minutes`` / ``billing_capacity``: ``GrpTRESMins=billing=`` and
     ``GrpTRES=billing=``; ``None`` means no limit (an existing one is cleared).
+    ``blocked``: no job may be submitted under the account (``GrpSubmitJobs=0``).
+    ``reset_usage``: zero the account's accrued usage (``RawUsage=0``) first.
     """
 
     cluster: str
@@ -89,6 +97,8 @@ class AccountSpec:
     billing_minutes: int | None = None
     billing_capacity: int | None = None
     description: str | None = None
+    blocked: bool = False
+    reset_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,7 @@ class Association:
     parent: str | None = None
     grp_tres_mins: dict[str, int] = field(default_factory=dict)
     grp_tres: dict[str, int] = field(default_factory=dict)
+    grp_submit_jobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +196,7 @@ class SlurmAccounting:
                 "show",
                 "assoc",
                 *where,
-                "format=cluster,account,user,parentname,grptresmins,grptres",
+                "format=cluster,account,user,parentname,grptresmins,grptres,grpsubmit",
             ]
         )
         rows = []
@@ -194,9 +205,16 @@ class SlurmAccounting:
             if len(fields) < 6:
                 continue
             cluster, account, user, parent, mins, tres = fields[:6]
+            submit = fields[6] if len(fields) > 6 else ""
             rows.append(
                 Association(
-                    cluster, account, user or None, parent or None, _tres(mins), _tres(tres)
+                    cluster,
+                    account,
+                    user or None,
+                    parent or None,
+                    _tres(mins),
+                    _tres(tres),
+                    int(submit) if submit.lstrip("-").isdigit() else None,
                 )
             )
         return rows
@@ -237,28 +255,33 @@ class SlurmAccounting:
     def _limit_actions(self, spec: AccountSpec, have: Association | None) -> list[Action]:
         now_mins = have.grp_tres_mins.get("billing") if have else None
         now_tres = have.grp_tres.get("billing") if have else None
+        now_blocked = have is not None and have.grp_submit_jobs == 0
+        where = ("modify", "account", "where", f"name={spec.account}", f"cluster={self.cluster}")
+        actions = []
+        if spec.reset_usage:
+            actions.append(
+                Action(
+                    f"reset usage of {spec.account} on {self.cluster} (new budget period)",
+                    (*where, "set", "RawUsage=0"),
+                )
+            )
         sets = []
         if now_mins != spec.billing_minutes:
             sets.append(f"GrpTRESMins=billing={_limit(spec.billing_minutes)}")
         if now_tres != spec.billing_capacity:
             sets.append(f"GrpTRES=billing={_limit(spec.billing_capacity)}")
-        if not sets:
-            return []
-        summary = (
-            f"set {spec.account} on {self.cluster}: "
-            f"GrpTRESMins billing {now_mins} -> {spec.billing_minutes}, "
-            f"GrpTRES billing {now_tres} -> {spec.billing_capacity}"
-        )
-        argv = (
-            "modify",
-            "account",
-            "where",
-            f"name={spec.account}",
-            f"cluster={self.cluster}",
-            "set",
-            *sets,
-        )
-        return [Action(summary, argv)]
+        if now_blocked != spec.blocked:
+            sets.append(f"GrpSubmitJobs={0 if spec.blocked else -1}")
+        if sets:
+            summary = (
+                f"set {spec.account} on {self.cluster}: "
+                f"GrpTRESMins billing {now_mins} -> {spec.billing_minutes}, "
+                f"GrpTRES billing {now_tres} -> {spec.billing_capacity}"
+            )
+            if now_blocked != spec.blocked:
+                summary += ", " + ("blocked" if spec.blocked else "unblocked")
+            actions.append(Action(summary, (*where, "set", *sets)))
+        return actions
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Run the actions in order; stop at the first failure (a later sync resumes)."""
@@ -300,12 +323,22 @@ class SlurmAccounting:
 
     def usage_billing_minutes(self, account: str) -> int | None:
         """Billing minutes the account has used, as Slurm counts it against GrpTRESMins."""
+        return self.usages_billing_minutes([account]).get(account)
+
+    def usages_billing_minutes(self, accounts: Sequence[str]) -> dict[str, int]:
+        """``usage_billing_minutes`` of several accounts in one ``sshare`` call (accounts
+        Slurm does not know yet are absent)."""
+        if not accounts:
+            return {}
         out = self._run(
-            ["-nP", "-A", account, "-M", self.cluster, "-o", "Account,User,GrpTRESRaw"],
+            ["-nP", "-A", ",".join(accounts), "-M", self.cluster, "-o", "Account,User,GrpTRESRaw"],
             tool="sshare",
         )
+        found = {}
         for line in out.splitlines():
             fields = [f.strip() for f in line.split("|")]
-            if len(fields) >= 3 and fields[0] == account and not fields[1]:
-                return _tres(fields[2]).get("billing")
-        return None
+            if len(fields) >= 3 and fields[0] in accounts and not fields[1]:
+                used = _tres(fields[2]).get("billing")
+                if used is not None:
+                    found[fields[0]] = used
+        return found

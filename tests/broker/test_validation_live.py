@@ -100,11 +100,15 @@ def _sinfo(clusters_file: Path) -> str:
     ).stdout.strip()
 
 
-def _refs(api: Api, refs: dict[str, list[float]]) -> None:
+def _refs(
+    api: Api, refs: dict[str, list[float]], full: dict[str, list[float]] | None = None
+) -> None:
+    """The partition's quick references (the campaigns here run --quick), and full ones."""
     with session_scope(api.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
         part = s.scalar(select(Partition).where(Partition.name == "debug"))
         assert part is not None
-        part.references = refs
+        part.quick_references = refs
+        part.references = full or {}
 
 
 def test_validate_degrade_drain_and_resume_on_alpha(vlive: Api, slurm_clusters_file: Path) -> None:
@@ -115,7 +119,17 @@ def test_validate_degrade_drain_and_resume_on_alpha(vlive: Api, slurm_clusters_f
     assert node["validation"] == "validated" and node["measured"]
     assert node["rate_tflops"] == pytest.approx(run.gemm_gflops / 1000, rel=1e-3)  # type: ignore[operator]
 
-    _refs(api, {"gemm_gflops": [1e7, -0.05]})
+    # Full references no quick run can meet: a quick run of this healthy node is not
+    # judged by them, and does not degrade it.
+    _refs(api, {}, full={"gemm_gflops": [1e7, -0.05]})
+    quick = _campaign(api)
+    assert quick.state is RunState.PASSED, quick.reasons
+    state = _sinfo(slurm_clusters_file)
+    assert "drain" not in state.split("|")[1], state
+    node = next(n for n in api.get("/clusters/alpha/nodes").json() if n["name"] == "localhost")
+    assert node["validation"] == "validated"
+
+    _refs(api, {"gemm_gflops": [1e7, -0.05]})  # quick references it cannot meet
     failed = _campaign(api)
     assert failed.state is RunState.FAILED
     state = _sinfo(slurm_clusters_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -73,6 +74,29 @@ def test_clearing_a_limit(fake_sacctmgr: Path) -> None:
         [AccountSpec("alpha", "acme", users=("alice",))]
     )
     assert [a.argv[-1] for a in plan] == ["GrpTRESMins=billing=-1"]
+
+
+def test_blocking_unblocking_and_resetting_usage(fake_sacctmgr: Path) -> None:
+    acct = SlurmAccounting("alpha", bin_dir=str(fake_sacctmgr))
+    spec = AccountSpec("alpha", "acme", users=("alice",), billing_minutes=100)
+    assert acct.plan([spec]) == []  # in line: nothing to do
+    blocked = acct.plan([replace(spec, blocked=True)])
+    assert [a.argv[-1] for a in blocked] == ["GrpSubmitJobs=0"]
+    assert "blocked" in blocked[0].summary
+    reset = acct.plan([replace(spec, reset_usage=True)])
+    assert [a.argv[-1] for a in reset] == ["RawUsage=0"]
+    (fake_sacctmgr / "sacctmgr").write_text(
+        f"""#!/bin/bash
+echo "$*" >> {fake_sacctmgr}/calls.log
+if [[ "$1" == "-nP" ]]; then
+  echo 'alpha|acme|||billing=100||0'
+  echo 'alpha|acme|alice|||||'
+fi
+"""
+    )
+    unblocked = acct.plan([spec])  # the account is blocked (GrpSubmitJobs=0) in Slurm
+    assert [a.argv[-1] for a in unblocked] == ["GrpSubmitJobs=-1"]
+    assert acct.plan([replace(spec, blocked=True)]) == []
 
 
 def test_spec_for_another_cluster_is_refused(fake_sacctmgr: Path) -> None:

@@ -25,10 +25,10 @@ from ...schemas.tenants import (
     TokenCreated,
     TokenRead,
 )
-from ...services import audit, ledger, statements, tenants, tokens
+from ...services import audit, ledger, slurm_sync, statements, tenants, tokens
 from ...units import pfh_to_units
 from .. import views
-from ..deps import CurrentPrincipal, SessionDep, SettingsDep
+from ..deps import ClusterConfigsDep, CurrentPrincipal, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/enterprises", tags=["enterprises"])
 
@@ -143,22 +143,37 @@ def list_tokens(
 
 @router.post("/{enterprise_id}/grants", status_code=status.HTTP_201_CREATED)
 def grant(
-    enterprise_id: uuid.UUID, body: GrantCreate, session: SessionDep, me: CurrentPrincipal
+    enterprise_id: uuid.UUID,
+    body: GrantCreate,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    configs: ClusterConfigsDep,
 ) -> LedgerEntryRead:
+    """Grant budget; the Slurm limits follow at once (``GrpTRESMins``)."""
     tenants.get_enterprise(session, me, enterprise_id)
     entry = ledger.grant(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
     session.commit()
-    return views.entry(entry)
+    read = views.entry(entry)
+    slurm_sync.push_enterprise(session, configs, enterprise_id)
+    session.commit()
+    return read
 
 
 @router.post("/{enterprise_id}/adjustments", status_code=status.HTTP_201_CREATED)
 def adjust(
-    enterprise_id: uuid.UUID, body: AdjustCreate, session: SessionDep, me: CurrentPrincipal
+    enterprise_id: uuid.UUID,
+    body: AdjustCreate,
+    session: SessionDep,
+    me: CurrentPrincipal,
+    configs: ClusterConfigsDep,
 ) -> LedgerEntryRead:
     tenants.get_enterprise(session, me, enterprise_id)
     entry = ledger.adjust(session, me, enterprise_id, pfh_to_units(body.amount_pfh), body.memo)
     session.commit()
-    return views.entry(entry)
+    read = views.entry(entry)
+    slurm_sync.push_enterprise(session, configs, enterprise_id)
+    session.commit()
+    return read
 
 
 @router.get("/{enterprise_id}/balance")

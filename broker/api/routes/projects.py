@@ -11,11 +11,11 @@ from ...models import ProjectStatus
 from ...schemas.jobs import JobCreate, JobDetail
 from ...schemas.ledger import AllocationSet, ProjectBalanceRead
 from ...schemas.tenants import ProjectCreate, ProjectRead
-from ...services import brokering, jobs, ledger, projects
+from ...services import brokering, jobs, ledger, projects, slurm_sync
 from ...services.workspaces import WorkspaceConfig
 from ...units import pfh_to_units
 from .. import views
-from ..deps import CurrentPrincipal, SessionDep, SettingsDep
+from ..deps import ClusterConfigsDep, CurrentPrincipal, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -71,15 +71,26 @@ def project_balance(
 
 
 @router.post("/{project_id}/approve")
-def approve(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+def approve(
+    project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal, configs: ClusterConfigsDep
+) -> ProjectRead:
+    """Activate the project; its Slurm account and user association are created on
+    every cluster at once (``slurm`` says how each went)."""
     project = projects.approve_project(session, me, project_id)
+    session.commit()
+    slurm_sync.push_enterprise(session, configs, project.enterprise_id)
     session.commit()
     return views.project(project)
 
 
 @router.post("/{project_id}/close")
-def close(project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> ProjectRead:
+def close(
+    project_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal, configs: ClusterConfigsDep
+) -> ProjectRead:
+    """Close the project; its Slurm account is blocked (no ``sbatch`` under it)."""
     project = projects.close_project(session, me, project_id)
+    session.commit()
+    slurm_sync.push_enterprise(session, configs, project.enterprise_id)
     session.commit()
     return views.project(project)
 
