@@ -13,6 +13,7 @@ from ..db import make_session_factory, session_scope
 from ..errors import BrokerError
 from ..models import RunState, ValidationRun
 from ..services import clusters, statements, tenants, validation
+from ..units import units_to_pfh
 from . import _common as c
 from .clusters import nodes_app
 
@@ -61,17 +62,14 @@ def nodes_validate(
                 clusters.record_probe(s, row, clusters.probe(pool, cluster))
             if dry_run:
                 with session_scope(factory) as s:
-                    candidates = [
-                        n.name
+                    # What each node's failure would credit: its jobs since its last pass.
+                    previews = [
+                        validation.failure_credits(s, cluster, n)
                         for n in clusters.list_nodes(s, cluster)
                         if (node is None or n.name == node)
                         and (partition is None or partition in n.partitions)
                     ]
-                if as_json:
-                    c.print_json({"would_validate": candidates})
-                else:
-                    shown = ", ".join(candidates) or "no node"
-                    c.console.print(f"would validate on {cluster}: {shown}")
+                _dry_run_out(cluster, previews, settings, as_json)
                 return
             with c.unit_of_work() as s:
                 runs = validation.start_campaign(
@@ -104,6 +102,46 @@ def nodes_validate(
         )
     if any(r["state"] in (RunState.FAILED, RunState.ERROR) for r in rows):
         raise typer.Exit(c.DOMAIN_ERROR)
+
+
+def _dry_run_out(
+    cluster: str, previews: list[validation.CreditPreview], settings: Any, as_json: bool
+) -> None:
+    quick = validation.is_quick(settings)
+    if as_json:
+        c.print_json(
+            {
+                "would_validate": [p.node for p in previews],
+                "quick": quick,
+                "if_failed": [
+                    {
+                        "node": p.node,
+                        "credited_since": p.since,
+                        "jobs": p.jobs,
+                        "enterprises": p.enterprises,
+                        "credit_pfh": units_to_pfh(p.units),
+                    }
+                    for p in previews
+                ],
+            }
+        )
+        return
+    shown = ", ".join(p.node for p in previews) or "no node"
+    c.console.print(f"would validate on {cluster}: {shown}", highlight=False)
+    if quick:
+        c.console.print(
+            "quick runs (--quick): judged against the partitions' quick_references; "
+            "without them a failing run degrades nothing",
+            highlight=False,
+        )
+    for p in previews:
+        what = (
+            f"{units_to_pfh(p.units):g} PFlop·h to {p.jobs} job(s) of {p.enterprises} "
+            f"enterprise(s) since its last pass ({p.since:%Y-%m-%d %H:%M} UTC)"
+            if p.since is not None
+            else "nothing (it never passed: no job to credit)"
+        )
+        c.console.print(f"  if {p.node} fails, it is drained and credits {what}", highlight=False)
 
 
 def _f(value: float | None) -> str:
@@ -145,7 +183,6 @@ def usage_export(
     as_json: c.JsonOpt = False,
 ) -> None:
     """Monthly statements: JSON, a summary table, and with --out one CSV per enterprise."""
-
     try:
         statements.check_month(month)
     except BrokerError:

@@ -255,7 +255,10 @@ def _change_one(
         if action == "drain":
             validation.drain_node(session, pool, c.ADMIN, cluster, node.name, reason)
         else:
-            validation.resume_node(session, pool, c.ADMIN, cluster, node.name)
+            force = bool(reason)  # a resume with a reason may override a degraded verdict
+            validation.resume_node(
+                session, pool, c.ADMIN, cluster, node.name, force=force, reason=reason
+            )
     except (sa_.SchedulerError, BrokerError) as exc:
         result["error"] = str(exc).strip()
     return result
@@ -279,8 +282,16 @@ def nodes_drain(
 def nodes_resume(
     cluster: ClusterArg,
     nodes: NodesArg,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also a degraded node (needs --reason; audited)."),
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --force).")] = "",
     dry_run: c.DryRunOpt = False,
     as_json: c.JsonOpt = False,
 ) -> None:
-    """Return drained nodes to service."""
-    _change_nodes(cluster, nodes, "resume", "", dry_run, as_json)
+    """Return drained nodes to service; a degraded one after a passing validation run,
+    or now with --force --reason (the reason is audited)."""
+    if force and not reason.strip():
+        c.fail("--force needs --reason: say why the node returns to service", c.USAGE_ERROR)
+    _change_nodes(cluster, nodes, "resume", reason.strip() if force else "", dry_run, as_json)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..api import views
 from ..models import Enterprise, EnterpriseStatus, PeriodKind, ProjectStatus, Role
-from ..services import ledger, projects, tenants, tokens, workspaces
+from ..services import ledger, projects, slurm_sync, tenants, tokens, workspaces
 from . import _common as c
 
 enterprise_app = typer.Typer(help="Enterprises (the center's tenants).", no_args_is_help=True)
@@ -129,6 +129,8 @@ def enterprise_show(ref: EntArg, as_json: c.JsonOpt = False) -> None:
 def _set_status(ref: str, status: EnterpriseStatus, as_json: bool) -> None:
     with c.unit_of_work() as s:
         ent = tenants.set_status(s, c.ADMIN, c.enterprise_ref(s, ref).id, status)
+        # Blocked or unblocked in Slurm at once (a direct sbatch is refused while suspended).
+        slurm_sync.push_enterprise(s, c.load_clusters(), ent.id)
         data = _enterprise_data(s, ent)
     if as_json:
         c.print_json(data)
@@ -326,6 +328,7 @@ def project_create(
         )
         if approve:
             p = projects.approve_project(s, c.ADMIN, p.id)
+            slurm_sync.push_enterprise(s, c.load_clusters(), ent.id)
         data = c.dump(views.project(p))
     if as_json:
         c.print_json(data)
@@ -340,6 +343,7 @@ def _project_action(ref: str, action: str, as_json: bool) -> None:
             p = projects.approve_project(s, c.ADMIN, p.id)
         else:
             p = projects.close_project(s, c.ADMIN, p.id)
+        slurm_sync.push_enterprise(s, c.load_clusters(), p.enterprise_id)  # accounts, blocks
         data = c.dump(views.project(p))
     if as_json:
         c.print_json(data)
