@@ -106,7 +106,9 @@ def install(app: FastAPI) -> None:
                 msgs.append(_json_error(err, getattr(exc, "body", None)))
                 continue
             where = _loc(tuple(err.get("loc", ())))
-            msgs.append(f"{where}: {err.get('msg', 'invalid')}")
+            # A rule of ours (a ValueError in a validator) reads as the rule alone.
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            msgs.append(f"{where}: {msg}")
         return error_response(422, "ValidationError", "; ".join(msgs) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)

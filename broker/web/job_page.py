@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from ..errors import NotFound
+from ..errors import BrokerError, NotFound
 from ..services import job_refs, jobs
 from ..services.reports import job_detail
 from .deps import Db, HtmlErrorRoute, Operator, redirect, render, secure
@@ -20,22 +20,30 @@ TAIL_LINES = 200
 _OWN_SECTION = {"script", "routing", "environment", "warnings", "inputs", "outputs"}
 
 
-def _tail(db: Db, me: Operator, job_id: uuid.UUID, stream: str) -> str:
+def _tail(db: Db, me: Operator, job_id: uuid.UUID, stream: str, task: int | None) -> str:
+    """The last lines, or "" (none yet; an array's tasks each have their own, in the
+    tasks table's links; a file the job made unreadable is the API's to explain)."""
     try:
-        return jobs.read_output(db, me, job_id, stream=stream, tail_lines=TAIL_LINES)
-    except NotFound:
+        return jobs.read_output(db, me, job_id, stream=stream, tail_lines=TAIL_LINES, task=task)
+    except BrokerError:
         return ""
 
 
 @router.get("/jobs/{ref}", response_class=HTMLResponse, response_model=None)
-def job(request: Request, db: Db, me: Operator, ref: str) -> Response:
-    """A job by id, or by the unique prefix the tables show (redirected to its full id)."""
+def job(request: Request, db: Db, me: Operator, ref: str, task: int | None = None) -> Response:
+    """A job by id, or by the unique prefix the tables show (redirected to its full id).
+
+    An array's output is per task: ``?task=N`` (default: its first task)."""
     job_id = job_refs.resolve(db, me, ref)
     if ref != str(job_id):
         return redirect(request, f"/ops/jobs/{job_id}")
     data = job_detail.job_page(db, job_id)
     if data is None:
         raise NotFound("job not found")
+    if data.tasks is None:
+        task = None
+    elif task is None and data.tasks:
+        task = data.tasks[0]["index"]
     return render(
         request,
         db,
@@ -43,9 +51,10 @@ def job(request: Request, db: Db, me: Operator, ref: str) -> Response:
         d=data,
         j=data.job,
         spec={k: v for k, v in data.fields.items() if k not in _OWN_SECTION},
-        stdout=_tail(db, me, job_id, "stdout"),
-        stderr=_tail(db, me, job_id, "stderr"),
+        stdout=_tail(db, me, job_id, "stdout", task),
+        stderr=_tail(db, me, job_id, "stderr", task),
         tail_lines=TAIL_LINES,
+        task=task,
     )
 
 
@@ -55,6 +64,7 @@ def job_output(
     me: Operator,
     job_id: uuid.UUID,
     stream: Annotated[Literal["stdout", "stderr"], Query()] = "stdout",
+    task: int | None = None,
 ) -> Response:
     """The output's last lines, for the page's refresh."""
-    return secure(PlainTextResponse(_tail(db, me, job_id, stream)))
+    return secure(PlainTextResponse(_tail(db, me, job_id, stream, task)))

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from broker.app import create_app
 from broker.db import session_scope
 from broker.models import Job
+from broker.schemas.common import NAME_RULE
 from broker.services import names
 from broker.services.scheduling import spec_for
 
@@ -116,6 +117,8 @@ def test_names_in_any_script_with_ascii_slugs(api: Api) -> None:
         assert r.status_code == 422, (bad, r.text)
         detail = r.json()["detail"]
         assert detail.startswith("name: ") and "^" not in detail and "[" not in detail, detail
+    r = api.post("/enterprises", json={"name": "\u202eevil"})
+    assert r.json()["detail"] == f"name: {NAME_RULE}"  # the rule, no regex, no "Value error"
 
 
 def test_job_names_in_any_script_reach_slurm_as_a_slug(api: Api) -> None:

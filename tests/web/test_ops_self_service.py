@@ -143,3 +143,26 @@ def test_amounts_are_formatted_by_magnitude() -> None:
     assert fmt_amount(0) == "0 PFlop·h"
     assert fmt_amount(-0.003) == "-3.00 TFlop·h"
     assert fmt_amount(None) == "—"
+
+
+def test_array_job_page_lists_its_tasks_and_their_output(ops: Ops) -> None:
+    _, member, proj = ops.api.tenant()
+    script = '#!/bin/bash\necho "task=$SLURM_ARRAY_TASK_ID"\n'
+    job = ops.api.submit(proj["id"], member, script=script, array="0-2").json()
+    assert job["array"] == "0-2"
+    done = ops.api.drive_until(job["id"], {"completed", "failed"}, timeout_s=60)
+    assert done["state"] == "completed", done
+    api_tasks = ops.api.get(f"/jobs/{job['id']}/tasks", member).json()["items"]
+    html = ops.client.get(f"/ops/jobs/{job['id']}").text
+    assert 'data-testid="tasks"' in html
+    rows = re.findall(r'<tr data-task="(\d+)">(.*?)</tr>', html, re.S)
+    assert [int(i) for i, _ in rows] == [t["index"] for t in api_tasks] == [0, 1, 2]
+    assert all("completed" in row for _, row in rows)
+    assert 'data-field="array"' in html and 'data-field="depends_on"' in html
+    assert "task=0" in html  # the first task's output by default
+    page = ops.client.get(f"/ops/jobs/{job['id']}?task=2").text
+    assert "task=2" in page and "of task 2" in page
+    tail = ops.client.get(f"/ops/jobs/{job['id']}/output?stream=stdout&task=1").text
+    assert tail == "task=1\n"
+    plain = ops.api.submit(proj["id"], member).json()
+    assert 'data-testid="tasks"' not in ops.client.get(f"/ops/jobs/{plain['id']}").text
