@@ -29,6 +29,7 @@ from .services import (
     dependencies,
     ledger,
     scheduling,
+    slurm_sync,
     staging,
     tenants,
     validation,
@@ -126,6 +127,8 @@ class Worker:
         self._last_refresh = time.monotonic()
         with session_scope(self.factory) as s:
             tenants.roll_periods(s, scheduling.utcnow())
+        with session_scope(self.factory) as s:  # a new period reaches Slurm at once
+            slurm_sync.push_due(s, list(self.pool.configs.values()))
         with session_scope(self.factory) as s:
             names = list(s.scalars(select(Cluster.name).where(Cluster.enabled)))
         for name in names:

@@ -31,7 +31,7 @@ import statistics
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -248,6 +248,34 @@ def push_enterprise(
     return sync(session, configs, dry_run=False, weights=False, enterprise_id=enterprise_id)
 
 
+#: A push that failed is retried by ``push_due`` after this long, not at every pass.
+RETRY_S = 300.0
+
+
+def push_due(
+    session: Session, configs: Sequence[ClusterConfig], now: datetime | None = None
+) -> list[ClusterSync]:
+    """Push the enterprises whose Slurm accounts were last pushed in an earlier budget
+    period (the worker calls it after rolling periods): their usage is reset and their
+    limits set for the new period without waiting for a grant or an approval. A
+    cluster that failed is tried again ``RETRY_S`` after the failure."""
+    now = now or datetime.now(UTC)
+    results: list[ClusterSync] = []
+    for ent in session.scalars(select(Enterprise).order_by(Enterprise.name)):
+        pushed = [v for v in (ent.slurm_status or {}).values() if isinstance(v, dict)]
+        if any(v.get("period") != ent.current_period and _retry_now(v, now) for v in pushed):
+            results += push_enterprise(session, configs, ent.id)
+    return results
+
+
+def _retry_now(entry: dict[str, str], now: datetime) -> bool:
+    """Not before the ``retry_after`` a failed push left (none: at once)."""
+    try:
+        return now >= datetime.fromisoformat(entry.get("retry_after") or "")
+    except ValueError:
+        return True
+
+
 def _record(
     session: Session,
     cfg: ClusterConfig,
@@ -257,7 +285,8 @@ def _record(
     enterprise_id: uuid.UUID | None,
 ) -> None:
     """Note the cluster's outcome on each enterprise and project the push concerned."""
-    at = datetime.now(UTC).isoformat(timespec="seconds")
+    now = datetime.now(UTC)
+    at = now.isoformat(timespec="seconds")
     accounts = {s.account for s in specs}
     query = select(Enterprise)
     if enterprise_id is not None:
@@ -272,6 +301,8 @@ def _record(
         entry = {"status": status, "detail": detail, "at": at, "slurm_cluster": slurm_cluster}
         previous = (ent.slurm_status or {}).get(cfg.name, {})
         entry["period"] = previous.get("period", "") if result.error else ent.current_period
+        if result.error:  # push_due tries again after RETRY_S
+            entry["retry_after"] = (now + timedelta(seconds=RETRY_S)).isoformat()
         ent.slurm_status = {**(ent.slurm_status or {}), cfg.name: entry}
         for proj in session.scalars(select(Project).where(Project.enterprise_id == ent.id)):
             if project_account(ent, proj) in accounts:

@@ -99,9 +99,7 @@ def _until(conf: str, account: str, accepted: bool) -> subprocess.CompletedProce
         time.sleep(0.25)
     if proc.returncode == 0:
         job_id = proc.stdout.strip().split(";")[0]
-        subprocess.run(
-            ["scancel", job_id], env={**os.environ, "SLURM_CONF": conf}, check=False
-        )
+        subprocess.run(["scancel", job_id], env={**os.environ, "SLURM_CONF": conf}, check=False)
     return proc
 
 
