@@ -183,6 +183,8 @@ def burn_down(bd: BurnDown, now: datetime) -> str:
 
 def state_bars(counts: dict[str, int]) -> str:
     """Jobs by state, one coloured bar each."""
+    if not any(counts.values()):
+        return empty("No jobs yet.")
     shown = [(s, n) for s, n in counts.items() if n or s in ("running", "pending", "completed")]
     chart = pygal.Bar(**_common(show_legend=False, height=260, y_title="jobs"))
     chart.x_labels = [s for s, _ in shown]
@@ -195,6 +197,8 @@ def state_bars(counts: dict[str, int]) -> str:
 
 def quota_bars(granted: int, held: int, charged: int) -> str:
     """Center-wide PFlop·h: granted against held, charged and still available."""
+    if granted == 0 and held == 0 and charged == 0:
+        return empty("No budget granted yet: grant some on an enterprise's page.")
     chart = pygal.HorizontalBar(**_common(height=220, x_title="PFlop·h", legend_at_bottom=True))
     chart.add("granted", [pfh(granted)])
     chart.add("charged", [pfh(charged)])
@@ -257,6 +261,8 @@ def used_fraction_bars(
 
 def busy_nodes(points: Sequence[tuple[datetime, float]], total_nodes: int) -> str:
     """Nodes busy with broker jobs over time, against the cluster's node count."""
+    if not points:
+        return empty("No activity recorded yet.")
     chart = pygal.DateTimeLine(
         **_common(
             show_dots=False,
@@ -279,6 +285,8 @@ def busy_nodes(points: Sequence[tuple[datetime, float]], total_nodes: int) -> st
 
 def billed_rate(points: Sequence[tuple[str, float]], rated_tflops: float) -> str:
     """Per day, the TFLOP/s per node that settled jobs were charged at, against the rating."""
+    if not points:
+        return empty("No job settled here in the window yet.")
     chart = pygal.Line(**_common(show_dots=True, dots_size=3, y_title="TFLOP/s per node"))
     chart.x_labels = [d for d, _ in points]
     chart.x_labels_major_every = max(1, len(points) // 10)

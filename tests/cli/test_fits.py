@@ -247,3 +247,23 @@ def test_database_in_the_data_dir_or_the_users_not_the_cwd(
     bare.run("db", "upgrade")
     assert (tmp_path / "data-dir" / "broker.db").exists()
     assert bare.json("enterprise", "list") == []
+
+
+def test_columns_80_in_a_real_terminal_width(cli: Cli) -> None:
+    """The same, through the installed brokerctl with COLUMNS=80 (as a terminal sets it)."""
+    import os
+    import subprocess
+    import sys
+
+    cli.run("enterprise", "create", "Acme Laboratories International", "--slurm-account", "acme")
+    cli.run("project", "create", "acme", "plasma-turbulence-study", "--approve")
+    exe = str(Path(sys.executable).with_name("brokerctl"))
+    env = {**os.environ, "COLUMNS": "80", "BROKER_DATABASE_URL": cli.url}
+    for args in (["enterprise", "list"], ["project", "list"], ["cluster", "list"]):
+        out = subprocess.run(
+            [exe, *args], env=env, capture_output=True, text=True, check=True, timeout=180
+        ).stdout
+        _lines_fit(out)
+        assert max(len(line) for line in out.splitlines()) > 60  # it used the width
+        if args[0] == "enterprise":
+            assert {"Acme", "Laboratories", "International"} <= set(out.split())

@@ -166,3 +166,15 @@ def test_array_job_page_lists_its_tasks_and_their_output(ops: Ops) -> None:
     assert tail == "task=1\n"
     plain = ops.api.submit(proj["id"], member).json()
     assert 'data-testid="tasks"' not in ops.client.get(f"/ops/jobs/{plain['id']}").text
+
+
+def test_an_empty_center_shows_empty_states_not_empty_frames(ops: Ops) -> None:
+    overview = ops.client.get("/ops").text
+    for chart in ("quota", "states", "burning"):
+        figure = overview.split(f'data-chart="{chart}"', 1)[1].split("</figure>", 1)[0]
+        assert 'class="empty-chart"' in figure and "<svg" not in figure, chart
+    cluster = ops.client.get("/ops/clusters/local").text
+    for chart in ("billed-rate", "rate-history", "node-rates"):
+        figure = cluster.split(f'data-chart="{chart}"', 1)[1].split("</figure>", 1)[0]
+        assert 'class="empty-chart"' in figure and "<svg" not in figure, chart
+    assert "No measured rate yet" in cluster and "01 Jan" not in cluster
