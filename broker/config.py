@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     submit_batch: int = Field(50, ge=1)
     submit_retry_base_s: float = Field(2.0, gt=0)
     submit_retry_max_s: float = Field(120.0, gt=0)
+    # Submitters per cluster in one pass (each enterprise's jobs in order, one at a time):
+    # sbatch or a slurmrestd call each, in parallel.
+    submit_concurrency: int = Field(4, ge=1, le=64)
+    # A live job that neither the controller nor accounting has known for this long is
+    # `lost`: its hold is released and an operator resolves it.
+    lost_grace_s: float = Field(600.0, gt=0)
 
     max_script_bytes: int = Field(65536, ge=1)
     max_body_bytes: int = Field(262144, ge=1024)

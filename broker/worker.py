@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -48,10 +49,18 @@ class PassStats:
     settled: int = 0
     cancelled: int = 0
     collected: int = 0
+    lost: int = 0
     errors: list[str] = field(default_factory=list)
 
     def bump(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def add(self, other: PassStats) -> None:
+        """Count ``other``'s outcomes in (a submitter thread's own stats)."""
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.errors += other.errors
 
 
 class Worker:
@@ -139,26 +148,56 @@ class Worker:
                     clusters.record_probe(s, row, found)
 
     def submit_due(self, stats: PassStats) -> None:
+        """Submit what is due, in parallel: each enterprise's jobs in order, one at a time
+        (its quota lock and its order are kept), up to ``submit_concurrency`` submitters
+        per cluster (each an sbatch or a slurmrestd call that waits on the controller)."""
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
             due = [
-                (j.id, j.cluster, j.submit_attempts, j.created_at)
+                (j.id, j.cluster, j.enterprise_id, j.submit_attempts, j.created_at)
                 for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)
             ]
-        by_cluster: dict[str, list[tuple[uuid.UUID, int]]] = defaultdict(list)
-        for job_id, cluster, attempts, _ in due:
-            by_cluster[cluster].append((job_id, attempts))
-        for cluster, jobs in by_cluster.items():
+        chains: dict[tuple[str, uuid.UUID], list[uuid.UUID]] = defaultdict(list)
+        tagged_for: dict[str, dict[str, sa_.JobInfo]] = {}
+        for cluster in dict.fromkeys(c for _, c, _, _, _ in due):
             tagged: dict[str, sa_.JobInfo] = {}
-            if any(attempts > 0 for _, attempts in jobs):
-                since = min(c for _, cl, _, c in due if cl == cluster) - scheduling.TAG_LOOKBACK
+            if any(attempts > 0 for _, cl, _, attempts, _ in due if cl == cluster):
+                since = min(c for _, cl, _, _, c in due if cl == cluster) - scheduling.TAG_LOOKBACK
                 try:
                     tagged = self.pool.get(cluster).list_tagged(since)
                 except sa_.SchedulerError as exc:
                     stats.errors.append(f"{cluster}: list_tagged: {exc}")
                     continue  # cannot tell what was submitted: try again next pass
-            for job_id, _ in jobs:
-                self._submit_one(job_id, tagged, stats)
+            tagged_for[cluster] = tagged
+        for job_id, cluster, enterprise_id, _, _ in due:
+            if cluster in tagged_for:
+                chains[(cluster, enterprise_id)].append(job_id)
+        if not chains:
+            return
+        limits = {
+            c: threading.BoundedSemaphore(self.settings.submit_concurrency) for c in tagged_for
+        }
+
+        def run_chain(cluster: str, job_ids: list[uuid.UUID]) -> PassStats:
+            mine = PassStats()
+            with limits[cluster]:
+                for job_id in job_ids:
+                    try:
+                        self._submit_one(job_id, tagged_for[cluster], mine)
+                    except Exception as exc:  # one job's failure touches that job only
+                        log.exception("submitting job %s failed", job_id)
+                        mine.errors.append(f"{cluster}: submit {job_id}: {exc}")
+            return mine
+
+        if len(chains) == 1:
+            results = [run_chain(c, ids) for (c, _), ids in chains.items()]
+        else:
+            width = min(len(chains), self.settings.submit_concurrency * len(limits), 32)
+            with ThreadPoolExecutor(width, thread_name_prefix="broker-submit") as pool:
+                futures = [pool.submit(run_chain, c, ids) for (c, _), ids in chains.items()]
+                results = [f.result() for f in futures]
+        for result in results:
+            stats.add(result)
 
     def _submit_one(
         self, job_id: uuid.UUID, tagged: dict[str, sa_.JobInfo], stats: PassStats
@@ -273,6 +312,8 @@ class Worker:
                 stats.errors.append(f"{cluster}: cancel {sched_id}: {exc}")
 
     def poll(self, stats: PassStats) -> None:
+        """Follow every live job: one status call per cluster, then a short transaction
+        of its own for each job whose answer changed (one failure touches one job)."""
         with session_scope(self.factory) as s:
             live_clusters = list(
                 s.scalars(
@@ -282,25 +323,40 @@ class Worker:
                 )
             )
         for cluster in live_clusters:
-            with session_scope(self.factory) as s:
-                jobs = scheduling.live_jobs(s, cluster)
-                ids = [j.scheduler_job_id for j in jobs if j.scheduler_job_id]
-            try:
-                infos = self.pool.get(cluster).status(ids)
-            except sa_.SchedulerError as exc:
-                stats.errors.append(f"{cluster}: status: {exc}")
+            self._poll_cluster(cluster, stats)
+
+    def _poll_cluster(self, cluster: str, stats: PassStats) -> None:
+        with session_scope(self.factory) as s:
+            seen = {
+                j.scheduler_job_id: scheduling.Seen.of(j)
+                for j in scheduling.live_jobs(s, cluster)
+                if j.scheduler_job_id
+            }
+        try:
+            infos = self.pool.get(cluster).status(list(seen))
+        except sa_.SchedulerError as exc:
+            stats.errors.append(f"{cluster}: status: {exc}")
+            return  # nothing is known: nothing is marked unseen either
+        for sched_id, before in seen.items():
+            info = infos.get(sched_id)
+            if info is not None and not before.changed(info):
                 continue
-            with session_scope(self.factory) as s:
-                for job in scheduling.live_jobs(s, cluster):
-                    info = infos.get(job.scheduler_job_id or "")
-                    if info is not None and scheduling.apply_info(
-                        s,
-                        job,
-                        info,
-                        scheduling.utcnow(),
-                        center_failures=self.settings.charge_center_failures,
+            try:
+                with session_scope(self.factory) as s:
+                    job = s.get(Job, before.job_id)
+                    if job is None or job.scheduler_job_id != sched_id or job.state.terminal:
+                        continue
+                    now = scheduling.utcnow()
+                    if info is None:
+                        if scheduling.mark_unseen(s, job, now, self.settings.lost_grace_s):
+                            stats.lost += 1
+                    elif scheduling.apply_info(
+                        s, job, info, now, center_failures=self.settings.charge_center_failures
                     ):
                         stats.settled += 1
+            except Exception as exc:  # one job's failure touches that job only
+                log.exception("polling job %s failed", before.job_id)
+                stats.errors.append(f"{cluster}: job {before.job_id}: {exc}")
 
     def collect_outputs(self, stats: PassStats) -> None:
         """Stage-out of settled jobs: each copy outside any transaction, one job at a time."""

@@ -151,6 +151,7 @@ class Plan:
 META = 38  # where the int tables start in Plan.meta
 
 TALL = (1 << 14, 1 << 20)  # powers of two in this range split n1 = min(1024, n/64) x n2
+ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 ROW_BLOCK_MAX = 2048  # batched rows up to this length go B rows at a time through one buffer
 
 
@@ -374,25 +375,59 @@ def _rows_block(xf: Any, of: Any, r0: int, n: int, B: int, sg: float, scale: flo
     """Rows r0..r0+B as B interleaved length-n transforms in one cache-resident buffer."""
     rad, off, twr, twi = tb[12], tb[13], tb[14], tb[15]
     tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
-    for c in range(B):
-        src = 2 * (r0 + c) * n
-        for j in range(n):
-            tr[j * B + c] = xf[src + 2 * j]
-            ti[j * B + c] = sg * xf[src + 2 * j + 1]
+    w = vlanes(tr)
+    if n % w == 0 and B % w == 0:  # de-interleave the rows, then transpose w x w tiles
+        sgv = vsplat(tr, sg)
+        for c in range(B):
+            src = 2 * (r0 + c) * n
+            for j in range(0, n, w):
+                vstore(ur, c * n + j, vload_even(xf, src + 2 * j))
+                vstore(ui, c * n + j, vmul(sgv, vload_odd(xf, src + 2 * j)))
+        for c in range(0, B, w):
+            for j in range(0, n, w):
+                vtranspose(ur, c * n + j, n, tr, j * B + c, B)
+                vtranspose(ui, c * n + j, n, ti, j * B + c, B)
+    else:
+        for c in range(B):
+            src = 2 * (r0 + c) * n
+            for j in range(n):
+                tr[j * B + c] = xf[src + 2 * j]
+                ti[j * B + c] = sg * xf[src + 2 * j + 1]
     if stockham(tr, ti, ur, ui, n, B, rad, off, twr, twi) == 1:
-        tr, ti = ur, ui
-    for c in range(B):
-        d = 2 * (r0 + c) * n
-        for k in range(n):
-            of[d + 2 * k] = scale * tr[k * B + c]
-            of[d + 2 * k + 1] = sg * scale * ti[k * B + c]
+        tr, ti, ur, ui = ur, ui, tr, ti
+    if n % w == 0 and B % w == 0:  # transpose back into the free pair, interleave out
+        for k in range(0, n, w):
+            for c in range(0, B, w):
+                vtranspose(tr, k * B + c, B, ur, c * n + k, n)
+                vtranspose(ti, k * B + c, B, ui, c * n + k, n)
+        sre = vsplat(tr, scale)
+        sim = vsplat(tr, sg * scale)
+        for c in range(B):
+            d = 2 * (r0 + c) * n
+            for k in range(0, n, w):
+                vstore_interleaved(of, d + 2 * k, vmul(sre, vload(ur, c * n + k)),
+                                   vmul(sim, vload(ui, c * n + k)))  # fmt: skip
+    else:
+        for c in range(B):
+            d = 2 * (r0 + c) * n
+            for k in range(n):
+                of[d + 2 * k] = scale * tr[k * B + c]
+                of[d + 2 * k + 1] = sg * scale * ti[k * B + c]
+
+
+@jit()
+def _row_block(work: Any, n: int, B: int) -> int:
+    """Rows per row block: B, or one vector's worth where B rows of n would not fit L1."""
+    w = vlanes(work)
+    return w if n * B * work.itemsize * 4 > ROW_BLOCK_L1 else B
 
 
 @jit()
 def _fft_serial(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any) -> None:
     """One thread, no parallel launch, no allocation: ``work`` holds the buffers and Z."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
-    row_blocks = n <= ROW_BLOCK_MAX and rows >= B
+    RB = _row_block(work, n, B)
+    row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
@@ -403,10 +438,10 @@ def _fft_serial(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work
     nz = ((n + 7) // 8) * 8
     zr = work[zo : zo + n]
     zi = work[zo + nz : zo + nz + n]
-    nrb = rows // B if row_blocks else 0
+    nrb = rows // RB if row_blocks else 0
     for rb in range(nrb):
-        _rows_block(x, out, rb * B, n, B, sg, scale, tb)
-    for row in range(nrb * B, rows):
+        _rows_block(x, out, rb * RB, n, RB, sg, scale, tb)
+    for row in range(nrb * RB, rows):
         for blk in range(nb1):
             _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
         for blk in range(nb2):
@@ -418,23 +453,24 @@ def _fft_core(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
               threads: int) -> None:  # fmt: skip
     """``work``: four buffers of ``size`` per thread, then Z (one row's, or one per thread)."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
-    row_blocks = n <= ROW_BLOCK_MAX and rows >= B
+    RB = _row_block(work, n, B)
+    row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
     nb2 = (n2 + B - 1) // B
-    nrb = rows // B if row_blocks else 0
+    nrb = rows // RB if row_blocks else 0
     zo = 4 * size * threads
     nz = ((n + 7) // 8) * 8
     if rows >= threads and rows > 1:  # threads share out the rows
         for t in prange(threads):
             tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
             for rb in range(t, nrb, threads):
-                _rows_block(x, out, rb * B, n, B, sg, scale, tb)
+                _rows_block(x, out, rb * RB, n, RB, sg, scale, tb)
             zro = work[zo + 2 * t * nz : zo + 2 * t * nz + n]
             zio = work[zo + (2 * t + 1) * nz : zo + (2 * t + 1) * nz + n]
-            for row in range(nrb * B + t, rows, threads):
+            for row in range(nrb * RB + t, rows, threads):
                 for blk in range(nb1):
                     _step1(x, row * n, n1, n2, B, blk, sg, tb, zro, zio)
                 for blk in range(nb2):

@@ -46,6 +46,9 @@ class JobStatus(enum.StrEnum):
     PREEMPTED = "preempted"
     OUT_OF_MEMORY = "out_of_memory"
     UNKNOWN = "unknown"
+    #: Neither the controller nor accounting has known the job for a grace period
+    #: (its records were deleted): its hold is released and an operator resolves it.
+    LOST = "lost"
 
     @property
     def terminal(self) -> bool:
@@ -63,6 +66,7 @@ TERMINAL_STATES = frozenset(
         JobStatus.BOOT_FAIL,
         JobStatus.PREEMPTED,
         JobStatus.OUT_OF_MEMORY,
+        JobStatus.LOST,
     }
 )
 #: States in which the scheduler holds the job and the worker must poll it.
@@ -136,6 +140,9 @@ class Job(Base):
     # Why the broker cancelled the job when it was not its user ("": the user did, or
     # nobody): a dependency that can no longer be met.
     cancel_reason: Mapped[str] = mapped_column(String(300), default="")
+    # Since when the scheduler (controller and accounting) has not known the job; past
+    # BROKER_LOST_GRACE_S it is lost. None: seen at the last poll.
+    unseen_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     # A job array (Slurm's syntax, as submitted: "0-9%3"; None: one job), its number of
     # tasks and how many may run at once (the capacity it takes: nodes x width x rate).
@@ -188,7 +195,5 @@ class JobDependency(Base):
     __tablename__ = "job_dependency"
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id"), primary_key=True)
-    parent_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("job.id"), primary_key=True, index=True
-    )
+    parent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id"), primary_key=True, index=True)
     condition: Mapped[DependencyCondition] = mapped_column(str_enum(DependencyCondition))

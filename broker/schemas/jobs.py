@@ -129,6 +129,17 @@ class JobPage(ReadModel):
     next_cursor: str | None
 
 
+class LostResolution(StrictModel):
+    """How an operator resolves a lost job: ``charge_elapsed_s`` seconds on ``nodes`` (its
+    recorded nodes when empty) from the evidence, or null to close it uncharged."""
+
+    charge_elapsed_s: int | None = Field(None, ge=0, le=60 * 60 * 24 * 366)
+    nodes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=100_000
+    )
+    memo: str = Field(min_length=1, max_length=500)
+
+
 class TaskRead(ReadModel):
     """One task of a job array (``GET /jobs/{id}/tasks``)."""
 

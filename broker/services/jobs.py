@@ -260,6 +260,31 @@ def cancel(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     return job
 
 
+def resolve_lost(
+    session: Session,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    elapsed_s: int | None,
+    nodes: list[str],
+    memo: str,
+) -> Job:
+    """An operator resolves a lost job: charged ``elapsed_s`` on ``nodes`` from the
+    evidence they have (accounting restored, a node's logs), or closed uncharged (None)."""
+    principal.require_operator()
+    job = get_job(session, principal, job_id)
+    if not memo.strip():
+        raise InvalidInput("memo", "a resolution needs a memo saying what the evidence is")
+    ledger.lock_enterprise(session, job.enterprise_id)
+    session.refresh(job)
+    scheduling.resolve_lost(session, job, elapsed_s=elapsed_s, nodes=nodes, memo=memo, now=utcnow())
+    audit.record(
+        session, principal, "job.resolve_lost", "job", job.id,
+        enterprise_id=job.enterprise_id, elapsed_s=elapsed_s, memo=memo,
+    )  # fmt: skip
+    return job
+
+
 def tasks_of(session: Session, job: Job) -> list[JobTask]:
     """An array's tasks by index ([] for a plain job)."""
     if not job.array:

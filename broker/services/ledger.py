@@ -462,12 +462,53 @@ def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> boo
 
     The charge is capped at the hold: the hold is the upper bound promised at
     submission (nodes × time limit × highest rate), so a job can never spend more.
+    A hold released earlier (``release_hold``: a lost job) is not released again.
     """
     ent = _lock(session, job.enterprise_id)  # serializes every settlement of this job
     if _entry(session, job.id, EntryKind.CHARGE) is not None:
         return False
     proj = _lock(session, job.enterprise_id, job.project_id)
     ent_row = _enterprise(session, job.enterprise_id)
+    held, period, in_counters, released = _release(session, job, ent, proj, ent_row, memo)
+    cap = held.amount_units if held is not None else 0
+    units = max(0, min(charge_units, cap))
+    ent.charged_units += units
+    proj.charged_units += units
+    if in_counters:
+        proj.period_charged_units += units
+    _append(
+        session,
+        enterprise_id=job.enterprise_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        kind=EntryKind.CHARGE,
+        amount_units=units,
+        period=period,
+        memo=memo,
+    )
+    job.charge_units = units
+    _expire_unused_hold(session, ent, ent_row, job, period, released - units)
+    return True
+
+
+def release_hold(session: Session, job: Job, memo: str) -> int:
+    """Release a job's hold without charging it (a lost job: what it used is not known
+    yet); ``settle`` charges it later, once, without releasing again. The units released."""
+    ent = _lock(session, job.enterprise_id)
+    if _entry(session, job.id, EntryKind.CHARGE) is not None:
+        return 0
+    proj = _lock(session, job.enterprise_id, job.project_id)
+    ent_row = _enterprise(session, job.enterprise_id)
+    _, period, _, released = _release(session, job, ent, proj, ent_row, memo)
+    _expire_unused_hold(session, ent, ent_row, job, period, released)
+    return released
+
+
+def _release(
+    session: Session, job: Job, ent: Balance, proj: Balance, ent_row: Enterprise, memo: str
+) -> tuple[LedgerEntry | None, str, bool, int]:
+    """Release the job's hold if not done yet: (its HOLD, its period, whether the project's
+    period counters hold it, the units released now)."""
     held = _entry(session, job.id, EntryKind.HOLD)
     period = held.period if held is not None and held.period else _open_period(ent_row)
     in_counters = held is not None and bool(held.period) and held.period == proj.period
@@ -489,25 +530,7 @@ def settle(session: Session, job: Job, charge_units: int, memo: str = "") -> boo
             period=period,
             memo=memo,
         )
-    cap = held.amount_units if held is not None else 0
-    units = max(0, min(charge_units, cap))
-    ent.charged_units += units
-    proj.charged_units += units
-    if in_counters:
-        proj.period_charged_units += units
-    _append(
-        session,
-        enterprise_id=job.enterprise_id,
-        project_id=job.project_id,
-        job_id=job.id,
-        kind=EntryKind.CHARGE,
-        amount_units=units,
-        period=period,
-        memo=memo,
-    )
-    job.charge_units = units
-    _expire_unused_hold(session, ent, ent_row, job, period, released - units)
-    return True
+    return held, period, in_counters, released
 
 
 def _expire_unused_hold(

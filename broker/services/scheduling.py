@@ -13,6 +13,9 @@ import contextlib
 import logging
 import os
 import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
-from ..errors import InvalidInput
+from ..errors import Conflict, InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, JobTask, Project
 from . import (
     billing,
@@ -399,6 +402,7 @@ def apply_info(
     """
     if job.state.terminal:
         return False
+    job.unseen_since = None
     job.state = _STATE_MAP[info.state]
     job.native_state = info.native_state[:64]
     if info.nodes:
@@ -423,6 +427,97 @@ def apply_info(
         job.reason = end_states.end_reason(job, job.state, info, center_failures_charged=charged)
     collection.mark_due(session, job)  # the worker collects outputs after this transaction
     return settled
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the broker last recorded of a live job, read before asking the scheduler:
+    a pass opens a transaction only for the jobs whose answer differs (``changed``)."""
+
+    job_id: uuid.UUID
+    state: JobStatus
+    native_state: str
+    reason: str
+    node_list: tuple[str, ...]
+    started_at: datetime | None
+    unseen: bool
+    array: bool
+
+    @classmethod
+    def of(cls, job: Job) -> Seen:
+        return cls(
+            job.id,
+            job.state,
+            job.native_state,
+            job.reason,
+            tuple(job.node_list or ()),
+            job.started_at,
+            job.unseen_since is not None,
+            bool(job.array),
+        )
+
+    def changed(self, info: sa_.JobInfo) -> bool:
+        """Whether ``apply_info`` would record anything new."""
+        if self.array or self.unseen or info.state.terminal:
+            return True
+        return (
+            _STATE_MAP[info.state] is not self.state
+            or info.native_state[:64] != self.native_state
+            or end_states.live_reason(info) != self.reason
+            or (bool(info.nodes) and tuple(info.nodes) != self.node_list)
+            or (info.start_time or self.started_at) != self.started_at
+        )
+
+
+def mark_unseen(session: Session, job: Job, now: datetime, grace_s: float) -> bool:
+    """The scheduler (controller and accounting) did not know the job this pass. Past
+    ``grace_s`` of that, it is ``lost``: its hold is released (nothing is charged until an
+    operator resolves it: ``resolve_lost``). True if it became lost now."""
+    if job.state.terminal:
+        return False
+    if job.unseen_since is None:
+        job.unseen_since = now
+        return False
+    if (now - job.unseen_since).total_seconds() < grace_s:
+        return False
+    since = job.unseen_since.strftime("%Y-%m-%d %H:%M:%S UTC")
+    job.state, job.ended_at = JobStatus.LOST, now
+    job.reason = (
+        f"lost: neither the controller nor the accounting of {job.cluster} has known "
+        f"scheduler job {job.scheduler_job_id} since {since}; its hold is released and "
+        "an operator resolves it (charge from evidence, or close)"
+    )
+    for task in session.scalars(select(JobTask).where(JobTask.job_id == job.id)):
+        if not task.state.terminal:
+            task.state, task.ended_at, task.reason = JobStatus.LOST, now, "lost with its array"
+    ledger.release_hold(session, job, f"lost: unseen since {since}")
+    return True
+
+
+def resolve_lost(
+    session: Session,
+    job: Job,
+    *,
+    elapsed_s: int | None,
+    nodes: Sequence[str],
+    memo: str,
+    now: datetime,
+) -> None:
+    """An operator's resolution of a lost job: charged for ``elapsed_s`` on ``nodes``
+    (its recorded nodes if none given) from its start, as any run is priced; or, with
+    ``elapsed_s`` None, closed uncharged. Either way the job is settled, once."""
+    if job.state is not JobStatus.LOST or job.settled_at is not None:
+        raise Conflict("only a lost job not yet resolved can be resolved")
+    if elapsed_s is None:
+        ledger.settle(session, job, 0, memo=f"lost job closed: {memo}"[:500])
+    else:
+        start = job.started_at or job.submitted_at or now
+        run = billing.Run(start, elapsed_s, tuple(nodes or job.node_list), JobStatus.COMPLETED)
+        job.elapsed_s = elapsed_s
+        billing.settle_runs(session, job, [run], "full")
+    job.settled_at = now
+    how = "closed uncharged" if elapsed_s is None else f"charged {elapsed_s} s from evidence"
+    job.reason = f"{job.reason}; resolved by an operator: {how} ({memo})"[:1000]
 
 
 def _apply_tasks(

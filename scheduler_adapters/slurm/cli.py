@@ -7,9 +7,10 @@ the job is that user's; queries and ``scancel`` run as the broker.
 
 One poll costs one ``squeue --json`` (the controller's jobs: 22.05 ignores ``-j`` with
 ``--json`` and always returns all of them, so ids are filtered here) plus, only for ids
-the controller has forgotten (after ``MinJobAge``) or that ended after a requeue, one
-``sacct --json --duplicates -j ids``: with ``--duplicates`` sacct lists every run of a
-requeued job (one record each), which ``JobInfo.runs`` carries.
+the controller has forgotten (after ``MinJobAge``) or that have ended, one
+``sacct --json --duplicates -j ids``: an ended job is settled from accounting, whose
+elapsed time leaves out time suspended, and with ``--duplicates`` sacct lists every run
+of a requeued job (one record each), which ``JobInfo.runs`` carries.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from .common import (
     cluster_info,
     exit_code_from_text,
     exit_signal_from_text,
+    from_accounting,
     is_transient,
     keyed_by_tag,
     older_than_2302,
-    with_earlier_runs,
 )
 from .parse import parse_jobs, parse_nodes, plugin_version
 from .script import DEFAULT_PATH, build_environment, build_sbatch
@@ -251,24 +252,18 @@ class SlurmCliAdapter(SchedulerAdapter):
         live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=_id_order)
-        # Ended after a requeue: the earlier runs are in accounting only; an array that
-        # ended: its tasks that ended long ago may be in accounting only.
-        requeued = sorted(
-            (j for j, i in found.items() if i.state.terminal and (i.restart_count or i.tasks)),
-            key=_id_order,
-        )
-        if missing or requeued:
-            ids = ",".join(missing + requeued)
+        # Ended: settled from accounting (elapsed without time suspended, every run of a
+        # requeued job, every task of an array: ``from_accounting``).
+        ended = sorted((j for j, i in found.items() if i.state.terminal), key=_id_order)
+        if missing or ended:
+            ids = ",".join(missing + ended)
             doc = self._json("sacct", ["--json", "--allusers", "--duplicates", "-j", ids])
             done = parse_jobs(doc, self.slurm_cluster)
             if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
-            for j in requeued:
-                if found[j].tasks:
-                    found[j] = arrays.merge(found[j], done.get(j))
-                else:
-                    found[j] = with_earlier_runs(found[j], done.get(j))
+            for j in ended:
+                found[j] = from_accounting(found[j], done.get(j))
         return found
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:

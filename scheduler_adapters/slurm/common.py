@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
+from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobState, NodeInfo, PartitionInfo
 from .parse import node_is_idle
 
@@ -81,6 +82,28 @@ def with_earlier_runs(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
             len(runs),
         )
     return dataclasses.replace(final, runs=runs)
+
+
+def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
+    """A job the controller says has ended, as accounting recorded it: its elapsed time
+    (which leaves out time suspended, where the controller's end - start counts it), its
+    nodes and times, and the earlier runs of a requeued job; the controller's state,
+    reason and exit code. An array's tasks are merged likewise. Without an ended record
+    in accounting yet (slurmdbd lags), the controller's record as it is."""
+    if final.tasks:
+        return arrays.merge(final, accounted)
+    if accounted is None or not accounted.state.terminal:
+        if final.restart_count:
+            return with_earlier_runs(final, accounted)
+        log.info("job %s ended, not yet in accounting: settled from the controller", final.job_id)
+        return final
+    return dataclasses.replace(
+        with_earlier_runs(final, accounted),
+        elapsed_s=accounted.elapsed_s if accounted.elapsed_s is not None else final.elapsed_s,
+        start_time=accounted.start_time or final.start_time,
+        end_time=accounted.end_time or final.end_time,
+        nodes=accounted.nodes or final.nodes,
+    )
 
 
 def older_than_2302(release: str) -> bool:

@@ -32,7 +32,7 @@ import jwt
 from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
-from .common import JOB_ID, cluster_info, is_transient, keyed_by_tag, with_earlier_runs
+from .common import JOB_ID, cluster_info, from_accounting, is_transient, keyed_by_tag
 from .parse import envelope_errors, parse_jobs, parse_nodes, plugin_version, release
 from .rest_body import job_description
 
@@ -270,26 +270,20 @@ class SlurmRestAdapter(SchedulerAdapter):
         live = parse_jobs(self._call("GET", f"{self._ctl()}/jobs"), self.slurm_cluster)
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=lambda j: (len(j), j))
-        # Ended after a requeue: the earlier runs are in accounting only (slurmdb lists
-        # every record of a job, one per run).
-        requeued = sorted(
-            (j for j, i in found.items() if i.state.terminal and (i.restart_count or i.tasks)),
-            key=lambda j: (len(j), j),
-        )
-        if missing or requeued:
+        # Ended: settled from accounting (elapsed without time suspended, every run of a
+        # requeued job, every task of an array: ``from_accounting``).
+        ended = sorted((j for j, i in found.items() if i.state.terminal), key=lambda j: (len(j), j))
+        if missing or ended:
             cluster = urllib.parse.quote(self.slurm_cluster, safe="")
             doc = self._call(
-                "GET", f"{self._db()}/jobs?cluster={cluster}&{self._steps(missing + requeued)}"
+                "GET", f"{self._db()}/jobs?cluster={cluster}&{self._steps(missing + ended)}"
             )
             done = parse_jobs(doc, self.slurm_cluster)
             if plugin_version(doc) in _BAD_EXIT_CODE_PLUGINS:
                 done = self._fix_exit_codes(done)
             found.update({j: done[j] for j in missing if j in done})
-            for j in requeued:
-                if found[j].tasks:
-                    found[j] = arrays.merge(found[j], done.get(j))
-                else:
-                    found[j] = with_earlier_runs(found[j], done.get(j))
+            for j in ended:
+                found[j] = from_accounting(found[j], done.get(j))
         return found
 
     def _steps(self, ids: Sequence[str]) -> str:

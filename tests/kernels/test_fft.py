@@ -103,3 +103,26 @@ def test_long_lengths(n: int, dtype: type) -> None:
     x128 = x.astype(np.complex128)
     _close(fft(x, threads=1), np.fft.fft(x128), dtype)
     _close(fft(x, inverse=True, threads=1), np.fft.ifft(x128), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "shape",
+    [(16, 256), (13, 1024), (9, 2048), (20, 60), (11, 250), (17, 32), (2, 8, 512)],
+)
+def test_row_blocks(shape: tuple[int, ...], threads: int, dtype: type) -> None:
+    """Batched rows go through the row-block path: vectorised transposes (n a multiple of
+    the lanes), the scalar copies (n = 250, 60 for complex64), full-width blocks and blocks
+    shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows."""
+    from kernels._simd import lanes
+    from kernels.fourier import _row_block, plan
+
+    x = _signal(shape, dtype, seed=shape[-1])
+    _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
+    back = fft(fft(x, threads=threads), inverse=True, threads=threads)
+    _close(back, x.astype(np.complex128), dtype)
+    real = np.float64 if dtype == np.complex128 else np.float32
+    p = plan(shape[-1], np.dtype(real).char)
+    rb = _row_block(np.empty(8, real), shape[-1], p.block)
+    assert rb in (p.block, lanes(np.dtype(real).itemsize))

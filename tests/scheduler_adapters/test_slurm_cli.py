@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,14 @@ import pytest
 
 from scheduler_adapters import (
     AdapterConfigError,
+    JobInfo,
     JobSpec,
     JobState,
     SchedulerUnavailable,
     SubmitRejected,
 )
 from scheduler_adapters.slurm.cli import SlurmCliAdapter
+from scheduler_adapters.slurm.common import from_accounting
 from tests._slurm import SlurmTenant
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm" / "22.05"
@@ -85,9 +89,26 @@ def test_status_is_one_squeue_then_one_sacct_with_exit_code_fix(fake_bin: Path) 
     assert calls(fake_bin) == ["squeue", "sacct", "sacct"]
 
 
-def test_only_squeue_when_the_controller_knows_every_id(fake_bin: Path) -> None:
-    cli(fake_bin).status(["4", "5", "6"])
-    assert calls(fake_bin) == ["squeue"]
+def test_ended_jobs_the_controller_knows_are_settled_from_accounting(fake_bin: Path) -> None:
+    # 4, 5 and 6 have ended (squeue_finished.json): accounting is asked for them too, and
+    # where it has no record of them yet (sacct.json lacks them) the controller's stays.
+    answer = cli(fake_bin).status(["4", "5", "6"])
+    assert calls(fake_bin) == ["squeue", "sacct", "sacct"]
+    assert answer["4"].state is JobState.COMPLETED and answer["5"].exit_code == 3
+
+
+def test_accounting_elapsed_leaves_out_time_suspended() -> None:
+    # As alpha recorded `sleep 10` suspended for 6 s: squeue end - start 10, sacct 4.
+    t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+    final = JobInfo(
+        job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
+        start_time=t0, end_time=t0 + timedelta(seconds=10), elapsed_s=10,
+    )  # fmt: skip
+    accounted = dataclasses.replace(final, elapsed_s=4, exit_code=None)
+    merged = from_accounting(final, accounted)
+    assert merged.elapsed_s == 4 and merged.exit_code == 0  # the controller's exit code
+    still_running = dataclasses.replace(accounted, state=JobState.RUNNING, end_time=None)
+    assert from_accounting(final, still_running) == final  # accounting lags: as it is
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ...models import JobStatus
-from ...schemas.jobs import JobDetail, JobPage, TaskPage, TaskRead
+from ...schemas.jobs import JobDetail, JobPage, LostResolution, TaskPage, TaskRead
 from ...services import jobs, staging
 from .. import ranges, views
 from ..deps import CurrentPrincipal, SessionDep
@@ -56,6 +56,21 @@ def get_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> Job
 def cancel_job(job_id: uuid.UUID, session: SessionDep, me: CurrentPrincipal) -> JobDetail:
     job = jobs.cancel(session, me, job_id)
     io = jobs.io_of(session, job)  # read before the commit: after it, a new transaction
+    session.commit()
+    return views.job_detail(job, io)
+
+
+@router.post("/{job_id}/resolve")
+def resolve_lost(
+    job_id: uuid.UUID, body: LostResolution, session: SessionDep, me: CurrentPrincipal
+) -> JobDetail:
+    """Operators: resolve a ``lost`` job (its hold was released when it was lost):
+    charge it ``charge_elapsed_s`` on ``nodes`` from the evidence, or close it uncharged.
+    409 unless the job is lost and unresolved."""
+    job = jobs.resolve_lost(
+        session, me, job_id, elapsed_s=body.charge_elapsed_s, nodes=body.nodes, memo=body.memo
+    )
+    io = jobs.io_of(session, job)
     session.commit()
     return views.job_detail(job, io)
 

@@ -1,0 +1,183 @@
+"""The worker at scale, on the local adapter (SQLite and PostgreSQL): a job its scheduler
+forgot becomes `lost` after the grace period with its hold released, and an operator
+resolves it; one job's failure while polling touches that job only; a stage-out that
+hangs or fails holds no transaction (a submit completes meanwhile) and undoes no
+settlement; submitters run in parallel yet keep each enterprise's order."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from broker.app import create_app
+from broker.services import collection, scheduling
+
+from .conftest import Api, make_settings, operator_token
+
+SCRAPE = "scrape-token-for-the-tests-0123456789"
+ENDED = {"completed", "failed", "cancelled", "rejected", "timeout", "node_fail", "lost"}
+
+
+@pytest.fixture
+def quick_loss(db_url: str, tmp_path: Path) -> Iterator[Api]:
+    settings = make_settings(db_url, tmp_path, lost_grace_s=0.5, metrics_token=SCRAPE)
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        yield Api(client, operator_token(app))
+
+
+def _sched_root(api: Api) -> Path:
+    cfg = api.client.app.state.settings.load_clusters()[0]  # type: ignore[attr-defined]
+    return Path(cfg.options["root_dir"])
+
+
+def test_a_job_its_scheduler_forgot_is_lost_its_hold_released_then_resolved(
+    quick_loss: Api,
+) -> None:
+    api = quick_loss
+    ent, member, project = api.tenant()
+    job = api.submit(project["id"], member, script="sleep 30", time_limit_minutes=5).json()
+    running = api.drive_until(job["id"], {"running"}, timeout_s=30)
+    held = api.get(f"/enterprises/{ent['id']}/balance", member).json()["held_pfh"]
+    assert held > 0
+    # Its records deleted from the scheduler (as `scontrol`/`sacctmgr` purges would):
+    sched_dir = _sched_root(api) / "jobs" / running["scheduler_job_id"]
+    shutil.rmtree(sched_dir)
+    api.client.app.state.worker.run_once()  # type: ignore[attr-defined]
+    first = api.get(f"/jobs/{job['id']}", member).json()
+    assert first["state"] == "running"  # unseen once: not lost yet (the grace period)
+    time.sleep(0.6)
+    lost = api.drive_until(job["id"], ENDED, timeout_s=10)
+    assert lost["state"] == "lost", lost
+    assert "neither the controller nor the accounting" in lost["reason"]
+    balance = api.get(f"/enterprises/{ent['id']}/balance", member).json()
+    assert balance["held_pfh"] == 0 and balance["charged_pfh"] == 0
+    assert lost["charge_pfh"] is None and lost["settled_at"] is None
+    # The alert metric counts it.
+    metrics = api.client.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE}"}).text
+    assert 'broker_jobs{state="lost"} 1.0' in metrics
+    # Only an operator resolves it, once; a member cannot.
+    body = {"charge_elapsed_s": 20, "memo": "node logs show 20 s of work"}
+    assert api.post(f"/jobs/{job['id']}/resolve", member, json=body).status_code == 403
+    r = api.post(f"/jobs/{job['id']}/resolve", json=body)
+    assert r.status_code == 200, r.text
+    resolved = r.json()
+    assert resolved["charge_pfh"] > 0 and resolved["settled_at"] is not None
+    assert "resolved by an operator: charged 20 s from evidence" in resolved["reason"]
+    again = api.post(f"/jobs/{job['id']}/resolve", json={"memo": "close"})
+    assert again.status_code == 409, again.text
+    entries = api.get(f"/enterprises/{ent['id']}/ledger?job_id={job['id']}").json()
+    assert sorted(e["kind"] for e in entries) == ["CHARGE", "HOLD", "RELEASE"]
+
+
+def test_a_lost_job_closed_uncharged(quick_loss: Api) -> None:
+    api = quick_loss
+    ent, member, project = api.tenant()
+    job = api.submit(project["id"], member, script="sleep 30").json()
+    running = api.drive_until(job["id"], {"running"}, timeout_s=30)
+    shutil.rmtree(_sched_root(api) / "jobs" / running["scheduler_job_id"])
+    api.client.app.state.worker.run_once()  # type: ignore[attr-defined]
+    time.sleep(0.6)
+    assert api.drive_until(job["id"], ENDED, timeout_s=10)["state"] == "lost"
+    r = api.post(f"/jobs/{job['id']}/resolve", json={"memo": "no evidence of any work"})
+    assert r.status_code == 200 and r.json()["charge_pfh"] == 0, r.text
+    assert api.get(f"/enterprises/{ent['id']}/balance", member).json()["held_pfh"] == 0
+
+
+def test_a_job_seen_again_within_the_grace_period_is_not_lost(quick_loss: Api) -> None:
+    api = quick_loss
+    _, member, project = api.tenant()
+    job = api.submit(project["id"], member, script="sleep 2").json()
+    running = api.drive_until(job["id"], {"running"}, timeout_s=30)
+    sched_dir = _sched_root(api) / "jobs" / running["scheduler_job_id"]
+    hidden = sched_dir.with_name("hidden")
+    sched_dir.rename(hidden)  # the scheduler does not answer for it once...
+    api.client.app.state.worker.run_once()  # type: ignore[attr-defined]
+    hidden.rename(sched_dir)  # ...then knows it again
+    time.sleep(0.6)
+    assert api.drive_until(job["id"], ENDED, timeout_s=30)["state"] == "completed"
+
+
+def test_one_jobs_failure_while_polling_touches_that_job_only(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, member, project = api.tenant()
+    bad = api.submit(project["id"], member, script="true").json()
+    good = api.submit(project["id"], member, script="true").json()
+    real = scheduling.apply_info
+
+    def flaky(session: Any, job: Any, info: Any, now: Any, **kw: Any) -> bool:
+        if str(job.id) == bad["id"] and info.state.terminal:
+            raise RuntimeError("boom")
+        return real(session, job, info, now, **kw)
+
+    monkeypatch.setattr(scheduling, "apply_info", flaky)
+    assert api.drive_until(good["id"], ENDED, timeout_s=30)["state"] == "completed"
+    assert api.get(f"/jobs/{bad['id']}", member).json()["state"] in ("pending", "running")
+    monkeypatch.setattr(scheduling, "apply_info", real)
+    assert api.drive_until(bad["id"], ENDED, timeout_s=30)["state"] == "completed"
+
+
+@pytest.mark.parametrize("how", ["hangs", "fails"])
+def test_a_stage_out_that_hangs_or_fails_holds_no_transaction(
+    api: Api, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    _, member, project = api.tenant()
+    first = api.submit(project["id"], member, script="echo a", outputs=[]).json()
+    second = api.submit(project["id"], member, script="echo b").json()
+    started = threading.Event()
+    release = threading.Event()
+    real = collection.fetch
+
+    def slow(plan: Any, **kw: Any) -> Any:
+        started.set()
+        if how == "fails":
+            raise OSError("the mover's storage is gone")
+        release.wait(20)
+        return real(plan, **kw)
+
+    monkeypatch.setattr(collection, "fetch", slow)
+    worker = api.client.app.state.worker  # type: ignore[attr-defined]
+    for _ in range(40):  # submit, run, settle (the stage-out is queued at settlement)
+        if api.get(f"/jobs/{first['id']}", member).json()["state"] in ENDED:
+            break
+        worker.run_once()
+        time.sleep(0.1)
+    settled = api.get(f"/jobs/{first['id']}", member).json()
+    assert settled["state"] == "completed" and settled["settled_at"] is not None
+    passing = threading.Thread(target=worker.run_once)
+    passing.start()
+    assert started.wait(20)
+    t0 = time.monotonic()
+    r = api.submit(project["id"], member, script="echo during the stage-out")
+    took = time.monotonic() - t0
+    release.set()
+    passing.join(30)
+    assert r.status_code == 202 and took < 5, (r.status_code, took)
+    after = api.get(f"/jobs/{first['id']}", member).json()
+    assert after["charge_pfh"] == settled["charge_pfh"] and after["state"] == "completed"
+    assert api.drive_until(second["id"], ENDED, timeout_s=30)["state"] == "completed"
+
+
+def test_parallel_submitters_keep_each_enterprises_order(api: Api) -> None:
+    tenants = [api.tenant() for _ in range(3)]
+    ids: dict[str, list[str]] = {}
+    for ent, member, project in tenants:
+        ids[ent["id"]] = [
+            api.submit(project["id"], member, script="true").json()["id"] for _ in range(4)
+        ]
+    api.client.app.state.worker.submit_due(  # type: ignore[attr-defined]
+        __import__("broker.worker", fromlist=["PassStats"]).PassStats()
+    )
+    for ent, member, _ in tenants:
+        jobs = [api.get(f"/jobs/{i}", member).json() for i in ids[ent["id"]]]
+        assert all(j["scheduler_job_id"] for j in jobs), jobs
+        sched = [int(j["scheduler_job_id"]) for j in jobs]
+        assert sched == sorted(sched)  # submitted in the order accepted
