@@ -32,6 +32,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._models import (
+    LIVE_STATES,
     TERMINAL_STATES,
     Balance,
     Dependency,
@@ -48,6 +49,7 @@ from ._models import (
 from ._sync import Client
 
 __all__ = [
+    "LIVE_STATES",
     "TERMINAL_STATES",
     "APIError",
     "AsyncClient",

@@ -169,8 +169,16 @@ class AsyncClient:
         return Job.model_validate(await self._json("POST", f"/jobs/{job_id}/cancel"))
 
     async def tasks(self, job_id: object) -> list[Task]:
-        doc = await self._json("GET", f"/jobs/{job_id}/tasks")
-        return [Task.model_validate(t) for t in doc["items"]]
+        """An array job's tasks (every page): state, exit code, charge of each."""
+        found: list[Task] = []
+        cursor: str | None = None
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            doc = await self._json("GET", f"/jobs/{job_id}/tasks", params=params)
+            found += [Task.model_validate(t) for t in doc["items"]]
+            cursor = doc.get("next_cursor")
+            if not cursor:
+                return found
 
     async def job_io(self, job_id: object) -> dict[str, Any]:
         """The job's inputs and outputs and what stage-in and stage-out did (``state``:
@@ -178,8 +186,9 @@ class AsyncClient:
         doc: dict[str, Any] = await self._json("GET", f"/jobs/{job_id}/io")
         return doc
 
-    async def cancel_task(self, job_id: object, index: int) -> None:
-        await self._request("POST", f"/jobs/{job_id}/tasks/{index}/cancel")
+    async def cancel_task(self, job_id: object, index: int) -> Task:
+        """Cancel one task of an array; the others go on."""
+        return Task.model_validate(await self._json("POST", f"/jobs/{job_id}/tasks/{index}/cancel"))
 
     async def events(
         self, job_id: object, *, last_event_id: int | None = None

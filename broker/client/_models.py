@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "LIVE_STATES",
     "TERMINAL_STATES",
     "Balance",
     "Dependency",
@@ -40,8 +41,12 @@ TERMINAL_STATES = frozenset(
         "boot_fail",
         "preempted",
         "out_of_memory",
+        "lost",
     }
 )
+#: States of a job that has not ended. One in neither set (a newer broker's) counts as
+#: an end once the job has an ``ended_at``.
+LIVE_STATES = frozenset({"accepted", "pending", "running", "suspended", "unknown"})
 
 
 class _Answer(BaseModel):
@@ -138,7 +143,9 @@ class Job(_Answer):
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        if self.state in TERMINAL_STATES:
+            return True
+        return self.state not in LIVE_STATES and self.ended_at is not None
 
     @property
     def settled(self) -> bool:

@@ -182,9 +182,16 @@ class Client:
         return Job.model_validate(self._json("POST", f"/jobs/{job_id}/cancel"))
 
     def tasks(self, job_id: object) -> list[Task]:
-        """An array job's tasks: state, exit code, charge of each."""
-        doc = self._json("GET", f"/jobs/{job_id}/tasks")
-        return [Task.model_validate(t) for t in doc["items"]]
+        """An array job's tasks (every page): state, exit code, charge of each."""
+        found: list[Task] = []
+        cursor: str | None = None
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            doc = self._json("GET", f"/jobs/{job_id}/tasks", params=params)
+            found += [Task.model_validate(t) for t in doc["items"]]
+            cursor = doc.get("next_cursor")
+            if not cursor:
+                return found
 
     def job_io(self, job_id: object) -> dict[str, Any]:
         """The job's inputs and outputs and what stage-in and stage-out did (``state``:
@@ -192,8 +199,9 @@ class Client:
         doc: dict[str, Any] = self._json("GET", f"/jobs/{job_id}/io")
         return doc
 
-    def cancel_task(self, job_id: object, index: int) -> None:
-        self._request("POST", f"/jobs/{job_id}/tasks/{index}/cancel")
+    def cancel_task(self, job_id: object, index: int) -> Task:
+        """Cancel one task of an array; the others go on."""
+        return Task.model_validate(self._json("POST", f"/jobs/{job_id}/tasks/{index}/cancel"))
 
     def events(self, job_id: object, *, last_event_id: int | None = None) -> Iterator[JobEvent]:
         """The job's state changes as they happen (Server-Sent Events), from the first

@@ -80,6 +80,7 @@ _STATES: dict[str, JobState] = {
     "boot_fail": JobState.FAILED,
     "preempted": JobState.FAILED,
     "out_of_memory": JobState.FAILED,
+    "lost": JobState.FAILED,
 }
 _NAME = re.compile(r"[^A-Za-z0-9._+-]+")
 _LAUNCHERS = {"srun": "srun", "mpirun": "mpirun"}
@@ -298,7 +299,7 @@ class BrokerJobExecutor(JobExecutor):
             self._wake.clear()
 
     def _report(self, job: Job, seen: BrokerJob) -> None:
-        state = state_of(seen.state)
+        state = state_of(seen.state) or (JobState.FAILED if seen.terminal else None)
         if state is None:
             return
         meta: dict[str, object] = {

@@ -242,6 +242,25 @@ def test_async_client_submit_events_output(broker: Broker) -> None:
     assert out == "async\n" and charge > 0
 
 
+def test_array_tasks_and_cancelling_one(broker: Broker) -> None:
+    script = (
+        'if [ "$BROKER_ARRAY_TASK_ID" = 1 ]; then sleep 300; fi\n'
+        "sleep 1\necho task $SLURM_ARRAY_TASK_ID"
+    )
+    with _client(broker) as c:
+        job = c.submit(JobSpec(name="sweep", array="0-2", script=script, time_limit_minutes=5))
+        assert job.array == "0-2" and job.array_tasks == 3
+        deadline = time.monotonic() + 120
+        while not any(t.index == 1 and t.state == "running" for t in c.tasks(job.id)):
+            assert time.monotonic() < deadline, c.tasks(job.id)
+            time.sleep(0.3)
+        assert c.cancel_task(job.id, 1).index == 1
+        done = c.wait(job.id, timeout_s=180)
+        states = {t.index: t.state for t in c.tasks(job.id)}
+        assert states == {0: "completed", 1: "cancelled", 2: "completed"}, done
+        assert c.output(job.id, task=2) == "task 2\n"
+
+
 def test_balance_and_usage_hold_every_charge(broker: Broker) -> None:
     """Runs last in this module: every job above is charged to the enterprise."""
     with _client(broker) as c:
@@ -252,8 +271,11 @@ def test_balance_and_usage_hold_every_charge(broker: Broker) -> None:
         charged = sum(j.charge_pfh or 0 for j in jobs)
         bal = c.balance()
         assert charged > 0
-        assert bal.charged_pfh == pytest.approx(charged, rel=1e-9)
+        # Each figure is rounded for JSON: the sum matches to that rounding.
+        assert bal.charged_pfh == pytest.approx(charged, rel=1e-4)
         assert bal.held_pfh == pytest.approx(0, abs=1e-12)
-        assert bal.available_pfh == pytest.approx(bal.granted_pfh - charged, rel=1e-9)
-        usage = c.usage()
-        assert str(usage) and c.me().enterprise is not None
+        assert bal.available_pfh == pytest.approx(bal.granted_pfh - charged, rel=1e-4)
+        usage = c.usage()  # this month's statement, so far
+        assert usage["charged_pfh"] == pytest.approx(bal.charged_pfh, rel=1e-4)
+        billed = {j["job_id"] for p in usage["projects"] for j in p["jobs"]}
+        assert {str(j.id) for j in jobs if j.charge_pfh} <= billed

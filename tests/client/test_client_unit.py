@@ -196,3 +196,26 @@ def test_async_client_retries_with_one_key_too() -> None:
 
     assert str(asyncio.run(run()).id) == JOB["id"]
     assert len({r.headers["idempotency-key"] for r in seen}) == 1 and len(seen) == 2
+
+
+def test_tasks_follow_every_page() -> None:
+    pages = {
+        None: {"items": [{"index": 0, "state": "completed"}], "next_cursor": "0"},
+        "0": {"items": [{"index": 1, "state": "running"}], "next_cursor": None},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+
+    with Client("http://b", "t", transport=httpx.MockTransport(handler)) as c:
+        assert [(t.index, t.state) for t in c.tasks(JOB["id"])] == [
+            (0, "completed"),
+            (1, "running"),
+        ]
+
+
+def test_a_state_this_client_does_not_know_ends_the_wait_once_ended() -> None:
+    newer = bc.Job.model_validate({**JOB, "state": "vanished", "ended_at": "2026-12-04T12:00:00Z"})
+    assert newer.terminal
+    assert not bc.Job.model_validate({**JOB, "state": "vanished"}).terminal
+    assert not bc.Job.model_validate({**JOB, "state": "running"}).terminal

@@ -94,5 +94,6 @@ def test_quota_charged_for_everything_the_readme_ran(broker: Broker) -> None:
             if j.name in ("hello", "sh", "submitit-square"):
                 assert j.charge_pfh is not None and j.charge_pfh > 0, j
         bal = c.balance()
-        assert bal.charged_pfh == pytest.approx(sum(j.charge_pfh or 0 for j in jobs), rel=1e-9)
+        charged = sum(j.charge_pfh or 0 for j in jobs)
+        assert bal.charged_pfh == pytest.approx(charged, rel=1e-4)  # each rounded for JSON
         assert bal.held_pfh == pytest.approx(0, abs=1e-12)
