@@ -242,6 +242,31 @@ def test_async_client_submit_events_output(broker: Broker) -> None:
     assert out == "async\n" and charge > 0
 
 
+def test_async_client_files_and_streamed_output(broker: Broker, tmp_path: Path) -> None:
+    data = os.urandom(3 * MIB)
+
+    async def run() -> tuple[bytes, str, list[str]]:
+        async with AsyncClient(broker.url, broker.member, project_id=broker.project_id) as c:
+            row = await c.upload(data, "async/in.bin")
+            assert row.sha256 == hashlib.sha256(data).hexdigest()
+            (tmp_path / "got.bin.part").write_bytes(data[:MIB])  # resumed from 1 MiB
+            (tmp_path / "got.bin.part.etag").write_text(f'"{row.sha256}"')
+            got = await c.download("async/in.bin", tmp_path / "got.bin")
+            listed = [f.path async for f in c.iter_files("async/")]
+            spec = JobSpec(
+                name="astream",
+                script="for i in 1 2 3; do echo $i; sleep 0.4; done",
+                time_limit_minutes=5,
+            )
+            job = await c.submit(spec)
+            chunks = [chunk async for chunk in c.stream_output(job.id, poll_s=0.2)]
+            assert listed == ["async/in.bin"]
+            return got.read_bytes(), "".join(chunks), chunks
+
+    got, text, _ = asyncio.run(run())
+    assert got == data and text == "1\n2\n3\n"
+
+
 def test_array_tasks_and_cancelling_one(broker: Broker) -> None:
     script = (
         'if [ "$BROKER_ARRAY_TASK_ID" = 1 ]; then sleep 300; fi\n'

@@ -175,9 +175,14 @@ def test_failed_cancelled_and_stdin(executor: BrokerJobExecutor, tmp_path: Path)
     long = Job(JobSpec(executable="sleep", arguments=["300"]))
     executor.submit(long)
     long.wait(target_states=[JobState.ACTIVE], timeout=timedelta(minutes=3))
+    assert long.native_id in executor.list()
+    watcher = Job()  # another process's view of the same job, by its native id
+    executor.attach(watcher, str(long.native_id))
     executor.cancel(long)
     st = long.wait(timeout=timedelta(minutes=2))
     assert st is not None and st.state is JobState.CANCELED
+    seen = watcher.wait(timeout=timedelta(minutes=2))
+    assert seen is not None and seen.state is JobState.CANCELED
 
     data = tmp_path / "in.txt"
     data.write_text("one\ntwo\nthree\n")
