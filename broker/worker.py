@@ -7,10 +7,10 @@ the database in a state the next run repairs (see ``services.scheduling``).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -148,54 +148,59 @@ class Worker:
                     clusters.record_probe(s, row, found)
 
     def submit_due(self, stats: PassStats) -> None:
-        """Submit what is due, in parallel: each enterprise's jobs in order, one at a time
-        (its quota lock and its order are kept), up to ``submit_concurrency`` submitters
-        per cluster (each an sbatch or a slurmrestd call that waits on the controller)."""
+        """Submit what is due: per cluster, ``submit_concurrency`` submitters take the
+        due jobs in acceptance order from one queue (each an sbatch or a slurmrestd call
+        that waits on the controller). A job is handed out only after every job accepted
+        before it on that cluster, so a later one can overtake at most the
+        ``submit_concurrency - 1`` in flight beside it (by milliseconds: Slurm's age
+        priority does not tell them apart); with 1 the order is strict. Each submission
+        takes its enterprise's quota lock, as an API cancel does."""
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
             due = [
-                (j.id, j.cluster, j.enterprise_id, j.submit_attempts, j.created_at)
+                (j.id, j.cluster, j.submit_attempts, j.created_at)
                 for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)
             ]
-        chains: dict[tuple[str, uuid.UUID], list[uuid.UUID]] = defaultdict(list)
+        queues: dict[str, queue.SimpleQueue[uuid.UUID]] = {}
         tagged_for: dict[str, dict[str, sa_.JobInfo]] = {}
-        for cluster in dict.fromkeys(c for _, c, _, _, _ in due):
+        for cluster in dict.fromkeys(c for _, c, _, _ in due):
             tagged: dict[str, sa_.JobInfo] = {}
-            if any(attempts > 0 for _, cl, _, attempts, _ in due if cl == cluster):
-                since = min(c for _, cl, _, _, c in due if cl == cluster) - scheduling.TAG_LOOKBACK
+            if any(attempts > 0 for _, cl, attempts, _ in due if cl == cluster):
+                since = min(c for _, cl, _, c in due if cl == cluster) - scheduling.TAG_LOOKBACK
                 try:
                     tagged = self.pool.get(cluster).list_tagged(since)
                 except sa_.SchedulerError as exc:
                     stats.errors.append(f"{cluster}: list_tagged: {exc}")
                     continue  # cannot tell what was submitted: try again next pass
             tagged_for[cluster] = tagged
-        for job_id, cluster, enterprise_id, _, _ in due:
-            if cluster in tagged_for:
-                chains[(cluster, enterprise_id)].append(job_id)
-        if not chains:
-            return
-        limits = {
-            c: threading.BoundedSemaphore(self.settings.submit_concurrency) for c in tagged_for
-        }
+            queues[cluster] = queue.SimpleQueue()
+        for job_id, cluster, _, _ in due:
+            if cluster in queues:
+                queues[cluster].put(job_id)
 
-        def run_chain(cluster: str, job_ids: list[uuid.UUID]) -> PassStats:
+        def submitter(cluster: str) -> PassStats:
             mine = PassStats()
-            with limits[cluster]:
-                for job_id in job_ids:
-                    try:
-                        self._submit_one(job_id, tagged_for[cluster], mine)
-                    except Exception as exc:  # one job's failure touches that job only
-                        log.exception("submitting job %s failed", job_id)
-                        mine.errors.append(f"{cluster}: submit {job_id}: {exc}")
-            return mine
+            while True:
+                try:
+                    job_id = queues[cluster].get_nowait()
+                except queue.Empty:
+                    return mine
+                try:
+                    self._submit_one(job_id, tagged_for[cluster], mine)
+                except Exception as exc:  # one job's failure touches that job only
+                    log.exception("submitting job %s failed", job_id)
+                    mine.errors.append(f"{cluster}: submit {job_id}: {exc}")
 
-        if len(chains) == 1:
-            results = [run_chain(c, ids) for (c, _), ids in chains.items()]
+        work = [
+            cluster
+            for cluster, q in queues.items()
+            for _ in range(min(self.settings.submit_concurrency, q.qsize()))
+        ]
+        if len(work) <= 1:
+            results = [submitter(c) for c in work]
         else:
-            width = min(len(chains), self.settings.submit_concurrency * len(limits), 32)
-            with ThreadPoolExecutor(width, thread_name_prefix="broker-submit") as pool:
-                futures = [pool.submit(run_chain, c, ids) for (c, _), ids in chains.items()]
-                results = [f.result() for f in futures]
+            with ThreadPoolExecutor(min(len(work), 32), thread_name_prefix="submit") as pool:
+                results = list(pool.map(submitter, work))
         for result in results:
             stats.add(result)
 
