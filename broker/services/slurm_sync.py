@@ -204,40 +204,56 @@ def sync(
     """Bring every Slurm cluster's accounts and limits in line with the ledger (only
     ``enterprise_id``'s, if given); report billing weights that slurm.conf must change.
 
-    Unless ``dry_run``, each cluster's outcome is recorded on the enterprises and
-    projects concerned (``slurm_status``).
+    The database is read first, the clusters are changed, then each cluster's outcome
+    is recorded (unless ``dry_run``) on the enterprises and projects concerned
+    (``slurm_status``).
     """
-    results = []
+    jobs: list[tuple[ClusterConfig, sa_.SlurmAccounting, list[sa_.AccountSpec], dict[str, str]]]
+    jobs, results = [], {}
     for cfg in configs:
         if only is not None and cfg.name != only:
             continue
-        result = ClusterSync(cfg.name)
+        result = results[cfg.name] = ClusterSync(cfg.name)
         accounting = sa_.create_accounting(cfg.adapter, cfg.name, cfg.options)
         if accounting is None:
             result.skipped = f"{cfg.adapter} cluster has no Slurm accounting (no slurm_conf)"
-            results.append(result)
             continue
-        specs: list[sa_.AccountSpec] = []
-        try:
-            # The specs name the Slurm cluster (options' slurm_cluster, else the name).
-            specs = desired(session, accounting.cluster, service, enterprise_id, cfg.name)
-            actions = accounting.plan(_with_usage(accounting, specs))
-            if weights:
-                result.advice = [
-                    f"{a.summary}: put it on the partition's line in slurm.conf, then "
-                    "`scontrol reconfigure` (PRODUCTION.md, Billing weights)"
-                    for a in accounting.plan_weights(partition_weights(session, cfg.name))
-                ]
-            if not dry_run:
-                accounting.apply(actions)
-            result.actions = [a.summary for a in actions]
-            result.applied = not dry_run
-        except sa_.SchedulerError as exc:
-            result.error = str(exc)
+        # The specs name the Slurm cluster (options' slurm_cluster, else the name).
+        specs = desired(session, accounting.cluster, service, enterprise_id, cfg.name)
+        wanted = partition_weights(session, cfg.name) if weights else {}
+        jobs.append((cfg, accounting, specs, wanted))
+    # One at a time: clusters often share one slurmdbd, and concurrent `sacctmgr add
+    # account` of one name for two clusters there left one cluster without it (seen).
+    for cfg, accounting, specs, wanted in jobs:
+        _sync_cluster(accounting, specs, wanted, results[cfg.name], dry_run)
+    for cfg, accounting, specs, _ in jobs:
         if not dry_run:
-            _record(session, cfg, accounting.cluster, specs, result, enterprise_id)
-        results.append(result)
-    return results
+            _record(session, cfg, accounting.cluster, specs, results[cfg.name], enterprise_id)
+    return list(results.values())
+
+
+def _sync_cluster(
+    accounting: sa_.SlurmAccounting,
+    specs: list[sa_.AccountSpec],
+    weights: dict[str, str],
+    result: ClusterSync,
+    dry_run: bool,
+) -> None:
+    """Plan and (unless ``dry_run``) apply one cluster's changes; no database here."""
+    try:
+        actions = accounting.plan(_with_usage(accounting, specs))
+        if weights:
+            result.advice = [
+                f"{a.summary}: put it on the partition's line in slurm.conf, then "
+                "`scontrol reconfigure` (PRODUCTION.md, Billing weights)"
+                for a in accounting.plan_weights(weights)
+            ]
+        if not dry_run:
+            accounting.apply(actions)
+        result.actions = [a.summary for a in actions]
+        result.applied = not dry_run
+    except sa_.SchedulerError as exc:
+        result.error = str(exc)
 
 
 def push_enterprise(

@@ -258,7 +258,7 @@ class SlurmAccounting:
         now_blocked = have is not None and have.grp_submit_jobs == 0
         where = ("modify", "account", "where", f"name={spec.account}", f"cluster={self.cluster}")
         actions = []
-        if spec.reset_usage:
+        if spec.reset_usage and have is not None:  # a new account has no usage to reset
             actions.append(
                 Action(
                     f"reset usage of {spec.account} on {self.cluster} (new budget period)",

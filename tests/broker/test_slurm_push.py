@@ -32,8 +32,15 @@ def fake(tmp_path: Path) -> ClusterConfig:
     log = tmp_path / "calls.jsonl"
     (tmp_path / "sacctmgr").write_text(
         f"""#!/usr/bin/env python3
-import json, sys
+import json, pathlib, sys
 open({str(log)!r}, "a").write(json.dumps(sys.argv[1:]) + "\\n")
+known = pathlib.Path({str(tmp_path / "accounts")!r})
+names = known.read_text().split() if known.exists() else []
+if sys.argv[1:3] == ["-i", "add"] and sys.argv[3] == "account":
+    known.write_text(" ".join(names + [sys.argv[4]]))
+if sys.argv[1] == "-nP":
+    for name in names:
+        print(f"fake|{{name}}|||||")
 """
     )
     (tmp_path / "sshare").write_text(
@@ -106,12 +113,9 @@ def test_push_limits_reset_blocks_and_status(factory: Any, fake: ClusterConfig) 
         assert s.get(Project, proj.id).slurm_status["fake"] == status  # type: ignore[union-attr]
         assert s.get(Project, draft.id).slurm_status == {}  # type: ignore[union-attr]
     first = _calls(fake)
-    # First push of the period: usage reset, then the period's whole budget.
-    assert _sets(first, "e_pushy") == ["RawUsage=0", f"GrpTRESMins=billing={3 * MINUTES_PER_PFH}"]
-    assert _sets(first, "e_pushy-poc")[:2] == [
-        "RawUsage=0",
-        f"GrpTRESMins=billing={MINUTES_PER_PFH}",
-    ]
+    # New accounts (nothing to reset yet) with the period's whole budget.
+    assert _sets(first, "e_pushy") == [f"GrpTRESMins=billing={3 * MINUTES_PER_PFH}"]
+    assert _sets(first, "e_pushy-poc") == [f"GrpTRESMins=billing={MINUTES_PER_PFH}"]
     assert not any("e_pushy-draft" in " ".join(c) for c in first)  # drafts get no account
 
     with session_scope(factory) as s:  # suspended: blocked; Slurm's usage counts now
