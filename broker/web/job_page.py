@@ -29,15 +29,15 @@ def _tail(db: Db, me: Operator, job_id: uuid.UUID, stream: str, task: int | None
         return ""
 
 
-@router.get("/jobs/{ref}", response_class=HTMLResponse, response_model=None)
-def job(request: Request, db: Db, me: Operator, ref: str, task: int | None = None) -> Response:
+@router.get("/jobs/{job_id}", response_class=HTMLResponse, response_model=None)
+def job(request: Request, db: Db, me: Operator, job_id: str, task: int | None = None) -> Response:
     """A job by id, or by the unique prefix the tables show (redirected to its full id).
 
     An array's output is per task: ``?task=N`` (default: its first task)."""
-    job_id = job_refs.resolve(db, me, ref)
-    if ref != str(job_id):
-        return redirect(request, f"/ops/jobs/{job_id}")
-    data = job_detail.job_page(db, job_id)
+    found = job_refs.resolve(db, me, job_id)
+    if job_id != str(found):
+        return redirect(request, f"/ops/jobs/{found}")
+    data = job_detail.job_page(db, found)
     if data is None:
         raise NotFound("job not found")
     if data.tasks is None:
@@ -51,8 +51,8 @@ def job(request: Request, db: Db, me: Operator, ref: str, task: int | None = Non
         d=data,
         j=data.job,
         spec={k: v for k, v in data.fields.items() if k not in _OWN_SECTION},
-        stdout=_tail(db, me, job_id, "stdout", task),
-        stderr=_tail(db, me, job_id, "stderr", task),
+        stdout=_tail(db, me, found, "stdout", task),
+        stderr=_tail(db, me, found, "stderr", task),
         tail_lines=TAIL_LINES,
         task=task,
     )
