@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import literally, prange, types
+from numba import literally, prange, typeof, types
 from numba.extending import overload
 
 from kernels import _cpu
@@ -396,6 +396,32 @@ def gemm(
     kern = plan.kernel
     _, _, bsize, per = _sizes(m, n, kc, mc, nc, kern.mr, kern.nr(a.itemsize), nthreads)
     work = _workspace(bsize + nthreads * per, a.dtype)
-    _gemm_core(av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
-               m, n, k, nthreads, mc, kc, nc, work, kern.code)  # fmt: skip
+    args = (av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
+            m, n, k, nthreads, mc, kc, nc, work)  # fmt: skip
+    _core_entry(args, kern.code)(*args, kern.code)
     return c
+
+
+_ENTRIES: dict[tuple[Any, ...], Any] = {}
+
+
+def _core_entry(args: tuple[Any, ...], code: int) -> Any:
+    """The compiled ``_gemm_core`` for these arguments and kernel ``code``.
+
+    Called with a plain int, a dispatcher whose code takes ``literally`` retypes the whole
+    function on every call to learn that it needs the literal (about 0.2 s here), so the
+    specialisation is looked up once by its literal signature and its entry point kept,
+    keyed by what decides the argument types (numba's typeof costs ~50 us an array).
+    """
+    a, b = args[0], args[3]
+    key = (code, a.dtype.char, a.flags.writeable, a.flags.aligned, b.flags.writeable,
+           b.flags.aligned)  # fmt: skip
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        sig = (*(typeof(x) for x in args), types.literal(code))
+        cres = _gemm_core.overloads.get(sig)
+        if cres is None:
+            _gemm_core(*args, code)  # compiles, or loads from the cache, the specialisation
+            cres = _gemm_core.overloads[sig]
+        entry = _ENTRIES[key] = cres.entry_point
+    return entry

@@ -4,6 +4,7 @@ blocking rule, without the CPU they describe."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -112,3 +113,30 @@ def test_host_is_read() -> None:
     assert cpu.l1d_bytes > 0 and cpu.l2_bytes > 0 and cpu.l3_bytes > 0
     assert cpu.isa in _cpu.KERNELS
     assert gemm_plan(np.float32).kernel.name in _cpu.KERNELS
+
+
+def test_warm_calls_skip_the_dispatcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first call the specialisation's entry point is called directly: going
+    through the dispatcher with a plain int retypes the core each time (~0.2 s a call)."""
+    from kernels import matmul
+
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((20, 30))
+    b = rng.standard_normal((30, 10))
+    ro = a.copy()
+    ro.flags.writeable = False  # read-only arrays are typed apart: their own entry
+    _check(gemm(a, b), a, b)
+    _check(gemm(ro, b), ro, b)
+
+    class Boom:
+        overloads: ClassVar[dict[object, object]] = {}
+
+        def __call__(self, *args: object) -> None:
+            raise AssertionError("dispatcher called on a warm path")
+
+    monkeypatch.setattr(matmul, "_gemm_core", Boom())
+    _check(gemm(a, b), a, b)
+    _check(gemm(ro, b), ro, b)
+    monkeypatch.setattr(matmul, "_ENTRIES", {})  # a cold process: the miss path is taken
+    with pytest.raises(AssertionError, match="warm path"):
+        gemm(a, b)
