@@ -51,7 +51,7 @@ from ..models import (
     ProjectStatus,
 )
 from ..units import UNITS_PER_PFH
-from . import ledger
+from . import ledger, names
 
 # One billing minute is 1 GFLOP/s for 60 s = 60 GFLOP (ledger units).
 UNITS_PER_BILLING_MINUTE = UNITS_PER_PFH // 60_000_000
@@ -60,9 +60,16 @@ MFLOPS_PER_BILLING = 1_000
 
 
 def project_account(enterprise: Enterprise, project: Project) -> str:
-    """The Slurm account of a project: ``<enterprise account>-<project slug>``."""
-    slug = re.sub(r"[^a-z0-9]+", "_", project.name.lower()).strip("_") or "p"
-    return f"{enterprise.slurm_account}-{slug}"[:60]
+    """The Slurm account of a project: ``<enterprise account>-<project slug>``.
+
+    A name in another script is transliterated ("量子化学" -> ``liang_zi_hua_xue``):
+    reduced to nothing, two such projects would share one account, and closing one
+    would block the other. ASCII names keep the slug they always had.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", project.name.lower()).strip("_")
+    if not project.name.isascii():
+        slug = names.slug(project.name, 40, "p")
+    return f"{enterprise.slurm_account}-{slug or 'p'}"[:60]
 
 
 @dataclass

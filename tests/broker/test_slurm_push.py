@@ -173,3 +173,12 @@ def test_push_due_retries_a_failed_cluster_after_a_while(factory: Any, fake: Clu
         later = now + timedelta(seconds=slurm_sync.RETRY_S + 1)
         assert [r.cluster for r in slurm_sync.push_due(s, [fake], later)] == ["fake"]
         assert ent.slurm_status["fake"]["period"] == ent.current_period
+
+
+def test_projects_named_in_other_scripts_get_their_own_accounts() -> None:
+    ent = Enterprise(slurm_account="e_x")
+    accounts = {
+        slurm_sync.project_account(ent, Project(name=n))
+        for n in ("量子化学", "分子动力学", "расчёт", "poc")
+    }
+    assert accounts == {"e_x-liang_zi_hua_xue", "e_x-fen_zi_dong_li_xue", "e_x-raschet", "e_x-poc"}
