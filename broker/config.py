@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # A live job that neither the controller nor accounting has known for this long is
     # `lost`: its hold is released and an operator resolves it.
     lost_grace_s: float = Field(600.0, gt=0)
+    # A cluster whose live jobs did not change at a poll is polled again after twice the
+    # previous gap, up to this (a submit or a cancel there polls it at the next pass);
+    # 0 polls every cluster at every pass.
+    poll_max_interval_s: float = Field(10.0, ge=0)
 
     max_script_bytes: int = Field(65536, ge=1)
     max_body_bytes: int = Field(262144, ge=1024)

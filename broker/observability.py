@@ -79,6 +79,13 @@ ADAPTER_LATENCY = Histogram(
     registry=None,
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+SCHEDULER_REQUESTS = Counter(
+    "broker_scheduler_requests",
+    "Requests the broker sent each cluster's scheduler (a tool run or a REST call), by"
+    " cluster and request: the load the broker puts on a controller.",
+    ["cluster", "request"],
+    registry=None,
+)
 WORKER_LAST_PASS = Gauge(
     "broker_worker_last_pass_timestamp_seconds",
     "Unix time at which the worker last finished a pass (alert on time() minus this).",
@@ -118,6 +125,7 @@ PROCESS_METRICS = (
     ADAPTER_CALLS,
     ADAPTER_ERRORS,
     ADAPTER_LATENCY,
+    SCHEDULER_REQUESTS,
     WORKER_LAST_PASS,
     WORKER_PASS_DURATION,
     WORKER_LAG,
@@ -206,6 +214,8 @@ class InstrumentedAdapter(sa_.SchedulerAdapter):
         self.inner = inner
         self.kind = inner.kind
         self.supports_dependencies = inner.supports_dependencies
+        cluster = inner.cluster
+        inner.on_request = lambda request: SCHEDULER_REQUESTS.labels(cluster, request).inc()
 
     def _call(self, method: str, fn: Callable[[], T]) -> T:
         ADAPTER_CALLS.labels(self.cluster, method).inc()

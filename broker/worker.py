@@ -78,6 +78,11 @@ class Worker:
         self.refresh_interval_s = refresh_interval_s
         self._last_refresh = 0.0
         self._cancels_sent: set[str] = set()
+        # Per cluster: when it is polled next and the gap after an unchanged poll
+        # (``poll``); only the running loop backs off (``run_forever``).
+        self.poll_backoff = False
+        self._poll_due: dict[str, float] = {}
+        self._poll_gap: dict[str, float] = {}
 
     # -- the loop ---------------------------------------------------------------
     def run_once(self) -> PassStats:
@@ -105,6 +110,7 @@ class Worker:
         """Loop until ``stop``, working only while this worker holds the leader lock."""
         lock = lock or leader.for_database(self.settings.database_url)
         log.info("worker started", extra={"lock": lock.describe()})
+        self.poll_backoff = self.settings.poll_max_interval_s > 0
         waiting, due = False, None
         try:
             while not stop.is_set():
@@ -228,8 +234,9 @@ class Worker:
         # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
         if plan is not None and not self._stage_in(plan, stats):
             return
+        cluster = job.cluster
         try:
-            sched_id = self.pool.get(job.cluster).submit(spec)
+            sched_id = self.pool.get(cluster).submit(spec)
         except sa_.SchedulerError as exc:
             with session_scope(self.factory) as s:
                 job = s.get(Job, job_id)
@@ -257,6 +264,7 @@ class Worker:
             if job is not None and scheduling.awaiting_submission(job):
                 scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
                 stats.submitted += 1
+        self.poll_soon(cluster)
 
     def _stage_in(self, plan: staging.StagePlan, stats: PassStats) -> bool:
         """Copy a job's inputs outside any transaction; False if it was rejected."""
@@ -313,6 +321,7 @@ class Worker:
             try:
                 self.pool.get(cluster).cancel(sched_id)
                 self._cancels_sent.add(key)
+                self.poll_soon(cluster)
             except sa_.SchedulerError as exc:
                 stats.errors.append(f"{cluster}: cancel {sched_id}: {exc}")
 
@@ -328,9 +337,23 @@ class Worker:
                 )
             )
         for cluster in live_clusters:
-            self._poll_cluster(cluster, stats)
+            started = time.monotonic()
+            if self.poll_backoff and started < self._poll_due.get(cluster, 0.0):
+                continue
+            changed = self._poll_cluster(cluster, stats)
+            base = self.settings.worker_interval_s
+            gap = self._poll_gap.get(cluster, base)
+            gap = base if changed else min(2 * gap, self.settings.poll_max_interval_s)
+            self._poll_gap[cluster], self._poll_due[cluster] = gap, started + gap
 
-    def _poll_cluster(self, cluster: str, stats: PassStats) -> None:
+    def poll_soon(self, cluster: str) -> None:
+        """Poll ``cluster`` at the next pass (a job was submitted or cancelled there)."""
+        self._poll_due.pop(cluster, None)
+        self._poll_gap.pop(cluster, None)
+
+    def _poll_cluster(self, cluster: str, stats: PassStats) -> bool:
+        """One status call for the cluster's live jobs; whether any of them changed (or
+        the call failed: polled again at the next pass)."""
         with session_scope(self.factory) as s:
             seen = {
                 j.scheduler_job_id: scheduling.Seen.of(j)
@@ -341,11 +364,13 @@ class Worker:
             infos = self.pool.get(cluster).status(list(seen))
         except sa_.SchedulerError as exc:
             stats.errors.append(f"{cluster}: status: {exc}")
-            return  # nothing is known: nothing is marked unseen either
+            return True  # nothing is known: nothing is marked unseen either
+        changed = False
         for sched_id, before in seen.items():
             info = infos.get(sched_id)
             if info is not None and not before.changed(info):
                 continue
+            changed = True
             try:
                 with session_scope(self.factory) as s:
                     job = s.get(Job, before.job_id)
@@ -362,6 +387,7 @@ class Worker:
             except Exception as exc:  # one job's failure touches that job only
                 log.exception("polling job %s failed", before.job_id)
                 stats.errors.append(f"{cluster}: job {before.job_id}: {exc}")
+        return changed
 
     def collect_outputs(self, stats: PassStats) -> None:
         """Stage-out of settled jobs: each copy outside any transaction, one job at a time."""

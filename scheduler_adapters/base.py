@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -221,6 +221,13 @@ class SchedulerAdapter(abc.ABC):
 
     def __init__(self, cluster: str) -> None:
         self.cluster = cluster
+        #: Called with a request's name (``squeue``, ``sacct``, ``GET jobs``...) each time
+        #: the adapter sends one to the scheduler: the broker counts them per controller.
+        self.on_request: Callable[[str], None] | None = None
+
+    def _count(self, request: str) -> None:
+        if self.on_request is not None:
+            self.on_request(request)
 
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> str:

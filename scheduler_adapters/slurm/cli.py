@@ -128,6 +128,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         ids: dict[str, Any] = {}
         if identity is not None:
             ids = {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
+        self._count(tool)
         try:
             return subprocess.run(
                 [self._bin(tool), *args],

@@ -156,6 +156,7 @@ class SlurmRestAdapter(SchedulerAdapter):
     def _call(
         self, method: str, path: str, *, body: Any = None, act_as: str | None = None
     ) -> dict[str, Any]:
+        self._count(f"{method} {_endpoint(path)}")
         resp = self._request(method, path, body=body, act_as=act_as)
         if resp.status_code == 404 and self._version_gone(path):
             old = str(self.api_version)
@@ -388,3 +389,11 @@ def _unknown_exit(info: JobInfo) -> JobInfo:
     if info.state.value == "failed" and info.exit_code == 0:
         return dataclasses.replace(info, exit_code=None)
     return info
+
+
+def _endpoint(path: str) -> str:
+    """A request path without its version, query and ids: ``slurm/jobs``,
+    ``slurmdb/jobs``, ``slurm/job`` (metric labels stay few)."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    kept = [p for p in parts if not p.startswith("v0.") and not p.isdigit() and "_" not in p]
+    return "/".join(kept[:2]) or "/"

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,27 @@ def test_a_requeued_job_is_followed_and_charged_once_for_both_runs(live: Live) -
     assert kinds == ["CHARGE", "HOLD", "RELEASE"]  # charged once
     expected_pfh = ALPHA_RATE_TFLOPS * seconds / 3600 / 1000
     assert done["charge_pfh"] == pytest.approx(expected_pfh, rel=1e-9)
+
+
+def test_a_suspended_job_is_charged_without_its_suspended_time(live: Live) -> None:
+    # Settled from accounting: sacct's elapsed leaves out the time suspended, where the
+    # controller's end - start counts it (alpha: `sleep 10` suspended 6 s: 10 vs 4).
+    api, _, member, project, env = live
+    job = api.submit(
+        project["id"], member, cluster="alpha", script="sleep 12", time_limit_minutes=5
+    ).json()
+    sched_id = _running(api, job["id"], env)["scheduler_job_id"]
+    _slurm(env, "scontrol", "suspend", sched_id)
+    suspended = api.drive_until(job["id"], {"suspended"}, timeout_s=30)
+    assert suspended["state"] == "suspended"
+    time.sleep(8)
+    _slurm(env, "scontrol", "resume", sched_id)
+    done = api.drive_until(job["id"], {"completed", "failed"}, timeout_s=90)
+    assert done["state"] == "completed", done
+    wall = (
+        datetime.fromisoformat(done["ended_at"]) - datetime.fromisoformat(done["started_at"])
+    ).total_seconds()
+    assert wall >= 12 and done["elapsed_s"] <= wall - 7, (wall, done["elapsed_s"])
+    rate_mflops = ALPHA_RATE_TFLOPS * 1e6
+    expected_pfh = rate_mflops * done["elapsed_s"] * len(done["node_list"]) / 3.6e12
+    assert done["charge_pfh"] == pytest.approx(expected_pfh, rel=1e-3, abs=2e-9), done

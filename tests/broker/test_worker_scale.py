@@ -186,3 +186,36 @@ def test_submitters_take_jobs_in_acceptance_order(db_url: str, tmp_path: Path, w
     else:  # a job overtakes at most the width - 1 submitted beside it
         for i, sid in enumerate(sched):
             assert sum(1 for later in sched[i + 1 :] if later < sid) <= width - 1, sched
+
+
+def test_a_quiet_cluster_is_polled_less_and_a_cancel_is_seen_at_once(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(db_url, tmp_path, worker_interval_s=0.05, poll_max_interval_s=0.4)
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        api = Api(client, operator_token(app))
+        _, member, project = api.tenant()
+        job = api.submit(project["id"], member, script="sleep 60").json()
+        api.drive_until(job["id"], {"running"}, timeout_s=30)
+        worker = app.state.worker
+        adapter = app.state.adapters.get("local")
+        calls: list[float] = []
+        real = adapter.status
+        monkeypatch.setattr(adapter, "status", lambda ids: calls.append(1) or real(ids))
+        worker.poll_backoff = True
+        t0 = time.monotonic()
+        passes = 0
+        while time.monotonic() - t0 < 2.0:
+            worker.run_once()
+            passes += 1
+            time.sleep(0.05)
+        # Unchanged: gaps of 0.1, 0.2, 0.4, 0.4... instead of a status call every pass.
+        assert passes >= 15 and len(calls) <= 9, (passes, len(calls))
+        api.post(f"/jobs/{job['id']}/cancel", member)
+        for _ in range(40):  # the cancel is pushed, then its cluster polled at once
+            worker.run_once()
+            if api.get(f"/jobs/{job['id']}", member).json()["state"] == "cancelled":
+                break
+            time.sleep(0.05)
+        assert api.get(f"/jobs/{job['id']}", member).json()["state"] == "cancelled"

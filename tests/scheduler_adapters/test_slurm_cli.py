@@ -97,6 +97,14 @@ def test_ended_jobs_the_controller_knows_are_settled_from_accounting(fake_bin: P
     assert answer["4"].state is JobState.COMPLETED and answer["5"].exit_code == 3
 
 
+def test_every_tool_run_is_counted_as_a_request(fake_bin: Path) -> None:
+    adapter = cli(fake_bin)
+    seen: list[str] = []
+    adapter.on_request = seen.append
+    adapter.status(["4", "9"])
+    assert seen == calls(fake_bin) == ["squeue", "sacct", "sacct"]
+
+
 def test_accounting_elapsed_leaves_out_time_suspended() -> None:
     # As alpha recorded `sleep 10` suspended for 6 s: squeue end - start 10, sacct 4.
     t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
