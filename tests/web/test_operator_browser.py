@@ -209,6 +209,14 @@ def test_charts_share_one_text_size_and_burn_down_shows_both_lines(
     half, full = _label_height(page, "busy"), _label_height(page, "rate-history")
     assert 0.8 < full / half < 1.25, (half, full)  # full-width charts are not 2-3x larger
 
+    # Billed rate per node: settled jobs on alpha were charged at 1.4-2.1 TFLOP/s a node.
+    billed = page.evaluate(
+        """() => [...document.querySelectorAll(
+                'figure[data-chart="billed-rate"] g.serie-0 desc.value')]
+            .map((d) => parseFloat(d.textContent))"""
+    )
+    assert billed and all(1.0 < v < 2.5 for v in billed), billed
+
     page.goto(f"/ops/enterprises/{live_server.data.enterprises['Acme Fusion']}")
     burn = page.evaluate(
         """() => {

@@ -24,6 +24,7 @@ from ...models import (
     ProjectStatus,
     Validation,
 )
+from ...units import MFLOP_PER_UNIT
 from ..ledger import BalanceView, joined_units, sum_units
 from ._sql import day_bucket
 
@@ -186,4 +187,9 @@ def billed_rate_by_day(session: Session, cluster: str, since: datetime) -> list[
         .group_by(day)
         .order_by(day)
     )
-    return [(str(d), joined_units(high, low) / int(ns)) for d, high, low, ns in rows if ns]
+    # Units are GFLOP: per node-second that is GFLOP/s, times 1000 for MFLOP/s.
+    return [
+        (str(d), joined_units(high, low) * MFLOP_PER_UNIT / int(ns))
+        for d, high, low, ns in rows
+        if ns
+    ]
