@@ -510,7 +510,8 @@ def _release(
     """Release the job's hold if not done yet: (its HOLD, its period, whether the project's
     period counters hold it, the units released now)."""
     held = _entry(session, job.id, EntryKind.HOLD)
-    period = held.period if held is not None and held.period else _open_period(ent_row)
+    # A hold from before periods were recorded (migration 0015) keeps its empty period.
+    period = held.period if held is not None else _open_period(ent_row)
     in_counters = held is not None and bool(held.period) and held.period == proj.period
     released = 0
     if held is not None and _entry(session, job.id, EntryKind.RELEASE) is None:

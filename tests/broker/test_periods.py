@@ -177,3 +177,28 @@ def test_project_allocation_carries_over_when_configured(factory: Any) -> None:
     with pytest.raises(QuotaExceeded):
         _submit(factory, member, proj_id)
     _balance(factory, ent_id)
+
+
+def test_a_hold_from_before_periods_settles_outside_the_period_counters(factory: Any) -> None:
+    """Migration 0015 leaves old holds without a period and project rows without one."""
+    from sqlalchemy import update
+
+    from broker.models import Balance
+
+    ent_id, proj_id, member = _tenant(factory, carry_over=False, allocation=10**9)
+    job = _submit(factory, member, proj_id)
+    with session_scope(factory) as s:
+        s.execute(update(LedgerEntry).where(LedgerEntry.job_id == job.id).values(period=""))
+        s.execute(
+            update(Balance)
+            .where(Balance.project_id == proj_id)
+            .values(period="", period_held_units=0, period_charged_units=0)
+        )
+    _settle(factory, job.id, job.hold_units // 2)
+    _balance(factory, ent_id)  # invariants hold
+    later = _submit(factory, member, proj_id)  # the project opens its period at zero use
+    with session_scope(factory) as s:
+        project = s.get(Project, proj_id)
+        assert project is not None
+        assert ledger.project_balance(s, project).held_units == later.hold_units
+    _balance(factory, ent_id)
