@@ -55,9 +55,17 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return interleaved([fn], repeat)[0]
 
 
-def interleaved(fns: list[Callable[[], object]], repeat: int) -> list[float]:
+SETTLE_S = 0.15  # before a threaded call: other libraries' pool threads stop spinning
+
+
+def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) -> list[float]:
     """Median seconds of each of ``fns``, run in turn ``repeat`` times after a warm-up
-    (the order reversed every other round)."""
+    (the order reversed every other round).
+
+    With ``threads`` > 1 each timed call waits SETTLE_S first: a thread pool that has
+    just finished (OpenBLAS's pthreads, FFTW's and numba's OpenMP) keeps spinning on the
+    cores for a while, and on a small host would steal them from the next library's call.
+    """
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
@@ -66,6 +74,8 @@ def interleaved(fns: list[Callable[[], object]], repeat: int) -> list[float]:
         if r % 2:
             order.reverse()
         for i in order:
+            if threads > 1:
+                time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fns[i]()
             times[i].append(time.perf_counter() - t0)
@@ -127,6 +137,7 @@ def bench_gemm(sizes: list[int], repeat: int, rows: list[Row]) -> None:
                     ours, blas = interleaved(
                         [lambda: kernels.gemm(a, b, threads=threads), lambda: a @ b],  # noqa: B023
                         reps,
+                        threads,
                     )
                 gf = 2 * n**3 / 1e9
                 row = {"bench": "gemm", "dtype": np.dtype(dtype).name, "n": n,
@@ -176,7 +187,7 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
                    lambda: np.fft.fft(x, axis=-1),  # noqa: B023
                    lambda: scipy.fft.fft(x, axis=-1, workers=threads),  # noqa: B023
                    fw]  # fmt: skip
-            ours, t_np, t_sp, t_fw = interleaved([_loop(f, calls) for f in fns], reps)
+            ours, t_np, t_sp, t_fw = interleaved([_loop(f, calls) for f in fns], reps, threads)
             label = f"2^{int(math.log2(n))}" if len(shape) == 1 else f"{shape[0]}x{n}"
             row = {"bench": "fft", "shape": list(shape), "label": label, "threads": threads,
                    "ours_gflops": flop / ours, "numpy_gflops": flop / t_np,
@@ -208,6 +219,7 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
             ours, t_np = interleaved(
                 [lambda: kernels.triad(a, b, c, 3.0, threads=threads), np_triad],  # noqa: B023
                 repeat,
+                threads,
             )
             gb = 24 * n / 1e9
             row = {"bench": "triad", "n": n, "threads": threads, "ours_gbs": gb / ours,
