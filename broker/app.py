@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from . import __version__, observability
 from .api import errors
+from .api.batching import SubmitBatcher
 from .api.limits import AnonymousRateLimit, RateLimiter
 from .api.routes import clusters as clusters_routes
 from .api.routes import (
@@ -28,7 +29,9 @@ from .api.routes import (
 )
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
-from .services import clusters
+from .services import brokering, clusters
+from .services.token_cache import TokenCache
+from .services.workspaces import WorkspaceConfig
 from .web import routes as web_routes
 from .web.session import COOKIE as OPS_COOKIE
 from .worker import Worker, start_in_thread
@@ -86,6 +89,13 @@ def create_app(
     app.state.read_session_factory = read_factory
     app.state.adapters = pool
     app.state.worker = worker
+    app.state.token_cache = TokenCache()
+    app.state.token_cache.watch(factory)
+    app.state.submit_batcher = SubmitBatcher(
+        factory,
+        weights=brokering.weights_from(settings),
+        workspace=WorkspaceConfig.of(settings.data_dir, settings.workspace_quota_bytes),
+    )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.anon_rate_limiter = RateLimiter(
         settings.anon_rate_limit_per_minute,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -245,6 +246,29 @@ def _check_allowed_anywhere(req: ResourceRequest, parts: list[Partition]) -> Non
             )
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The enabled clusters' partitions and their hold rates, read once for many
+    decisions (a batch of submissions routes every item from one)."""
+
+    rows: list[tuple[Cluster, Partition]]
+    rates: dict[uuid.UUID, int]
+
+
+def snapshot(session: Session) -> Snapshot:
+    """What routing reads, in two queries."""
+    rows = [
+        (c, p)
+        for c, p in session.execute(
+            select(Cluster, Partition)
+            .join(Partition, Partition.cluster_id == Cluster.id)
+            .where(Cluster.enabled)
+            .order_by(Cluster.name, Partition.name)
+        )
+    ]
+    return Snapshot(rows, max_rates_mflops(session, [p for _, p in rows]))
+
+
 def choose(
     session: Session,
     req: ResourceRequest,
@@ -253,14 +277,13 @@ def choose(
     capacity_left_mflops: int | None = None,
     exclude: Collection[str] = (),
     max_hold_units: int | None = None,
+    snap: Snapshot | None = None,
 ) -> RoutingDecision:
-    """Pick the best partition for ``req``; ``exclude`` clusters (re-routing)."""
-    rows = session.execute(
-        select(Cluster, Partition)
-        .join(Partition, Partition.cluster_id == Cluster.id)
-        .where(Cluster.enabled)
-        .order_by(Cluster.name, Partition.name)
-    ).all()
+    """Pick the best partition for ``req``; ``exclude`` clusters (re-routing); ``snap``:
+    the clusters as read once for several decisions (default: read them now)."""
+    if snap is None:
+        snap = snapshot(session)
+    rows = snap.rows
     if req.cluster is not None and req.cluster not in {c.name for c, _ in rows}:
         raise InvalidInput("cluster", f"unknown cluster {req.cluster!r}")
     if req.partition is not None and req.partition not in {
@@ -271,7 +294,7 @@ def choose(
         p for c, p in rows if req.cluster in (None, c.name) and req.partition in (None, p.name)
     ]
     _check_allowed_anywhere(req, in_reach)
-    rates = max_rates_mflops(session, in_reach)
+    rates = snap.rates
     candidates: list[Candidate] = []
     waiting: list[Candidate] = []  # fit, but their cluster does not answer right now
     rejected: list[dict[str, str]] = []

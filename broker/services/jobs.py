@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import scheduler_adapters as sa_
-
-from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
-from ..models import Enterprise, EnterpriseStatus, Job, JobIO, JobStatus, JobTask
+from ..errors import InvalidInput, NotFound
+from ..models import Job, JobIO, JobStatus, JobTask
 from ..schemas.jobs import JobCreate
-from . import (
-    audit,
-    brokering,
-    dependencies,
-    job_spec,
-    ledger,
-    projects,
-    scheduling,
-    staging,
-    tenants,
-    webhooks,
-    workspaces,
-)
+from . import audit, brokering, intake, ledger, scheduling, staging, workspaces
 from .principal import Principal
 from .scheduling import utcnow
 
 MAX_OUTPUT_BYTES = 1 << 20
-#: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
-MAX_WARNINGS = 50
 
 
 @dataclass(frozen=True)
@@ -45,12 +27,9 @@ class SubmitResult:
     created: bool
 
 
-def _request_hash(req: JobCreate) -> str:
-    # Unset optional fields do not count: a field added to the spec later leaves the
-    # hash of older requests, and so their Idempotency-Key replays, unchanged.
-    body = req.model_dump(mode="json", exclude_none=True)
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+# The rules of a submission live in ``intake`` (one path for one job and for a batch).
+directive_warnings = intake.directive_warnings
+MAX_WARNINGS = intake.MAX_WARNINGS
 
 
 def submit(
@@ -64,126 +43,15 @@ def submit(
     weights: brokering.Weights = brokering.Weights(),
     workspace: workspaces.WorkspaceConfig | None = None,
 ) -> SubmitResult:
-    """Validate, route, hold quota and store the job as ACCEPTED (the caller commits)."""
-    project = projects.get_project(session, principal, project_id)
-    principal.require_member_of(project.enterprise_id, "project")
-    if len(req.script.encode()) > max_script_bytes:
-        raise InvalidInput("script", f"is larger than {max_script_bytes} bytes")
-    if "\x00" in req.script:
-        raise InvalidInput("script", "must not contain NUL bytes")
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
-        raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-    environment = job_spec.check_environment(req.environment)
-    working_directory = job_spec.check_working_directory(req.working_directory, req.inputs or ())
-    array = brokering.array_of(req)  # 422 naming `array`; each partition's size limit in routing
-    if req.callback_url is not None:  # a name lookup (up to seconds): before the lock
-        webhooks.check_url(req.callback_url, "callback_url")
-    ledger.lock_enterprise(session, project.enterprise_id, project.id)  # this tenant's submits wait
-    digest = _request_hash(req)
-    if idempotency_key is not None:
-        prior = session.scalar(
-            select(Job).where(Job.project_id == project_id, Job.idempotency_key == idempotency_key)
-        )
-        if prior is not None:
-            if prior.request_hash != digest:
-                raise IdempotencyMismatch(
-                    "Idempotency-Key was already used with a different request body"
-                )
-            return SubmitResult(prior, created=False)
-    projects.require_active(project)
-    depends_on = dependencies.check_request(session, project.enterprise_id, req.depends_on)
-    ent = session.get(Enterprise, project.enterprise_id)
-    if ent is None or ent.status is not EnterpriseStatus.ACTIVE:
-        raise Conflict("the enterprise is suspended")
-    cap = ent.capacity_cap_mflops
-    left = None if cap is None else cap - ledger.capacity_in_use_mflops(session, ent.id)
-    decision = brokering.choose(session, req, weights, capacity_left_mflops=left)
-    tenants.require_submit_user(ent, decision.chosen.cluster)  # 409 now, not a rejection later
-    part = decision.chosen.partition
-    job = Job(
-        id=uuid.uuid4(),
-        enterprise_id=project.enterprise_id,
-        project_id=project.id,
-        submitted_by=principal.actor,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        name=req.name,
-        script=_with_shebang(req.script),
-        warnings=directive_warnings(req.script),
-        nodes=req.nodes,
-        ntasks=req.ntasks,
-        cpus_per_task=req.cpus_per_task,
-        memory_mb=req.memory_mb,
-        gpus_per_node=req.gpus_per_node,
-        time_limit_minutes=req.time_limit_minutes,
-        environment=environment,
-        working_directory=working_directory,
-        qos=req.qos,
-        reservation=req.reservation,
-        cluster=decision.chosen.cluster.name,
-        partition=part.name,
-        routing={
-            **decision.as_json(),
-            "explicit": req.cluster is not None or req.partition is not None,
-            "constraints": req.constraints or [],
-        },
-        state=JobStatus.ACCEPTED,
-        rate_mflops=decision.chosen.rate_mflops,
-        hold_units=brokering.hold_units(req, decision.chosen.rate_mflops),
-        array=req.array,
-        array_tasks=None if array is None else len(array.indices),
-        array_width=1 if array is None else array.width,
-        depends_on=depends_on,
-    )
-    session.add(job)
-    session.flush()
-    if array is not None:
-        session.execute(
-            insert(JobTask),
-            [
-                {
-                    "job_id": job.id,
-                    "index": i,
-                    "state": JobStatus.ACCEPTED,
-                    "native_state": "",
-                    "reason": "",
-                    "node_list": [],
-                    "cancel_requested": False,
-                }
-                for i in array.indices
-            ],
-        )
-    dependencies.record(session, job)
-    staging.attach(session, job, project, req, workspace)  # inputs must exist: 422 naming one
-    ledger.hold(session, job, project)
-    audit.record(
-        session,
-        principal,
-        "job.submit",
-        "job",
-        job.id,
-        enterprise_id=job.enterprise_id,
-        cluster=job.cluster,
-        partition=job.partition,
-    )
-    return SubmitResult(job, created=True)
-
-
-def _with_shebang(script: str) -> str:
-    return script if script.startswith("#!") else "#!/bin/bash\n" + script
-
-
-def directive_warnings(script: str) -> list[str]:
-    """One sentence per directive line of ``script`` that the scheduler will not see.
-
-    The adapters neutralise the same lines when they submit (resources, placement,
-    priority and identity come from the spec, which is what is held and billed).
-    """
-    _, removed = sa_.neutralise_directives(script)
-    warnings = [d.warning for d in removed[:MAX_WARNINGS]]
-    if len(removed) > MAX_WARNINGS:
-        warnings.append(f"... and {len(removed) - MAX_WARNINGS} more neutralised lines")
-    return warnings
+    """Validate, route, hold quota and store one job as ACCEPTED (the caller commits):
+    ``intake.accept`` with a batch of one."""
+    prepared = intake.prepare(req, idempotency_key, max_script_bytes=max_script_bytes)
+    item = intake.Submission(principal, project_id, req, idempotency_key, prepared)
+    [out] = intake.accept(session, [item], weights=weights, workspace=workspace)
+    if out.error is not None:
+        raise out.error
+    assert out.job is not None
+    return SubmitResult(out.job, out.created)
 
 
 def get_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:

@@ -171,8 +171,22 @@ def attach(
     cfg: workspaces.WorkspaceConfig | None,
 ) -> None:
     """Validate the spec's inputs, outputs and callback_url and record them on the job."""
+    io = io_for(session, job, project, req, cfg)
+    if io is not None:
+        session.add(io)
+
+
+def io_for(
+    session: Session,
+    job: Job,
+    project: Project,
+    req: JobCreate,
+    cfg: workspaces.WorkspaceConfig | None,
+) -> JobIO | None:
+    """The job's ``JobIO`` row (not added to the session), once its inputs, outputs and
+    callback_url pass (``InvalidInput`` naming the field otherwise); None: it has none."""
     if req.inputs is None and req.outputs is None and req.callback_url is None:
-        return
+        return None
     inputs = [workspaces.check_path(p, f"inputs[{i}]") for i, p in enumerate(req.inputs or [])]
     for i, p in enumerate(inputs):
         if p in inputs[:i]:
@@ -191,14 +205,12 @@ def attach(
         for i, p in enumerate(inputs):
             if p not in present:
                 raise InvalidInput(f"inputs[{i}]", f"{p!r} is not in the project's workspace")
-    session.add(
-        JobIO(
-            job_id=job.id,
-            project_id=project.id,
-            inputs=inputs,
-            outputs=outputs,
-            callback_url=req.callback_url,
-        )
+    return JobIO(
+        job_id=job.id,
+        project_id=project.id,
+        inputs=inputs,
+        outputs=outputs,
+        callback_url=req.callback_url,
     )
 
 

@@ -2,7 +2,8 @@
 
 A quota that fits exactly 20 holds receives 100 simultaneous submissions: exactly 20
 are accepted (202) and 80 refused (409 QuotaExceeded), on PostgreSQL (row lock on the
-enterprise balance, `brokerctl api`) and on SQLite (`BEGIN IMMEDIATE`, `brokerctl serve`).
+enterprise balance, `brokerctl api` with one and with two processes, each batching its
+own submissions) and on SQLite (`BEGIN IMMEDIATE`, `brokerctl serve`).
 """
 
 from __future__ import annotations
@@ -101,9 +102,13 @@ def _env(db_url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_100_concurrent_submissions_on_postgres(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_100_concurrent_submissions_on_postgres(
+    pg_url: str, tmp_path: Path, processes: int
+) -> None:
     ent, project, token = _tenant(pg_url)
-    with brokerctl_server("api", tmp_path, _env(pg_url, tmp_path)) as base:
+    args = ("--workers", str(processes))
+    with brokerctl_server("api", tmp_path, _env(pg_url, tmp_path), args=args) as base:
         codes = _race(base, project, token)
     _check(pg_url, ent, codes)
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+import anyio.to_thread
+from fastapi import APIRouter, Header, Request, Response, status
 
 from ...models import ProjectStatus
 from ...schemas.jobs import JobCreate, JobDetail
 from ...schemas.ledger import AllocationSet, ProjectBalanceRead
 from ...schemas.tenants import ProjectCreate, ProjectRead
-from ...services import brokering, jobs, ledger, projects, slurm_sync
-from ...services.workspaces import WorkspaceConfig
+from ...services import intake, ledger, projects, slurm_sync
 from ...units import pfh_to_units
 from .. import views
+from ..batching import SubmitBatcher
 from ..deps import ClusterConfigsDep, CurrentPrincipal, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -95,29 +97,40 @@ def close(
     return views.project(project)
 
 
-@router.post("/{project_id}/jobs", status_code=status.HTTP_202_ACCEPTED)
-def submit_job(
+@router.post("/{project_id}/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobDetail)
+async def submit_job(
     project_id: uuid.UUID,
     body: JobCreate,
-    response: Response,
-    session: SessionDep,
+    request: Request,
     me: CurrentPrincipal,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobDetail:
-    """Accept a job (202): the job as ``GET /jobs/{id}`` shows it, with its routing."""
-    result = jobs.submit(
-        session,
-        me,
-        project_id,
+) -> Response:
+    """Accept a job (202): the job as ``GET /jobs/{id}`` shows it, with its routing.
+
+    Answered once the batch it joined is committed (``api.batching``).
+    """
+    prepare = functools.partial(
+        intake.prepare,
         body,
-        idempotency_key=idempotency_key,
+        idempotency_key,
         max_script_bytes=settings.max_script_bytes,
-        workspace=WorkspaceConfig.of(settings.data_dir, settings.workspace_quota_bytes),
-        weights=brokering.weights_from(settings),
+        allow_networks=settings.webhook_allow_networks,
     )
-    if not result.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    io = jobs.io_of(session, result.job)  # read before the commit: after it, a new transaction
-    session.commit()
-    return views.job_detail(result.job, io)
+    # The callback URL's name lookup may take seconds: on a thread, not the event loop.
+    if body.callback_url is None:
+        prepared = prepare()
+    else:
+        prepared = await anyio.to_thread.run_sync(prepare)
+    batcher: SubmitBatcher = request.app.state.submit_batcher
+    answer = await batcher.submit(me, project_id, body, idempotency_key, prepared)
+    if answer.error is not None:
+        raise answer.error
+    assert answer.body is not None
+    headers = None if answer.created else {"Idempotent-Replayed": "true"}
+    return Response(
+        answer.body,
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+        headers=headers,
+    )

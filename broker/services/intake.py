@@ -1,0 +1,346 @@
+"""Accepting submissions: every rule of ``POST /projects/{id}/jobs``, for a batch at once.
+
+A submission goes through two steps:
+
+``prepare`` (no database, before any lock): the script's size and bytes, the
+Idempotency-Key's length, the environment, the working directory, the array's syntax,
+the callback URL's name lookup (up to seconds), the request's hash and the script's
+neutralised directives.
+
+``accept`` (one transaction, the caller's): for a batch of submissions by members of one
+enterprise, in arrival order, each gets its job or its own error, exactly as if each
+had been submitted alone one after the other:
+
+1. the project exists and the caller is a member of its enterprise (404/403);
+2. ``prepare``'s refusal, if it had one (422 naming the field);
+3. the enterprise's balance row and the projects' rows are locked, once for the batch;
+4. Idempotency-Key: the same key and body again (stored, or earlier in the batch) is
+   the same job, not a new one; the same key with another body is 422;
+5. the project is active (409); ``depends_on`` names live jobs of the enterprise (422);
+   the enterprise is not suspended (409);
+6. routing (422 naming the field), within what the capacity cap leaves after the jobs
+   accepted before it; the enterprise's POSIX user exists where it must run (409);
+7. inputs, outputs and callback_url (422 naming one);
+8. the hold: the enterprise's available budget, the project's allocation for the
+   period, the capacity cap (409), each counting the holds accepted before it.
+
+Nothing of a refused item is written (every check comes before its writes); the
+accepted items' jobs, array tasks, dependency rows, JobIO, HOLD entries and audit rows
+are flushed together once, and the outbox writes their events when the caller commits
+(``services.outbox``). The balances are updated once, at that flush.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+import scheduler_adapters as sa_
+
+from ..errors import BrokerError, Conflict, IdempotencyMismatch, InvalidInput, NotFound
+from ..models import Enterprise, EnterpriseStatus, Job, JobIO, JobStatus, JobTask, Project
+from ..schemas.jobs import JobCreate
+from . import (
+    audit,
+    brokering,
+    dependencies,
+    job_spec,
+    ledger,
+    projects,
+    staging,
+    tenants,
+    webhooks,
+    workspaces,
+)
+from .principal import Principal
+
+#: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
+MAX_WARNINGS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What ``prepare`` found: the parsed parts, or the refusal to give in its turn."""
+
+    digest: str
+    script: str
+    warnings: list[str]
+    environment: dict[str, str] | None = None
+    working_directory: str | None = None
+    array: sa_.ArraySpec | None = None
+    error: InvalidInput | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    principal: Principal
+    project_id: uuid.UUID
+    req: JobCreate
+    idempotency_key: str | None
+    prepared: Prepared
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One submission's answer: its job (``created`` false for a replay) or its error."""
+
+    job: Job | None = None
+    io: JobIO | None = None
+    created: bool = False
+    error: BrokerError | None = None
+
+
+def request_hash(req: JobCreate) -> str:
+    # Unset optional fields do not count: a field added to the spec later leaves the
+    # hash of older requests, and so their Idempotency-Key replays, unchanged.
+    body = req.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def with_shebang(script: str) -> str:
+    return script if script.startswith("#!") else "#!/bin/bash\n" + script
+
+
+def directive_warnings(script: str) -> list[str]:
+    """One sentence per directive line of ``script`` that the scheduler will not see.
+
+    The adapters neutralise the same lines when they submit (resources, placement,
+    priority and identity come from the spec, which is what is held and billed).
+    """
+    _, removed = sa_.neutralise_directives(script)
+    warnings = [d.warning for d in removed[:MAX_WARNINGS]]
+    if len(removed) > MAX_WARNINGS:
+        warnings.append(f"... and {len(removed) - MAX_WARNINGS} more neutralised lines")
+    return warnings
+
+
+def prepare(
+    req: JobCreate,
+    idempotency_key: str | None,
+    *,
+    max_script_bytes: int,
+    allow_networks: Sequence[webhooks.Network] | None = None,
+) -> Prepared:
+    """The checks that need no database (the callback URL's lookup included)."""
+    digest = request_hash(req)
+    try:
+        if len(req.script.encode()) > max_script_bytes:
+            raise InvalidInput("script", f"is larger than {max_script_bytes} bytes")
+        if "\x00" in req.script:
+            raise InvalidInput("script", "must not contain NUL bytes")
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+            raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+        environment = job_spec.check_environment(req.environment)
+        working_directory = job_spec.check_working_directory(
+            req.working_directory, req.inputs or ()
+        )
+        array = brokering.array_of(req)  # 422 naming `array`; partitions' limits in routing
+        if req.callback_url is not None:
+            webhooks.check_url(req.callback_url, "callback_url", allow=allow_networks)
+    except InvalidInput as exc:
+        return Prepared(digest, req.script, [], error=exc)
+    return Prepared(
+        digest,
+        with_shebang(req.script),
+        directive_warnings(req.script),
+        environment,
+        working_directory,
+        array,
+    )
+
+
+@dataclass
+class _Batch:
+    """What the batch's items so far have taken: keys, capacity."""
+
+    enterprise: Enterprise
+    in_use_mflops: int | None
+    snap: brokering.Snapshot
+    keys: dict[tuple[uuid.UUID, str], Job] = field(default_factory=dict)
+    tasks: list[dict[str, object]] = field(default_factory=list)
+
+
+def accept(
+    session: Session,
+    items: Sequence[Submission],
+    *,
+    weights: brokering.Weights = brokering.Weights(),
+    workspace: workspaces.WorkspaceConfig | None = None,
+) -> list[Outcome]:
+    """Accept or refuse each submission in order, in the caller's transaction (see the
+    module). Every item's principal must be of one enterprise (or staff, refused)."""
+    outcomes = [Outcome() for _ in items]
+    found = {
+        p.id: p
+        for p in session.scalars(
+            select(Project).where(Project.id.in_({i.project_id for i in items}))
+        )
+    }
+    mine: list[tuple[int, Submission, Project]] = []
+    for n, item in enumerate(items):
+        try:
+            project = found.get(item.project_id)
+            if project is None or not item.principal.can_see(project.enterprise_id):
+                raise NotFound("project not found")
+            item.principal.require_member_of(project.enterprise_id, "project")
+            if item.prepared.error is not None:
+                raise item.prepared.error
+            mine.append((n, item, project))
+        except BrokerError as exc:
+            outcomes[n].error = exc
+    if not mine:
+        return outcomes
+    enterprise_id = mine[0][2].enterprise_id
+    if any(p.enterprise_id != enterprise_id for _, _, p in mine):
+        raise ValueError("a batch holds the submissions of one enterprise")
+    snap = brokering.snapshot(session)  # read before the lock: routing needs no lock
+    ledger.lock_for_batch(session, enterprise_id, {p.id for _, _, p in mine})
+    ent = session.get(Enterprise, enterprise_id)
+    if ent is None:
+        raise NotFound("enterprise not found")
+    cap = ent.capacity_cap_mflops
+    in_use = None if cap is None else ledger.capacity_in_use_mflops(session, ent.id)
+    batch = _Batch(ent, in_use, snap)
+    keyed = [(i.project_id, i.idempotency_key) for _, i, _ in mine if i.idempotency_key]
+    if keyed:
+        stored = select(Job).where(
+            Job.enterprise_id == enterprise_id,
+            Job.idempotency_key.in_({k for _, k in keyed}),
+        )
+        for job in session.scalars(stored):
+            if job.idempotency_key is not None:
+                batch.keys[(job.project_id, job.idempotency_key)] = job
+    with session.no_autoflush:  # one flush for the batch; its own totals meanwhile
+        for n, item, project in mine:
+            try:
+                outcomes[n] = _accept_one(session, item, project, batch, weights, workspace)
+            except BrokerError as exc:
+                outcomes[n].error = exc
+    session.flush()
+    if batch.tasks:
+        session.execute(insert(JobTask), batch.tasks)
+    for out in outcomes:
+        if out.job is not None and not out.created and out.io is None:
+            out.io = session.get(JobIO, out.job.id)
+    return outcomes
+
+
+def _accept_one(
+    session: Session,
+    item: Submission,
+    project: Project,
+    batch: _Batch,
+    weights: brokering.Weights,
+    workspace: workspaces.WorkspaceConfig | None,
+) -> Outcome:
+    req, prep, ent = item.req, item.prepared, batch.enterprise
+    key = None if item.idempotency_key is None else (project.id, item.idempotency_key)
+    if key is not None and key in batch.keys:
+        prior = batch.keys[key]
+        if prior.request_hash != prep.digest:
+            raise IdempotencyMismatch(
+                "Idempotency-Key was already used with a different request body"
+            )
+        return Outcome(prior, None, created=False)
+    projects.require_active(project)
+    depends_on = dependencies.check_request(session, ent.id, req.depends_on)
+    if ent.status is not EnterpriseStatus.ACTIVE:
+        raise Conflict("the enterprise is suspended")
+    cap = ent.capacity_cap_mflops
+    left = None if cap is None or batch.in_use_mflops is None else cap - batch.in_use_mflops
+    decision = brokering.choose(session, req, weights, capacity_left_mflops=left, snap=batch.snap)
+    tenants.require_submit_user(ent, decision.chosen.cluster)  # 409 now, not a rejection later
+    job = _new_job(item, project, decision, depends_on)
+    if req.inputs is not None or req.outputs is not None:
+        session.flush()  # a workspace row an earlier item added is found, not added twice
+    io = staging.io_for(session, job, project, req, workspace)  # inputs must exist: 422
+    ledger.hold(session, job, project, capacity_in_use_mflops=batch.in_use_mflops)
+    # Accepted: from here on, only writes.
+    session.add(job)
+    if io is not None:
+        session.add(io)
+    if prep.array is not None:
+        batch.tasks.extend(_task_rows(job.id, prep.array.indices))
+    dependencies.record(session, job)
+    audit.record(
+        session,
+        item.principal,
+        "job.submit",
+        "job",
+        job.id,
+        enterprise_id=job.enterprise_id,
+        cluster=job.cluster,
+        partition=job.partition,
+    )
+    if batch.in_use_mflops is not None:
+        batch.in_use_mflops += job.nodes * (job.array_width or 1) * job.rate_mflops
+    if key is not None:
+        batch.keys[key] = job
+    return Outcome(job, io, created=True)
+
+
+def _new_job(
+    item: Submission,
+    project: Project,
+    decision: brokering.RoutingDecision,
+    depends_on: list[dict[str, str]],
+) -> Job:
+    req, prep = item.req, item.prepared
+    rate = decision.chosen.rate_mflops
+    return Job(
+        id=uuid.uuid4(),
+        enterprise_id=project.enterprise_id,
+        project_id=project.id,
+        submitted_by=item.principal.actor,
+        idempotency_key=item.idempotency_key,
+        request_hash=prep.digest,
+        name=req.name,
+        script=prep.script,
+        warnings=prep.warnings,
+        nodes=req.nodes,
+        ntasks=req.ntasks,
+        cpus_per_task=req.cpus_per_task,
+        memory_mb=req.memory_mb,
+        gpus_per_node=req.gpus_per_node,
+        time_limit_minutes=req.time_limit_minutes,
+        environment=prep.environment,
+        working_directory=prep.working_directory,
+        qos=req.qos,
+        reservation=req.reservation,
+        cluster=decision.chosen.cluster.name,
+        partition=decision.chosen.partition.name,
+        routing={
+            **decision.as_json(),
+            "explicit": req.cluster is not None or req.partition is not None,
+            "constraints": req.constraints or [],
+        },
+        state=JobStatus.ACCEPTED,
+        rate_mflops=rate,
+        hold_units=brokering.hold_units(req, rate),
+        array=req.array,
+        array_tasks=None if prep.array is None else len(prep.array.indices),
+        array_width=1 if prep.array is None else prep.array.width,
+        depends_on=depends_on,
+    )
+
+
+def _task_rows(job_id: uuid.UUID, indices: Sequence[int]) -> list[dict[str, object]]:
+    return [
+        {
+            "job_id": job_id,
+            "index": i,
+            "state": JobStatus.ACCEPTED,
+            "native_state": "",
+            "reason": "",
+            "node_list": [],
+            "cancel_requested": False,
+        }
+        for i in indices
+    ]
