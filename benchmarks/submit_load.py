@@ -1,42 +1,71 @@
-"""Accepted submissions per second with the quota hold, and their latency.
+"""The accept path against the scheduler it fronts, both driven by wrk in one run.
 
-Starts `brokerctl api --workers N` (worker off, so every accepted job keeps its hold)
-on a fresh PostgreSQL database (and optionally SQLite), creates tenants with ample
-quota, then runs closed-loop clients that each submit jobs back to back for a fixed
-time. Prints, side by side per backend and process count: accepted/s, p50, p90, p99
-and max latency. Then offers submissions open loop at a fixed rate (half the peak,
-and half of 3x slurmrestd's) to read the p99 there. Optionally measures slurmrestd's
-own submit rate in the same run (--slurmrestd CLUSTERS_FILE).
+Closed loop (wrk: every connection sends its next request when the last is answered):
+- slurmrestd's own submit on the dev cluster beta (Slurm 22.05, API v0.0.38), as the
+  broker's slurmrestd adapter calls it: one held job (1 task, 1 minute, script
+  ``true``, never runs) per request; counted by squeue, then cancelled;
+- the broker, ``brokerctl api --workers N`` (worker off, every job keeps its hold) on a
+  fresh PostgreSQL database, N = 1 and 2, for one enterprise (one hot balance row) and
+  for 100 (each request goes to the next enterprise's project); accepted jobs counted
+  in the database.
+Every request has its own Idempotency-Key (a Lua script; wrk is Debian's package).
 
-    .venv/bin/python benchmarks/submit_load.py [--seconds 10] [--clients 8 32]
-        [--api-workers 1 2] [--slurmrestd /var/lib/hpc-broker-dev/clusters.toml]
+For each: accepted/s, wrk's p50/p99, and CPU seconds per accepted job of each process
+group, from /proc: the API processes (the server and its children), PostgreSQL (the
+backends of the benchmark's database; the shared WAL writer, checkpointer and
+background writer apart), slurmrestd and beta's slurmctld, and the generator.
+
+Open loop: submissions offered at fixed rates (50% and 90% of the broker's peak with
+2 processes, one enterprise), each scheduled at its own instant whatever the ones
+before it do, latency counted from that instant (wrk alone is closed loop and would
+hide queueing: coordinated omission).
+
+Each figure is the median of ``--repeat`` runs; the machine's CPU model, CPU count and
+load average are printed beside them, and the ratios against the issue's targets.
+
+    .venv/bin/python benchmarks/submit_load.py [--seconds 10] [--repeat 3]
+        [--connections 16] [--api-workers 1 2] [--tenants 1 100]
+        [--slurmrestd /var/lib/hpc-broker-dev/clusters.toml | --no-slurmrestd]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import tomllib
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from broker import migrate  # noqa: E402
 from broker.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from broker.models import Role  # noqa: E402
+from broker.models import Job, Role  # noqa: E402
 from broker.services import ledger, projects, tenants, tokens  # noqa: E402
 from broker.services.principal import SYSTEM  # noqa: E402
-from tests.servers import brokerctl_server, clean_env  # noqa: E402
+from tests.servers import VENV_BIN, clean_env, free_port  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEV_CLUSTERS = Path("/var/lib/hpc-broker-dev/clusters.toml")
+BETA_CONF = Path("/var/lib/hpc-broker-dev/etc/beta/slurm.conf")
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 CLUSTERS = """
 [[clusters]]
 name = "local"
@@ -51,6 +80,262 @@ cpus_per_node = 2
 max_time_minutes = 60
 rate_tflops = 1.0
 """
+JOB = {"name": "wrk", "script": "true", "nodes": 1, "time_limit_minutes": 1}
+
+BROKER_LUA = r"""
+local tenants, n = {}, 0
+local body = '%(body)s'
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  run = args[2]
+  for line in io.lines(args[1]) do
+    local p, t = line:match("^(%%S+) (%%S+)$")
+    if p then tenants[#tenants + 1] = {p, t} end
+  end
+end
+function request()
+  n = n + 1
+  local t = tenants[(n %% #tenants) + 1]
+  return wrk.format("POST", t[1], {
+    ["Authorization"] = "Bearer " .. t[2],
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. n,
+  }, body)
+end
+"""
+SLURM_LUA = r"""
+function request()
+  return wrk.format("POST", "/slurm/v0.0.38/job/submit", {
+    ["X-SLURM-USER-TOKEN"] = "%(token)s",
+    ["X-SLURM-USER-NAME"] = "%(user)s",
+    ["Content-Type"] = "application/json",
+  }, '%(body)s')
+end
+"""
+DONE_LUA = r"""
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+# ---------------------------------------------------------------- the machine, /proc
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds user+system) of a process, None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _environ(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode()
+    except OSError:
+        return ""
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and all its descendants."""
+    parents = {pid: st[0] for pid in _pids() if (st := _stat(pid)) is not None}
+    out, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        out += frontier
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    return sum(st[1] for pid in pids if (st := _stat(pid)) is not None)
+
+
+def pg_backends(database: str) -> list[int]:
+    return [p for p in _pids() if _cmdline(p).startswith("postgres: ") and database in _cmdline(p)]
+
+
+def pg_shared() -> list[int]:
+    shared = re.compile(r"walwriter|checkpointer|background writer|walsummarizer")
+    return [
+        p for p in _pids() if _cmdline(p).startswith("postgres: ") and shared.search(_cmdline(p))
+    ]
+
+
+def slurm_pids() -> list[int]:
+    """beta's slurmrestd and slurmctld."""
+    out = []
+    for p in _pids():
+        cmd = _cmdline(p)
+        rest = cmd.startswith("slurmrestd") and "16830" in cmd
+        if rest or (cmd.startswith("slurmctld") and "beta" in _environ(p)):
+            out.append(p)
+    return out
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of named process groups over a measured interval."""
+
+    groups: dict[str, Callable[[], list[int]]]
+    start: dict[str, float] = field(default_factory=dict)
+    pids: dict[str, list[int]] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        # The same processes at both ends: a backend that came or went meanwhile would
+        # count its whole life.
+        self.pids = {name: pick() for name, pick in self.groups.items()}
+        self.start = {name: cpu_s(pids) for name, pids in self.pids.items()}
+
+    def end(self) -> dict[str, float]:
+        return {name: cpu_s(self.pids[name]) - self.start[name] for name in self.groups}
+
+
+# ------------------------------------------------------------------------- wrk runs
+
+
+def run_wrk(
+    url: str, lua: str, seconds: float, connections: int, threads: int, *args: str
+) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua + DONE_LUA)
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "30s",
+        "-s",
+        fh.name,
+        url,
+    ]
+    if args:
+        cmd += ["--", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate()
+    os.unlink(fh.name)
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    result: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    return result
+
+
+@contextmanager
+def wrk_cpu(meter: CpuMeter) -> Iterator[dict[str, float]]:
+    """Measure ``meter``'s groups and wrk's own CPU (its children's rusage)."""
+    out: dict[str, float] = {}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter.begin()
+    yield out
+    out.update(meter.end())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["generator"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+# ----------------------------------------------------------------------- slurmrestd
+
+
+def slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": str(BETA_CONF)}
+
+
+def count_held(name: str) -> int:
+    out = subprocess.run(
+        ["squeue", "-h", "-n", name, "-o", "%i"], env=slurm_env(), capture_output=True, text=True
+    ).stdout
+    return len(out.split())
+
+
+def cancel_named(name: str) -> None:
+    subprocess.run(["scancel", "-n", name], env=slurm_env(), check=False)
+    deadline = time.monotonic() + 60
+    while count_held(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def slurmrestd_run(
+    clusters_file: Path, user: str, account: str, seconds: float, connections: int, threads: int
+) -> dict[str, float]:
+    from scheduler_adapters.slurm.rest import mint_token
+
+    beta = next(
+        c for c in tomllib.loads(clusters_file.read_text())["clusters"] if c["name"] == "beta"
+    )
+    opts = beta["options"]
+    name = f"wrk{uuid.uuid4().hex[:6]}"
+    body = {
+        "script": "#!/bin/bash\ntrue\n",
+        "job": {
+            "name": name,
+            "account": account,
+            "partition": beta["partitions"][0]["name"],
+            "time_limit": 1,
+            "tasks": 1,
+            "hold": True,
+            "current_working_directory": "/tmp",
+            "environment": {"PATH": "/usr/bin:/bin"},
+        },
+    }
+    token = mint_token(Path(opts["jwt_key_file"]).read_bytes(), "slurm", 3600)
+    lua = SLURM_LUA % {"token": token, "user": user, "body": json.dumps(body)}
+    meter = CpuMeter({"slurmrestd+slurmctld": slurm_pids})
+    with wrk_cpu(meter) as cpu:
+        r = run_wrk(opts["url"], lua, seconds, connections, threads)
+    accepted = count_held(name)
+    cancel_named(name)
+    return _row(r, accepted, cpu)
+
+
+def _row(r: dict[str, float], accepted: int, cpu: dict[str, float]) -> dict[str, float]:
+    wall = r["duration_us"] / 1e6
+    row = {
+        "accepted_per_s": accepted / wall,
+        "accepted": accepted,
+        "requests": r["requests"],
+        "refused": r["non2xx"] + r["socket_errors"],
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+    }
+    for name, seconds in cpu.items():
+        row[f"cpu_ms_per_job:{name}"] = 1000 * seconds / max(accepted, 1)
+    return row
+
+
+# --------------------------------------------------------------------------- broker
 
 
 def fresh_pg() -> str:
@@ -88,245 +373,310 @@ def make_tenants(url: str, n: int) -> list[tuple[str, str]]:
     return out
 
 
-def summary(latencies: list[float], wall: float, errors: int) -> dict[str, float]:
-    """Accepted/s over ``wall`` and latency percentiles in ms."""
+def count_jobs(url: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        n = int(conn.execute(select(func.count()).select_from(Job)).scalar_one())
+    engine.dispose()
+    return n
+
+
+@contextmanager
+def broker_api(url: str, tmp: Path, workers: int, log_level: str) -> Iterator[tuple[int, str]]:
+    """``brokerctl api --workers N``: (its pid, its base URL)."""
+    (tmp / "clusters.toml").write_text(CLUSTERS.format(root=tmp))
+    env = clean_env(
+        BROKER_DATABASE_URL=url,
+        BROKER_CLUSTERS_FILE=str(tmp / "clusters.toml"),
+        BROKER_RATE_LIMIT_PER_MINUTE="0",
+        BROKER_ANON_RATE_LIMIT_PER_MINUTE="0",
+    )
+    port = free_port()
+    with (tmp / f"api-{port}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "brokerctl"),
+                "api",
+                "--workers",
+                str(workers),
+                "--port",
+                str(port),
+                "--log-level",
+                log_level,
+            ],
+            cwd=tmp,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp / f"api-{port}.log").read_text()[-3000:])
+                time.sleep(0.2)
+            yield proc.pid, base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def broker_run(
+    url: str,
+    pid: int,
+    base: str,
+    ts: list[tuple[str, str]],
+    seconds: float,
+    connections: int,
+    threads: int,
+) -> dict[str, float]:
+    database = url.rsplit("/", 1)[1]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        fh.writelines(f"/api/v1/projects/{p}/jobs {t}\n" for p, t in ts)
+    meter = CpuMeter(
+        {
+            "api": lambda: tree(pid),
+            "postgres": lambda: pg_backends(database),
+            "pg-shared": pg_shared,
+        }
+    )
+    before = count_jobs(url)
+    lua = BROKER_LUA % {"body": json.dumps(JOB)}
+    with wrk_cpu(meter) as cpu:
+        r = run_wrk(base, lua, seconds, connections, threads, fh.name, uuid.uuid4().hex[:8])
+    os.unlink(fh.name)
+    return _row(r, count_jobs(url) - before, cpu)
+
+
+async def _paced(
+    base: str, ts: list[tuple[str, str]], rate: float, seconds: float
+) -> dict[str, float]:
+    """Open loop: request k is due at t0 + k/rate and sent then, whatever came before;
+    its latency counts from that instant."""
+    total = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + 0.2
+        run = uuid.uuid4().hex[:8]
+
+        async def send(k: int, due: float) -> None:
+            nonlocal errors
+            project, token = ts[k % len(ts)]
+            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"{run}-{k}"}
+            r = await client.post(f"/api/v1/projects/{project}/jobs", json=JOB, headers=headers)
+            if r.status_code == 202:
+                latencies.append(loop.time() - due)
+            else:
+                errors += 1
+
+        tasks = []
+        for k in range(total):
+            due = t0 + k / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(k, due)))
+        await asyncio.gather(*tasks)
+        wall = loop.time() - t0
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
     return {
+        "offered_per_s": rate,
         "accepted_per_s": len(lat) / wall,
-        "p50_ms": pct(0.5),
-        "p90_ms": pct(0.9),
+        "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": lat[-1] * 1000 if lat else float("nan"),
-        "accepted": len(lat),
-        "errors": errors,
-        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+        "refused": errors,
     }
 
 
-def run_clients(
-    base: str, tenants_: list[tuple[str, str]], clients: int, seconds: float
+def paced_run(
+    base: str, ts: list[tuple[str, str]], rate: float, seconds: float
 ) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-    body = {"name": "bench", "script": "true", "nodes": 1, "time_limit_minutes": 1}
-
-    def client(i: int) -> None:
-        nonlocal errors
-        project, token = tenants_[i % len(tenants_)]
-        mine: list[float] = []
-        bad = 0
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                r = c.post(f"/projects/{project}/jobs", json=body)
-                dt = time.perf_counter() - t0
-                if r.status_code == 202:
-                    mine.append(dt)
-                else:
-                    bad += 1
-        with lock:
-            latencies.extend(mine)
-            errors += bad
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summary(latencies, time.perf_counter() - t0, errors)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    row = asyncio.run(_paced(base, ts, rate, seconds))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    row["generator_cpu_ms_per_req"] = 1000 * cpu / max(1, int(rate * seconds))
+    return row
 
 
-def slurmrestd_rate(
-    clusters_file: Path, user: str, account: str, clients: int, seconds: float
-) -> dict[str, float]:
-    """Closed-loop job submits to beta's slurmrestd (v0.0.38; jobs held, then cancelled)."""
-    import tomllib
-
-    from scheduler_adapters.slurm.rest import mint_token
-
-    beta = next(
-        c for c in tomllib.loads(clusters_file.read_text())["clusters"] if c["name"] == "beta"
-    )
-    opts = beta["options"]
-    token = mint_token(Path(opts["jwt_key_file"]).read_bytes(), "slurm", 3600)
-    headers = {"X-SLURM-USER-TOKEN": token, "X-SLURM-USER-NAME": user}
-    body = {
-        "script": "#!/bin/bash\ntrue\n",
-        "job": {
-            "name": "bench",
-            "account": account,
-            "partition": beta["partitions"][0]["name"],
-            "time_limit": 1,
-            "tasks": 1,
-            "hold": True,
-            "current_working_directory": "/tmp",
-            "environment": {"PATH": "/usr/bin:/bin"},
-        },
-    }
-    latencies: list[float] = []
-    ids: list[int] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def client() -> None:
-        with httpx.Client(base_url=opts["url"], headers=headers, timeout=30) as c:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                r = c.post("/slurm/v0.0.38/job/submit", json=body)
-                dt = time.perf_counter() - t0
-                if r.status_code == 200 and r.json().get("job_id"):
-                    with lock:
-                        latencies.append(dt)
-                        ids.append(int(r.json()["job_id"]))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    with httpx.Client(base_url=opts["url"], headers=headers, timeout=30) as c:
-        for job_id in ids:
-            c.delete(f"/slurm/v0.0.38/job/{job_id}")
-    return summary(latencies, wall, 0)
+# ------------------------------------------------------------------------------ main
 
 
-def run_paced(
-    base: str, tenants_: list[tuple[str, str]], rate: float, seconds: float
-) -> dict[str, float]:
-    """Open loop: submissions offered at ``rate``/s on a fixed schedule.
-
-    Latency counts from each request's scheduled time, so a server that falls behind
-    shows its queueing (no coordinated omission). An overloaded server is offered no
-    more after ``seconds`` + 10 s; what it took by then is what it did.
-    """
-    total = max(1, int(rate * seconds))
-    body = {"name": "paced", "script": "true", "nodes": 1, "time_limit_minutes": 1}
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    next_slot = iter(range(total))
-    senders = 64
-    start: list[float] = []
-    # The clock starts once every client is built (TLS contexts cost ms each), with a
-    # margin so that the first slots are not already overdue: no start-up burst.
-    ready = threading.Barrier(senders, action=lambda: start.append(time.perf_counter() + 0.2))
-
-    def sender(i: int) -> None:
-        nonlocal errors
-        project, token = tenants_[i % len(tenants_)]
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
-            ready.wait()
-            t0 = start[0]
-            while True:
-                with lock:
-                    k = next(next_slot, None)
-                if k is None:
-                    return
-                due = t0 + k / rate
-                now = time.perf_counter()
-                if now - t0 > seconds + 10:
-                    return
-                time.sleep(max(0.0, due - now))
-                r = c.post(f"/projects/{project}/jobs", json=body)
-                dt = time.perf_counter() - due
-                with lock:
-                    if r.status_code == 202:
-                        latencies.append(dt)
-                    else:
-                        errors += 1
-
-    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summary(latencies, time.perf_counter() - start[0], errors)
+def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--tenants", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10, help="per closed-loop run")
+    ap.add_argument("--paced-seconds", type=float, default=10, help="per open-loop run")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads")
+    ap.add_argument("--api-workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tenants", type=int, nargs="+", default=[1, 100])
     ap.add_argument(
-        "--api-workers", type=int, nargs="+", default=[1, 2], help="`brokerctl api --workers`"
+        "--paced",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.9],
+        help="open-loop rates, as fractions of the peak",
     )
     ap.add_argument(
-        "--sqlite", action="store_true", help="also measure the embedded SQLite default"
+        "--access-log",
+        action="store_true",
+        help="also measure 2 processes with the access log off (log level WARNING)",
     )
-    ap.add_argument(
-        "--slurmrestd",
-        type=Path,
-        metavar="CLUSTERS_FILE",
-        help="also measure beta's slurmrestd submit rate (dev clusters file)",
-    )
-    ap.add_argument("--slurm-user", default="brokertest", help="POSIX user with an association")
+    ap.add_argument("--slurmrestd", type=Path, default=DEV_CLUSTERS, metavar="CLUSTERS_FILE")
+    ap.add_argument("--no-slurmrestd", action="store_true")
+    ap.add_argument("--slurm-user", default="tenanttest")
     ap.add_argument("--slurm-account", default="broker-tests")
     args = ap.parse_args()
-    rows: list[tuple[str, str, dict[str, float]]] = []
-    rest: dict[int, float] = {}
-    if args.slurmrestd:  # first: the broker's paced run needs its rate
-        for n in args.clients:
-            r = slurmrestd_rate(
-                args.slurmrestd, args.slurm_user, args.slurm_account, n, args.seconds
-            )
-            rest[n] = r["accepted_per_s"]
-            rows.append(("slurmrestd", f"{n} clients", r))
-    peak: dict[str, float] = {}
-    backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
-    for backend in backends:
-        for workers in args.api_workers if backend == "postgresql" else [1]:
-            label = f"{'pg' if backend == 'postgresql' else backend} api x{workers}"
-            tmp = Path(tempfile.mkdtemp())
-            url = fresh_pg() if backend == "postgresql" else f"sqlite:///{tmp / 'b.db'}"
-            try:
-                ts = make_tenants(url, args.tenants)
-                (tmp / "clusters.toml").write_text(CLUSTERS.format(root=tmp))
-                env = clean_env(
-                    BROKER_DATABASE_URL=url,
-                    BROKER_CLUSTERS_FILE=str(tmp / "clusters.toml"),
-                    BROKER_RATE_LIMIT_PER_MINUTE="0",
-                )
-                server = brokerctl_server("api", tmp, env, args=("--workers", str(workers)))
-                with server as base:
-                    run_clients(base, ts, 4, 1.0)  # warm-up
-                    for n in args.clients:
-                        r = run_clients(base, ts, n, args.seconds)
-                        rows.append((label, f"{n} clients", r))
-                        peak[label] = max(peak.get(label, 0.0), r["accepted_per_s"])
-                    paced = [peak[label] / 2]
-                    if rest:
-                        paced.append(1.5 * max(rest.values()))  # half of 3x slurmrestd
-                    for rate in paced:
-                        paced_run = run_paced(base, ts, rate, args.seconds)
-                        rows.append((label, f"{rate:.0f}/s paced", paced_run))
-            finally:
-                if backend == "postgresql":
-                    drop_pg(url)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average at start: {load_average()}")
     print(
-        f"{'server':<14}{'load':>15}{'accepted/s':>12}{'p50 ms':>9}{'p90 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}{'errors':>8}"
+        f"closed loop: wrk -t{args.threads} -c{args.connections}, {args.seconds:g} s a run; "
+        f"open loop: {args.paced_seconds:g} s a rate; median of {args.repeat} runs"
     )
-    for label, load, r in rows:
+    results: dict[str, list[dict[str, float]]] = {}
+    do_slurm = not args.no_slurmrestd and args.slurmrestd.exists()
+    if do_slurm:
+        from tests._slurm import ensure_slurm_tenant
+
+        ensure_slurm_tenant(args.slurmrestd, args.slurm_account, args.slurm_user)
         print(
-            f"{label:<14}{load:>15}{r['accepted_per_s']:>12.1f}{r['p50_ms']:>9.1f}"
-            f"{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r.get('errors', 0):>8}"
+            "slurmrestd: beta (Slurm 22.05, /slurm/v0.0.38/job/submit, JWT), "
+            f"{args.connections} connections; job: 1 task, 1 min, held, script 'true'"
         )
-    if rest:
-        best_rest = max(rest.values())
-        for label, value in peak.items():
-            print(f"{label} peak / slurmrestd peak: {value / best_rest:.2f}x (target >= 3x)")
+    configs = [(w, n, "INFO") for w in args.api_workers for n in args.tenants]
+    if args.access_log:
+        configs.append((max(args.api_workers), min(args.tenants), "WARNING"))
+    paced: dict[str, list[dict[str, float]]] = {}
+    for rep in range(args.repeat):
+        if do_slurm:
+            r = slurmrestd_run(
+                args.slurmrestd,
+                args.slurm_user,
+                args.slurm_account,
+                args.seconds,
+                args.connections,
+                args.threads,
+            )
+            results.setdefault("slurmrestd", []).append(r)
+        for workers in args.api_workers:
+            url, tmp = fresh_pg(), Path(tempfile.mkdtemp())
+            try:
+                ts = make_tenants(url, max(args.tenants))
+                for w, n, level in configs:
+                    if w != workers:
+                        continue
+                    with broker_api(url, tmp, workers, level) as (pid, base):
+                        broker_run(url, pid, base, ts[:n], 2, args.connections, args.threads)
+                        label = f"broker x{workers} {n} ent" + (
+                            " no-log" if level != "INFO" else ""
+                        )
+                        r = broker_run(
+                            url, pid, base, ts[:n], args.seconds, args.connections, args.threads
+                        )
+                        results.setdefault(label, []).append(r)
+                        if (
+                            workers == max(args.api_workers)
+                            and n == min(args.tenants)
+                            and level == "INFO"
+                        ):
+                            peak = r["accepted_per_s"]
+                            for frac in args.paced:
+                                p = paced_run(base, ts[:n], frac * peak, args.paced_seconds)
+                                paced.setdefault(f"{frac:.0%} of peak", []).append(p)
+            finally:
+                drop_pg(url)
+                shutil.rmtree(tmp, ignore_errors=True)
+        print(f"  run {rep + 1}/{args.repeat} done; load average: {load_average()}", flush=True)
+    report(results, paced, args.repeat)
+
+
+def report(
+    results: dict[str, list[dict[str, float]]],
+    paced: dict[str, list[dict[str, float]]],
+    repeat: int,
+) -> None:
+    print()
+    print(
+        f"{'closed loop':<24}{'accepted/s (runs)':>28}{'median':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'refused':>8}  CPU ms per accepted job"
+    )
+    med: dict[str, dict[str, float]] = {}
+    for label, rows in results.items():
+        m = med[label] = median_row(rows)
+        runs = " ".join(f"{r['accepted_per_s']:.0f}" for r in rows)
+        cpu = ", ".join(
+            f"{k.split(':', 1)[1]} {v:.2f}" for k, v in m.items() if k.startswith("cpu_ms_per_job:")
+        )
+        print(
+            f"{label:<24}{runs:>28}{m['accepted_per_s']:>9.0f}{m['p50_ms']:>8.1f}"
+            f"{m['p99_ms']:>8.1f}{m['refused']:>8.0f}  {cpu}"
+        )
+    if paced:
+        print()
+        print(
+            f"{'open loop (2 processes, 1 ent)':<32}{'offered/s':>10}{'accepted/s':>11}"
+            f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'refused':>8}{'gen CPU ms/req':>16}"
+        )
+        for label, rows in paced.items():
+            m = median_row(rows)
+            print(
+                f"{label:<32}{m['offered_per_s']:>10.0f}{m['accepted_per_s']:>11.0f}"
+                f"{m['p50_ms']:>8.1f}{m['p99_ms']:>8.1f}{m['max_ms']:>8.1f}{m['refused']:>8.0f}"
+                f"{m['generator_cpu_ms_per_req']:>16.2f}"
+            )
+    print()
+    print(f"load average at end: {load_average()} (2 shared cores: other work ran meanwhile)")
+    rest = med.get("slurmrestd", {}).get("accepted_per_s")
+    for label, m in med.items():
+        if label.startswith("broker") and rest:
+            print(f"{label} / slurmrestd: {m['accepted_per_s'] / rest:.2f}x")
+    best2 = [
+        m for label, m in med.items() if label.startswith("broker x2 ") and "no-log" not in label
+    ]
+    if rest and best2:
+        ratio = max(m["accepted_per_s"] for m in best2) / rest
+        print(
+            f"target accepted/s >= 2x slurmrestd with 2 processes: {ratio:.2f}x "
+            f"({'met' if ratio >= 2 else 'NOT met'})"
+        )
+    if paced:
+        half = median_row(next(iter(paced.values())))
+        print(
+            f"target p99 <= 50 ms at half the peak: {half['p99_ms']:.1f} ms "
+            f"({'met' if half['p99_ms'] <= 50 else 'NOT met'})"
+        )
+    api = [m["cpu_ms_per_job:api"] for label, m in med.items() if label.startswith("broker")]
+    if api:
+        print(
+            f"target <= 0.3 ms of API-process CPU per accepted job: best {min(api):.2f} ms "
+            f"({'met' if min(api) <= 0.3 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":
