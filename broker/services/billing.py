@@ -324,20 +324,19 @@ def node_credits(
     by_job: dict[uuid.UUID, list[ChargeLine]] = {}
     for ln in session.scalars(query):
         by_job.setdefault(ln.job_id, []).append(ln)
+    nets = {job_id: sum(ln.units for ln in lines) for job_id, lines in by_job.items()}
+    owed = [job_id for job_id, net in nets.items() if net > 0]
+    # In bulk: a node can have served thousands of jobs since its last pass.
+    left = ledger.creditable_many(session, owed)
     out: list[NodeCredit] = []
-    for job_id, node_lines in by_job.items():
-        job = session.get(Job, job_id)
-        net = sum(ln.units for ln in node_lines)
-        if job is None or net <= 0:
-            continue
-        units = min(net, ledger.creditable(session, job))
+    for job_id in owed:
+        units = min(nets[job_id], left.get(job_id, 0))
         if units <= 0:
             continue
-        lines = [ln for ln in node_lines if ln.units > 0]
+        lines = [ln for ln in by_job[job_id] if ln.units > 0]
         amounts = apportion(units, [ln.units for ln in lines])
-        out.append(
-            NodeCredit(job_id, job.enterprise_id, units, tuple(zip(lines, amounts, strict=True)))
-        )
+        owner = lines[0].enterprise_id
+        out.append(NodeCredit(job_id, owner, units, tuple(zip(lines, amounts, strict=True))))
     return out
 
 
