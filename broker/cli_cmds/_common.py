@@ -88,8 +88,12 @@ def config_file() -> Path | None:
         path = Path(named).expanduser()
         if not path.is_file():
             fail(f"the config file {path} does not exist", USAGE_ERROR)
+        if not os.access(path, os.R_OK):
+            fail(f"the config file {path} is not readable by this user", USAGE_ERROR)
         return path
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+    # The host's file, when this user may read it (mode 0640, group broker).
+    usable = SYSTEM_CONFIG.is_file() and os.access(SYSTEM_CONFIG, os.R_OK)
+    return SYSTEM_CONFIG if usable else None
 
 
 def default_data_dir() -> Path:

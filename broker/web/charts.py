@@ -150,12 +150,11 @@ def burn_down(bd: BurnDown, now: datetime) -> str:
         )
     )
     chart.x_labels = labels
-    # Available (= remaining − held) first, filled; remaining over it as a dashed line,
+    # Available (= remaining − held) first, solid; remaining over it, dashed and wider,
     # so where nothing is held (the two equal) both stay visible.
     chart.add(
         "available: remaining − held",
         [(p.at, pfh(p.available_units)) for p in bd.points],
-        fill=True,
         stroke_style={"width": 2},
     )
     chart.add(
@@ -186,7 +185,10 @@ def state_bars(counts: dict[str, int]) -> str:
     if not any(counts.values()):
         return empty("No jobs yet.")
     shown = [(s, n) for s, n in counts.items() if n or s in ("running", "pending", "completed")]
-    chart = pygal.Bar(**_common(show_legend=False, height=260, y_title="jobs"))
+    top = max(n for _, n in shown)
+    chart = pygal.Bar(
+        **_common(show_legend=False, height=260, y_title="jobs", range=(0, top * 1.12 or 1))
+    )
     chart.x_labels = [s for s, _ in shown]
     chart.add(
         "jobs",
@@ -209,6 +211,8 @@ def quota_bars(granted: int, held: int, charged: int) -> str:
 
 def usage_bars(labels: Sequence[str], charged: Sequence[int], held: Sequence[int]) -> str:
     """Stacked charged and held PFlop·h per label (top projects, top enterprises)."""
+    if not any(charged) and not any(held):
+        return empty("Nothing held or charged yet.")
     chart = pygal.StackedBar(**_common(height=280, y_title="PFlop·h", x_label_rotation=20))
     chart.x_labels = list(labels)
     chart.add("charged", [pfh(u) for u in charged])
