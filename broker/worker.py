@@ -355,11 +355,7 @@ class Worker:
         """One status call for the cluster's live jobs; whether any of them changed (or
         the call failed: polled again at the next pass)."""
         with session_scope(self.factory) as s:
-            seen = {
-                j.scheduler_job_id: scheduling.Seen.of(j)
-                for j in scheduling.live_jobs(s, cluster)
-                if j.scheduler_job_id
-            }
+            seen = scheduling.Seen.live(s, cluster)
         try:
             infos = self.pool.get(cluster).status(list(seen))
         except sa_.SchedulerError as exc:

@@ -373,18 +373,6 @@ _STATE_MAP = {
 }
 
 
-def live_jobs(session: Session, cluster: str) -> list[Job]:
-    return list(
-        session.scalars(
-            select(Job).where(
-                Job.cluster == cluster,
-                Job.state.in_(LIVE_STATES),
-                Job.scheduler_job_id.is_not(None),
-            )
-        )
-    )
-
-
 def apply_info(
     session: Session,
     job: Job,
@@ -444,17 +432,40 @@ class Seen:
     array: bool
 
     @classmethod
-    def of(cls, job: Job) -> Seen:
-        return cls(
-            job.id,
-            job.state,
-            job.native_state,
-            job.reason,
-            tuple(job.node_list or ()),
-            job.started_at,
-            job.unseen_since is not None,
-            bool(job.array),
+    def live(cls, session: Session, cluster: str) -> dict[str, Seen]:
+        """The cluster's live jobs in the scheduler, by scheduler id: columns, not ORM
+        objects (a pass reads thousands and changes few)."""
+        rows = session.execute(
+            select(
+                Job.id,
+                Job.scheduler_job_id,
+                Job.state,
+                Job.native_state,
+                Job.reason,
+                Job.node_list,
+                Job.started_at,
+                Job.unseen_since,
+                Job.array,
+            ).where(
+                Job.cluster == cluster,
+                Job.state.in_(LIVE_STATES),
+                Job.scheduler_job_id.is_not(None),
+            )
         )
+        return {
+            sched: cls(
+                job_id,
+                state,
+                native,
+                reason,
+                tuple(nodes or ()),
+                started,
+                unseen is not None,
+                bool(array),
+            )
+            for job_id, sched, state, native, reason, nodes, started, unseen, array in rows
+            if sched
+        }
 
     def changed(self, info: sa_.JobInfo) -> bool:
         """Whether ``apply_info`` would record anything new."""
