@@ -226,10 +226,10 @@ class Worker:
             outcome, spec, plan = scheduling.begin_submission(
                 s, job, tagged, now, native_dependencies=native
             )
-        if outcome == "held":
+        if outcome is scheduling.Step.HELD:
             return  # waits for its dependencies: looked at again next pass
-        if outcome != "submit" or spec is None:
-            stats.bump(outcome)
+        if outcome is not scheduling.Step.SUBMIT or spec is None:
+            stats.bump(outcome.value)
             return
         # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
         if plan is not None and not self._stage_in(plan, stats):

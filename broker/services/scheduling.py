@@ -10,6 +10,7 @@ which charges a job at most once.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import shutil
@@ -206,6 +207,16 @@ def enterprise_of(session: Session, job: Job) -> Enterprise:
     return ent
 
 
+class Step(enum.StrEnum):
+    """What ``begin_submission`` decided for a job (the value names the pass's counter)."""
+
+    ADOPTED = "adopted"  # an earlier attempt reached the scheduler: its job is adopted
+    CANCELLED = "cancelled"  # cancelled before submission, or a dependency never met
+    REJECTED = "rejected"  # its directory or inputs could not be prepared
+    HELD = "held"  # waits for its dependencies (looked at again next pass)
+    SUBMIT = "submit"  # to be submitted now, with its spec and stage-in plan
+
+
 def begin_submission(
     session: Session,
     job: Job,
@@ -213,11 +224,11 @@ def begin_submission(
     now: datetime,
     *,
     native_dependencies: bool = False,
-) -> tuple[str, sa_.JobSpec | None, staging.StagePlan | None]:
+) -> tuple[Step, sa_.JobSpec | None, staging.StagePlan | None]:
     """Decide what to do with a job awaiting submission before calling the scheduler.
 
-    Returns ``("adopted" | "cancelled" | "rejected" | "held", None, None)`` when
-    settled or held (its dependencies not met yet) here, or ``("submit", spec, stage
+    Returns ``(ADOPTED | CANCELLED | REJECTED | HELD, None, None)`` when settled or
+    held (its dependencies not met yet) here, or ``(SUBMIT, spec, stage
     plan)`` after counting the attempt: the caller commits, *then* copies the inputs
     (``staging.run_stage_in``, if there is a plan) and submits.
     ``native_dependencies``: the cluster's scheduler honours ``--dependency``.
@@ -227,23 +238,23 @@ def begin_submission(
         found = None  # a copy of our tag under another account or user: not ours (logged)
     if found is not None:  # an earlier attempt reached the scheduler: adopt, never resubmit
         mark_submitted(job, found.job_id, now)
-        return "adopted", None, None
+        return Step.ADOPTED, None, None
     if job.cancel_requested:
         job.state, job.ended_at = JobStatus.CANCELLED, now
         job.reason = "cancelled before submission"
         ledger.settle(session, job, 0, memo="cancelled before submission")
         job.settled_at = now
-        return "cancelled", None, None
+        return Step.CANCELLED, None, None
     ready = dependencies.Readiness("ready")
     if job.depends_on:
         ready = dependencies.readiness(session, job, native=native_dependencies)
         if ready.state == "never":
             job.cancel_requested, job.cancel_reason = True, ready.reason[:300]
             cancel_unsubmitted(session, job, ready.reason, now)
-            return "cancelled", None, None
+            return Step.CANCELLED, None, None
         if ready.state == "wait":
             job.state, job.reason = JobStatus.PENDING, ready.reason
-            return "held", None, None
+            return Step.HELD, None, None
     job.submit_attempts += 1
     ent = enterprise_of(session, job)
     cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
@@ -253,12 +264,12 @@ def begin_submission(
         prepare_job_dir(job, cluster, ent.posix_user)
     except OSError as exc:
         reject(session, job, f"cannot prepare the job directory: {exc}", now)
-        return "rejected", None, None
+        return Step.REJECTED, None, None
     try:
         plan = staging.plan_stage_in(session, job, cluster, ent.posix_user)
     except staging.StagingError as exc:
         fail_stage_in(session, job, str(exc), now)
-        return "rejected", None, None
+        return Step.REJECTED, None, None
     project = session.get(Project, job.project_id)
     account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
     spec = spec_for(
@@ -268,7 +279,7 @@ def begin_submission(
         array=array_to_submit(session, job),
         dependency=ready.native,
     )
-    return "submit", spec, plan
+    return Step.SUBMIT, spec, plan
 
 
 def awaiting_submission(job: Job) -> bool:
