@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from broker.app import create_app
 from broker.config import Settings
 from broker.db import session_scope
 from broker.models import Role
-from broker.services import tokens
+from broker.services import slurm_sync, tokens
 from broker.services.principal import SYSTEM
 
 
@@ -118,3 +121,58 @@ def api(settings: Settings) -> Iterator[Api]:
     app = create_app(settings, run_worker=False)
     with TestClient(app) as client:
         yield Api(client, operator_token(app))
+
+
+@dataclass
+class LiveTenant:
+    """A broker on the live dev clusters with one enterprise (its POSIX user and Slurm
+    account synced there), a member token and an approved project."""
+
+    api: Api
+    enterprise: dict[str, Any]
+    member: str
+    project: dict[str, Any]
+    envs: dict[str, dict[str, str]]  # per cluster: an environment whose SLURM_CONF is its
+
+
+@contextmanager
+def live_tenant(
+    clusters_file: Path,
+    tmp: Path,
+    template: Path,
+    *,
+    name: str,
+    user: str,
+    account: str,
+    grant_pfh: float = 10,
+    only: str | None = None,
+) -> Iterator[LiveTenant]:
+    """``LiveTenant`` on the clusters of ``clusters_file`` (``only``: sync just that one),
+    SQLite copied from the migrated ``template``, no background worker."""
+    from tests._slurm import ensure_posix_user, load_clusters
+
+    ensure_posix_user(user)
+    shutil.copy(template, tmp / "broker.db")
+    settings = make_settings(f"sqlite:///{tmp / 'broker.db'}", tmp, clusters_file=clusters_file)
+    clusters = load_clusters(clusters_file)
+    envs = {
+        c: {**os.environ, "SLURM_CONF": entry["options"]["slurm_conf"]}
+        for c, entry in clusters.items()
+        if "slurm_conf" in entry.get("options", {})
+    }
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        api = Api(client, operator_token(app))
+        ent = api.post(
+            "/enterprises", json={"name": name, "posix_user": user, "slurm_account": account}
+        ).json()
+        api.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": grant_pfh})
+        member = api.token(ent["id"])
+        project = api.post("/projects", json={"enterprise_id": ent["id"], "name": "live"}).json()
+        api.post(f"/projects/{project['id']}/approve")
+        with session_scope(app.state.session_factory) as s:
+            results = slurm_sync.sync(s, settings.load_clusters(), dry_run=False, only=only)
+        wanted = [r for r in results if only is None or r.cluster == only]
+        assert all(not r.error for r in wanted if r.cluster in envs), results
+        app.state.worker.refresh_clusters()
+        yield LiveTenant(api, ent, member, project, envs)

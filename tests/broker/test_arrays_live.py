@@ -12,8 +12,6 @@ child's hold is released.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -22,16 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from broker.app import create_app
 from broker.db import session_scope
 from broker.models import ChargeLine, Job, JobTask, LedgerEntry
-from broker.services import slurm_sync
 
-from .._slurm import ensure_posix_user, load_clusters
-from .conftest import Api, make_settings, operator_token
+from .conftest import Api, live_tenant
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,33 +39,16 @@ Live = tuple[Api, dict[str, Any], str, dict[str, Any], dict[str, dict[str, str]]
 def live(
     slurm_clusters_file: Path, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[Live]:
-    ensure_posix_user(USER)
-    tmp = tmp_path_factory.mktemp("arrays-live")
-    shutil.copy(sqlite_template, tmp / "broker.db")
-    settings = make_settings(
-        f"sqlite:///{tmp / 'broker.db'}", tmp, clusters_file=slurm_clusters_file
-    )
-    clusters = load_clusters(slurm_clusters_file)
-    envs = {
-        name: {**os.environ, "SLURM_CONF": clusters[name]["options"]["slurm_conf"]}
-        for name in ("alpha", "beta")
-    }
-    app = create_app(settings, run_worker=False)
-    with TestClient(app) as client:
-        api = Api(client, operator_token(app))
-        ent = api.post(
-            "/enterprises",
-            json={"name": "Slurm Arrays", "posix_user": USER, "slurm_account": ACCOUNT},
-        ).json()
-        api.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": 50})
-        member = api.token(ent["id"])
-        project = api.post("/projects", json={"enterprise_id": ent["id"], "name": "sweeps"}).json()
-        api.post(f"/projects/{project['id']}/approve")
-        with session_scope(app.state.session_factory) as s:
-            results = slurm_sync.sync(s, settings.load_clusters(), dry_run=False)
-        assert all(not r.error for r in results if r.cluster in envs), results
-        app.state.worker.refresh_clusters()
-        yield api, ent, member, project, envs
+    with live_tenant(
+        slurm_clusters_file,
+        tmp_path_factory.mktemp("arrays-live"),
+        sqlite_template,
+        name="Slurm Arrays",
+        user=USER,
+        account=ACCOUNT,
+        grant_pfh=50,
+    ) as t:
+        yield t.api, t.enterprise, t.member, t.project, t.envs
 
 
 def _slurm(env: dict[str, str], *argv: str) -> str:

@@ -9,8 +9,6 @@ again (Slurm sets its begin time); the test moves that to now.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,14 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from broker.app import create_app
-from broker.db import session_scope
-from broker.services import slurm_sync
-
-from .._slurm import ensure_posix_user, load_clusters
-from .conftest import Api, make_settings, operator_token
+from .conftest import Api, live_tenant
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -40,32 +32,16 @@ Live = tuple[Api, dict[str, Any], str, dict[str, Any], dict[str, str]]
 def live(
     slurm_clusters_file: Path, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[Live]:
-    ensure_posix_user(USER)
-    tmp = tmp_path_factory.mktemp("end-live")
-    shutil.copy(sqlite_template, tmp / "broker.db")
-    settings = make_settings(
-        f"sqlite:///{tmp / 'broker.db'}", tmp, clusters_file=slurm_clusters_file
-    )
-    env = {
-        **os.environ,
-        "SLURM_CONF": load_clusters(slurm_clusters_file)["alpha"]["options"]["slurm_conf"],
-    }
-    app = create_app(settings, run_worker=False)
-    with TestClient(app) as client:
-        api = Api(client, operator_token(app))
-        ent = api.post(
-            "/enterprises",
-            json={"name": "Slurm End States", "posix_user": USER, "slurm_account": ACCOUNT},
-        ).json()
-        api.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": 10})
-        member = api.token(ent["id"])
-        project = api.post("/projects", json={"enterprise_id": ent["id"], "name": "ends"}).json()
-        api.post(f"/projects/{project['id']}/approve")
-        with session_scope(app.state.session_factory) as s:
-            results = slurm_sync.sync(s, settings.load_clusters(), dry_run=False, only="alpha")
-        assert all(not r.error for r in results), results
-        app.state.worker.refresh_clusters()
-        yield api, ent, member, project, env
+    with live_tenant(
+        slurm_clusters_file,
+        tmp_path_factory.mktemp("end-live"),
+        sqlite_template,
+        name="Slurm End States",
+        user=USER,
+        account=ACCOUNT,
+        only="alpha",
+    ) as t:
+        yield t.api, t.enterprise, t.member, t.project, t.envs["alpha"]
 
 
 def _slurm(env: dict[str, str], *argv: str, check: bool = True) -> str:
