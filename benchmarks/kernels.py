@@ -15,6 +15,8 @@ is the FMA probe taken right before it (shared hosts swing with the other vCPUs'
 
     python benchmarks/kernels.py [--quick] [--repeat 7] [--json results.json]
     python benchmarks/kernels.py --fft-only [--exps 12-20] [--threads 1]   (FFT rows only)
+    python benchmarks/kernels.py --gpu   (GPU rows only: numba-cuda beside CuPy/cuBLAS;
+                                          needs the ``gpu`` extra and cupy-cuda12x)
 
 Needs the ``kernels`` and ``bench`` extras (numpy, numba, scipy, threadpoolctl, pyfftw).
 """
@@ -251,6 +253,61 @@ def bench_validate(rows: list[Row]) -> None:
                   f"{doc['threads']} threads; {rates})", flush=True)  # fmt: skip
 
 
+def bench_gpu(repeat: int, rows: list[Row]) -> None:
+    """numba-cuda GEMM and device triad beside CuPy's cuBLAS GEMM and device copy, GPU 0."""
+    import cupy as cp
+
+    from kernels import gpu
+
+    info = gpu.devices()[0]
+    peak = gpu.peak_gflops(info)
+    print(f"\n== GPU 0: {info['name']}, sm_{info['compute_capability']}, {info['sms']} SMs, "
+          f"{info['clock_khz'] / 1e6:.2f} GHz; vector peak FP64 {peak['fp64'] or 0:.0f}, "
+          f"FP32 {peak['fp32'] or 0:.0f} GFLOP/s (tensor-core FP64 is about twice) ==")  # fmt: skip
+
+    def cp_time(fn: Callable[[], object]) -> float:
+        fn()
+        cp.cuda.Device().synchronize()
+        out = []
+        for _ in range(repeat):
+            start, end = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+        return median(out)
+
+    n = 8192
+    for dtype, goal in (("float64", 0.5), ("float32", 0.6)):
+        times, work, residual = gpu.run_gemm(n, dtype, repeat)
+        ours = work / median(times) / 1e9
+        a = cp.random.random((n, n)).astype(dtype)
+        b = cp.random.random((n, n)).astype(dtype)
+        blas = work / cp_time(lambda: a @ b) / 1e9  # noqa: B023
+        row = {"bench": "gpu_gemm", "dtype": dtype, "n": n, "ours_gflops": ours,
+               "cublas_gflops": blas, "ratio": ours / blas, "goal": goal,
+               "residual": residual}  # fmt: skip
+        rows.append(row)
+        print(f"   {dtype} GEMM n={n}: numba-cuda {ours:8.0f} GFLOP/s, cuBLAS {blas:8.0f}, "
+              f"ratio {ours / blas:.2f} (goal {goal}), residual {residual:.2g}")  # fmt: skip
+    size = 1 << 28
+    times, nbytes, residual = gpu.run_triad(size, "float64", repeat)
+    ours = nbytes / median(times) / 1e9
+    src = cp.random.random(size)
+    dst = cp.empty_like(src)
+    copy = 2 * src.nbytes / cp_time(lambda: cp.copyto(dst, src)) / 1e9
+    rows.append({"bench": "gpu_triad", "n": size, "ours_gbs": ours, "copy_gbs": copy,
+                 "ratio": ours / copy, "goal": 0.85, "residual": residual})  # fmt: skip
+    print(f"   triad n=2^28 float64: numba-cuda {ours:7.0f} GB/s, CuPy device copy {copy:7.0f} "
+          f"GB/s, ratio {ours / copy:.2f} (goal 0.85)")  # fmt: skip
+    times, work, err = gpu.run_peak(16 * max(1, info["sms"]), "float64", repeat, 100_000)
+    rows.append({"bench": "gpu_peak", "ours_gflops": work / median(times) / 1e9,
+                 "peak_gflops": peak["fp64"], "error": err})  # fmt: skip
+    print(f"   FMA probe FP64: {work / median(times) / 1e9:8.0f} GFLOP/s "
+          f"(vector peak {peak['fp64'] or 0:.0f}), sums exact: {err == 0.0}")  # fmt: skip
+
+
 def _verdict(value: float, goal: float, higher: bool = True) -> str:
     return "met" if (value >= goal if higher else value <= goal) else "NOT met"
 
@@ -286,6 +343,11 @@ def summary(rows: list[Row]) -> None:
     for r in pick("triad", threads=2):
         print(f"   Triad n={r['n']} 2 thr: {r['ratio']:.2f}x numpy (goal 1.7) "
               f"{_verdict(r['ratio'], 1.7)}")  # fmt: skip
+    for r in pick("gpu_gemm") + pick("gpu_triad"):
+        what = f"GPU {r['dtype']} GEMM" if r["bench"] == "gpu_gemm" else "GPU triad"
+        peer = "cuBLAS" if r["bench"] == "gpu_gemm" else "CuPy copy"
+        print(f"   {what}: {r['ratio']:.2f}x {peer} (goal {r['goal']}) "
+              f"{_verdict(r['ratio'], r['goal'])}")  # fmt: skip
     for r in pick("validate"):
         goal = 40.0 if r["state"] == "cold" else 20.0
         print(f"   validate {r['state']}: {r['seconds']:.1f} s (goal <= {goal:.0f} s) "
@@ -300,6 +362,7 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="GEMM n = 4096 too")
     parser.add_argument("--no-validate", action="store_true", help="skip the validate timing")
     parser.add_argument("--fft-only", action="store_true", help="only the 1-D FFT rows")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU rows (GPU 0)")
     parser.add_argument("--exps", default="10-22", help="FFT sizes 2^a..2^b (with --fft-only)")
     parser.add_argument(
         "--threads",
@@ -322,7 +385,9 @@ def main() -> None:
           f"scipy {scipy.__version__}, pyfftw {pyfftw.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
     rows: list[Row] = []
-    if args.fft_only:
+    if args.gpu:
+        bench_gpu(args.repeat, rows)
+    elif args.fft_only:
         lo, _, hi = args.exps.partition("-")
         exps = list(range(int(lo), int(hi or lo) + 1))
         bench_fft(exps, [], args.repeat, rows, tuple(args.threads))

@@ -116,20 +116,29 @@ def run_one(kernel: str, size: int, dtype: str, threads: int, repeat: int) -> di
     return RUNNERS[kernel](size, _dtype(kernel, dtype), threads, repeat)
 
 
-def validate(threads: int, quick: bool, dtype: str, repeat: int | None) -> dict[str, Any]:
+def validate(
+    threads: int, quick: bool, dtype: str, repeat: int | None, gpu: bool = False
+) -> dict[str, Any]:
+    """The validation document; with ``gpu``, a ``gpus`` list too: every GPU this process
+    may use (CUDA_VISIBLE_DEVICES), each with its own results (see kernels.gpu_measure)."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     idx = 1 if quick else 0
     reps = REPEAT[idx] if repeat is None else repeat
     results = [run_one(k, SIZES[k][idx], dtype, threads, reps) for k in KERNELS]
-    return {
+    doc = {
         "schema": VALIDATE_SCHEMA,
         **_header(),
         "threads": threads,
         "started_at": started.isoformat().replace("+00:00", "Z"),
-        "seconds": time.perf_counter() - t0,
         "results": results,
     }
+    if gpu:
+        from kernels.gpu_measure import validate_gpus
+
+        doc["gpus"] = validate_gpus(quick, reps)
+    doc["seconds"] = time.perf_counter() - t0
+    return doc
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -153,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--size", type=int, default=None, help="problem size")
         else:
             p.add_argument("--quick", action="store_true", help="small sizes (tests)")
+            p.add_argument("--gpu", action="store_true", help="also every visible GPU")
         p.add_argument("--dtype", choices=sorted(REAL), default="float64")
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--repeat", type=int, default=None, help="timed runs after warm-up")
@@ -165,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         threads = _threads(args.threads)
         if args.command == "validate":
-            doc = validate(threads, args.quick, args.dtype, args.repeat)
+            doc = validate(threads, args.quick, args.dtype, args.repeat, args.gpu)
             lines = [_line(r) for r in doc["results"]]
+            for g in doc.get("gpus", []):
+                lines += [f"gpu{g['index']} {g['name']}: {_line(r)}" for r in g["results"]]
         else:
             size = SIZES[args.command][0] if args.size is None else args.size
             repeat = REPEAT[0] if args.repeat is None else args.repeat
