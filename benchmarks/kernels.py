@@ -67,6 +67,9 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
     With ``threads`` > 1 each timed call waits SETTLE_S first: a thread pool that has
     just finished (OpenBLAS's pthreads, FFTW's and numba's OpenMP) keeps spinning on the
     cores for a while, and on a small host would steal them from the next library's call.
+    Then one untimed call wakes the library's own pool: after the pause its threads are
+    asleep, and waking them took ~5 ms on this benchmark's VM (a 1M-element triad takes
+    0.4 ms), a cost that back-to-back calls, as in STREAM or validate, never pay.
     """
     for fn in fns:
         fn()
@@ -78,6 +81,7 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
         for i in order:
             if threads > 1:
                 time.sleep(SETTLE_S)
+                fns[i]()
             t0 = time.perf_counter()
             fns[i]()
             times[i].append(time.perf_counter() - t0)
