@@ -108,7 +108,9 @@ def test_100_concurrent_submissions_on_postgres(
 ) -> None:
     ent, project, token = _tenant(pg_url)
     args = ("--workers", str(processes))
-    with brokerctl_server("api", tmp_path, _env(pg_url, tmp_path), args=args) as base:
+    # Two processes each import the app: slow to start on a loaded 2-core machine.
+    server = brokerctl_server("api", tmp_path, _env(pg_url, tmp_path), timeout_s=120, args=args)
+    with server as base:
         codes = _race(base, project, token)
     _check(pg_url, ent, codes)
 
