@@ -60,6 +60,7 @@ STATE_COLORS = {
     "preempted": "#0d9488",
     "rejected": "#7f1d1d",
     "unknown": "#d1d5db",
+    "lost": "#7c2d12",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -270,6 +271,22 @@ def test_scripts_cannot_override_broker_owned_directives(
         .splitlines()[0]
     )
     assert row.split("|") == [USER, account, f"broker:{done['id']}"]
-    # Names are refused before they get anywhere near a scheduler.
-    bad = api.submit(project["id"], member, cluster="alpha", name="x; rm -rf /")
-    assert bad.status_code == 422 and "name" in bad.json()["detail"]
+    # A name in any script is data: kept as written, Slurm gets its ASCII slug, no shell
+    # ever sees it; a control character in it is refused.
+    odd = api.submit(project["id"], member, cluster="alpha", name="x; rm -rf / $(id)")
+    assert odd.status_code == 202 and odd.json()["name"] == "x; rm -rf / $(id)", odd.text
+    ran = api.drive_until(odd.json()["id"], {"completed", "failed"}, timeout_s=60)
+    for _ in range(20):  # slurmdbd records the name a moment after the end
+        shown = subprocess.run(
+            ["sacct", "-j", ran["scheduler_job_id"], "-X", "-n", "-P", "-o", "JobName"],
+            env={**os.environ, "SLURM_CONF": conf},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if shown == "x_rm_rf_id":
+            break
+        time.sleep(0.5)
+    assert shown == "x_rm_rf_id", shown
+    bad = api.submit(project["id"], member, cluster="alpha", name="x\n#SBATCH -A root")
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("name"), bad.text

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:PluginImportFixer:ImportWarning"
 
 #: Answer to anyone: no tenant data behind them.
 PUBLIC = {
+    "/",  # the API's name, version and links to its docs
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",
@@ -120,6 +121,7 @@ def bodies(victim: Victim) -> dict[str, Any]:
         "ProjectCreate": {"enterprise_id": victim.enterprise, "name": "intrude"},
         "AllocationSet": {"allocation_pfh": 1.0},
         "JobCreate": {"name": "x", "script": "id", "nodes": 1, "time_limit_minutes": 1},
+        "LostResolution": {"charge_elapsed_s": 1, "memo": "steal"},
         "WebhookCreate": {"url": "http://127.0.0.1:9/hook"},
     }
 
@@ -134,6 +136,7 @@ def build_calls(app: FastAPI, victim: Victim) -> list[Call]:
         "cluster": "local",
         "path": "notes.txt",
         "webhook_id": str(uuid.uuid4()),
+        "index": "0",  # /jobs/{job_id}/tasks/{index}/cancel
     }
     ops_fill = {**fill, "name": "local1"}  # /ops/clusters/{cluster}/nodes/{name}
     spec = app.openapi()
