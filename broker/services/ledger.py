@@ -668,6 +668,14 @@ def _entry(session: Session, job_id: uuid.UUID, kind: EntryKind) -> LedgerEntry 
     )
 
 
+def available_units(session: Session, enterprise_id: uuid.UUID) -> int:
+    """What the enterprise has left to hold or charge now (granted - held - charged)."""
+    row = session.scalar(
+        select(Balance).where(Balance.enterprise_id == enterprise_id, Balance.project_id.is_(None))
+    )
+    return 0 if row is None else row.granted_units - row.held_units - row.charged_units
+
+
 def balance(session: Session, principal: Principal, enterprise_id: uuid.UUID) -> BalanceView:
     principal.check_visible(enterprise_id, "enterprise")
     row = session.scalar(

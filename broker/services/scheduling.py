@@ -27,6 +27,7 @@ import scheduler_adapters as sa_
 
 from ..errors import Conflict, InvalidInput
 from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, JobTask, Project
+from ..units import units_to_pfh
 from . import (
     billing,
     brokering,
@@ -535,6 +536,18 @@ def resolve_lost(
     else:
         start = job.started_at or job.submitted_at or now
         run = billing.Run(start, elapsed_s, tuple(nodes or job.node_list), JobStatus.COMPLETED)
+        # Its hold was released when it was lost: the charge comes from what the
+        # enterprise has left now, which it must not exceed (the operator grants first).
+        wanted = min(
+            sum(ln.units for ln in billing.price(session, job, start, elapsed_s, run.nodes)),
+            job.hold_units,
+        )
+        left = ledger.available_units(session, job.enterprise_id)
+        if wanted > left:
+            raise Conflict(
+                f"charging {units_to_pfh(wanted)} PFlop·h would take the enterprise below "
+                f"zero (available {units_to_pfh(left)}): grant or adjust first, or charge less"
+            )
         job.elapsed_s = elapsed_s
         billing.settle_runs(session, job, [run], "full")
     job.settled_at = now

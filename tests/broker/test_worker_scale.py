@@ -92,6 +92,27 @@ def test_a_lost_job_closed_uncharged(quick_loss: Api) -> None:
     assert api.get(f"/enterprises/{ent['id']}/balance", member).json()["held_pfh"] == 0
 
 
+def test_a_resolution_cannot_charge_past_what_the_enterprise_has_left(quick_loss: Api) -> None:
+    api = quick_loss
+    ent, member, project = api.tenant(grant_pfh=0.00006)  # one hold of 0.00005
+    job = api.submit(project["id"], member, script="sleep 30", time_limit_minutes=60).json()
+    running = api.drive_until(job["id"], {"running"}, timeout_s=30)
+    shutil.rmtree(_sched_root(api) / "jobs" / running["scheduler_job_id"])
+    api.client.app.state.worker.run_once()  # type: ignore[attr-defined]
+    time.sleep(0.6)
+    assert api.drive_until(job["id"], ENDED, timeout_s=10)["state"] == "lost"
+    # Its released hold is spent on another job meanwhile.
+    other = api.submit(project["id"], member, script="sleep 30", time_limit_minutes=60)
+    assert other.status_code == 202, other.text
+    body = {"charge_elapsed_s": 3000, "memo": "the node's logs"}
+    r = api.post(f"/jobs/{job['id']}/resolve", json=body)
+    assert r.status_code == 409 and "below zero" in r.json()["detail"], r.text
+    assert api.get(f"/jobs/{job['id']}", member).json()["settled_at"] is None
+    api.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": 1})
+    assert api.post(f"/jobs/{job['id']}/resolve", json=body).status_code == 200
+    api.post(f"/jobs/{other.json()['id']}/cancel", member)
+
+
 def test_a_job_seen_again_within_the_grace_period_is_not_lost(quick_loss: Api) -> None:
     api = quick_loss
     _, member, project = api.tenant()
