@@ -48,6 +48,7 @@ def overview(request: Request, db: Db, me: Operator) -> HTMLResponse:
         clusters=summaries,
         clusters_up=sum(c.status == "up" for c in summaries),
         live_jobs=sum(n for s, n in states.items() if s in ledger.CAPACITY_STATES),
+        lost_jobs=states.get(JobStatus.LOST, 0),
         total_jobs=sum(states.values()),
         quota_svg=charts.quota_bars(totals.granted_units, totals.held_units, totals.charged_units),
         states_svg=charts.state_bars({s.value: n for s, n in states.items()}),

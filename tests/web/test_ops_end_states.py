@@ -45,3 +45,20 @@ def test_jobs_page_filters_new_states_and_shows_why(ops: Ops) -> None:
     assert set(STATE_COLORS) == {s.value for s in JobStatus}
     css = ops.client.get("/ops/static/ops.css").text
     assert all(f".state-{s}" in css for s in ("node_fail", "boot_fail", "preempted"))
+
+
+def test_the_overview_lists_lost_jobs_for_an_operator(ops: Ops) -> None:
+    assert "Lost jobs to resolve" not in ops.client.get("/ops/").text
+    _, member, proj = ops.api.tenant()
+    job = ops.api.submit(proj["id"], member).json()
+    now = datetime.now(UTC)
+    with session_scope(ops.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
+        row = s.get(Job, uuid.UUID(job["id"]))
+        assert row is not None
+        scheduling.mark_submitted(row, "s-9", now)
+        row.unseen_since = now - timedelta(hours=1)
+        assert scheduling.mark_unseen(s, row, now, grace_s=600)
+    page = ops.client.get("/ops/").text
+    assert "Lost jobs to resolve" in page and 'href="/ops/jobs?state=lost"' in page
+    listed = ops.client.get("/ops/jobs?state=lost").text
+    assert listed.count("data-job=") == 1 and 'class="state state-lost"' in listed
