@@ -141,3 +141,34 @@ def jobs_cancel(
     prefix = "would: " if dry_run else ""
     for r in results:
         c.console.print(f"{r['id']}: {prefix}{r['outcome']} (was {r['was']})", highlight=False)
+
+
+@jobs_app.command("resolve")
+def jobs_resolve(
+    job_id: JobArg,
+    memo: Annotated[str, typer.Option(help="The evidence: what it is and where it is kept.")],
+    charge_seconds: Annotated[
+        int | None,
+        typer.Option(min=0, help="Charge this many seconds of its nodes; omit to close uncharged."),
+    ] = None,
+    nodes: Annotated[
+        str | None, typer.Option(help="Comma-separated nodes it ran on (default: its recorded).")
+    ] = None,
+    as_json: c.JsonOpt = False,
+) -> None:
+    """Resolve a lost job (its scheduler no longer knows it; its hold was released):
+    charge it from evidence, or close it uncharged. Settled once, audited."""
+    with c.unit_of_work() as s:
+        job = jobs.resolve_lost(
+            s,
+            c.ADMIN,
+            c.job_ref(s, job_id),
+            elapsed_s=charge_seconds,
+            nodes=[n for n in (nodes or "").split(",") if n],
+            memo=memo,
+        )
+        data = c.dump(views.job(job))
+    if as_json:
+        c.print_json(data)
+        return
+    c.fields(f"job {data['id']}", {k: data[k] for k in ("state", "charge_pfh", "reason")})

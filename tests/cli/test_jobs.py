@@ -45,3 +45,34 @@ def test_jobs_list_show_cancel(cli: Cli) -> None:
     cli.run("jobs", "cancel", str(uuid.uuid4()), code=1)
     cli.run("jobs", "show", "17", code=2)
     cli.run("jobs", "list", "--state", "sleeping", code=2)
+
+
+def test_jobs_resolve_a_lost_job(cli: Cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from broker.db import make_engine, make_session_factory, session_scope
+    from broker.models import Job
+    from broker.services import scheduling
+
+    seeded = cli.seed(jobs_n=2)
+    lost, running = seeded["jobs"]
+    engine = make_engine(cli.url)
+    now = datetime.now(UTC)
+    with session_scope(make_session_factory(engine)) as s:
+        for job_id in (lost, running):
+            row = s.get(Job, uuid.UUID(job_id))
+            assert row is not None
+            scheduling.mark_submitted(row, f"s-{job_id[:4]}", now)
+            row.node_list = ["local1"]
+        row = s.get(Job, uuid.UUID(lost))
+        assert row is not None
+        row.unseen_since = now - timedelta(hours=1)
+        assert scheduling.mark_unseen(s, row, now, grace_s=600)
+    engine.dispose()
+    assert cli.json("jobs", "list", "--state", "lost")[0]["id"] == lost
+    cli.run("jobs", "resolve", running[:8], "--memo", "x", code=1)  # not lost: refused
+    done = cli.json("jobs", "resolve", lost[:8], "--charge-seconds", "60", "--memo", "node log")
+    assert done["state"] == "lost" and done["charge_pfh"] > 0
+    assert "charged 60 s from evidence (node log)" in done["reason"]
+    kinds = sorted(e["kind"] for e in cli.json("jobs", "show", lost)["ledger"])
+    assert kinds == ["CHARGE", "HOLD", "RELEASE"]
