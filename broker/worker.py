@@ -12,7 +12,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,6 +83,10 @@ class Worker:
         # Per cluster: when it is polled next and the gap after an unchanged poll
         # (``poll``); only the running loop backs off (``run_forever``).
         self.poll_backoff = False
+        # SQLite has one writer: the submitters take turns here for their short
+        # transactions rather than in SQLite's busy handler, which sleeps up to 100 ms.
+        sqlite = settings.database_url.startswith("sqlite")
+        self._submit_lock: threading.Lock | None = threading.Lock() if sqlite else None
         self._poll_due: dict[str, float] = {}
         self._poll_gap: dict[str, float] = {}
 
@@ -214,7 +220,7 @@ class Worker:
         self, job_id: uuid.UUID, tagged: dict[str, sa_.JobInfo], stats: PassStats
     ) -> None:
         now = scheduling.utcnow()
-        with session_scope(self.factory) as s:
+        with self._submitters_turn(), session_scope(self.factory) as s:
             job = s.get(Job, job_id)
             if job is None:
                 return
@@ -238,7 +244,7 @@ class Worker:
         try:
             sched_id = self.pool.get(cluster).submit(spec)
         except sa_.SchedulerError as exc:
-            with session_scope(self.factory) as s:
+            with self._submitters_turn(), session_scope(self.factory) as s:
                 job = s.get(Job, job_id)
                 if job is None or not scheduling.awaiting_submission(job):
                     return
@@ -259,7 +265,7 @@ class Worker:
                     scheduling.reject(s, job, str(exc), scheduling.utcnow())
                     stats.rejected += 1
             return
-        with session_scope(self.factory) as s:
+        with self._submitters_turn(), session_scope(self.factory) as s:
             job = s.get(Job, job_id)
             if job is not None and scheduling.awaiting_submission(job):
                 scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
@@ -271,13 +277,13 @@ class Worker:
         try:
             outcome = staging.run_stage_in(plan)
         except staging.StagingError as exc:
-            with session_scope(self.factory) as s:
+            with self._submitters_turn(), session_scope(self.factory) as s:
                 job = s.get(Job, plan.job_id)
                 if job is not None and scheduling.awaiting_submission(job):
                     scheduling.fail_stage_in(s, job, str(exc), scheduling.utcnow())
                     stats.rejected += 1
             return False
-        with session_scope(self.factory) as s:
+        with self._submitters_turn(), session_scope(self.factory) as s:
             staging.record_stage_in(s, plan.job_id, outcome)
         return True
 
@@ -345,6 +351,9 @@ class Worker:
             gap = self._poll_gap.get(cluster, base)
             gap = base if changed else min(2 * gap, self.settings.poll_max_interval_s)
             self._poll_gap[cluster], self._poll_due[cluster] = gap, started + gap
+
+    def _submitters_turn(self) -> AbstractContextManager[Any]:
+        return self._submit_lock if self._submit_lock is not None else nullcontext()
 
     def poll_soon(self, cluster: str) -> None:
         """Poll ``cluster`` at the next pass (a job was submitted or cancelled there)."""
