@@ -14,6 +14,11 @@ with it off (today's design: a full squeue per cluster every pass), in a scaled 
 (``--scale``: intervals divided by it, counts multiplied back).
 
     .venv/bin/python benchmarks/worker_scale.py [--clusters 10 --jobs 1000]
+
+``--live N`` measures instead on the dev cluster alpha (slurm-cli): N broker jobs queued
+there (``sleep``, one node: one runs, the rest pend), then slurmctld's RPCs per minute
+from ``sdiag`` over ``--live-s`` seconds of worker passes each way: polling every pass
+(today) and with the back-off. Every job is cancelled afterwards.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,6 +196,109 @@ def timed_pass(worker: Worker) -> tuple[float, float]:
     return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
+def sdiag_rpcs(env: dict[str, str]) -> dict[str, int]:
+    """slurmctld's RPC counts by message type since the last ``sdiag --reset``."""
+    out = subprocess.run(["sdiag"], env=env, capture_output=True, text=True, check=True).stdout
+    section = out.split("Remote Procedure Call statistics by message type", 1)[1]
+    section = section.split("Remote Procedure Call statistics by user", 1)[0]
+    counts = {}
+    for line in section.splitlines():
+        m = re.match(r"\s*(\w+)\s*\(\s*\d+\)\s*count:(\d+)", line)
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def live(n: int, seconds: float) -> None:
+    """``--live``: N queued broker jobs on alpha, slurmctld RPCs/min before and after."""
+    from broker.models import Role
+    from broker.schemas.jobs import JobCreate
+    from broker.services import clusters, jobs, slurm_sync
+    from broker.services.principal import Principal
+    from tests._slurm import ensure_posix_user, load_clusters
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/slurm/devcluster"), "up", "--two"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = Path(out.stdout.strip().splitlines()[-1])
+    conf = load_clusters(path)["alpha"]["options"]["slurm_conf"]
+    env = {**os.environ, "SLURM_CONF": conf}
+    user = "brokerscale"
+    ensure_posix_user(user)
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{tmp / 'live.db'}"
+    migrate.upgrade(url)
+    settings = Settings(
+        database_url=url, clusters_file=path, data_dir=tmp, worker_enabled=False,
+        submit_batch=n,
+    )  # fmt: skip
+    configs = settings.load_clusters()
+    factory = make_session_factory(make_engine(url))
+    with session_scope(factory) as s:
+        clusters.sync_config(s, configs)
+        ent = tenants.create_enterprise(
+            s, SYSTEM, name="Scale live", posix_user=user, slurm_account="e_scale"
+        )
+        ledger.grant(s, SYSTEM, ent.id, 10**15, "bench")
+        proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="scale")
+        projects.approve_project(s, SYSTEM, proj.id)
+        slurm_sync.sync(s, configs, dry_run=False, only="alpha")
+        ent_id, proj_id = ent.id, proj.id
+    member = Principal(None, "m", Role.MEMBER, ent_id)
+    with session_scope(factory) as s:
+        for _ in range(n):
+            req = JobCreate(name="pend", script="sleep 900", time_limit_minutes=20, cluster="alpha")
+            jobs.submit(s, member, proj_id, req, idempotency_key=None, max_script_bytes=1000)
+    pool = clusters.AdapterPool(configs)
+    worker = Worker(settings, factory, pool)
+    try:
+        while True:
+            stats = PassStats()
+            worker.submit_due(stats)
+            if not stats.submitted:
+                break
+        # Held in Slurm so that they wait without taking alpha's one node from anyone
+        # else's jobs (live all the same: pending); the one that started is cancelled.
+        listed = subprocess.run(
+            ["squeue", "-h", "-u", user, "-o", "%i %T"], env=env, capture_output=True, text=True
+        ).stdout.split("\n")
+        pending = [ln.split()[0] for ln in listed if ln.endswith("PENDING")]
+        started = [ln.split()[0] for ln in listed if ln.strip() and not ln.endswith("PENDING")]
+        for i in range(0, len(pending), 100):
+            subprocess.run(["scontrol", "hold", ",".join(pending[i : i + 100])], env=env)
+        if started:
+            subprocess.run(["scancel", *started], env=env)
+        n = len(pending)
+        version = worker.pool.get("alpha").ping().version
+        print(f"live: {n} broker jobs in alpha's queue (Slurm {version})")
+        rows = []
+        for label, backoff in (("today: every pass", False), ("back-off (this design)", True)):
+            worker.poll_backoff = backoff
+            worker._poll_due.clear()
+            worker._poll_gap.clear()
+            subprocess.run(["sdiag", "--reset"], env=env, check=True, capture_output=True)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                started = time.monotonic()
+                worker.run_once()
+                time.sleep(max(0.0, settings.worker_interval_s - (time.monotonic() - started)))
+            counts = sdiag_rpcs(env)
+            rows.append((label, sum(counts.values()) * 60 / seconds, counts))
+        print(f"{'slurmctld RPCs per minute (sdiag), ' + str(n) + ' live jobs':<50}{'per min':>10}")
+        for label, per_min, counts in rows:
+            top = ", ".join(
+                f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+            )
+            print(f"{label:<50}{per_min:>10.1f}   ({top})")
+        print(f"ratio: {rows[0][1] / max(rows[1][1], 1e-9):.1f}x fewer RPCs")
+    finally:
+        subprocess.run(["scancel", "-u", user], env=env, check=False)
+        pool.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,7 +311,13 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--quiet-s", type=float, default=12.0, help="length of the scaled run")
     ap.add_argument("--scale", type=float, default=10.0)
+    ap.add_argument("--live", type=int, default=0, help="N live jobs on alpha (sdiag)")
+    ap.add_argument("--live-s", type=float, default=60.0)
     args = ap.parse_args()
+    if args.live:
+        print(f"CPU: {cpu_model()} ({os.cpu_count()} logical), load {os.getloadavg()[0]:.1f}")
+        live(args.live, args.live_s)
+        return
     tmp = Path(tempfile.mkdtemp())
     url = args.db or f"sqlite:///{tmp / 'scale.db'}"
     migrate.upgrade(url)
