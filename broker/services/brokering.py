@@ -46,7 +46,6 @@ class ResourceRequest(Protocol):
     constraints: list[str] | None
     qos: str | None
     reservation: str | None
-
     array: str | None
 
 
@@ -68,6 +67,7 @@ def _tasks(req: ResourceRequest) -> tuple[int, int]:
     """(tasks, how many run at once): (1, 1) for a plain job."""
     spec = array_of(req)
     return (1, 1) if spec is None else (len(spec.indices), spec.width)
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -103,8 +103,8 @@ class JobRequest:
     constraints: list[str] | None = None
     qos: str | None = None
     reservation: str | None = None
-
     array: str | None = None
+
 
 @dataclass(frozen=True)
 class Load:
@@ -214,10 +214,10 @@ def misfit(req: ResourceRequest, part: Partition) -> str | None:
     missing = set(req.constraints or ()) - set(part.features)
     if missing:
         return f"lacks features {sorted(missing)}"
-    refused = _allow_lists(req, part)
     tasks, _ = _tasks(req)
     if tasks > part.max_array_tasks:
         return f"array of {tasks} tasks exceeds the partition's limit of {part.max_array_tasks}"
+    refused = _allow_lists(req, part)
     if refused:
         field_, allowed = refused[0]
         return f"{field_} {getattr(req, field_)!r} is not allowed here (allowed: {allowed})"
