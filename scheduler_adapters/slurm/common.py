@@ -90,6 +90,8 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
     nodes and times, and the earlier runs of a requeued job; the controller's state,
     reason and exit code. An array's tasks are merged likewise. Without an ended record
     in accounting yet (slurmdbd lags), the controller's record as it is."""
+    if accounted is not None and not _same_job(final, accounted):
+        accounted = None  # another job that had this id before the ids were reset
     if final.tasks:
         return arrays.merge(final, accounted)
     if accounted is None or not accounted.state.terminal:
@@ -104,6 +106,17 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
         end_time=accounted.end_time or final.end_time,
         nodes=accounted.nodes or final.nodes,
     )
+
+
+def _same_job(final: JobInfo, accounted: JobInfo) -> bool:
+    """Whether an accounting record is of the controller's job, not of one that had its id
+    before the ids were reset: by tag where both carry one (sites without
+    ``AccountingStoreFlags=job_comment`` keep none), else by submit time."""
+    if final.tag is not None and accounted.tag is not None:
+        return final.tag == accounted.tag
+    if final.submit_time is not None and accounted.submit_time is not None:
+        return abs((final.submit_time - accounted.submit_time).total_seconds()) <= 2
+    return True
 
 
 def older_than_2302(release: str) -> bool:

@@ -117,6 +117,14 @@ def test_accounting_elapsed_leaves_out_time_suspended() -> None:
     assert merged.elapsed_s == 4 and merged.exit_code == 0  # the controller's exit code
     still_running = dataclasses.replace(accounted, state=JobState.RUNNING, end_time=None)
     assert from_accounting(final, still_running) == final  # accounting lags: as it is
+    # A record of another job that had the same id (before the ids were reset) is not it.
+    other = dataclasses.replace(accounted, tag="someone-else")
+    assert from_accounting(dataclasses.replace(final, tag="mine"), other).elapsed_s == 10
+    # Without comments in accounting, the submit time tells them apart.
+    earlier = dataclasses.replace(accounted, tag=None, submit_time=t0 - timedelta(days=3))
+    assert from_accounting(dataclasses.replace(final, submit_time=t0), earlier).elapsed_s == 10
+    same = dataclasses.replace(accounted, tag=None, submit_time=t0)
+    assert from_accounting(dataclasses.replace(final, submit_time=t0), same).elapsed_s == 4
 
 
 @pytest.mark.parametrize(
