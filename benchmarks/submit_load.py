@@ -466,7 +466,7 @@ async def _paced(
     total = max(1, int(rate * seconds))
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.2
@@ -476,7 +476,16 @@ async def _paced(
             nonlocal errors
             project, token = ts[k % len(ts)]
             headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"{run}-{k}"}
-            r = await client.post(f"/api/v1/projects/{project}/jobs", json=JOB, headers=headers)
+            for attempt in range(3):  # a keep-alive connection the server just closed
+                try:
+                    r = await client.post(
+                        f"/api/v1/projects/{project}/jobs", json=JOB, headers=headers
+                    )
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        errors += 1
+                        return
             if r.status_code == 202:
                 latencies.append(loop.time() - due)
             else:
@@ -584,6 +593,7 @@ def main() -> None:
                 args.threads,
             )
             results.setdefault("slurmrestd", []).append(r)
+            print(f"  slurmrestd: {r['accepted_per_s']:.0f}/s", flush=True)
         for workers in args.api_workers:
             url, tmp = fresh_pg(), Path(tempfile.mkdtemp())
             try:
@@ -600,6 +610,7 @@ def main() -> None:
                             url, pid, base, ts[:n], args.seconds, args.connections, args.threads
                         )
                         results.setdefault(label, []).append(r)
+                        print(f"  {label}: {r['accepted_per_s']:.0f}/s", flush=True)
                         if (
                             workers == max(args.api_workers)
                             and n == min(args.tenants)
@@ -609,6 +620,10 @@ def main() -> None:
                             for frac in args.paced:
                                 p = paced_run(base, ts[:n], frac * peak, args.paced_seconds)
                                 paced.setdefault(f"{frac:.0%} of peak", []).append(p)
+                                print(
+                                    f"  paced {p['offered_per_s']:.0f}/s: p99 {p['p99_ms']:.0f} ms",
+                                    flush=True,
+                                )
             finally:
                 drop_pg(url)
                 shutil.rmtree(tmp, ignore_errors=True)
