@@ -598,31 +598,6 @@ def creditable_many(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid
     return out
 
 
-def creditable_many(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """``creditable`` of many jobs in two queries per thousand (charged jobs only)."""
-    out: dict[uuid.UUID, int] = {}
-    for i in range(0, len(job_ids), 1000):
-        chunk = list(job_ids[i : i + 1000])
-        charges = session.execute(
-            select(LedgerEntry.id, LedgerEntry.job_id, LedgerEntry.amount_units).where(
-                LedgerEntry.job_id.in_(chunk), LedgerEntry.kind == EntryKind.CHARGE
-            )
-        ).all()
-        credited = dict(
-            session.execute(
-                select(LedgerEntry.reverses_id, func.sum(LedgerEntry.amount_units))
-                .where(
-                    LedgerEntry.reverses_id.in_([c.id for c in charges]),
-                    LedgerEntry.kind == EntryKind.ADJUST,
-                )
-                .group_by(LedgerEntry.reverses_id)
-            ).all()
-        )
-        for c in charges:
-            out[c.job_id] = c.amount_units + int(credited.get(c.id) or 0)
-    return out
-
-
 def credit(
     session: Session, principal: Principal, job: Job, units: int, memo: str
 ) -> LedgerEntry | None:
@@ -666,6 +641,14 @@ def _entry(session: Session, job_id: uuid.UUID, kind: EntryKind) -> LedgerEntry 
     return session.scalar(
         select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == kind)
     )
+
+
+def available_units(session: Session, enterprise_id: uuid.UUID) -> int:
+    """What the enterprise has left to hold or charge now (granted - held - charged)."""
+    row = session.scalar(
+        select(Balance).where(Balance.enterprise_id == enterprise_id, Balance.project_id.is_(None))
+    )
+    return 0 if row is None else row.granted_units - row.held_units - row.charged_units
 
 
 def balance(session: Session, principal: Principal, enterprise_id: uuid.UUID) -> BalanceView:
@@ -789,7 +772,6 @@ __all__ = [
     "check_invariants",
     "credit",
     "creditable",
-    "creditable_many",
     "creditable_many",
     "grant",
     "hold",
