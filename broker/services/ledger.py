@@ -32,7 +32,7 @@ the project's, always in that order.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -165,6 +165,32 @@ def lock_enterprise(
     _lock(session, enterprise_id, project_id)
 
 
+def lock_for_batch(
+    session: Session, enterprise_id: uuid.UUID, project_ids: Collection[uuid.UUID]
+) -> None:
+    """Lock the enterprise's balance row and its ``project_ids``' rows in one round trip,
+    the enterprise's first, then the projects' by id (the order every writer keeps), for
+    a batch of submissions to hold against."""
+    if not project_ids:
+        _lock(session, enterprise_id)
+        return
+    rows = list(
+        session.scalars(
+            select(Balance)
+            .where(
+                Balance.enterprise_id == enterprise_id,
+                Balance.project_id.is_(None) | Balance.project_id.in_(sorted(project_ids)),
+            )
+            .order_by(Balance.project_id.is_not(None), Balance.project_id)
+            .with_for_update()
+        )
+    )
+    _remember(session, rows)
+    _lock(session, enterprise_id)  # NotFound if a row is missing
+    for project_id in project_ids:
+        _lock(session, enterprise_id, project_id)
+
+
 def _append(session: Session, **fields: object) -> LedgerEntry:
     entry = LedgerEntry(**fields)
     session.add(entry)
@@ -282,8 +308,21 @@ def _project_left(row: Balance, allocation_units: int) -> int:
     return allocation_units + row.carried_units - row.period_held_units - row.period_charged_units
 
 
-def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
-    """Reserve ``job.hold_units`` for a job, or raise ``QuotaExceeded``."""
+def hold(
+    session: Session,
+    job: Job,
+    project: Project,
+    *,
+    capacity_in_use_mflops: int | None = None,
+) -> LedgerEntry:
+    """Reserve ``job.hold_units`` for a job, or raise ``QuotaExceeded`` (or
+    ``CapacityExceeded``) before writing anything.
+
+    Holds of one transaction add up in the locked balance rows, which are written once
+    when it flushes: a batch of submissions checks each against what the ones before it
+    left. ``capacity_in_use_mflops``: what the enterprise holds of its capacity cap,
+    the jobs accepted earlier in the batch included (None: read it from the jobs).
+    """
     units = job.hold_units
     ent = _lock(session, job.enterprise_id)
     proj = _lock(session, job.enterprise_id, job.project_id)
@@ -303,7 +342,7 @@ def hold(session: Session, job: Job, project: Project) -> LedgerEntry:
                 f"hold of {units_to_pfh(units)} PFlop·h exceeds the project's remaining "
                 f"allocation of {units_to_pfh(max(left, 0))} PFlop·h for {period}"
             )
-    _check_capacity(session, job)
+    _check_capacity(session, job, capacity_in_use_mflops)
     ent.held_units += units
     proj.held_units += units
     proj.period_held_units += units
@@ -337,7 +376,7 @@ def capacity_in_use_mflops(
     return int(session.scalar(query) or 0)
 
 
-def _check_capacity(session: Session, job: Job) -> None:
+def _check_capacity(session: Session, job: Job, in_use: int | None = None) -> None:
     """Refuse (not queue) a job that would take the enterprise over its capacity cap.
 
     Refusing keeps the broker's promise simple: an accepted job is on its way to a
@@ -347,7 +386,8 @@ def _check_capacity(session: Session, job: Job) -> None:
     cap = _enterprise(session, job.enterprise_id).capacity_cap_mflops
     if cap is None:
         return
-    in_use = capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
+    if in_use is None:
+        in_use = capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
     wanted = job.nodes * (job.array_width or 1) * job.rate_mflops
     if in_use + wanted > cap:
         raise CapacityExceeded(
