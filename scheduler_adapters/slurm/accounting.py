@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable
-from .common import is_transient
+from .common import check_slurm_conf, is_transient
 from .script import DEFAULT_PATH
 
 __all__ = [
@@ -160,6 +160,7 @@ class SlurmAccounting:
         )
         if not path:
             raise AdapterConfigError(f"{tool} not found on PATH", cluster=self.cluster)
+        check_slurm_conf(self.slurm_conf, self.cluster)
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf

@@ -32,6 +32,7 @@ from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import (
     JOB_ID,
+    check_slurm_conf,
     cluster_info,
     exit_code_from_text,
     exit_signal_from_text,
@@ -129,6 +130,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         if identity is not None:
             ids = {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
         self._count(tool)
+        check_slurm_conf(self.slurm_conf, self.cluster)
         try:
             return subprocess.run(
                 [self._bin(tool), *args],

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from collections.abc import Iterable
 from datetime import datetime
 
 from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobState, NodeInfo, PartitionInfo
+from ..errors import AdapterConfigError
 from .parse import node_is_idle
 
 __all__ = [
@@ -117,6 +119,14 @@ def _same_job(final: JobInfo, accounted: JobInfo) -> bool:
     if final.submit_time is not None and accounted.submit_time is not None:
         return abs((final.submit_time - accounted.submit_time).total_seconds()) <= 2
     return True
+
+
+def check_slurm_conf(path: str | None, cluster: str) -> None:
+    """``AdapterConfigError`` if a configured ``slurm.conf`` does not exist: the tools
+    would otherwise look for a configuration server in DNS, about a minute per call
+    with no answer, before failing."""
+    if path and not os.path.isfile(path):
+        raise AdapterConfigError(f"slurm_conf {path} does not exist", cluster=cluster)
 
 
 def older_than_2302(release: str) -> bool:
