@@ -176,9 +176,10 @@ def test_cancelled_by_the_user_says_so(api: Api) -> None:
 
 
 def test_every_terminal_job_state_is_a_public_state_with_a_reason(api: Api) -> None:
-    """The broker's own ends too: rejected and cancelled before submission."""
+    """The broker's own ends too: rejected, cancelled before submission, lost."""
     assert {s.value for s in JobStatus if s.terminal} == {
         "rejected",
+        "lost",
         "completed",
         "failed",
         "cancelled",
