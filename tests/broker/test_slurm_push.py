@@ -61,6 +61,7 @@ print("PartitionName=p TRESBillingWeights=CPU=1")
     )
     for tool in ("sacctmgr", "sshare", "scontrol"):
         (tmp_path / tool).chmod(0o755)
+    (tmp_path / "slurm.conf").write_text("ClusterName=fake\n")  # the tools are fakes
     return ClusterConfig(
         name="fake",
         adapter="slurm-cli",
