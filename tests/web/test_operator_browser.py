@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from broker.db import session_scope
@@ -82,18 +83,18 @@ def test_job_page_of_a_running_then_finished_job(
         assert "node rate" in reasons
         steps = page.locator("[data-testid=timeline] li[data-state]")
         assert [s.get_attribute("data-state") for s in steps.all()][-1] == "running"
-        page.wait_for_function(
-            "document.querySelector('[data-testid=stdout]').textContent.includes('step-one')"
-        )
+        # A locator assertion (retried from Python): the page's CSP forbids the eval that
+        # wait_for_function's string predicate needs while it polls.
+        expect(page.get_by_test_id("stdout")).to_contain_text("step-one", timeout=15_000)
         assert "warn-one" in page.get_by_test_id("stderr").inner_text()
         assert "Charged when the job ends" in page.get_by_test_id("charge-lines").inner_text()
         snap(page, tmp_path, "job-running")
 
         _drive(live_server, api, job_id, {"completed"})
         page.get_by_test_id("refresh-output").click()
-        page.wait_for_function(
-            "document.querySelector('[data-testid=stdout]').textContent.includes('step-two')"
-        )
+        # A locator assertion (retried from Python): the page's CSP forbids the eval that
+        # wait_for_function's string predicate needs while it polls.
+        expect(page.get_by_test_id("stdout")).to_contain_text("step-two", timeout=15_000)
         page.reload()
         assert "completed" in page.get_by_test_id("job-title").inner_text()
         states = [s.get_attribute("data-state") for s in steps.all()]
