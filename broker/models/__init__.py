@@ -1,7 +1,7 @@
 """The broker's ORM models; importing this package registers every table."""
 
 from .audit import AuditEvent
-from .benchmark import NodeRate, RunState, ValidationRun
+from .benchmark import GpuResult, NodeRate, RunState, ValidationRun
 from .billing import ChargeLine
 from .cluster import Cluster, ClusterStatus, Node, Partition, Validation
 from .job import (
@@ -33,6 +33,7 @@ __all__ = [
     "Enterprise",
     "EnterpriseStatus",
     "EntryKind",
+    "GpuResult",
     "Job",
     "JobDependency",
     "JobEvent",

@@ -66,3 +66,31 @@ class NodeRate(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("validation_run.id"), default=None)
     samples: Mapped[int] = mapped_column(Integer, default=1)
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A GPU node's rate is cpu_mflops + Σ gpu_mflops (each GPU's, by index, at
+    # ``precision``); a CPU node's has cpu_mflops == rate_mflops (None before 0018).
+    cpu_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    gpu_mflops: Mapped[list[int]] = mapped_column(JSON, default=list)
+    precision: Mapped[str | None] = mapped_column(String(4), default=None)
+
+
+class GpuResult(Base):
+    """One GPU's figures in one validation run, and its own verdict."""
+
+    __tablename__ = "gpu_result"
+    __table_args__ = (Index("ix_gpu_result_node_gpu", "node_id", "gpu_index", "run_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("validation_run.id"), index=True)
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("node.id"))
+    gpu_index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    gpu_uuid: Mapped[str | None] = mapped_column(String(64), default=None)
+    simulated: Mapped[bool] = mapped_column(default=False)
+    dgemm_gflops: Mapped[float | None] = mapped_column(default=None)
+    sgemm_gflops: Mapped[float | None] = mapped_column(default=None)
+    triad_gbs: Mapped[float | None] = mapped_column(default=None)
+    peak_gflops: Mapped[float | None] = mapped_column(default=None)  # FP64 FMA probe
+    passed: Mapped[bool] = mapped_column(default=False)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)

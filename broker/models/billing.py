@@ -45,6 +45,13 @@ class ChargeLine(Base):
     rate_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # NodeRate version
     run_id: Mapped[int | None] = mapped_column(BigInteger, default=None)  # ValidationRun
     units: Mapped[int] = mapped_column(BigInteger)  # negative for credits
+    # GPU jobs and GPU nodes: of rate_mflops, the GPUs' part; the precision they are
+    # billed at; the GPUs charged on this node out of the node's (a share on a shared
+    # partition, all of them on an exclusive one). None on CPU-only lines.
+    gpu_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    precision: Mapped[str | None] = mapped_column(String(4), default=None)
+    gpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    node_gpus: Mapped[int | None] = mapped_column(Integer, default=None)
     # A credit line: the charge line it corrects (which may be of a closed month).
     corrects_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
     memo: Mapped[str] = mapped_column(String(300), default="")

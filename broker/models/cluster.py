@@ -75,6 +75,18 @@ class Partition(Base):
     allowed_reservations: Mapped[list[str]] = mapped_column(JSON, default=list)
     # The most tasks one job array may have here (Slurm's MaxArraySize bounds it too).
     max_array_tasks: Mapped[int] = mapped_column(Integer, default=1000)
+    # GPU nodes: the precision their GPUs are billed at ("fp64" or "fp32"), per-GPU
+    # references (full and quick sizes), and whether jobs share nodes (not exclusive:
+    # a job taking part of a node is charged by its GPU share).
+    gpu_precision: Mapped[str] = mapped_column(String(4), default="fp64")
+    gpu_references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gpu_quick_references: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    shared: Mapped[bool] = mapped_column(default=False)
+    # This partition's validation runs: extra `kernels validate` arguments after
+    # BROKER_VALIDATION_ARGS (e.g. "--quick --repeat 1") and environment (e.g. the
+    # CUDA simulator's NUMBA_ENABLE_CUDASIM=1 on fake-GPU nodes).
+    validation_args: Mapped[str] = mapped_column(String(200), default="")
+    validation_environment: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class Node(Base):
@@ -87,11 +99,15 @@ class Node(Base):
     cpus: Mapped[int] = mapped_column(Integer, default=0)
     memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_type: Mapped[str | None] = mapped_column(String(64), default=None)
     partitions: Mapped[list[str]] = mapped_column(JSON, default=list)
     state: Mapped[str] = mapped_column(String(64), default="unknown")
     reason: Mapped[str] = mapped_column(String(500), default="")
     # Measured rate (median of recent passing GEMM runs) in MFLOP/s; None = not measured.
     rate_mflops: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Of which each GPU's measured rate (by index, at the partition's billing precision);
+    # empty for a CPU node or one not measured.
+    gpu_mflops: Mapped[list[int]] = mapped_column(JSON, default=list)
     validation: Mapped[Validation] = mapped_column(
         str_enum(Validation), default=Validation.UNVALIDATED
     )
