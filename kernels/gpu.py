@@ -20,6 +20,7 @@ reads per k are contiguous in shared memory.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -172,10 +173,24 @@ def run_peak(blocks: int, dtype: str, repeat: int, iters: int) -> tuple[list[flo
     return times, 2.0 * PROBE_CHAINS * iters * blocks * PROBE_THREADS, err
 
 
+def contexts() -> list[Any]:
+    """A context per GPU this process may use (CUDA_VISIBLE_DEVICES applied by the driver).
+
+    The CUDA simulator has one device whatever the environment says: it then stands in
+    for each GPU that CUDA_VISIBLE_DEVICES lists (a fake-GPU node's allocation), so a
+    node's validation reports as many GPUs as its allocation gave it.
+    """
+    found = list(cuda().gpus)
+    if simulated() and found:
+        listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        return [found[0]] * max(1, len(listed))
+    return found
+
+
 def devices() -> list[dict[str, Any]]:
     """The GPUs this process may use (CUDA_VISIBLE_DEVICES applied by the driver)."""
     out = []
-    for i, ctx in enumerate(cuda().gpus):
+    for i, ctx in enumerate(contexts()):
         d = getattr(ctx, "_device", ctx)  # numba's context manager wraps the Device
         name = getattr(d, "name", "CUDA simulator" if simulated() else "unknown")
         cc = getattr(d, "compute_capability", None)

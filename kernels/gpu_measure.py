@@ -49,9 +49,8 @@ def measure_device(info: dict[str, Any], quick: bool, repeat: int) -> list[dict[
 
 def validate_gpus(quick: bool, repeat: int) -> list[dict[str, Any]]:
     """Every GPU this process may use, each with its results."""
-    cu = gpu.cuda()
     docs = []
-    for info, dev in zip(gpu.devices(), cu.gpus, strict=True):
+    for info, dev in zip(gpu.devices(), gpu.contexts(), strict=True):
         with dev:
             results = measure_device(info, quick, repeat)
         docs.append({**info, "simulated": gpu.simulated(),

@@ -104,3 +104,13 @@ def test_import_kernels_loads_no_cuda() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=True)  # fmt: skip
     assert proc.stdout.strip() == "False"
+
+
+def test_the_simulator_stands_in_for_each_listed_gpu() -> None:
+    """On a fake-GPU node the allocation lists several GPUs: the simulator measures each."""
+    code = "import json; from kernels import gpu; print(json.dumps(gpu.devices()))"
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "CUDA_VISIBLE_DEVICES": "3,5"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [d["index"] for d in json.loads(proc.stdout)] == [0, 1]
