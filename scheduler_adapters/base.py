@@ -167,17 +167,26 @@ class JobInfo:
     user: str | None = None
     array_task_id: int | None = None
     tasks: tuple[JobInfo, ...] = ()
+    #: GPUs allocated to the job, all its nodes together (Slurm's ``gres/gpu`` TRES);
+    #: 0 for a job without GPUs, a pending job, or where the scheduler does not say.
+    alloc_gpus: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """One compute node as the scheduler sees it."""
+    """One compute node as the scheduler sees it.
+
+    ``gpus`` is the node's configured GPU count (Slurm's ``gres`` ``gpu``, all types
+    together); ``gpu_type`` the type its gres names (``h200`` of ``gpu:h200:2``), None
+    where untyped or no GPUs (several types: the types joined by ``,``).
+    """
 
     name: str
     cpus: int
     memory_mb: int
     state: str
     gpus: int = 0
+    gpu_type: str | None = None
     partitions: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
     reason: str | None = None
