@@ -175,3 +175,42 @@ def test_usage() -> None:
         ["python3", str(DEVCLUSTER), "up", "--four"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--three" in proc.stderr
+
+
+def test_every_cluster_has_a_gpu_partition_of_fake_gpus(dc: ModuleType, tmp_path: Path) -> None:
+    make_tarball(tmp_path, "1")
+    path = tmp_path / "clusters.toml"
+    path.write_text(dc.clusters_toml(list(dc.CLUSTERS)))
+    loaded = {c.name: c for c in load_clusters_file(path)}
+    for name, c in dc.CLUSTERS.items():
+        conf = dc.slurm_conf(name)
+        assert "\nGresTypes=gpu\n" in conf
+        assert "\nAccountingStorageTRES=cpu,mem,node,billing,gres/gpu\n" in conf
+        gpu_nodes = list(c["gpu_nodes"])
+        assert gpu_nodes == [f"{name}-g1", f"{name}-g2"]
+        for node in gpu_nodes:
+            assert f"NodeName={node} " in conf and " Gres=gpu:h200:2 " in conf
+        # The CPU partition stays the default; the GPU one bills CPUs and GPUs.
+        part = next(line for line in conf.splitlines() if line.startswith("PartitionName=gpu "))
+        assert "Default=YES" not in part and f"Nodes={','.join(gpu_nodes)} " in part
+        assert f"Nodes={','.join(c['nodes'])} Default=YES" in conf
+        weights = conf[conf.index("PartitionName=gpu ") :].split("TRESBillingWeights=")[1]
+        assert weights.split()[0].endswith(",GRES/gpu=500")
+        # 22.05 refuses a node named localhost listed before other nodes on its host.
+        assert conf.index(f"NodeName={gpu_nodes[0]} ") < conf.index(
+            f"NodeName={next(iter(c['nodes']))} "
+        )
+        gres = dc.gres_conf(name)
+        assert "\nAutoDetect=off\n" in gres
+        for node in gpu_nodes:
+            files = dc.gpu_files(name, node)
+            assert f"NodeName={node} Name=gpu Type=h200 File={files}/nvidia[0-1]\n" in gres
+        for entry, cluster in loaded.items():
+            if entry == name or entry.startswith(f"{name}-"):
+                parts = {p.name: p for p in cluster.partitions}
+                assert list(parts) == [c["partition"], "gpu"]
+                assert parts[c["partition"]].gpus_per_node == 0
+                gpu = parts["gpu"]
+                assert (gpu.nodes, gpu.gpus_per_node, gpu.cpus_per_node) == (2, 2, 2)
+                per_cpu = c["rate_tflops"] / c["cpus"]
+                assert gpu.rate_tflops == pytest.approx(2 * per_cpu + 2 * 0.5)
