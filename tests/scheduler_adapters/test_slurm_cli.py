@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import shlex
+import shutil
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,7 +26,10 @@ from scheduler_adapters import (
 )
 from scheduler_adapters.slurm.cli import SlurmCliAdapter
 from scheduler_adapters.slurm.common import from_accounting
-from tests._slurm import SlurmTenant
+from tests._slurm import SlurmTenant, ensure_posix_user
+
+#: a tenant-like POSIX user for the identity tests (made if missing, as the live tests do)
+USER = "brokeridtest"
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm" / "22.05"
 
@@ -184,6 +190,52 @@ def test_root_jobs_are_refused_without_a_user(fake_bin: Path) -> None:
         cli(fake_bin).submit(
             JobSpec(name="n", script="true", time_limit_minutes=1, user="no-such-user-xyz")
         )
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "subprocess-ids"])
+def test_tools_run_as_the_user_with_only_the_users_ids(
+    monkeypatch: pytest.MonkeyPatch, setpriv: bool
+) -> None:
+    """sbatch runs with the user's uid and gid and the user's groups only (root's
+    supplementary groups dropped), whether through setpriv or subprocess's own switch."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can run a tool as another user")
+    import scheduler_adapters.slurm.cli as cli_mod
+
+    if setpriv and cli_mod.SETPRIV is None:
+        pytest.skip("no setpriv on this machine")
+    if not setpriv:
+        monkeypatch.setattr(cli_mod, "SETPRIV", None)
+    ensure_posix_user(USER)
+    pw = pwd.getpwnam(USER)
+    # pytest's tmp_path is root's alone: the user could not reach a tool there
+    fake_bin = Path(tempfile.mkdtemp(prefix="broker-ids-"))
+    try:
+        fake_bin.chmod(0o777)
+        ids = fake_bin / "ids.txt"
+        fake_tool(
+            fake_bin, "sbatch", f"cat >/dev/null; echo $(id -u) $(id -g) $(id -G) > {ids}; echo 7"
+        )
+        spec = JobSpec(name="n", script="true", time_limit_minutes=1, user=USER, working_dir="/")
+        assert cli(fake_bin).submit(spec) == "7"
+        uid, gid, *groups = ids.read_text().split()
+    finally:
+        shutil.rmtree(fake_bin)
+    assert (int(uid), int(gid)) == (pw.pw_uid, pw.pw_gid)
+    assert sorted(map(int, groups)) == sorted(set(os.getgrouplist(USER, pw.pw_gid)))
+
+
+def test_a_tool_setpriv_cannot_start_is_a_configuration_error(fake_bin: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can run a tool as another user")
+    import scheduler_adapters.slurm.cli as cli_mod
+
+    if cli_mod.SETPRIV is None:
+        pytest.skip("no setpriv on this machine")
+    ensure_posix_user(USER)
+    (fake_bin / "sbatch").chmod(0o600)  # setpriv cannot execute it
+    with pytest.raises(AdapterConfigError, match="setpriv"):
+        cli(fake_bin).submit(JobSpec(name="n", script="true", time_limit_minutes=1, user=USER))
 
 
 # ---------------------------------------------------------------------------- live alpha
