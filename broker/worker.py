@@ -14,6 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -63,6 +64,28 @@ class PassStats:
             if isinstance(value, int):
                 setattr(self, name, getattr(self, name) + value)
         self.errors += other.errors
+
+
+#: jobs decided, submitted and recorded together (``Worker.submit_due``)
+SUBMIT_ROUND = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A job counted as attempted, with what its scheduler is given."""
+
+    job_id: uuid.UUID
+    cluster: str
+    spec: sa_.JobSpec
+    plan: staging.StagePlan | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the scheduler answered: its job id, or why not."""
+
+    ready: _Ready
+    result: str | sa_.SchedulerError
 
 
 class Worker:
@@ -160,20 +183,26 @@ class Worker:
                     clusters.record_probe(s, row, found)
 
     def submit_due(self, stats: PassStats) -> None:
-        """Submit what is due: per cluster, ``submit_concurrency`` submitters take the
-        due jobs in acceptance order from one queue (each an sbatch or a slurmrestd call
-        that waits on the controller). A job is handed out only after every job accepted
-        before it on that cluster, so a later one can overtake at most the
-        ``submit_concurrency - 1`` in flight beside it (by milliseconds: Slurm's age
-        priority does not tell them apart); with 1 the order is strict. Each submission
-        takes its enterprise's quota lock, as an API cancel does."""
+        """Submit what is due, in rounds of ``SUBMIT_ROUND`` jobs in acceptance order.
+
+        A round is three steps: one transaction decides every job of the round
+        (``begin_submission``: adopt, cancel, hold or count an attempt and build its
+        spec) under its enterprises' quota locks, as an API cancel takes them; then, per
+        cluster, ``submit_concurrency`` submitters take the round's jobs in acceptance
+        order from one queue (each an sbatch or a slurmrestd call that waits on the
+        controller), so a later job can overtake at most the ``submit_concurrency - 1``
+        in flight beside it (by milliseconds: Slurm's age priority does not tell them
+        apart; with 1 the order is strict); then one transaction records every answer.
+        Two commits a round rather than two a job: the database is no longer what a
+        submission waits for. A crash between the steps is repaired as before: an
+        attempt counted tells the next pass to look for the job's tag first.
+        """
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
             due = [
                 (j.id, j.cluster, j.submit_attempts, j.created_at)
                 for j in scheduling.due_for_submit(s, now, self.settings.submit_batch)
             ]
-        queues: dict[str, queue.SimpleQueue[uuid.UUID]] = {}
         tagged_for: dict[str, dict[str, sa_.JobInfo]] = {}
         for cluster in dict.fromkeys(c for _, c, _, _ in due):
             tagged: dict[str, sa_.JobInfo] = {}
@@ -185,23 +214,96 @@ class Worker:
                     stats.errors.append(f"{cluster}: list_tagged: {exc}")
                     continue  # cannot tell what was submitted: try again next pass
             tagged_for[cluster] = tagged
-            queues[cluster] = queue.SimpleQueue()
-        for job_id, cluster, _, _ in due:
-            if cluster in queues:
-                queues[cluster].put(job_id)
+        ids = [job_id for job_id, cluster, _, _ in due if cluster in tagged_for]
+        for at in range(0, len(ids), SUBMIT_ROUND):
+            ready = self._begin_round(ids[at : at + SUBMIT_ROUND], tagged_for, now, stats)
+            answers = self._call_schedulers(ready, stats)
+            self._record_round(answers, now, stats)
+            for cluster in dict.fromkeys(a.ready.cluster for a in answers):
+                self.poll_soon(cluster)
+
+    def _begin_round(
+        self,
+        ids: list[uuid.UUID],
+        tagged_for: dict[str, dict[str, sa_.JobInfo]],
+        now: datetime,
+        stats: PassStats,
+    ) -> list[_Ready]:
+        """Step 1 of a round, in one transaction; if it fails, again one job at a time,
+        so one job's failure touches that job only."""
+        try:
+            mine = PassStats()
+            with self._submitters_turn(), session_scope(self.factory) as s:
+                ready = self._begin_jobs(s, ids, tagged_for, now, mine)
+            stats.add(mine)
+            return ready
+        except Exception:
+            if len(ids) == 1:
+                raise
+            log.exception("deciding %d jobs together failed: one at a time", len(ids))
+        ready = []
+        for job_id in ids:
+            try:
+                ready += self._begin_round([job_id], tagged_for, now, stats)
+            except Exception as exc:
+                log.exception("submitting job %s failed", job_id)
+                stats.errors.append(f"submit {job_id}: {exc}")
+        return ready
+
+    def _begin_jobs(
+        self,
+        s: Session,
+        ids: list[uuid.UUID],
+        tagged_for: dict[str, dict[str, sa_.JobInfo]],
+        now: datetime,
+        stats: PassStats,
+    ) -> list[_Ready]:
+        owners = s.scalars(select(Job.enterprise_id).where(Job.id.in_(ids)).distinct())
+        for enterprise_id in sorted(owners):  # one order for every multi-row locker
+            ledger.lock_enterprise(s, enterprise_id)
+        # Read under the locks: a cancel committed before them is seen.
+        query = select(Job).where(Job.id.in_(ids)).execution_options(populate_existing=True)
+        jobs = {job.id: job for job in s.scalars(query) if scheduling.awaiting_submission(job)}
+        known = scheduling.known_for(s, list(jobs.values()))
+        ready = []
+        for job_id in ids:
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            native = self.pool.get(job.cluster).supports_dependencies if job.depends_on else False
+            outcome, spec, plan = scheduling.begin_submission(
+                s, job, tagged_for[job.cluster], now, native_dependencies=native, known=known
+            )
+            if outcome is scheduling.Step.SUBMIT and spec is not None:
+                ready.append(_Ready(job.id, job.cluster, spec, plan))
+            elif outcome is not scheduling.Step.HELD:  # held: looked at again next pass
+                stats.bump(outcome.value)
+        return ready
+
+    def _call_schedulers(self, ready: list[_Ready], stats: PassStats) -> list[_Answer]:
+        """Step 2: stage in, then submit; per cluster ``submit_concurrency`` at a time,
+        taking jobs in acceptance order. Outside any transaction."""
+        queues: dict[str, queue.SimpleQueue[_Ready]] = {}
+        for item in ready:
+            queues.setdefault(item.cluster, queue.SimpleQueue()).put(item)
+        answers: list[_Answer] = []
 
         def submitter(cluster: str) -> PassStats:
             mine = PassStats()
             while True:
                 try:
-                    job_id = queues[cluster].get_nowait()
+                    item = queues[cluster].get_nowait()
                 except queue.Empty:
                     return mine
+                if item.plan is not None and not self._stage_in(item.plan, mine):
+                    continue
                 try:
-                    self._submit_one(job_id, tagged_for[cluster], mine)
+                    answers.append(_Answer(item, self.pool.get(cluster).submit(item.spec)))
+                except sa_.SchedulerError as exc:
+                    answers.append(_Answer(item, exc))
                 except Exception as exc:  # one job's failure touches that job only
-                    log.exception("submitting job %s failed", job_id)
-                    mine.errors.append(f"{cluster}: submit {job_id}: {exc}")
+                    log.exception("submitting job %s failed", item.job_id)
+                    mine.errors.append(f"{cluster}: submit {item.job_id}: {exc}")
 
         work = [
             cluster
@@ -215,62 +317,60 @@ class Worker:
                 results = list(pool.map(submitter, work))
         for result in results:
             stats.add(result)
+        return answers
 
-    def _submit_one(
-        self, job_id: uuid.UUID, tagged: dict[str, sa_.JobInfo], stats: PassStats
-    ) -> None:
-        now = scheduling.utcnow()
-        with self._submitters_turn(), session_scope(self.factory) as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return
-            ledger.lock_enterprise(s, job.enterprise_id)  # same lock as an API cancel
-            s.refresh(job)
-            if not scheduling.awaiting_submission(job):
-                return
-            native = self.pool.get(job.cluster).supports_dependencies if job.depends_on else False
-            outcome, spec, plan = scheduling.begin_submission(
-                s, job, tagged, now, native_dependencies=native
-            )
-        if outcome is scheduling.Step.HELD:
-            return  # waits for its dependencies: looked at again next pass
-        if outcome is not scheduling.Step.SUBMIT or spec is None:
-            stats.bump(outcome.value)
+    def _record_round(self, answers: list[_Answer], now: datetime, stats: PassStats) -> None:
+        """Step 3: every answer of the round in one transaction (again one at a time
+        if that fails). A job cancelled or adopted meanwhile is left as it is."""
+        if not answers:
             return
-        # Committed: attempts > 0 now tells a restarted worker to look for the tag first.
-        if plan is not None and not self._stage_in(plan, stats):
-            return
-        cluster = job.cluster
         try:
-            sched_id = self.pool.get(cluster).submit(spec)
-        except sa_.SchedulerError as exc:
+            mine = PassStats()
             with self._submitters_turn(), session_scope(self.factory) as s:
-                job = s.get(Job, job_id)
-                if job is None or not scheduling.awaiting_submission(job):
-                    return
-                if exc.transient:
-                    scheduling.backoff(
-                        job,
-                        now,
-                        str(exc),
-                        self.settings.submit_retry_base_s,
-                        self.settings.submit_retry_max_s,
-                    )
-                    stats.retried += 1
-                elif self.settings.reroute_on_reject and scheduling.reroute(
-                    s, job, str(exc), brokering.weights_from(self.settings)
-                ):
-                    stats.retried += 1
-                else:
-                    scheduling.reject(s, job, str(exc), scheduling.utcnow())
-                    stats.rejected += 1
+                query = select(Job).where(Job.id.in_([a.ready.job_id for a in answers]))
+                jobs = {job.id: job for job in s.scalars(query)}
+                for answer in answers:
+                    job = jobs.get(answer.ready.job_id)
+                    if job is not None and scheduling.awaiting_submission(job):
+                        self._record(s, job, answer.result, now, mine)
+            stats.add(mine)
             return
-        with self._submitters_turn(), session_scope(self.factory) as s:
-            job = s.get(Job, job_id)
-            if job is not None and scheduling.awaiting_submission(job):
-                scheduling.mark_submitted(job, sched_id, scheduling.utcnow())
-                stats.submitted += 1
-        self.poll_soon(cluster)
+        except Exception:
+            if len(answers) == 1:
+                log.exception("recording job %s's submission failed", answers[0].ready.job_id)
+                stats.errors.append(f"record {answers[0].ready.job_id}: failed")
+                return
+            log.exception("recording %d submissions together failed: one at a time", len(answers))
+        for answer in answers:
+            self._record_round([answer], now, stats)
+
+    def _record(
+        self,
+        s: Session,
+        job: Job,
+        result: str | sa_.SchedulerError,
+        now: datetime,
+        stats: PassStats,
+    ) -> None:
+        if isinstance(result, str):
+            scheduling.mark_submitted(job, result, scheduling.utcnow())
+            stats.submitted += 1
+        elif result.transient:
+            scheduling.backoff(
+                job,
+                now,
+                str(result),
+                self.settings.submit_retry_base_s,
+                self.settings.submit_retry_max_s,
+            )
+            stats.retried += 1
+        elif self.settings.reroute_on_reject and scheduling.reroute(
+            s, job, str(result), brokering.weights_from(self.settings)
+        ):
+            stats.retried += 1
+        else:
+            scheduling.reject(s, job, str(result), scheduling.utcnow())
+            stats.rejected += 1
 
     def _stage_in(self, plan: staging.StagePlan, stats: PassStats) -> bool:
         """Copy a job's inputs outside any transaction; False if it was rejected."""

@@ -118,12 +118,14 @@ def _write_outbox(session: Session) -> None:
     new_io: dict[uuid.UUID, JobIO] = session.info.pop(_NEW_IO_KEY, {})
     hooks: dict[uuid.UUID, list[Webhook]] = {}
     rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
-    for job, previous, state, created in pending:
-        # A job created in this transaction has its JobIO, if any, added in it too: no
-        # round trip to learn that most jobs have none.
+    # A job created in this transaction has its JobIO, if any, added in it too; the
+    # others' are read in one query (most jobs have none: a get would ask for each).
+    older = {job.id for job, _, _, created in pending if not created and job.id not in new_io}
+    if older:
+        ios = session.scalars(select(JobIO).where(JobIO.job_id.in_(sorted(older))))
+        new_io |= {io.job_id: io for io in ios}
+    for job, previous, state, _created in pending:
         io = new_io.get(job.id)
-        if io is None and not created:
-            io = session.get(JobIO, job.id)
         payload = job_snapshot(job, io) | {"state": state}
         ev = JobEvent(
             job_id=job.id,

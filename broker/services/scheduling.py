@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 import scheduler_adapters as sa_
 
 from ..errors import Conflict, InvalidInput
-from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobStatus, JobTask, Project
+from ..models import LIVE_STATES, Cluster, Enterprise, Job, JobIO, JobStatus, JobTask, Project
 from ..units import units_to_pfh
 from . import (
     billing,
@@ -208,6 +209,34 @@ def enterprise_of(session: Session, job: Job) -> Enterprise:
     return ent
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """The rows a round of submissions needs, read together (``known_for``) rather than
+    job by job; holding them also keeps them in the session's (weak) identity map."""
+
+    enterprises: dict[uuid.UUID, Enterprise]
+    projects: dict[uuid.UUID, Project]
+    clusters: dict[str, Cluster]
+    inputs: dict[uuid.UUID, JobIO]  # a job missing here has no JobIO row
+
+
+def known_for(session: Session, jobs: Sequence[Job]) -> Known:
+    """Four queries for any number of jobs (``begin_submission``'s ``known``)."""
+
+    def by(model: Any, column: Any, keys: set[Any]) -> dict[Any, Any]:
+        if not keys:
+            return {}
+        rows = session.scalars(select(model).where(column.in_(sorted(keys, key=str))))
+        return {getattr(row, column.key): row for row in rows}
+
+    return Known(
+        by(Enterprise, Enterprise.id, {j.enterprise_id for j in jobs}),
+        by(Project, Project.id, {j.project_id for j in jobs}),
+        by(Cluster, Cluster.name, {j.cluster for j in jobs if j.cluster}),
+        by(JobIO, JobIO.job_id, {j.id for j in jobs}),
+    )
+
+
 class Step(enum.StrEnum):
     """What ``begin_submission`` decided for a job (the value names the pass's counter)."""
 
@@ -225,6 +254,7 @@ def begin_submission(
     now: datetime,
     *,
     native_dependencies: bool = False,
+    known: Known | None = None,
 ) -> tuple[Step, sa_.JobSpec | None, staging.StagePlan | None]:
     """Decide what to do with a job awaiting submission before calling the scheduler.
 
@@ -233,6 +263,7 @@ def begin_submission(
     plan)`` after counting the attempt: the caller commits, *then* copies the inputs
     (``staging.run_stage_in``, if there is a plan) and submits.
     ``native_dependencies``: the cluster's scheduler honours ``--dependency``.
+    ``known``: the rows read together for a round of jobs (``known_for``).
     """
     found = tagged.get(tag_of(job)) if job.submit_attempts else None
     if found is not None and not adoptable(session, job, found):
@@ -257,8 +288,10 @@ def begin_submission(
             job.state, job.reason = JobStatus.PENDING, ready.reason
             return Step.HELD, None, None
     job.submit_attempts += 1
-    ent = enterprise_of(session, job)
-    cluster = session.scalar(select(Cluster).where(Cluster.name == job.cluster))
+    if known is None:
+        known = known_for(session, [job])
+    ent = known.enterprises[job.enterprise_id]  # FK guarantees it
+    cluster = known.clusters.get(job.cluster or "")
     try:
         if cluster is None:
             raise OSError(f"cluster {job.cluster!r} is no longer configured")
@@ -267,11 +300,13 @@ def begin_submission(
         reject(session, job, f"cannot prepare the job directory: {exc}", now)
         return Step.REJECTED, None, None
     try:
-        plan = staging.plan_stage_in(session, job, cluster, ent.posix_user)
+        plan = staging.plan_stage_in(
+            session, job, cluster, ent.posix_user, io=known.inputs.get(job.id)
+        )
     except staging.StagingError as exc:
         fail_stage_in(session, job, str(exc), now)
         return Step.REJECTED, None, None
-    project = session.get(Project, job.project_id)
+    project = known.projects.get(job.project_id)
     account = slurm_sync.project_account(ent, project) if project else ent.slurm_account
     spec = spec_for(
         job,

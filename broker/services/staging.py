@@ -285,10 +285,10 @@ class StagePlan:
 
 
 def plan_stage_in(
-    session: Session, job: Job, cluster: Cluster, posix_user: str
+    session: Session, job: Job, cluster: Cluster, posix_user: str, *, io: JobIO | None
 ) -> StagePlan | None:
-    """The job's inputs to copy (``None``: it has none); ``StagingError`` if one is gone."""
-    io = session.get(JobIO, job.id)
+    """The job's inputs to copy (``None``: it has none); ``StagingError`` if one is gone.
+    ``io``: the job's JobIO row (None: it has none)."""
     if io is None or not io.inputs:
         return None
     ws = session.get(Workspace, job.project_id)
