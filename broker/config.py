@@ -62,6 +62,32 @@ class PartitionConfig(BaseModel):
     # The most tasks one job array (`array`) may have here; keep it within the cluster's
     # MaxArraySize (Slurm's default allows indices up to 1000).
     max_array_tasks: int = Field(1000, ge=1, le=1_000_000)
+    # GPU nodes. A node's rate is its CPU rate plus each GPU's measured GEMM rate at
+    # this precision; the GPUs are validated against ``gpu_references`` (per GPU:
+    # dgemm_gflops, sgemm_gflops, triad_gbs, peak_gflops), or ``gpu_quick_references``
+    # for quick runs. ``rate_tflops`` is then the whole node's rated value (CPU + GPUs).
+    gpu_precision: Literal["fp64", "fp32"] = "fp64"
+    gpu_references: dict[str, list[float]] = Field(default_factory=dict)
+    gpu_quick_references: dict[str, list[float]] = Field(default_factory=dict)
+    # Jobs share nodes here (not exclusive): a GPU job that takes part of a node is
+    # charged by its share of the node's GPUs. Default: whole nodes, charged whole.
+    shared: bool = False
+    # This partition's validation runs: `kernels validate` arguments after
+    # BROKER_VALIDATION_ARGS (e.g. "--quick --repeat 1"; `--gpu` is added on GPU
+    # partitions) and environment (e.g. NUMBA_ENABLE_CUDASIM = "1" for fake GPUs).
+    validation_args: str = Field("", max_length=200)
+    validation_environment: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], str
+    ] = Field(default_factory=dict)
+
+    @field_validator("gpu_references", "gpu_quick_references")
+    @classmethod
+    def _known_gpu_metrics(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        known = {"dgemm_gflops", "sgemm_gflops", "triad_gbs", "peak_gflops"}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"unknown GPU metrics {sorted(unknown)} (known: {sorted(known)})")
+        return value
 
     @model_validator(mode="after")
     def _max_nodes_default(self) -> PartitionConfig:
@@ -184,6 +210,8 @@ class Settings(BaseSettings):
     routing_weight_wait: float = Field(1.0, ge=0)
     routing_weight_run: float = Field(1.0, ge=0)
     routing_weight_price: float = Field(0.0, ge=0)
+    # CPU-only jobs stay off GPU partitions unless no other partition can run them.
+    routing_cpu_jobs_off_gpu: bool = True
     reroute_on_reject: bool = True  # once, to another cluster, when one refuses a job
 
     # Node validation: the kernels run as jobs under a broker-owned account and user.

@@ -31,6 +31,30 @@ class KernelResult(BaseModel):
     residual_ok: bool
 
 
+class GpuReport(BaseModel):
+    """One GPU of ``validate --gpu``: who it is and its results (gemm float64 and float32,
+    stream, peak), each in the shape of the CPU ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(ge=0)
+    name: str = ""
+    uuid: str | None = None
+    simulated: bool = False
+    results: list[KernelResult] = Field(default_factory=list)
+
+    def result(self, kernel: str, dtype: str | None = None) -> KernelResult | None:
+        return next(
+            (r for r in self.results if r.kernel == kernel and dtype in (None, r.dtype)), None
+        )
+
+    @property
+    def label(self) -> str:
+        """How a reason names this GPU: ``gpu1 (NVIDIA H200, GPU-1a2b3c4d)``."""
+        who = ", ".join(x for x in (self.name, (self.uuid or "")[:12]) if x)
+        return f"gpu{self.index} ({who})" if who else f"gpu{self.index}"
+
+
 class KernelsReport(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -42,6 +66,8 @@ class KernelsReport(BaseModel):
     started_at: str
     seconds: float = Field(ge=0)
     results: list[KernelResult] = Field(min_length=1)
+    # ``validate --gpu``: every GPU the job could use (CUDA_VISIBLE_DEVICES).
+    gpus: list[GpuReport] = Field(default_factory=list)
 
     def result(self, kernel: str) -> KernelResult | None:
         return next((r for r in self.results if r.kernel == kernel), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import uuid
 from collections.abc import Sequence
@@ -78,6 +79,11 @@ def sync_config(session: Session, clusters: Sequence[ClusterConfig]) -> None:
             part.allowed_qos = list(pc.allowed_qos)
             part.allowed_reservations = list(pc.allowed_reservations)
             part.max_array_tasks = pc.max_array_tasks
+            part.gpu_precision, part.shared = pc.gpu_precision, pc.shared
+            part.gpu_references = dict(pc.gpu_references)
+            part.gpu_quick_references = dict(pc.gpu_quick_references)
+            part.validation_args = pc.validation_args
+            part.validation_environment = dict(pc.validation_environment)
             session.add(part)
         for stale in parts.values():
             session.delete(stale)
@@ -136,6 +142,7 @@ def record_probe(session: Session, cluster: Cluster, found: Probe) -> None:
     for ni in found.nodes:
         node = known.get(ni.name) or Node(cluster_id=cluster.id, name=ni.name)
         node.cpus, node.memory_mb, node.gpus = ni.cpus, ni.memory_mb, ni.gpus
+        node.gpu_type = ni.gpu_type
         node.partitions, node.state, node.reason = list(ni.partitions), ni.state, ni.reason or ""
         node.updated_at = now
         session.add(node)
@@ -251,6 +258,29 @@ def max_rates_mflops(session: Session, partitions: Sequence[Partition]) -> dict[
             if rate and p.name in names:
                 rates[p.id] = max(rates[p.id], rate)
     return rates
+
+
+def gpu_rates_mflops(session: Session, partitions: Sequence[Partition]) -> dict[uuid.UUID, int]:
+    """Each GPU partition's measured rate of one GPU (the median over its nodes' measured
+    GPUs, at the partition's billing precision), by id; partitions with none measured
+    are left out. One query for all of them."""
+    by_cluster: dict[uuid.UUID, list[Partition]] = {}
+    for p in partitions:
+        if p.gpus_per_node:
+            by_cluster.setdefault(p.cluster_id, []).append(p)
+    if not by_cluster:
+        return {}
+    found: dict[uuid.UUID, list[int]] = {}
+    nodes = session.execute(
+        select(Node.cluster_id, Node.partitions, Node.gpu_mflops).where(
+            Node.cluster_id.in_(list(by_cluster)), Node.rate_mflops.is_not(None)
+        )
+    )
+    for cluster_id, names, gpus in nodes:
+        for p in by_cluster[cluster_id]:
+            if p.name in (names or []):
+                found.setdefault(p.id, []).extend(g for g in gpus or [] if g)
+    return {pid: int(statistics.median(rates)) for pid, rates in found.items() if rates}
 
 
 def refresh(session: Session, pool: AdapterPool, cluster: Cluster) -> None:

@@ -12,10 +12,19 @@ passing run (a campaign resumes it in the scheduler behind its queued validation
 and drains it again if that run fails too), or by an administrator's forced resume
 with a stated reason, audited.
 
-Quick runs (``kernels validate --quick`` in ``BROKER_VALIDATION_ARGS``) measure small
-problems, far from a node's full speed: they are judged against the partition's
-``quick_references``; where it has none, a failing quick run is recorded but cannot
-degrade, drain or credit the node.
+Quick runs (``kernels validate --quick`` in ``BROKER_VALIDATION_ARGS`` or the partition's
+``validation_args``) measure small problems, far from a node's full speed: they are judged
+against the partition's ``quick_references``; where it has none, a failing quick run is
+recorded but cannot degrade, drain or credit the node.
+
+GPU nodes (the scheduler lists GPUs on the node, or the partition has them) run the
+kernels with ``--gpu`` and get the GPUs in their allocation; the partition's
+``validation_environment`` is added (the CUDA simulator on fake-GPU nodes). Each GPU the
+node has must report, and is judged on its own against ``gpu_references`` (or
+``gpu_quick_references``): a GPU missing from the report, or one that falls short, fails
+the run, and the node is degraded and drained naming that GPU. A passing run sets the
+node's rate to its CPU rate plus each GPU's (median of recent passing runs, per GPU) at
+the partition's billing precision: DGEMM for ``fp64``, SGEMM for ``fp32``.
 """
 
 from __future__ import annotations
@@ -39,8 +48,17 @@ import scheduler_adapters as sa_
 
 from ..config import Settings
 from ..errors import Conflict, InvalidInput, NotFound
-from ..models import Cluster, Node, NodeRate, Partition, RunState, Validation, ValidationRun
-from ..schemas.kernels import KernelsReport
+from ..models import (
+    Cluster,
+    GpuResult,
+    Node,
+    NodeRate,
+    Partition,
+    RunState,
+    Validation,
+    ValidationRun,
+)
+from ..schemas.kernels import GpuReport, KernelsReport
 from . import audit, billing, clusters, reconcile, safefs, scheduling
 from .principal import SYSTEM, Principal
 
@@ -76,25 +94,8 @@ def judge(
         if not r.residual_ok
     ]
     for key, ref in sorted(references.items()):
-        value = metrics.get(key)
-        if key not in METRICS or not ref:
-            continue
-        if value is None:
-            reasons.append(f"{key}: not measured")
-            continue
-        target = ref[0]
-        lower = ref[1] if len(ref) > 1 else None
-        upper = ref[2] if len(ref) > 2 else None
-        if lower is not None and value < target * (1 + lower):
-            reasons.append(
-                f"{key} {value:.3g} below {target * (1 + lower):.3g} "
-                f"(reference {target:g}, lower {lower:+.0%})"
-            )
-        if upper is not None and value > target * (1 + upper):
-            reasons.append(
-                f"{key} {value:.3g} above {target * (1 + upper):.3g} "
-                f"(reference {target:g}, upper {upper:+.0%})"
-            )
+        if key in METRICS:
+            reasons += against(key, metrics.get(key), ref)
     gemm, peak = metrics.get("gemm_gflops"), metrics.get("peak_gflops")
     if gemm is None:
         reasons.append("gemm: not measured")
@@ -106,14 +107,112 @@ def judge(
     return Verdict(not reasons, reasons, metrics)
 
 
-def is_quick(settings: Settings) -> bool:
-    """Whether this broker's validation runs use the kernels' quick sizes."""
-    return "--quick" in shlex.split(settings.validation_args)
+def against(key: str, value: float | None, ref: list[float]) -> list[str]:
+    """Why ``value`` misses its reference ``[value, lower, upper]`` (ReFrame: bounds
+    relative to the value, either optional); empty if it does not."""
+    if not ref:
+        return []
+    if value is None:
+        return [f"{key}: not measured"]
+    out = []
+    target = ref[0]
+    lower = ref[1] if len(ref) > 1 else None
+    upper = ref[2] if len(ref) > 2 else None
+    if lower is not None and value < target * (1 + lower):
+        out.append(
+            f"{key} {value:.3g} below {target * (1 + lower):.3g} "
+            f"(reference {target:g}, lower {lower:+.0%})"
+        )
+    if upper is not None and value > target * (1 + upper):
+        out.append(
+            f"{key} {value:.3g} above {target * (1 + upper):.3g} "
+            f"(reference {target:g}, upper {upper:+.0%})"
+        )
+    return out
 
 
-def _script(settings: Settings) -> str:
-    python = settings.validation_python or sys.executable
+#: GPU reference name -> (kernel, dtype, result field) in a GPU's results.
+GPU_METRICS = {
+    "dgemm_gflops": ("gemm", "float64", "gflops_median"),
+    "sgemm_gflops": ("gemm", "float32", "gflops_median"),
+    "triad_gbs": ("stream", None, "gbs_median"),
+    "peak_gflops": ("peak", None, "gflops_median"),
+}
+
+#: The GPU figure a partition's billing precision bills.
+PRECISION_METRIC = {"fp64": "dgemm_gflops", "fp32": "sgemm_gflops"}
+
+
+@dataclass
+class GpuVerdict:
+    index: int
+    report: GpuReport | None  # None: the GPU did not report
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+def judge_gpus(
+    gpus: list[GpuReport], expected: int, references: dict[str, list[float]]
+) -> list[GpuVerdict]:
+    """Each of the node's ``expected`` GPUs judged on its own: reported at all, residuals
+    within their thresholds, figures within ``references``. Reasons name the GPU."""
+    by_index = {g.index: g for g in gpus}
+    out = []
+    for index in range(max(expected, len(gpus))):
+        gpu = by_index.get(index)
+        if gpu is None:
+            why = f"gpu{index}: missing (the node has {expected} GPUs, the run saw {len(gpus)})"
+            out.append(GpuVerdict(index, None, False, [why]))
+            continue
+        metrics: dict[str, float | None] = {}
+        for key, (kernel, dtype, attr) in GPU_METRICS.items():
+            res = gpu.result(kernel, dtype)
+            metrics[key] = None if res is None else getattr(res, attr)
+        reasons = [
+            f"{gpu.label}: {r.kernel} {r.dtype} residual {r.residual:.3g} over its threshold"
+            for r in gpu.results
+            if not r.residual_ok
+        ]
+        for key, ref in sorted(references.items()):
+            if key in GPU_METRICS:
+                reasons += [f"{gpu.label} {why}" for why in against(key, metrics.get(key), ref)]
+        if metrics["dgemm_gflops"] is None and metrics["sgemm_gflops"] is None:
+            reasons.append(f"{gpu.label}: gemm not measured")
+        out.append(GpuVerdict(index, gpu, not reasons, reasons, metrics))
+    return out
+
+
+def gpu_rate_mflops(gflops: float | None) -> int:
+    """A GPU's billing rate from its GEMM figure: a GPU that measured anything is worth at
+    least 1 MFLOP/s (the CUDA simulator's well under 1 would otherwise round to none)."""
+    if not gflops or gflops <= 0:
+        return 0
+    return max(1, round(gflops * 1000))
+
+
+def is_quick(settings: Settings, partition: Partition | None = None) -> bool:
+    """Whether validation runs (on ``partition``) use the kernels' quick sizes."""
+    return "--quick" in _args(settings, partition, gpus=0)
+
+
+def node_gpus(node: Node, partition: Partition | None) -> int:
+    """The GPUs a node has: as its scheduler lists them, else as its partition says."""
+    return node.gpus or (partition.gpus_per_node if partition is not None else 0)
+
+
+def _args(settings: Settings, partition: Partition | None, gpus: int) -> list[str]:
     args = shlex.split(settings.validation_args)
+    if partition is not None:
+        args += shlex.split(partition.validation_args)
+    if gpus and "--gpu" not in args:
+        args.append("--gpu")
+    return args
+
+
+def _script(settings: Settings, partition: Partition | None = None, gpus: int = 0) -> str:
+    python = settings.validation_python or sys.executable
+    args = _args(settings, partition, gpus)
     cmd = " ".join(shlex.quote(a) for a in [python, "-m", "kernels", "validate", "--json", *args])
     return f"#!/bin/bash\nexec {cmd}\n"
 
@@ -139,7 +238,8 @@ def start_campaign(
     ]
     if not nodes:
         raise NotFound(f"no node on {cluster_name} matches (refresh the cluster first?)")
-    parts = [p.name for p in clusters.partitions_of(session, cluster)]
+    rows = {p.name: p for p in clusters.partitions_of(session, cluster)}
+    parts = list(rows)
     adapter = pool.get(cluster_name)
     campaign = str(uuid.uuid4())
     root = Path(cluster.scratch_dir) / "_validation"
@@ -154,17 +254,20 @@ def start_campaign(
         work.mkdir(parents=True)
         for p in (work.parent, work):
             scheduling.give_to(p, settings.validation_user)
+        prow = rows.get(part)
+        gpus = node_gpus(n, prow)
         run = ValidationRun(
             node_id=n.id,
             cluster=cluster_name,
             partition=part,
             campaign=campaign,
             work_dir=str(work),
-            quick=is_quick(settings),
+            quick=is_quick(settings, prow),
         )
+        environment = dict(prow.validation_environment or {}) if prow is not None else {}
         spec = sa_.JobSpec(
             name=f"validate-{n.name}",
-            script=_script(settings),
+            script=_script(settings, prow, gpus),
             time_limit_minutes=settings.validation_time_limit_minutes,
             nodes=1,
             partition=part,
@@ -176,7 +279,8 @@ def start_campaign(
             stderr_path=str(work / "stderr.txt"),
             nodelist=(n.name,),
             exclusive=True,
-            environment={"NUMBA_CACHE_DIR": str(cache)},
+            gpus_per_node=gpus or None,  # every GPU of the node (CUDA_VISIBLE_DEVICES)
+            environment={**environment, "NUMBA_CACHE_DIR": str(cache)},
         )
         try:
             run.scheduler_job_id = adapter.submit(spec)
@@ -265,16 +369,23 @@ def ingest(
         .where(Cluster.name == run.cluster, Partition.name == run.partition)
     )
     refs: dict[str, list[float]] = {}
+    gpu_refs: dict[str, list[float]] = {}
     if part is not None:
         refs = dict(part.quick_references if run.quick else part.references)
+        gpu_refs = dict(part.gpu_quick_references if run.quick else part.gpu_references)
     verdict = judge(report, refs, settings.validation_min_gemm_peak_ratio)
-    run.result, run.reasons = raw, verdict.reasons
+    gpus = judge_gpus(report.gpus, node_gpus(node, part), gpu_refs)
+    gpu_reasons = [why for g in gpus for why in g.reasons]
+    run.result, run.reasons = raw, [*gpu_reasons, *verdict.reasons]
     run.gemm_gflops, run.fft_gflops = verdict.metrics["gemm_gflops"], verdict.metrics["fft_gflops"]
     run.stream_gbs, run.peak_gflops = verdict.metrics["stream_gbs"], verdict.metrics["peak_gflops"]
-    if verdict.passed:
+    session.flush()
+    _record_gpus(session, node, run, gpus)
+    if verdict.passed and not gpu_reasons:
         run.state = RunState.PASSED
         session.flush()
-        _set_rate(session, node, run, settings.validation_rate_samples, now)
+        precision = part.gpu_precision if part is not None else "fp64"
+        _set_rate(session, node, run, settings.validation_rate_samples, now, precision, len(gpus))
         if node.validation is Validation.DEGRADED:  # a passing run returns it to service
             node.state, node.reason = "idle", ""
             node.validation = Validation.VALIDATED
@@ -293,9 +404,9 @@ def ingest(
     else:
         run.state = RunState.FAILED
         session.flush()
-        if run.quick and not refs:
+        if run.quick and not refs and not gpu_refs:
             run.reasons = [
-                *verdict.reasons,
+                *run.reasons,
                 "quick run and the partition has no quick_references: the node is not "
                 "degraded (run a full validation to judge it)",
             ]
@@ -303,8 +414,62 @@ def ingest(
         _degrade(session, pool, node, run, now)
 
 
+def _record_gpus(
+    session: Session, node: Node, run: ValidationRun, verdicts: list[GpuVerdict]
+) -> None:
+    for v in verdicts:
+        if v.report is None:
+            continue
+        session.add(
+            GpuResult(
+                run_id=run.id,
+                node_id=node.id,
+                gpu_index=v.index,
+                name=v.report.name[:100],
+                gpu_uuid=(v.report.uuid or None) and str(v.report.uuid)[:64],
+                simulated=v.report.simulated,
+                dgemm_gflops=v.metrics.get("dgemm_gflops"),
+                sgemm_gflops=v.metrics.get("sgemm_gflops"),
+                triad_gbs=v.metrics.get("triad_gbs"),
+                peak_gflops=v.metrics.get("peak_gflops"),
+                passed=v.passed,
+                reasons=v.reasons,
+            )
+        )
+
+
+def _gpu_rates(session: Session, node: Node, gpus: int, precision: str, samples: int) -> list[int]:
+    """Each GPU's rate: the median of its recent passing figures at ``precision``."""
+    column = GpuResult.sgemm_gflops if precision == "fp32" else GpuResult.dgemm_gflops
+    rates = []
+    for index in range(gpus):
+        recent = [
+            g
+            for g in session.scalars(
+                select(column)
+                .join(ValidationRun, ValidationRun.id == GpuResult.run_id)
+                .where(
+                    GpuResult.node_id == node.id,
+                    GpuResult.gpu_index == index,
+                    ValidationRun.state == RunState.PASSED,
+                )
+                .order_by(GpuResult.run_id.desc())
+                .limit(samples)
+            )
+            if g is not None
+        ]
+        rates.append(gpu_rate_mflops(statistics.median(recent)) if recent else 0)
+    return rates
+
+
 def _set_rate(
-    session: Session, node: Node, run: ValidationRun, samples: int, now: datetime
+    session: Session,
+    node: Node,
+    run: ValidationRun,
+    samples: int,
+    now: datetime,
+    precision: str = "fp64",
+    gpus: int = 0,
 ) -> None:
     recent = list(
         session.scalars(
@@ -318,13 +483,21 @@ def _set_rate(
             .limit(samples)
         )
     )
-    rate = round(statistics.median(g for g in recent if g is not None) * 1000)
+    cpu = round(statistics.median(g for g in recent if g is not None) * 1000)
+    gpu = _gpu_rates(session, node, gpus, precision, samples)
     session.add(
         NodeRate(
-            node_id=node.id, rate_mflops=rate, run_id=run.id, samples=len(recent), valid_from=now
+            node_id=node.id,
+            rate_mflops=cpu + sum(gpu),
+            run_id=run.id,
+            samples=len(recent),
+            valid_from=now,
+            cpu_mflops=cpu,
+            gpu_mflops=gpu,
+            precision=precision if gpus else None,
         )
     )
-    node.rate_mflops = rate
+    node.rate_mflops, node.gpu_mflops = cpu + sum(gpu), gpu
 
 
 def _degrade(
