@@ -13,15 +13,26 @@ A job is charged once, at its end, for every run it had (``settle_runs``): a req
 job runs again under the same id, and each run is priced on its own nodes from its
 own start. Runs that the center's own failures ended (``CENTER_FAILURES``) are charged
 as ``BROKER_CHARGE_CENTER_FAILURES`` says: not at all by default.
+
+GPU nodes: a node's rate is its CPU rate plus its GPUs' measured rates at the partition's
+billing precision (``NodeRate.cpu_mflops`` + Σ ``gpu_mflops``), and every line on a GPU
+node names that precision, the GPUs' part of the rate and the GPUs charged. On an
+exclusive partition (the default) a job is charged the whole node, GPUs and all. On a
+``shared`` partition a job that takes part of a GPU node is charged its GPU share of the
+node's whole rate (g of the node's G GPUs: rate × g / G, to the MFLOP/s, half-even); g is
+what the scheduler allocated (``JobInfo.alloc_gpus`` spread over the run's nodes), else
+what the job asked for; a CPU-only job there is charged the node's CPU rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Literal
 
 from sqlalchemy import select
@@ -35,10 +46,18 @@ from .principal import Principal
 
 @dataclass(frozen=True)
 class NodeShare:
+    """What one node is charged at: the rate (a share of it on a shared GPU partition),
+    the version and run that prove it, and for a GPU node its GPUs' part of the rate,
+    their billing precision, and the GPUs charged out of the node's."""
+
     node: str
     rate_mflops: int
     rate_id: int | None
     run_id: int | None
+    gpu_mflops: int | None = None
+    precision: str | None = None
+    gpus: int | None = None
+    node_gpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,10 +81,11 @@ def _partition(session: Session, job: Job) -> Partition | None:
 
 
 def node_shares(
-    session: Session, job: Job, at: datetime, nodes: Sequence[str] = ()
+    session: Session, job: Job, at: datetime, nodes: Sequence[str] = (), alloc_gpus: int = 0
 ) -> list[NodeShare]:
     """The billing rate of each node the job ran on (``nodes``, default its node list),
-    as in force at ``at``."""
+    as in force at ``at``; ``alloc_gpus``: the GPUs the run was given, all nodes together
+    (0: not known, the job's ``gpus_per_node`` is taken)."""
     part = _partition(session, job)
     rated = part.rated_mflops if part is not None else 0
     names = list(nodes) or list(job.node_list) or [f"unknown-{i + 1}" for i in range(job.nodes)]
@@ -77,6 +97,7 @@ def node_shares(
             .where(Cluster.name == job.cluster, Node.name.in_(names))
         )
     }
+    per_node = alloc_gpus // len(names) if alloc_gpus else (job.gpus_per_node or 0)
     shares = []
     for name in names:
         node = rows.get(name)
@@ -89,10 +110,50 @@ def node_shares(
                 .limit(1)
             )
         if version is not None:
-            shares.append(NodeShare(name, version.rate_mflops, version.id, version.run_id))
+            share = NodeShare(name, version.rate_mflops, version.id, version.run_id)
         else:
-            shares.append(NodeShare(name, rated, None, None))
+            share = NodeShare(name, rated, None, None)
+        node_gpus = node.gpus if node is not None and node.gpus else 0
+        if not node_gpus and part is not None:
+            node_gpus = part.gpus_per_node
+        shares.append(_gpu_share(share, version, part, node_gpus, per_node))
     return shares
+
+
+def _scaled(rate: int, part: int, whole: int) -> int:
+    """``rate × part / whole`` to the MFLOP/s, half-even (exact integers throughout)."""
+    return round(Fraction(rate * part, whole))
+
+
+def _gpu_share(
+    share: NodeShare,
+    version: NodeRate | None,
+    part: Partition | None,
+    node_gpus: int,
+    gpus: int,
+) -> NodeShare:
+    """``share`` with its GPU terms: a GPU node names its precision, the GPUs' part of
+    the rate and the GPUs charged; on a shared partition the rate is the job's share."""
+    if not node_gpus and not gpus:
+        return share
+    precision = part.gpu_precision if part is not None else "fp64"
+    gpu_part = sum(version.gpu_mflops or []) if version is not None else None
+    whole = dataclasses.replace(
+        share, gpu_mflops=gpu_part, precision=precision, gpus=node_gpus, node_gpus=node_gpus
+    )
+    if part is None or not part.shared or not node_gpus or gpus >= node_gpus:
+        return whole
+    if gpus <= 0:  # a CPU-only job on a shared GPU node: the node's CPU rate
+        cpu = version.cpu_mflops if version is not None else None
+        return dataclasses.replace(
+            whole, rate_mflops=share.rate_mflops if cpu is None else cpu, gpu_mflops=0, gpus=0
+        )
+    return dataclasses.replace(
+        whole,
+        rate_mflops=_scaled(share.rate_mflops, gpus, node_gpus),
+        gpu_mflops=None if gpu_part is None else _scaled(gpu_part, gpus, node_gpus),
+        gpus=gpus,
+    )
 
 
 def month_seconds(start: datetime, elapsed_s: int) -> list[tuple[str, int]]:
@@ -113,9 +174,14 @@ def month_seconds(start: datetime, elapsed_s: int) -> list[tuple[str, int]]:
 
 
 def price(
-    session: Session, job: Job, start: datetime, elapsed_s: int, nodes: Sequence[str] = ()
+    session: Session,
+    job: Job,
+    start: datetime,
+    elapsed_s: int,
+    nodes: Sequence[str] = (),
+    alloc_gpus: int = 0,
 ) -> list[Line]:
-    shares = node_shares(session, job, start, nodes)
+    shares = node_shares(session, job, start, nodes, alloc_gpus)
     return [
         Line(period, share.node, seconds, share)
         for share in shares
@@ -171,6 +237,7 @@ class Run:
     elapsed_s: int
     nodes: tuple[str, ...]
     ended: JobStatus
+    gpus: int = 0  # GPUs the run was allocated, all nodes together (0: not known)
 
     def charged(self, policy: CenterFailurePolicy) -> bool:
         return policy == "full" or self.ended not in CENTER_FAILURES
@@ -224,7 +291,7 @@ def settle_tasks(
         all_charged += charged
         work = 0
         for run in charged:
-            for ln in price(session, job, run.start, run.elapsed_s, run.nodes):
+            for ln in price(session, job, run.start, run.elapsed_s, run.nodes, run.gpus):
                 key = (ln.period, ln.node, ln.share)
                 merged[key] = merged.get(key, 0) + ln.node_seconds
                 work += ln.share.rate_mflops * ln.node_seconds
@@ -287,6 +354,10 @@ def _line(
         run_id=share.run_id,
         units=units,
         memo=memo,
+        gpu_mflops=share.gpu_mflops,
+        precision=share.precision,
+        gpus=share.gpus,
+        node_gpus=share.node_gpus,
     )
 
 
@@ -369,7 +440,16 @@ def credit_node(
         for ln, units in found.lines:
             if units == 0:
                 continue
-            share = NodeShare(ln.node, ln.rate_mflops, ln.rate_id, ln.run_id)
+            share = NodeShare(
+                ln.node,
+                ln.rate_mflops,
+                ln.rate_id,
+                ln.run_id,
+                ln.gpu_mflops,
+                ln.precision,
+                ln.gpus,
+                ln.node_gpus,
+            )
             line = _line(
                 job,
                 entry.id,

@@ -173,6 +173,8 @@ def spec_for(
         broker_job_id=str(job.id),
         array=array,
         dependency=dependency,
+        # A shared partition's jobs share nodes (charged by GPU share); else whole nodes.
+        exclusive=not (job.routing or {}).get("shared", False),
     )
 
 
@@ -701,6 +703,7 @@ def _run(info: sa_.JobInfo, start: datetime, nodes: tuple[str, ...]) -> billing.
         elapsed_s=max(0, elapsed or 0),
         nodes=tuple(info.nodes) or nodes,
         ended=_STATE_MAP[info.state],
+        gpus=info.alloc_gpus,
     )
 
 

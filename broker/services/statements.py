@@ -100,6 +100,10 @@ def statement(
             ChargeLine.run_id,
             ChargeLine.units,
             ChargeLine.memo,
+            ChargeLine.gpu_mflops,
+            ChargeLine.precision,
+            ChargeLine.gpus,
+            ChargeLine.node_gpus,
             Job.name.label("job_name"),
             Project.name.label("project_name"),
         )
@@ -183,6 +187,12 @@ def _job(j: JobUsage) -> dict[str, Any]:
                 "memo": ln.memo,
                 "corrects_line": ln.corrects_id,
                 "corrects_period": ln.corrects_period,
+                # GPU nodes: the precision the GPUs are billed at, their part of the
+                # rate, and the GPUs charged of the node's (None on CPU-only lines).
+                "precision": ln.precision,
+                "gpu_rate_tflops": None if ln.gpu_mflops is None else ln.gpu_mflops / 1e6,
+                "gpus": ln.gpus,
+                "node_gpus": ln.node_gpus,
             }
             for ln in j.lines
         ],
@@ -207,6 +217,10 @@ CSV_COLUMNS = [
     "line_id",
     "corrects_line",
     "corrects_period",
+    "precision",
+    "gpu_rate_tflops",
+    "gpus",
+    "node_gpus",
 ]
 
 
@@ -237,6 +251,10 @@ def as_csv(doc: dict[str, Any]) -> str:
                         ln["line_id"],
                         ln["corrects_line"] or "",
                         ln["corrects_period"] or "",
+                        ln["precision"] or "",
+                        "" if ln["gpu_rate_tflops"] is None else ln["gpu_rate_tflops"],
+                        "" if ln["gpus"] is None else ln["gpus"],
+                        "" if ln["node_gpus"] is None else ln["node_gpus"],
                     ]
                 )
     writer.writerow(
@@ -255,9 +273,7 @@ def as_csv(doc: dict[str, Any]) -> str:
             doc["net_pfh"],
             doc["net_units"],
             f"node_hours={doc['node_hours']}",
-            "",
-            "",
-            "",
+            *[""] * 7,
         ]
     )
     return out.getvalue()
