@@ -7,9 +7,12 @@ cap; a cluster that does not answer is used only when no answering one fits (the
 then waits, accepted, until it answers). Each is scored by
 ``score`` (a pure function, also used by the routing simulation in benchmarks/) from
 the partition's live load, cached by the worker and never fetched inside a request:
-expected wait for nodes, run time at the node rate, and price, weighted by
-``Weights``. The lowest score wins; the decision, its reasons and the runners-up are
-stored with the job. An explicit cluster or partition narrows the candidates; if none
+expected wait for nodes, run time at the node rate (for a GPU job, at the partition's
+measured GPU rate × the GPUs it asks per node), and price, weighted by ``Weights``.
+CPU-only jobs stay off GPU partitions while another partition can run them
+(``Weights.cpu_jobs_off_gpu``, ``BROKER_ROUTING_CPU_JOBS_OFF_GPU``, default on). The
+lowest score wins; the decision, its reasons and the runners-up are stored with the
+job. An explicit cluster or partition narrows the candidates; if none
 fits, the request is refused naming the field and why.
 """
 
@@ -31,7 +34,7 @@ from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Cluster, ClusterStatus, Partition
 from ..units import HOLD, work_pfh, work_units
-from .clusters import max_rates_mflops
+from .clusters import gpu_rates_mflops, max_rates_mflops
 
 
 class ResourceRequest(Protocol):
@@ -75,16 +78,22 @@ class Weights:
 
     ``wait``: seconds waiting for nodes; ``run``: seconds running (node speed matters);
     ``price``: currency of the partition's price per PFlop·h times the job's work.
+    ``cpu_jobs_off_gpu``: a job that asks no GPU is not sent to a GPU partition while
+    another partition can run it (the routing policy beside the weights).
     """
 
     wait: float = 1.0
     run: float = 1.0
     price: float = 0.0
+    cpu_jobs_off_gpu: bool = True
 
 
 def weights_from(settings: Settings) -> Weights:
     return Weights(
-        settings.routing_weight_wait, settings.routing_weight_run, settings.routing_weight_price
+        settings.routing_weight_wait,
+        settings.routing_weight_run,
+        settings.routing_weight_price,
+        settings.routing_cpu_jobs_off_gpu,
     )
 
 
@@ -136,6 +145,7 @@ def score(
     price_per_pfh: float,
     load: Load,
     w: Weights,
+    speed_mflops: int | None = None,
 ) -> Score:
     """The expected turnaround and price of running a job on a partition.
 
@@ -143,9 +153,12 @@ def score(
     (faster nodes finish the same work sooner). Wait: none when enough nodes are idle
     and nobody queues; otherwise half a run for busy nodes to free up, plus the queue
     ahead (pending jobs, each assumed like this one) spread over the partition's nodes.
+    ``speed_mflops``: how fast the job runs there per node, where not its billing rate
+    (a GPU job runs at its GPUs' rate).
     """
     # Jobs use a fraction of their limit; the queue ahead is assumed to be like this job.
-    run_s = time_limit_minutes * 60 * RUN_FRACTION * 1e6 / max(rate_mflops, 1)
+    speed = rate_mflops if speed_mflops is None else speed_mflops
+    run_s = time_limit_minutes * 60 * RUN_FRACTION * 1e6 / max(speed, 1)
     if load.idle_nodes >= nodes and load.pending_jobs == 0:
         wait_s = 0.0
     else:
@@ -162,9 +175,10 @@ class Candidate:
     rate_mflops: int
     score: Score
     reasons: list[str] = field(default_factory=list)
+    gpu_rate_mflops: int | None = None  # one GPU's measured rate here, if any
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "cluster": self.cluster.name,
             "partition": self.partition.name,
             "score": round(self.score.total, 3),
@@ -173,6 +187,9 @@ class Candidate:
             "rate_tflops": self.rate_mflops / 1e6,
             "price": round(self.score.cost, 6),
         }
+        if self.gpu_rate_mflops is not None:
+            out["gpu_rate_tflops"] = self.gpu_rate_mflops / 1e6
+        return out
 
 
 @dataclass
@@ -191,6 +208,8 @@ class RoutingDecision:
             "expected_run_s": round(self.chosen.score.run_s, 1),
             "alternatives": self.alternatives,
             "rejected": self.rejected,
+            # Jobs share nodes there: submitted without --exclusive, charged by GPU share.
+            "shared": self.chosen.partition.shared,
         }
 
 
@@ -253,10 +272,11 @@ class Snapshot:
 
     rows: list[tuple[Cluster, Partition]]
     rates: dict[uuid.UUID, int]
+    gpu_rates: dict[uuid.UUID, int] = field(default_factory=dict)  # one GPU's, measured
 
 
 def snapshot(session: Session) -> Snapshot:
-    """What routing reads, in two queries."""
+    """What routing reads, in three queries."""
     rows = [
         (c, p)
         for c, p in session.execute(
@@ -266,7 +286,8 @@ def snapshot(session: Session) -> Snapshot:
             .order_by(Cluster.name, Partition.name)
         )
     ]
-    return Snapshot(rows, max_rates_mflops(session, [p for _, p in rows]))
+    parts = [p for _, p in rows]
+    return Snapshot(rows, max_rates_mflops(session, parts), gpu_rates_mflops(session, parts))
 
 
 def choose(
@@ -306,6 +327,8 @@ def choose(
         if why is not None:
             rejected.append({"cluster": cluster.name, "partition": part.name, "reason": why})
             continue
+        gpu_rate = snap.gpu_rates.get(part.id)
+        speed = gpu_rate * req.gpus_per_node if gpu_rate and req.gpus_per_node else None
         found = score(
             req.nodes,
             req.time_limit_minutes,
@@ -313,19 +336,22 @@ def choose(
             part.price_per_pfh,
             _load(cluster, part),
             weights,
+            speed,
         )
+        candidate = Candidate(cluster, part, rate, found, gpu_rate_mflops=gpu_rate)
         if cluster.status is ClusterStatus.DOWN:
             reason = f"cluster not answering: {cluster.last_error[:200]}"
             rejected.append({"cluster": cluster.name, "partition": part.name, "reason": reason})
-            waiting.append(Candidate(cluster, part, rate, found))
+            waiting.append(candidate)
         else:
-            candidates.append(Candidate(cluster, part, rate, found))
+            candidates.append(candidate)
     queued = not candidates and bool(waiting)
     if queued:
         # Nothing that answers can run it: accept it for a cluster that will, once it is
         # back (the worker retries with back-off), rather than refuse during an outage.
         candidates = waiting
         rejected = [r for r in rejected if "not answering" not in r["reason"]]
+    candidates = _keep_gpus_for_gpu_jobs(req, candidates, rejected, weights)
     if not candidates:
         field_ = refused_field(req, [r["reason"] for r in rejected])
         reasons = "; ".join(f"{r['cluster']}/{r['partition']}: {r['reason']}" for r in rejected)
@@ -340,6 +366,28 @@ def choose(
             "which is not answering now",
         )
     return RoutingDecision(best, [c.summary() for c in candidates[1:4]], rejected)
+
+
+def _keep_gpus_for_gpu_jobs(
+    req: ResourceRequest, candidates: list[Candidate], rejected: list[dict[str, str]], w: Weights
+) -> list[Candidate]:
+    """A CPU-only job's candidates without the GPU partitions, while any other remains."""
+    if req.gpus_per_node or not w.cpu_jobs_off_gpu:
+        return candidates
+    cpu_only = [c for c in candidates if not c.partition.gpus_per_node]
+    if not cpu_only or len(cpu_only) == len(candidates):
+        return candidates
+    for c in candidates:
+        if c.partition.gpus_per_node:
+            rejected.append(
+                {
+                    "cluster": c.cluster.name,
+                    "partition": c.partition.name,
+                    "reason": "GPU partition, kept for GPU jobs: the job asks no GPU and "
+                    "another partition can run it",
+                }
+            )
+    return cpu_only
 
 
 #: The spec field each refusal of ``misfit`` and ``_unavailable`` is about, by how its
@@ -435,6 +483,14 @@ def _explain(
         reasons.append("explicitly requested")
     reasons.append(f"fits: {req.nodes} node(s) within max {best.partition.max_nodes}")
     reasons.append(f"node rate {best.rate_mflops / 1e6:g} TFLOP/s")
+    if req.gpus_per_node:
+        if best.gpu_rate_mflops:
+            reasons.append(
+                f"GPU rate {best.gpu_rate_mflops / 1e6:g} TFLOP/s per GPU "
+                f"({best.partition.gpu_precision}, measured), {req.gpus_per_node} per node"
+            )
+        else:
+            reasons.append("GPU rate not measured yet: ranked by the node rate")
     if best.score.wait_s == 0:
         reasons.append("idle nodes available now")
     else:
