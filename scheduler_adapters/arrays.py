@@ -120,7 +120,8 @@ def aggregate(
     The array is live while any task is (running if one runs); once every task seen
     has ended and none waits it has ended: ``COMPLETED`` when all completed, else the
     end of the first task (by index) that did not complete. Nodes are every task's,
-    elapsed seconds the sum of the tasks'.
+    elapsed seconds the sum of the tasks', ``alloc_gpus`` the most any one task holds
+    (each task's own is in ``tasks``).
     """
     seen = {t.array_task_id: t for t in tasks if t.array_task_id is not None}
     waiting = sorted(set(pending) - seen.keys())
@@ -169,6 +170,7 @@ def aggregate(
         elapsed_s=sum(elapsed) if elapsed else None,
         array_task_id=None,
         tasks=ordered,
+        alloc_gpus=max((t.alloc_gpus for t in ordered), default=0),
     )
     return JobInfo(**fields)
 

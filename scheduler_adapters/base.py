@@ -168,7 +168,8 @@ class JobInfo:
     array_task_id: int | None = None
     tasks: tuple[JobInfo, ...] = ()
     #: GPUs allocated to the job, all its nodes together (Slurm's ``gres/gpu`` TRES);
-    #: 0 for a job without GPUs, a pending job, or where the scheduler does not say.
+    #: 0 for a job without GPUs, a pending job, or where the scheduler does not say. An
+    #: array: the most any one of its tasks holds (each task's own is in ``tasks``).
     alloc_gpus: int = 0
 
 

@@ -89,7 +89,7 @@ def with_earlier_runs(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
 def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
     """A job the controller says has ended, as accounting recorded it: its elapsed time
     (which leaves out time suspended, where the controller's end - start counts it), its
-    nodes and times, and the earlier runs of a requeued job; the controller's state,
+    nodes, GPUs and times, and the earlier runs of a requeued job; the controller's state,
     reason and exit code. An array's tasks are merged likewise. Without an ended record
     in accounting yet (slurmdbd lags), the controller's record as it is."""
     if accounted is not None and not _same_job(final, accounted):
@@ -107,6 +107,7 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
         start_time=accounted.start_time or final.start_time,
         end_time=accounted.end_time or final.end_time,
         nodes=accounted.nodes or final.nodes,
+        alloc_gpus=accounted.alloc_gpus or final.alloc_gpus,
     )
 
 

@@ -10,6 +10,12 @@ Shapes handled (see tests/fixtures/slurm/ for recorded examples):
   ``{set, infinite, number}``, states as lists (``["COMPLETED", "COMPLETING"]``),
   ``exit_code: {status: ["EXITED"], return_code: {set, number}, signal: {id, name}}``,
   ``meta.slurm.release``, node states as lists.
+* GPUs (every version, recorded on the dev clusters' partition ``gpu``): a job's
+  allocated ones in the controller's ``tres_alloc_str`` (``...,gres/gpu=2``) and in
+  accounting's ``tres.allocated`` (``{type: "gres", name: "gpu", count: 2}``); a node's
+  configured ones in ``gres`` (``gpu:h200:2``, ``gpu:2(S:0-1)``). A site that also
+  tracks typed TRES (``gres/gpu:h200``) lists the same GPUs twice: the untyped total
+  wins (``tres_gpus``).
 
 Everything returns the adapter contract's types; nothing here raises on an unexpected
 field: a missing value becomes ``None`` and an unknown state ``JobState.UNKNOWN``.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +46,7 @@ __all__ = [
     "exit_code",
     "exit_signal",
     "expand_hostlist",
+    "gres_gpus",
     "node_is_idle",
     "number",
     "parse_job",
@@ -48,6 +56,7 @@ __all__ = [
     "plugin_version",
     "release",
     "timestamp",
+    "tres_gpus",
     "with_runs",
 ]
 
@@ -262,7 +271,45 @@ def _parse_job(job: Json, *, run: bool) -> JobInfo:
         partition=job.get("partition") or None,
         user=_user(job),
         array_task_id=_array(job)[1],
+        alloc_gpus=_job_gpus(job, is_db) if start else 0,
     )
+
+
+def tres_gpus(tres: Mapping[str, Any]) -> int:
+    """GPUs in a TRES mapping (``{"gres/gpu": 2}``, ``{"gres/gpu:h200": 2}``): the untyped
+    ``gres/gpu`` total where there is one, else the sum of the typed ones."""
+    typed = 0
+    for key, value in tres.items():
+        name = str(key).lower()
+        if name == "gres/gpu":
+            return number(value) or 0
+        if name.startswith("gres/gpu:"):
+            typed += number(value) or 0
+    return typed
+
+
+def _tres_text(text: str) -> dict[str, str]:
+    """``cpu=2,mem=512M,gres/gpu=2`` as a mapping (values as text)."""
+    pairs = (item.partition("=") for item in text.split(","))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def _job_gpus(job: Json, is_db: bool) -> int:
+    """GPUs allocated to a job, all nodes: accounting's ``tres.allocated`` list, or the
+    controller's ``tres_alloc_str`` (empty while pending)."""
+    if is_db:
+        items = _mapping(job.get("tres")).get("allocated")
+        if not isinstance(items, list):
+            return 0
+        return tres_gpus(
+            {
+                f"{item.get('type')}/{item.get('name')}": item.get("count")
+                for item in items
+                if isinstance(item, Mapping) and item.get("type") == "gres" and item.get("name")
+            }
+        )
+    text = job.get("tres_alloc_str")
+    return tres_gpus(_tres_text(text)) if isinstance(text, str) else 0
 
 
 def _array(job: Json) -> tuple[str | None, int | None, str]:
@@ -361,13 +408,26 @@ def with_runs(records: list[tuple[Json, JobInfo]]) -> JobInfo:
     )
 
 
-def _gpus(gres: Any) -> int:
-    total = 0
-    for item in _words(gres) if not isinstance(gres, str) else gres.split(","):
-        fields = item.split("(")[0].split(":")
-        if fields[0] == "gpu" and len(fields) > 1 and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
+#: Commas between gres items, not those inside a socket list (``gpu:2(S:0,1)``).
+_GRES_SPLIT = re.compile(r",(?![^(]*\))")
+
+
+def gres_gpus(gres: Any) -> tuple[int, str | None]:
+    """(GPUs, type) of a node's configured gres: ``gpu:h200:2`` is (2, "h200"),
+    ``gpu:2(S:0-1)`` (2, None), ``gpu`` (1, None: a count defaults to 1); several types
+    add up, their names joined by ``,``. Other gres (``shard``, ``mps``) are not GPUs."""
+    items = _GRES_SPLIT.split(gres) if isinstance(gres, str) else _words(gres)
+    total, types = 0, []
+    for item in items:
+        fields = item.split("(")[0].strip().removeprefix("gres:").split(":")
+        if fields[0] != "gpu":
+            continue
+        count_text = fields[-1] if len(fields) > 1 and fields[-1].isdecimal() else "1"
+        kind = fields[1] if len(fields) > 1 and not fields[1].isdecimal() else None
+        total += int(count_text)
+        if kind and kind not in types:
+            types.append(kind)
+    return total, ",".join(types) or None
 
 
 def parse_node(node: Json) -> NodeInfo:
@@ -377,12 +437,14 @@ def parse_node(node: Json) -> NodeInfo:
     words += [f.lower() for f in _words(node.get("state_flags")) if f.lower() not in words]
     features = node.get("features")
     feature_list = features.split(",") if isinstance(features, str) else _words(features)
+    gpus, gpu_type = gres_gpus(node.get("gres") or "")
     return NodeInfo(
         name=str(node.get("name", "")),
         cpus=number(node.get("cpus")) or 0,
         memory_mb=number(node.get("real_memory")) or 0,
         state="+".join(words) or "unknown",
-        gpus=_gpus(node.get("gres") or ""),
+        gpus=gpus,
+        gpu_type=gpu_type,
         partitions=tuple(_words(node.get("partitions"))),
         features=tuple(f for f in feature_list if f),
         reason=_reason(node.get("reason")),

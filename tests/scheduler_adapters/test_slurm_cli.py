@@ -328,8 +328,10 @@ def test_live_drain_and_resume(slurm_tenant: SlurmTenant) -> None:
     adapter = alpha(slurm_tenant)
     adapter.drain("localhost", "contract test")
     try:
-        (node,) = adapter.nodes()
+        node = next(n for n in adapter.nodes() if n.name == "localhost")
         assert "drain" in node.state and node.reason == "contract test"
+        # The other nodes (alpha's partition gpu) are not touched.
+        assert all("drain" not in n.state for n in adapter.nodes() if n.name != "localhost")
     finally:
         adapter.resume("localhost")
-    assert "drain" not in adapter.nodes()[0].state
+    assert "drain" not in next(n for n in adapter.nodes() if n.name == "localhost").state
