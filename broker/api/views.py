@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from ..models import (
     ApiToken,
     AuditEvent,
     Cluster,
     Enterprise,
+    GpuResult,
     Job,
     JobIO,
     JobTask,
     LedgerEntry,
     Node,
+    NodeRate,
     Partition,
     Project,
 )
-from ..schemas.clusters import ClusterRead, NodeRead, PartitionRead
+from ..schemas.clusters import ClusterRead, NodeGpuRead, NodeRateRead, NodeRead, PartitionRead
 from ..schemas.jobs import Dependency, JobDetail, JobRead, TaskRead
 from ..schemas.ledger import AuditEventRead, BalanceRead, LedgerEntryRead, ProjectBalanceRead
 from ..schemas.me import EnterpriseRef, MeRead, ProjectRef
@@ -193,6 +196,8 @@ def partition(p: Partition) -> PartitionRead:
         allowed_qos=list(p.allowed_qos or []),
         allowed_reservations=list(p.allowed_reservations or []),
         max_array_tasks=p.max_array_tasks,
+        gpu_precision=p.gpu_precision,
+        shared=p.shared,
     )
 
 
@@ -209,7 +214,37 @@ def cluster(c: Cluster, parts: list[Partition]) -> ClusterRead:
     )
 
 
-def node(n: Node, rated_mflops: int) -> NodeRead:
+def node_gpu(g: GpuResult, rate_mflops: int | None) -> NodeGpuRead:
+    return NodeGpuRead(
+        index=g.gpu_index,
+        name=g.name,
+        uuid=g.gpu_uuid,
+        simulated=g.simulated,
+        rate_tflops=None if rate_mflops is None else mflops_to_tflops(rate_mflops),
+        dgemm_gflops=g.dgemm_gflops,
+        sgemm_gflops=g.sgemm_gflops,
+        triad_gbs=g.triad_gbs,
+        peak_gflops=g.peak_gflops,
+        passed=g.passed,
+        reasons=list(g.reasons or []),
+        run_id=g.run_id,
+    )
+
+
+def node_rate(r: NodeRate) -> NodeRateRead:
+    return NodeRateRead(
+        valid_from=r.valid_from,
+        rate_tflops=mflops_to_tflops(r.rate_mflops),
+        cpu_rate_tflops=None if r.cpu_mflops is None else mflops_to_tflops(r.cpu_mflops),
+        gpu_rates_tflops=[mflops_to_tflops(g) for g in r.gpu_mflops or []],
+        precision=r.precision,
+        samples=r.samples,
+        run_id=r.run_id,
+    )
+
+
+def node(n: Node, rated_mflops: int, gpus: Sequence[GpuResult] = ()) -> NodeRead:
+    rates = list(n.gpu_mflops or [])
     return NodeRead(
         name=n.name,
         cpus=n.cpus,
@@ -222,6 +257,11 @@ def node(n: Node, rated_mflops: int) -> NodeRead:
         measured=n.rate_mflops is not None,
         validation=n.validation.value,
         updated_at=n.updated_at,
+        gpu_type=n.gpu_type,
+        gpu_rates_tflops=[mflops_to_tflops(r) for r in rates],
+        gpu_figures=[
+            node_gpu(g, rates[g.gpu_index] if g.gpu_index < len(rates) else None) for g in gpus
+        ],
     )
 
 

@@ -19,7 +19,7 @@ import scheduler_adapters as sa_
 from ..api import views
 from ..errors import BrokerError
 from ..models import Node
-from ..services import clusters, validation
+from ..services import clusters, reports, validation
 from . import _common as c
 
 cluster_app = typer.Typer(help="Clusters (declared in the clusters file).", no_args_is_help=True)
@@ -140,10 +140,25 @@ def _node_items(session: Session, cluster: str) -> list[dict[str, Any]]:
     row = clusters.get_cluster(session, cluster)
     rated = {p.name: p.rated_mflops for p in clusters.partitions_of(session, row)}
     default = max(rated.values(), default=0)
+    nodes = clusters.list_nodes(session, cluster)
+    gpus = reports.latest_gpus(session, [n.id for n in nodes if n.gpus or n.gpu_mflops])
     return [
-        c.dump(views.node(n, next((rated[p] for p in n.partitions if p in rated), default)))
-        for n in clusters.list_nodes(session, cluster)
+        c.dump(
+            views.node(
+                n,
+                next((rated[p] for p in n.partitions if p in rated), default),
+                gpus.get(n.id, []),
+            )
+        )
+        for n in nodes
     ]
+
+
+def _gpus_cell(n: dict[str, Any]) -> str:
+    """``2 x h200``; the count alone when untyped."""
+    if not n["gpus"]:
+        return "0"
+    return f"{n['gpus']} x {n['gpu_type']}" if n.get("gpu_type") else str(n["gpus"])
 
 
 @nodes_app.command("list")
@@ -178,6 +193,7 @@ def nodes_list(
             "cpus",
             "memory MB",
             "gpus",
+            "GPU TFLOP/s",
             "partitions",
             "reason",
         ],
@@ -189,13 +205,93 @@ def nodes_list(
                 f"{n['rate_tflops']:g}" + ("" if n["measured"] else " (rated)"),
                 n["cpus"],
                 n["memory_mb"],
-                n["gpus"],
+                _gpus_cell(n),
+                " + ".join(f"{r:g}" for r in n["gpu_rates_tflops"]),
                 ",".join(n["partitions"]),
                 n["reason"],
             )
             for n in items
         ],
     )
+
+
+NodeArg = Annotated[str, typer.Argument(metavar="NODE", help="Node name.")]
+
+
+@nodes_app.command("gpus")
+def nodes_gpus(cluster: ClusterArg, as_json: c.JsonOpt = False) -> None:
+    """Each GPU of the cluster's nodes: its billing rate and its latest figures."""
+    with c.unit_of_work() as s:
+        items = [
+            {"node": n["name"], **g} for n in _node_items(s, cluster) for g in n["gpu_figures"]
+        ]
+    if as_json:
+        c.print_json(items)
+        return
+    c.table(
+        f"GPUs of {cluster}",
+        [
+            "node",
+            "gpu",
+            "name",
+            "TFLOP/s",
+            "DGEMM GF/s",
+            "SGEMM GF/s",
+            "triad GB/s",
+            "run",
+            "verdict",
+        ],
+        [
+            (
+                g["node"],
+                g["index"],
+                g["name"] + (" (simulated)" if g["simulated"] else ""),
+                "" if g["rate_tflops"] is None else f"{g['rate_tflops']:g}",
+                _num(g["dgemm_gflops"]),
+                _num(g["sgemm_gflops"]),
+                _num(g["triad_gbs"]),
+                g["run_id"],
+                "passed" if g["passed"] else "; ".join(g["reasons"]),
+            )
+            for g in items
+        ],
+    )
+
+
+@nodes_app.command("rates")
+def nodes_rates(
+    cluster: ClusterArg,
+    node: NodeArg,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Versions shown.")] = 20,
+    as_json: c.JsonOpt = False,
+) -> None:
+    """A node's billing rate history, newest first: CPU rate + each GPU's."""
+    with c.unit_of_work() as s:
+        row = validation.find_node(s, cluster, node)
+        items = [c.dump(views.node_rate(r)) for r in reports.node_rates(s, row.id, limit)]
+    if as_json:
+        c.print_json(items)
+        return
+    c.table(
+        f"rates of {cluster}/{node}",
+        ["valid from", "TFLOP/s", "CPU", "GPUs", "precision", "samples", "run"],
+        [
+            (
+                r["valid_from"],
+                f"{r['rate_tflops']:g}",
+                "" if r["cpu_rate_tflops"] is None else f"{r['cpu_rate_tflops']:g}",
+                " + ".join(f"{g:g}" for g in r["gpu_rates_tflops"]),
+                r["precision"] or "",
+                r["samples"],
+                r["run_id"] or "",
+            )
+            for r in items
+        ],
+    )
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
 
 
 def _change_nodes(

@@ -638,6 +638,11 @@ def resume_node(
     return node
 
 
+def find_node(session: Session, cluster: str, name: str) -> Node:
+    """The node ``name`` of ``cluster`` (NotFound naming both)."""
+    return _node(session, cluster, name)
+
+
 def _node(session: Session, cluster: str, name: str) -> Node:
     row = session.scalar(
         select(Node)

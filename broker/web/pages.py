@@ -266,6 +266,9 @@ def cluster_detail(
     series = reports.rate_history(db, cluster.id, now - RATE_WINDOW)
     shown = _charted(series, node)
     history = validation.history(db, name, node, limit=50) if node else []
+    chosen = validation.find_node(db, name, node) if node else None
+    rates = reports.node_rates(db, chosen.id, limit=50) if chosen else []
+    gpu_history = reports.gpu_runs(db, chosen.id, limit=20) if chosen else []
     busy = reports.busy_nodes(db, name, now - timedelta(hours=24), now, buckets=48)
     rated = mflops_to_tflops(max((p.rated_mflops for p in parts), default=0))
     return render(
@@ -293,8 +296,11 @@ def cluster_detail(
             )
         ),
         latest=reports.latest_runs(db, cluster.id),
+        gpus=reports.latest_gpus(db, [n.id for n, _ in nodes if n.gpus or n.gpu_mflops]),
         node=node,
         history=history,
+        rates=rates,
+        gpu_history=gpu_history,
         validation=Validation,
     )
 

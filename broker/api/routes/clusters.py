@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...schemas.clusters import ClusterRead, NodeRead
-from ...services import clusters
+from ...schemas.clusters import ClusterRead, NodeRateRead, NodeRead
+from ...services import clusters, reports, validation
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep
 
@@ -25,7 +25,20 @@ def list_nodes(name: str, session: SessionDep, me: CurrentPrincipal) -> list[Nod
     cluster = clusters.get_cluster(session, name)
     rated = {p.name: p.rated_mflops for p in clusters.partitions_of(session, cluster)}
     default = max(rated.values(), default=0)
+    nodes = clusters.list_nodes(session, name)
+    gpus = reports.latest_gpus(session, [n.id for n in nodes if n.gpus or n.gpu_mflops])
     return [
-        views.node(n, next((rated[p] for p in n.partitions if p in rated), default))
-        for n in clusters.list_nodes(session, name)
+        views.node(
+            n, next((rated[p] for p in n.partitions if p in rated), default), gpus.get(n.id, [])
+        )
+        for n in nodes
     ]
+
+
+@router.get("/{name}/nodes/{node}/rates")
+def node_rates(
+    name: str, node: str, session: SessionDep, me: CurrentPrincipal, limit: int = 50
+) -> list[NodeRateRead]:
+    """The node's billing rate versions, newest first: CPU rate + each GPU's."""
+    row = validation.find_node(session, name, node)
+    return [views.node_rate(r) for r in reports.node_rates(session, row.id, min(limit, 500))]

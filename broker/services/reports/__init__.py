@@ -29,7 +29,7 @@ from .jobs import (
     job_page,
     project_options,
 )
-from .nodes import RateSeries, latest_runs, rate_history
+from .nodes import RateSeries, gpu_runs, latest_gpus, latest_runs, node_rates, rate_history
 from .quota import (
     BURN_WINDOW,
     BurnDown,
@@ -75,10 +75,13 @@ __all__ = [
     "enterprise_options",
     "enterprise_page",
     "get_enterprise",
+    "gpu_runs",
     "job_page",
     "jobs_by_state",
+    "latest_gpus",
     "latest_runs",
     "ledger_summary",
+    "node_rates",
     "nodes_of",
     "pending_count",
     "pending_projects",

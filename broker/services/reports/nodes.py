@@ -1,7 +1,9 @@
 """Node health over time: versioned billing rates and the latest validation run of each node.
 
 Both read one cluster's rows through their ``(node_id, …)`` indexes: the rate versions
-of a window (with the version in force when it opened), and one run per node.
+of a window (with the version in force when it opened), and one run per node. GPU nodes:
+each GPU's latest figures (``ix_gpu_result_node_gpu``), a node's rate versions with their
+CPU and per-GPU parts, and its GPUs' figures run by run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ...models import Node, NodeRate, ValidationRun
+from ...models import GpuResult, Node, NodeRate, ValidationRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +67,50 @@ def latest_runs(session: Session, cluster_id: uuid.UUID) -> dict[uuid.UUID, Vali
     )
     runs = session.scalars(select(ValidationRun).where(ValidationRun.id.in_(newest)))
     return {r.node_id: r for r in runs}
+
+
+def latest_gpus(session: Session, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[GpuResult]]:
+    """Each GPU's figures from its newest validation run, by node id, by GPU index."""
+    if not node_ids:
+        return {}
+    newest = (
+        select(func.max(GpuResult.id))
+        .where(GpuResult.node_id.in_(node_ids))
+        .group_by(GpuResult.node_id, GpuResult.gpu_index)
+    )
+    out: dict[uuid.UUID, list[GpuResult]] = defaultdict(list)
+    for row in session.scalars(
+        select(GpuResult).where(GpuResult.id.in_(newest)).order_by(GpuResult.gpu_index)
+    ):
+        out[row.node_id].append(row)
+    return dict(out)
+
+
+def node_rates(session: Session, node_id: uuid.UUID, limit: int = 50) -> list[NodeRate]:
+    """A node's rate versions, newest first, each with its CPU and per-GPU parts."""
+    return list(
+        session.scalars(
+            select(NodeRate)
+            .where(NodeRate.node_id == node_id)
+            .order_by(NodeRate.valid_from.desc(), NodeRate.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def gpu_runs(session: Session, node_id: uuid.UUID, limit: int = 50) -> list[GpuResult]:
+    """A node's GPUs' figures of its last ``limit`` runs with GPUs, newest run first."""
+    runs = (
+        select(GpuResult.run_id)
+        .where(GpuResult.node_id == node_id)
+        .group_by(GpuResult.run_id)
+        .order_by(GpuResult.run_id.desc())
+        .limit(limit)
+    )
+    return list(
+        session.scalars(
+            select(GpuResult)
+            .where(GpuResult.node_id == node_id, GpuResult.run_id.in_(runs.scalar_subquery()))
+            .order_by(GpuResult.run_id.desc(), GpuResult.gpu_index)
+        )
+    )
