@@ -10,6 +10,15 @@ POSIX user where that user exists here, else as ``fallback_user`` (default ``nob
 ``""`` refuses such jobs instead), and gives it the job's working directory. Run as any
 other user, it cannot switch users: every job runs as that user (a single-user trial
 setup; ``identity()`` says so, and the broker logs and reports it).
+
+Resources are recorded and handed to the job as Slurm would (``SLURM_*`` variables), not
+enforced: CPUs and memory are this host's, shared by every job. GPUs likewise: a job
+asking ``gpus_per_node`` = N gets ``CUDA_VISIBLE_DEVICES=0,...,N-1`` (this host's first N
+devices: real ones on a GPU workstation, none elsewhere, where only the CUDA simulator
+runs such a job), ``SLURM_GPUS_ON_NODE`` and ``SLURM_JOB_GPUS``, and ``JobInfo.alloc_gpus``
+= N x nodes. The ``gpus_per_node`` option states how many each node has (its nodes then
+list them, typed by ``gpu_type``) and refuses a job asking more; unset, GPU requests are
+not checked, as CPUs and memory are not, and nodes list no GPUs.
 """
 
 from __future__ import annotations
@@ -65,10 +74,16 @@ class LocalAdapter(SchedulerAdapter):
         partition: str = "default",
         fallback_user: str = "nobody",
         run_as_user: bool | None = None,
+        gpus_per_node: int | None = None,
+        gpu_type: str | None = None,
     ) -> None:
         super().__init__(cluster)
         if not node_names:
             raise AdapterConfigError("node_names must not be empty", cluster=cluster)
+        if gpus_per_node is not None and (isinstance(gpus_per_node, bool) or gpus_per_node < 0):
+            raise AdapterConfigError("gpus_per_node must be 0 or more", cluster=cluster)
+        self.gpus_per_node = gpus_per_node
+        self.gpu_type = gpu_type if gpus_per_node else None
         if run_as_user is not None:
             log.warning(
                 "cluster %s: the local adapter's run_as_user option is obsolete: run as"
@@ -188,6 +203,13 @@ class LocalAdapter(SchedulerAdapter):
             )
         if spec.partition not in (None, self.partition):
             raise SubmitRejected(f"invalid partition {spec.partition!r}", cluster=self.cluster)
+        gpus = spec.gpus_per_node or 0
+        if gpus < 0 or (self.gpus_per_node is not None and gpus > self.gpus_per_node):
+            raise SubmitRejected(
+                f"gpus_per_node: requested {gpus}, the local cluster's nodes have"
+                f" {self.gpus_per_node or 0}",
+                cluster=self.cluster,
+            )
         who = self._run_as(spec.user)
         try:
             variables = check_environment(spec.environment)
@@ -230,6 +252,10 @@ class LocalAdapter(SchedulerAdapter):
             env["USER"] = env["LOGNAME"] = who.name
         if spec.cpus_per_task:
             env["SLURM_CPUS_PER_TASK"] = str(spec.cpus_per_task)
+        if gpus:  # this host's first devices, as Slurm numbers a node's GPUs
+            devices = ",".join(str(i) for i in range(gpus))
+            env["CUDA_VISIBLE_DEVICES"] = env["SLURM_JOB_GPUS"] = devices
+            env["SLURM_GPUS_ON_NODE"] = env["SLURM_GPUS_PER_NODE"] = str(gpus)
         if array is not None:  # as Slurm sets them; the runner adds each task's index
             env["SLURM_ARRAY_JOB_ID"] = job_id
             env["SLURM_ARRAY_TASK_COUNT"] = str(len(array.indices))
@@ -244,6 +270,7 @@ class LocalAdapter(SchedulerAdapter):
             "run_as": None if who is None else who.as_json(),  # who runs it (root: never)
             "partition": spec.partition or self.partition,
             "nodes": nodes,
+            "gpus_per_node": gpus,
             "time_limit_minutes": spec.time_limit_minutes,
             "job_dir": str(home),
             "working_dir": str(work),
@@ -309,6 +336,7 @@ class LocalAdapter(SchedulerAdapter):
             account=meta.get("account"),
             partition=meta.get("partition"),
             user=meta.get("user"),
+            alloc_gpus=int(meta.get("gpus_per_node") or 0) * len(meta["nodes"]) if start else 0,
         )
 
     def _array_info(
@@ -345,6 +373,9 @@ class LocalAdapter(SchedulerAdapter):
                     end_time=end,
                     elapsed_s=elapsed,
                     array_task_id=index,
+                    alloc_gpus=int(meta.get("gpus_per_node") or 0) * len(meta["nodes"])
+                    if start
+                    else 0,
                 )
             )
         base = JobInfo(
@@ -413,6 +444,8 @@ class LocalAdapter(SchedulerAdapter):
                 cpus=self.cpus_per_node,
                 memory_mb=self.memory_mb_per_node,
                 state="drain" if n in drained else "allocated" if n in busy else "idle",
+                gpus=self.gpus_per_node or 0,
+                gpu_type=self.gpu_type,
                 partitions=(self.partition,),
                 reason=drained.get(n),
             )

@@ -10,6 +10,10 @@ adapter is tested against a fake module shaped like pyslurm 25.11's documented A
 * ``pyslurm.db.Jobs.load(pyslurm.db.JobFilter(ids=[...]))`` for finished jobs
 * ``pyslurm.Nodes.load()``, ``pyslurm.Node.load(name).modify(pyslurm.Node(state=, reason=))``
 * ``pyslurm.RPCError`` with ``errno``.
+* GPUs: ``JobSubmitDescription(gres_per_node={"gpu": n})`` (pyslurm's ``--gpus-per-node``;
+  Slurm gets ``tres_per_node=gres:gpu:n``); a job's ``allocated_tres.gres`` maps
+  ``gpu`` (and ``gpu:<type>`` where typed TRES are tracked) to objects with ``count``;
+  a node's ``configured_gres`` is ``{"gpu:h200": 2}`` (all seen live on gamma).
 
 Attribute names of ``Job``/``db.Job``/``Node`` are read defensively (first present
 name wins) because they moved between pyslurm releases.
@@ -31,7 +35,7 @@ from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
-from .parse import exit_code, exit_signal, expand_hostlist, number
+from .parse import exit_code, exit_signal, expand_hostlist, gres_gpus, number, tres_gpus
 from .script import build_environment, check_dependency, neutralise_directives, wrap_array_task
 from .states import map_state
 
@@ -196,6 +200,7 @@ class PySlurmAdapter(SchedulerAdapter):
             partition=_attr(job, "partition"),
             user=_attr(job, "user_name"),
             array_task_id=number(_attr(job, "array_task_id")) if _array_id(job) else None,
+            alloc_gpus=_allocated_gpus(job) if start else 0,
         )
 
     def _mine(self, jobs: Iterable[Any]) -> dict[str, JobInfo]:
@@ -330,13 +335,15 @@ class PySlurmAdapter(SchedulerAdapter):
         out = []
         for node in loaded:
             gres = _attr(node, "configured_gres", default={}) or {}
+            gpus, gpu_type = _node_gpus(gres)
             out.append(
                 NodeInfo(
                     name=str(_attr(node, "name")),
                     cpus=number(_attr(node, "total_cpus", "cpus")) or 0,
                     memory_mb=number(_attr(node, "real_memory", "memory")) or 0,
                     state=str(_attr(node, "state", default="unknown")).lower(),
-                    gpus=(number(gres.get("gpu")) or 0) if isinstance(gres, Mapping) else 0,
+                    gpus=gpus,
+                    gpu_type=gpu_type,
                     partitions=tuple(_attr(node, "partitions", default=()) or ()),
                     features=tuple(
                         _attr(node, "available_features", "configured_features", default=()) or ()
@@ -376,6 +383,29 @@ class PySlurmAdapter(SchedulerAdapter):
             self._ps.Node.load(node).modify(self._ps.Node(**changes))
         except self._rpc_errors() as exc:
             raise self._error(exc, f"update node {node}") from exc
+
+
+def _allocated_gpus(job: Any) -> int:
+    """GPUs allocated to a pyslurm job (live ``Job`` or ``db.Job``), all nodes: its
+    ``allocated_tres`` (a TrackableResources, None while pending; a TRES string too)."""
+    tres = _attr(job, "allocated_tres")
+    if isinstance(tres, str):
+        pairs = (item.partition("=") for item in tres.split(","))
+        return tres_gpus({k.strip(): v for k, sep, v in pairs if sep})
+    gres = getattr(tres, "gres", None)
+    if not isinstance(gres, Mapping):
+        return 0
+    return tres_gpus(
+        {f"gres/{name}": number(getattr(item, "count", item)) for name, item in gres.items()}
+    )
+
+
+def _node_gpus(gres: Any) -> tuple[int, str | None]:
+    """(GPUs, type) of a node's ``configured_gres`` (``{"gpu:h200": 2}``, or a gres string)."""
+    if isinstance(gres, Mapping):  # a count, or {count, indexes} for gres with indexes
+        counts = {k: v.get("count") if isinstance(v, Mapping) else v for k, v in gres.items()}
+        return gres_gpus([f"{name}:{number(count) or 0}" for name, count in counts.items()])
+    return gres_gpus(gres)
 
 
 def _array_id(job: Any) -> str | None:

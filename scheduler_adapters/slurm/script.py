@@ -111,6 +111,11 @@ RESERVED_ENV_PREFIXES: tuple[tuple[str, str], ...] = (
     # The environment is also sbatch's own on slurm-cli (it passes it on with
     # --export=ALL): a library preloaded there could rewrite the submission itself.
     ("LD_", "the dynamic loader reads it in every program, sbatch included"),
+    # Which GPUs a job sees: Slurm sets them from its allocation, but leaves a job
+    # without GPUs the value it brought, which would reach a shared node's GPUs.
+    ("CUDA_VISIBLE_DEVICES", "the scheduler sets it from the job's GPUs (gpus_per_node)"),
+    ("GPU_DEVICE_ORDINAL", "the scheduler sets it from the job's GPUs (gpus_per_node)"),
+    ("ROCR_VISIBLE_DEVICES", "the scheduler sets it from the job's GPUs (gpus_per_node)"),
 )
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _WARNING_TEXT_MAX = 200

@@ -36,7 +36,7 @@ def reset() -> None:
             available_features=["x86"],
             reason=None,
             allocated_cpus=0,
-            configured_gres={"gpu": 1},
+            configured_gres={"gpu": 1} if name == "n1" else {"gpu:h200": 2},
         )
 
 
@@ -51,6 +51,10 @@ class JobSubmitDescription:
         SUBMITTED.append(self.fields)
         now = int(time.time())
         failed = "exit 3" in self.fields["script"]
+        # pyslurm's allocated_tres: a TrackableResources whose gres maps "gpu" to a GPU
+        # (count, type), None for a job that holds nothing; the job runs on two nodes.
+        gpus = (self.fields.get("gres_per_node") or {}).get("gpu") or 0
+        tres = SimpleNamespace(gres={"gpu": SimpleNamespace(count=2 * gpus, type=None)})
         JOBS[job_id] = SimpleNamespace(
             id=job_id,
             name=self.fields["name"],
@@ -67,6 +71,7 @@ class JobSubmitDescription:
             start_time=now,
             end_time=now + 2,
             run_time=2,
+            allocated_tres=tres if gpus else None,
         )
         return job_id
 

@@ -77,3 +77,39 @@ def test_ping_and_nodes(adapter: LocalAdapter) -> None:
     info = adapter.ping()
     assert info.partitions[0].total_nodes == 2
     assert [n.name for n in adapter.nodes()] == ["n1", "n2"]
+
+
+def test_gpus_are_handed_to_the_job_and_reported(tmp_path: Path) -> None:
+    adapter = LocalAdapter(
+        "local", root_dir=str(tmp_path), node_names=["n1", "n2"], gpus_per_node=2, gpu_type="h200"
+    )
+    assert [(n.gpus, n.gpu_type) for n in adapter.nodes()] == [(2, "h200"), (2, "h200")]
+    out = tmp_path / "gpus.txt"
+    job_id = adapter.submit(
+        JobSpec(
+            name="g",
+            script="#!/bin/bash\necho $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE",
+            time_limit_minutes=1,
+            nodes=2,
+            gpus_per_node=2,
+            stdout_path=str(out),
+        )
+    )
+    assert _wait(adapter, job_id) is JobState.COMPLETED
+    assert out.read_text() == "0,1 2\n"
+    assert adapter.status([job_id])[job_id].alloc_gpus == 4
+    plain = adapter.submit(JobSpec(name="c", script="true", time_limit_minutes=1))
+    assert _wait(adapter, plain) is JobState.COMPLETED
+    assert adapter.status([plain])[plain].alloc_gpus == 0
+    with pytest.raises(SubmitRejected, match=r"gpus_per_node: requested 3, .* have 2"):
+        adapter.submit(JobSpec(name="g3", script="true", time_limit_minutes=1, gpus_per_node=3))
+
+
+def test_gpus_unchecked_without_the_option(adapter: LocalAdapter, tmp_path: Path) -> None:
+    assert [n.gpus for n in adapter.nodes()] == [0, 0]
+    job_id = adapter.submit(JobSpec(name="g", script="true", time_limit_minutes=1, gpus_per_node=1))
+    assert _wait(adapter, job_id) is JobState.COMPLETED
+    assert adapter.status([job_id])[job_id].alloc_gpus == 1
+    none = LocalAdapter("local", root_dir=str(tmp_path / "none"), gpus_per_node=0)
+    with pytest.raises(SubmitRejected, match=r"gpus_per_node: requested 1, .* have 0"):
+        none.submit(JobSpec(name="g", script="true", time_limit_minutes=1, gpus_per_node=1))

@@ -55,6 +55,15 @@ def test_submit_maps_fields(adapter: PySlurmAdapter) -> None:
     assert fields["environment"]["USER"] == "alice"
 
 
+def test_allocated_gpus(adapter: PySlurmAdapter) -> None:
+    with_gpus = adapter.submit(spec(gpus_per_node=2))
+    in_db = adapter.submit(spec(gpus_per_node=1, tag="t2"))  # odd id: only in the db
+    without = adapter.submit(spec(tag="t3"))
+    answer = adapter.status([with_gpus, in_db, without])
+    assert answer[with_gpus].alloc_gpus == 4  # two nodes, two GPUs each
+    assert answer[in_db].alloc_gpus == 2 and answer[without].alloc_gpus == 0
+
+
 def test_rejection(adapter: PySlurmAdapter) -> None:
     with pytest.raises(SubmitRejected) as caught:
         adapter.submit(spec(account="bad"))
@@ -80,7 +89,10 @@ def test_cancel_is_idempotent(adapter: PySlurmAdapter) -> None:
 
 def test_nodes_ping_drain(adapter: PySlurmAdapter) -> None:
     nodes = adapter.nodes()
-    assert [(n.name, n.cpus, n.gpus) for n in nodes] == [("n1", 8, 1), ("n2", 8, 1)]
+    assert [(n.name, n.cpus, n.gpus, n.gpu_type) for n in nodes] == [
+        ("n1", 8, 1, None),
+        ("n2", 8, 2, "h200"),
+    ]
     info = adapter.ping()
     assert info.version == "25.11.0" and info.partitions[0].idle_nodes == 2
     adapter.drain("n1", "slow")
