@@ -99,3 +99,32 @@ def test_gpu_node_figures_rates_and_history(ops: Ops) -> None:
     assert "gpu0 50.00, gpu1 49.00" in page  # the older version's per-GPU rates
     history = page.split('data-testid="node-gpu-history"')[1]
     assert history.count("<tr data-gpu=") == 6 and "dgemm_gflops 2e+04 below" in history
+
+
+def test_job_page_names_the_gpu_terms_of_its_charge(ops: Ops) -> None:
+    import uuid
+
+    import scheduler_adapters as sa_
+    from broker.models import Job
+    from broker.services import scheduling
+
+    app: Any = ops.client.app
+    app.state.worker.refresh_clusters()
+    with session_scope(app.state.session_factory) as s:
+        seed_gpu_node(s, "local1")
+    _, member, project = ops.api.tenant(grant_pfh=100)
+    job = ops.api.submit(project["id"], member, script="true").json()
+    info = sa_.JobInfo(
+        job_id="1",
+        state=sa_.JobState.COMPLETED,
+        exit_code=0,
+        nodes=("local1",),
+        start_time=datetime.now(UTC) - timedelta(minutes=2),
+        elapsed_s=60,
+    )
+    with session_scope(app.state.session_factory) as s:
+        row = s.get(Job, uuid.UUID(job["id"]))
+        assert row is not None
+        assert scheduling.apply_info(s, row, info, datetime.now(UTC))
+    page = ops.client.get(f"/ops/jobs/{job['id']}").text
+    assert "of which GPUs 100.00 (fp64), 2/2 GPUs charged" in page

@@ -44,6 +44,10 @@ class ChargeLineRow:
     rate_samples: int | None
     run_id: int | None
     credit: bool
+    gpu_mflops: int | None = None  # GPU nodes: the GPUs' part of the rate
+    precision: str | None = None
+    gpus: int | None = None
+    node_gpus: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,10 @@ def charge_lines(session: Session, job_id: uuid.UUID) -> list[ChargeLineRow]:
                 rate_samples=rate.samples if rate else None,
                 run_id=line.run_id,
                 credit=line.units < 0,
+                gpu_mflops=line.gpu_mflops,
+                precision=line.precision,
+                gpus=line.gpus,
+                node_gpus=line.node_gpus,
             )
         )
     return out
