@@ -7,8 +7,11 @@
   not list it while ``required_nodes`` is a "Disabled key" (all checked live).
 * v0.0.39 (23.02): as v0.0.38 but ``environment`` is a ``["K=V"]`` list.
 * v0.0.40+ (23.11–25.x): the script moves into ``job.script``; counts that may be unset
-  are ``{set, infinite, number}``; ``exclusive`` is a list of flags; ``required_nodes``
-  a list; GPUs go in ``tres_per_node``.
+  are ``{set, infinite, number}``; ``required_nodes`` a list; GPUs go in
+  ``tres_per_node`` (``gres/gpu:N``, checked live on 25.11). A whole node is
+  ``exclusive: ["true"]`` in v0.0.40 and ``shared: ["none"]`` from v0.0.41 on, where
+  ``exclusive`` is deprecated (v0.0.41) or gone (v0.0.42+: slurmrestd 25.11 ignores it,
+  and the job shared its node: seen live, cpu=1 and one of the node's two GPUs).
 
 slurmrestd does not read ``#SBATCH``, ``#PBS`` or ``#BSUB`` lines (checked live on 22.05:
 ``--nice``, ``--begin``, ``hetjob`` and ``#PBS -p`` in the script changed nothing), so a
@@ -84,7 +87,10 @@ def job_description(spec: JobSpec, version: str) -> dict[str, Any]:
         optional["required_nodes" if new else "nodelist"] = (
             list(spec.nodelist) if new else ",".join(spec.nodelist)
         )
-    if spec.exclusive:
-        optional["exclusive"] = ["true"] if new else "exclusive"
+    if spec.exclusive and not new:
+        optional["exclusive"] = "exclusive"
+    elif spec.exclusive:
+        whole = _version_tuple(version) >= (0, 0, 41)
+        optional["shared" if whole else "exclusive"] = ["none"] if whole else ["true"]
     job.update({k: v for k, v in optional.items() if v is not None})
     return {"job": job} if new else {"script": script, "job": job}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -239,6 +240,25 @@ def test_v0040_shapes(tmp_path: Path) -> None:
     answer = rest.status(["101", "110", "5"])
     assert answer["101"].state is JobState.COMPLETED and answer["110"].state is JobState.TIMEOUT
     assert "5" not in answer
+
+
+@pytest.mark.parametrize(
+    ("version", "field", "value"),
+    [
+        ("v0.0.38", "exclusive", "exclusive"),
+        ("v0.0.40", "exclusive", ["true"]),
+        ("v0.0.41", "shared", ["none"]),
+        ("v0.0.44", "shared", ["none"]),
+    ],
+)
+def test_job_description_whole_node_and_gpus(version: str, field: str, value: object) -> None:
+    spec = JobSpec(name="n", script="true", time_limit_minutes=1, gpus_per_node=2)
+    job = job_description(spec, version)["job"]
+    assert job[field] == value and {"exclusive", "shared"} & set(job) == {field}
+    gpus = ("gpus_per_node", "2") if version == "v0.0.38" else ("tres_per_node", "gres/gpu:2")
+    assert job[gpus[0]] == gpus[1]
+    shared = job_description(dataclasses.replace(spec, exclusive=False), version)["job"]
+    assert not {"exclusive", "shared"} & set(shared)
 
 
 def test_job_description_v0039_environment_is_a_list() -> None:
