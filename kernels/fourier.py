@@ -19,10 +19,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from numba import prange
 
 from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import jit, max_threads, use_threads
+from kernels._parallel import run
 from kernels._simd import (
     lanes,
     vbcast,
@@ -141,11 +141,7 @@ class Plan:
     fb: np.ndarray[Any, Any]
     meta: np.ndarray[Any, Any]
     bufsize: int  # the longer of the two pass-buffer lengths
-    work1: int  # scratch length for one thread: self.work(1, 1)
-
-    def work(self, threads: int, zs: int) -> int:
-        """Scratch length: four pass buffers per thread, then ``zs`` split re/im Z rows."""
-        return 4 * self.bufsize * threads + 2 * _round(self.n, 8) * zs
+    work1: int  # scratch for one thread: four pass buffers of bufsize, then Z (re, im)
 
 
 META = 38  # where the int tables start in Plan.meta
@@ -423,8 +419,10 @@ def _row_block(work: Any, n: int, B: int) -> int:
 
 
 @jit()
-def _fft_serial(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any) -> None:
-    """One thread, no parallel launch, no allocation: ``work`` holds the buffers and Z."""
+def _fft_rows(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any, t: int,
+              threads: int) -> None:  # fmt: skip
+    """Rows t, t + threads, ... of the batch (whole row blocks first), on one thread with no
+    allocation: ``work`` is this thread's, four pass buffers then Z (Plan.work1 long)."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
     RB = _row_block(work, n, B)
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
@@ -439,54 +437,30 @@ def _fft_serial(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work
     zr = work[zo : zo + n]
     zi = work[zo + nz : zo + nz + n]
     nrb = rows // RB if row_blocks else 0
-    for rb in range(nrb):
+    for rb in range(t, nrb, threads):
         _rows_block(x, out, rb * RB, n, RB, sg, scale, tb)
-    for row in range(nrb * RB, rows):
+    for row in range(nrb * RB + t, rows, threads):
         for blk in range(nb1):
             _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
         for blk in range(nb2):
             _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
 
 
-@jit(parallel=True)
-def _fft_core(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any,
-              threads: int) -> None:  # fmt: skip
-    """``work``: four buffers of ``size`` per thread, then Z (one row's, or one per thread)."""
+@jit()
+def _fft_cols(x: Any, out: Any, row: int, inv: bool, fb: Any, meta: Any, work: Any, zr: Any,
+              zi: Any, phase: int, t: int, threads: int) -> None:  # fmt: skip
+    """One row's column blocks t, t + threads, ...: step 1's (``phase`` 1, into the shared
+    Z = zr, zi) or step 2's (``phase`` 2, from Z); ``work``: this thread's pass buffers."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
-    RB = _row_block(work, n, B)
-    row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
-    size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
-    nb1 = (n1 + B - 1) // B
-    nb2 = (n2 + B - 1) // B
-    nrb = rows // RB if row_blocks else 0
-    zo = 4 * size * threads
-    nz = ((n + 7) // 8) * 8
-    if rows >= threads and rows > 1:  # threads share out the rows
-        for t in prange(threads):
-            tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
-            for rb in range(t, nrb, threads):
-                _rows_block(x, out, rb * RB, n, RB, sg, scale, tb)
-            zro = work[zo + 2 * t * nz : zo + 2 * t * nz + n]
-            zio = work[zo + (2 * t + 1) * nz : zo + (2 * t + 1) * nz + n]
-            for row in range(nrb * RB + t, rows, threads):
-                for blk in range(nb1):
-                    _step1(x, row * n, n1, n2, B, blk, sg, tb, zro, zio)
-                for blk in range(nb2):
-                    _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zro, zio)
-    else:  # threads share out the column blocks of each row
-        zr = work[zo : zo + n]
-        zi = work[zo + nz : zo + nz + n]
-        for row in range(rows):
-            for t in prange(threads):
-                tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
-                for blk in range(t, nb1, threads):
-                    _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
-            for t in prange(threads):
-                tb = _tables(fb, meta, work[4 * size * t : 4 * size * (t + 1)], size)
-                for blk in range(t, nb2, threads):
-                    _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+    tb = _tables(fb, meta, work, meta[4])
+    if phase == 1:
+        for blk in range(t, (n1 + B - 1) // B, threads):
+            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+    else:
+        for blk in range(t, (n2 + B - 1) // B, threads):
+            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
 
 
 _REAL = {"D": "d", "F": "f"}
@@ -546,12 +520,26 @@ def fft(
         nthreads = int(threads)
         if nthreads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+    inv = bool(inverse)
     if nthreads == 1 or size <= SERIAL_MAX:
-        work = _workspace(p.work1, real)
-        _fft_serial(xf, of, rows, bool(inverse), p.fb, p.meta, work)
+        _fft_rows(xf, of, rows, inv, p.fb, p.meta, _workspace(p.work1, real), 0, 1)
         return out
     nthreads = use_threads(nthreads)
-    zs = nthreads if rows >= nthreads and rows > 1 else 1
-    work = _workspace(p.work(nthreads, zs), real)
-    _fft_core(xf, of, rows, bool(inverse), p.fb, p.meta, work, nthreads)
+    per = p.work1
+    if rows >= nthreads and rows > 1:  # threads share out the rows
+        work = _workspace(per * nthreads, real)
+        run([(_fft_rows, (xf, of, rows, inv, p.fb, p.meta, work[t * per : (t + 1) * per], t,
+                          nthreads)) for t in range(nthreads)])  # fmt: skip
+        return out
+    # threads share out the column blocks of each row, meeting between the two steps
+    nthreads = min(nthreads, -(-max(p.n1, p.n2) // p.block))
+    nz = _round(n, 8)
+    work = _workspace(per * nthreads + 2 * nz, real)
+    zo = per * nthreads
+    zr = work[zo : zo + n]
+    zi = work[zo + nz : zo + nz + n]
+    for row in range(rows):
+        for phase in (1, 2):
+            run([(_fft_cols, (xf, of, row, inv, p.fb, p.meta, work[t * per : (t + 1) * per],
+                              zr, zi, phase, t, nthreads)) for t in range(nthreads)])  # fmt: skip
     return out

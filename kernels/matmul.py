@@ -1,10 +1,11 @@
 """GEMM: C = A @ B for float32/float64, packed and register-tiled (BLIS loop order).
 
 Loop nest, outermost first: jc over NC columns of B; pc over KC rows of B (pack that
-KC x NC panel of B, shared by all threads); per thread, ic over MC rows of its share of A
-(pack that MC x KC block of A); jr over NR-column strips; ir over MR-row strips; then the
-micro-kernel, which keeps an MR x NR tile of C in 24 vector registers for the whole KC loop.
-The B micro-panel (KC x NR) stays in L1, the A block in L2.
+KC x NC panel of B, shared by all threads); ic over row chunks of A (at most MC rows, taken
+by the threads from a shared counter; pack that chunk x KC block of A); jr over NR-column
+strips; ir over MR-row strips; then the micro-kernel, which keeps an MR x NR tile of C in
+registers for the whole KC loop. The B micro-panel (KC x NR) stays in L1, the A block in L2.
+Threads are Python threads running one compiled worker (see kernels._parallel).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import literally, prange, typeof, types
+from numba import literally, typeof, types
 from numba.extending import overload
 
 from kernels import _cpu
 from kernels._cpu import Kernel
 from kernels._jit import OPTIONS, jit, use_threads
+from kernels._parallel import atomic_add, barrier, run
 from kernels._simd import (
     kern_field,
     prefetch,
@@ -273,48 +275,47 @@ def _macro(mc: int, nc: int, kc: int, ap: Any, bp: Any, c: Any, i0: int, j0: int
 
 
 @jit()
-def _sizes(m: int, n: int, kc_blk: int, mc_blk: int, nc_blk: int, mr: int, nr: int,
-           threads: int) -> tuple[int, int, int, int]:  # fmt: skip
-    """Blocks rounded to whole strips, and the workspace: (mc, nc, B panel, per thread)."""
-    mc_blk = max(mr, mc_blk // mr * mr)
-    nc_blk = max(nr, nc_blk // nr * nr)
-    nc_max = min(nc_blk, (n + nr - 1) // nr * nr)
-    per_thread = mc_blk * kc_blk + mr * nr
-    return mc_blk, nc_blk, kc_blk * nc_max, per_thread
+def _gemm_worker(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m: int, n: int,
+                 k: int, chunk: int, kc_blk: int, nc_blk: int, panels: Any, ws: Any, sync: Any,
+                 threads: int, kern: int) -> None:  # fmt: skip
+    """One thread's part of C = A @ B; every thread of a call runs this with the same
+    arguments but its own ``ws`` (a packed A block of ``chunk`` x KC, then an edge tile).
 
-
-@jit(parallel=True)
-def _gemm_core(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m: int, n: int,
-               k: int, threads: int, mc_blk: int, kc_blk: int, nc_blk: int, work: Any,
-               kern: int) -> None:  # fmt: skip
-    """``work``: the packed B panel, then per thread a packed A block and an edge tile."""
+    For each KC x NC panel of B (``it``-th): the threads pack its strip groups, taken from
+    the counter ``sync[1 + 2 it]``, into one of the two ``panels`` (alternating, so that
+    packing the next never overwrites one still in use), meet at the barrier ``sync[0]``,
+    then take row chunks of A from ``sync[2 + 2 it]``, pack each and multiply.
+    """
     literally(kern)
     mr = kern_field(kern, 1)
     nr = wlanes(c, kern) * kern_field(kern, 0)
-    mc_blk, nc_blk, bsize, per = _sizes(m, n, kc_blk, mc_blk, nc_blk, mr, nr, threads)
-    bp = work[:bsize]
-    share = ((m + threads - 1) // threads + mr - 1) // mr * mr
+    bsize = panels.shape[0] // 2
+    nchunks = (m + chunk - 1) // chunk
+    it = 0
     for jc in range(0, n, nc_blk):
         nc = min(nc_blk, n - jc)
+        ngroups = (nc + PACK_GROUP * nr - 1) // (PACK_GROUP * nr)
         for pc in range(0, k, kc_blk):
             kc = min(kc_blk, k - pc)
-            ngroups = (nc + PACK_GROUP * nr - 1) // (PACK_GROUP * nr)
-            for g in prange(ngroups):
+            bp = panels[(it % 2) * bsize : (it % 2 + 1) * bsize]
+            g = atomic_add(sync, 1 + 2 * it, 1)
+            while g < ngroups:
                 j0 = g * PACK_GROUP * nr
                 jn = min(PACK_GROUP * nr, nc - j0)
                 _pack_b(b, ldb, tb, pc, kc, jc + j0, jn, nr, bp, j0 * kc, kern)
-            first = pc == 0
-            for t in prange(threads):
-                r0 = t * share
-                r1 = min(m, r0 + share)
-                if r0 < r1:
-                    base = bsize + t * per
-                    ap = work[base : base + mc_blk * kc]
-                    tile = work[base + mc_blk * kc_blk : base + per]
-                    for ic in range(r0, r1, mc_blk):
-                        mc = min(mc_blk, r1 - ic)
-                        _pack_a(a, lda, ta, ic, mc, pc, kc, ap, kern)
-                        _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, first, tile, kern)
+                g = atomic_add(sync, 1 + 2 * it, 1)
+            if threads > 1:
+                barrier(sync, 0, (it + 1) * threads)
+            ap = ws[: chunk * kc]
+            tile = ws[chunk * kc_blk : chunk * kc_blk + mr * nr]
+            i = atomic_add(sync, 2 + 2 * it, 1)
+            while i < nchunks:
+                ic = i * chunk
+                mc = min(chunk, m - ic)
+                _pack_a(a, lda, ta, ic, mc, pc, kc, ap, kern)
+                _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, pc == 0, tile, kern)
+                i = atomic_add(sync, 2 + 2 * it, 1)
+            it += 1
 
 
 _local = threading.local()
@@ -390,27 +391,58 @@ def gemm(
         return np.zeros((m, n), dtype=a.dtype)
     nthreads = use_threads(threads)
     mc, kc, nc = blocking if blocking is not None else (plan.mc, plan.kc, plan.nc)
+    kern = plan.kernel
+    nr = kern.nr(a.itemsize)
+    mc = max(kern.mr, mc // kern.mr * kern.mr)
+    nc = max(nr, nc // nr * nr)
+    nthreads = min(nthreads, -(-m // kern.mr))
+    chunk = _chunk(m, mc, kern.mr, nthreads)
     av, ta = _as_operand(a)
     bv, tb = _as_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
-    kern = plan.kernel
-    _, _, bsize, per = _sizes(m, n, kc, mc, nc, kern.mr, kern.nr(a.itemsize), nthreads)
-    work = _workspace(bsize + nthreads * per, a.dtype)
+    bsize = _aligned(kc * min(nc, -(-n // nr) * nr), a.itemsize)
+    per = _aligned(chunk * kc + kern.mr * nr, a.itemsize)
+    work = _workspace(2 * bsize + nthreads * per, a.dtype)
+    panels = work[: 2 * bsize]
+    sync = np.zeros(1 + 2 * (-(-n // nc)) * (-(-k // kc)), np.int64)
     args = (av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
-            m, n, k, nthreads, mc, kc, nc, work)  # fmt: skip
-    _core_entry(args, kern.code)(*args, kern.code)
+            m, n, k, chunk, kc, nc, panels, work[2 * bsize : 2 * bsize + per], sync,
+            nthreads)  # fmt: skip
+    entry = _core_entry(args, kern.code)
+    calls = []
+    for t in range(nthreads):
+        ws = work[2 * bsize + t * per : 2 * bsize + (t + 1) * per]
+        calls.append((entry, (*args[:14], ws, *args[15:], kern.code)))
+    run(calls)
     return c
+
+
+def _aligned(size: int, itemsize: int) -> int:
+    """``size`` elements rounded up to whole cache lines."""
+    q = 64 // itemsize
+    return -(-size // q) * q
+
+
+def _chunk(m: int, mc: int, mr: int, threads: int) -> int:
+    """Rows of A a thread takes at a time: at most MC, in whole MR strips, and as many
+    chunks as make a multiple of the threads, so that they finish together when no
+    thread is held up."""
+    per_thread = -(-m // threads)
+    q = -(-per_thread // mc)  # chunks per thread
+    rows = -(-m // (threads * q))
+    return min(mc, -(-rows // mr) * mr)
 
 
 _ENTRIES: dict[tuple[Any, ...], Any] = {}
 
 
 def _core_entry(args: tuple[Any, ...], code: int) -> Any:
-    """The compiled ``_gemm_core`` for these arguments and kernel ``code``.
+    """The compiled ``_gemm_worker`` for these arguments and kernel ``code``.
 
     Called with a plain int, a dispatcher whose code takes ``literally`` retypes the whole
     function on every call to learn that it needs the literal (about 0.2 s here), so the
-    specialisation is looked up once by its literal signature and its entry point kept,
+    specialisation is compiled (or loaded) once by its literal signature, without running
+    it (a worker alone would wait at its barrier for the others), and its entry point kept,
     keyed by what decides the argument types (numba's typeof costs ~50 us an array).
     """
     a, b = args[0], args[3]
@@ -419,9 +451,9 @@ def _core_entry(args: tuple[Any, ...], code: int) -> Any:
     entry = _ENTRIES.get(key)
     if entry is None:
         sig = (*(typeof(x) for x in args), types.literal(code))
-        cres = _gemm_core.overloads.get(sig)
+        cres = _gemm_worker.overloads.get(sig)
         if cres is None:
-            _gemm_core(*args, code)  # compiles, or loads from the cache, the specialisation
-            cres = _gemm_core.overloads[sig]
+            _gemm_worker.compile(sig)  # compiles, or loads from the cache, the specialisation
+            cres = _gemm_worker.overloads[sig]
         entry = _ENTRIES[key] = cres.entry_point
     return entry

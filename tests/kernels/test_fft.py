@@ -49,9 +49,15 @@ def test_batched(shape: tuple[int, ...], threads: int, dtype: type) -> None:
     _close(back, x.astype(np.complex128), dtype)
 
 
-def test_threads_on_one_long_transform() -> None:
-    x = _signal((1 << 17,), np.complex128, seed=7)
-    _close(fft(x, threads=2), np.fft.fft(x), np.complex128)
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("n", [1 << 17, 3 * (1 << 12), 1 << 20])
+def test_threads_on_one_long_transform(n: int, dtype: type) -> None:
+    """Threads share one row's column blocks (the fast path, the copying path for a mixed
+    radix, and the size validate runs), meeting between the two steps."""
+    x = _signal((n,), dtype, seed=7)
+    x128 = x.astype(np.complex128)
+    _close(fft(x, threads=2), np.fft.fft(x128), dtype)
+    _close(fft(x, threads=2, inverse=True), np.fft.ifft(x128), dtype)
 
 
 def test_non_contiguous_input_and_out() -> None:

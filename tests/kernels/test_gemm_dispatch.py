@@ -134,7 +134,10 @@ def test_warm_calls_skip_the_dispatcher(monkeypatch: pytest.MonkeyPatch) -> None
         def __call__(self, *args: object) -> None:
             raise AssertionError("dispatcher called on a warm path")
 
-    monkeypatch.setattr(matmul, "_gemm_core", Boom())
+        def compile(self, sig: object) -> None:
+            raise AssertionError("dispatcher called on a warm path")
+
+    monkeypatch.setattr(matmul, "_gemm_worker", Boom())
     _check(gemm(a, b), a, b)
     _check(gemm(ro, b), ro, b)
     monkeypatch.setattr(matmul, "_ENTRIES", {})  # a cold process: the miss path is taken

@@ -1,0 +1,155 @@
+"""Threads for the GEMM and FFT cores: Python threads over compiled ``nogil`` code.
+
+Why not numba's ``parallel=True``: a parfor is compiled as a gufunc into which numba links,
+re-optimises and re-emits every function the loop body calls, once per ``prange`` loop and
+once more for the function around it. For the FFT that cost more than the FFT itself
+(24 s of a cold ``validate``'s 34 s of compiling here, against 13 s for the one-thread
+core). Here a core is one ordinary jitted function that a thread runs on its share,
+compiled once and used alike by one thread and by many; the threads take work from an
+atomic counter (a thread the OS has descheduled on a busy host holds up no fixed share)
+and meet at a barrier that spins briefly, then yields the CPU.
+
+One parallel call runs at a time per process (``run``): a core waiting at a barrier needs
+every one of its threads running, which a pool shared by overlapping calls cannot promise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from kernels._jit import jit
+
+_libc = ctypes.CDLL(None)
+# Cached machine code refers to the symbol by name; it is bound again in every process.
+llvm_binding.add_symbol(
+    "kernels_sched_yield", ctypes.cast(_libc.sched_yield, ctypes.c_void_p).value or 0
+)
+
+SPINS = 4000  # pause instructions (~100 ns each) before a waiter starts yielding
+
+
+def _elem_ptr(context: Any, builder: Any, arrty: Any, arr: Any, idx: Any) -> Any:
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [idx])
+
+
+def _is_i64_array(arr: Any) -> bool:
+    return isinstance(arr, types.Array) and arr.dtype == types.int64
+
+
+@intrinsic
+def atomic_add(typingctx: Any, arr: Any, idx: Any, v: Any) -> Any:
+    """``arr[idx] += v`` as one atomic read-modify-write (sequentially consistent), for an
+    int64 array; returns the value before."""
+    if not _is_i64_array(arr):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", p, val, "seq_cst")
+
+    return types.int64(arr, idx, v), codegen
+
+
+@intrinsic
+def atomic_load(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """``arr[idx]`` read atomically (acquire): what a thread wrote before its atomic_add
+    on the same element is seen after this load returns the added value."""
+    if not _is_i64_array(arr):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(p, "acquire", 8)
+
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def cpu_relax(typingctx: Any) -> Any:
+    """The x86 spin-wait hint ``pause``."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.call(
+            cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse2.pause"), []
+        )
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx: Any) -> Any:
+    """sched_yield(2): let another runnable thread have this CPU."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "kernels_sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@jit()
+def barrier(sync: Any, idx: int, target: int) -> None:
+    """Arrive at the barrier counted in ``sync[idx]`` and wait until ``target`` arrivals
+    (a counter that only grows: the g-th barrier of T threads waits for g * T)."""
+    atomic_add(sync, idx, 1)
+    spins = 0
+    while atomic_load(sync, idx) < target:
+        if spins < SPINS:
+            cpu_relax()
+            spins += 1
+        else:
+            yield_cpu()
+
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    if _pool is None or _pool_size < workers:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kernels")
+        _pool_size = workers
+    return _pool
+
+
+def run(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    """Run every ``fn(*args)`` at the same time, the first on the calling thread; return
+    when all have returned (re-raising the first error)."""
+    if len(calls) == 1:
+        fn, args = calls[0]
+        fn(*args)
+        return
+    with _lock:
+        pool = _get_pool(len(calls) - 1)
+        futures: list[Future[Any]] = [pool.submit(fn, *args) for fn, args in calls[1:]]
+        fn, args = calls[0]
+        error: BaseException | None = None
+        try:
+            fn(*args)
+        except BaseException as e:  # the others must still be waited for
+            error = e
+        for f in futures:
+            e2 = f.exception()
+            error = error or e2
+        if error is not None:
+            raise error

@@ -1,0 +1,69 @@
+"""The threads of the GEMM and FFT cores: the pool, the atomic counter and the barrier,
+and how GEMM splits rows among threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from kernels import _parallel
+from kernels._jit import jit
+from kernels._parallel import atomic_add, atomic_load, barrier, run
+from kernels.matmul import _chunk
+
+
+@jit()
+def _count(sync: np.ndarray, out: np.ndarray, t: int, threads: int, rounds: int) -> None:
+    """Each round: take tickets from sync[1 + r] until they run out, then meet."""
+    for r in range(rounds):
+        i = atomic_add(sync, 1 + r, 1)
+        while i < 1000:
+            out[r * 1000 + i] += t + 1  # each ticket is taken exactly once
+            i = atomic_add(sync, 1 + r, 1)
+        barrier(sync, 0, (r + 1) * threads)
+        out[rounds * 1000 + r * threads + t] = atomic_load(sync, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_counter_and_barrier(threads: int) -> None:
+    rounds = 5
+    sync = np.zeros(1 + rounds, np.int64)
+    out = np.zeros(rounds * 1000 + rounds * threads, np.int64)
+    run([(_count, (sync, out, t, threads, rounds)) for t in range(threads)])
+    assert np.all(out[: rounds * 1000] >= 1) and np.all(out[: rounds * 1000] <= threads)
+    # after the r-th barrier every thread saw at least r * threads arrivals
+    seen = out[rounds * 1000 :].reshape(rounds, threads)
+    assert np.all(seen >= (np.arange(1, rounds + 1) * threads)[:, None])
+    assert sync[0] == rounds * threads
+
+
+def test_run_waits_for_all_and_reraises() -> None:
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        with lock:
+            done.append(i)
+        if i == 2:
+            raise RuntimeError("boom 2")
+
+    with pytest.raises(RuntimeError, match="boom 2"):
+        run([(work, (i,)) for i in range(4)])
+    assert sorted(done) == [0, 1, 2, 3]
+    run([(work, (0,))])  # one call: on this thread, no pool
+    assert _parallel._lock.acquire(blocking=False)  # released after an error
+    _parallel._lock.release()
+
+
+@pytest.mark.parametrize(
+    ("m", "mc", "mr", "threads"),
+    [(1024, 168, 6, 2), (2048, 168, 6, 2), (1024, 336, 6, 2), (1, 168, 6, 1), (100, 168, 6, 1),
+     (1000, 96, 6, 16), (7, 12, 6, 2)],
+)  # fmt: skip
+def test_row_chunks(m: int, mc: int, mr: int, threads: int) -> None:
+    chunk = _chunk(m, mc, mr, threads)
+    n = -(-m // chunk)
+    assert chunk % mr == 0 and chunk <= max(mc, mr)
+    assert n % threads == 0  # every thread gets as many chunks
