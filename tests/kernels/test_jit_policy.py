@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -21,6 +22,8 @@ import kernels
 from kernels import _cpu, _jit, fft, fourier, gemm, matmul, peak, stream
 from kernels import _fft_passes as passes
 from kernels._simd import VECTOR_BYTES
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dispatchers() -> list[object]:
@@ -119,14 +122,26 @@ def _hot_loop(asm: str) -> list[str]:
     return max(blocks, key=lambda b: sum("vfmadd" in ln for ln in b))
 
 
+_SPILLS_AT_AVX2 = """
+import numba
+from kernels import _jit, matmul
+from tests.kernels.test_jit_policy import _hot_loop
+f = numba.njit(**_jit.OPTIONS)(matmul._ukernel_6x4.py_func)
+arr = numba.float64[::1]
+sig = (numba.int64, arr, numba.int64, arr, numba.int64, arr, numba.int64, numba.int64,
+       numba.boolean, numba.types.literal(3264))
+f.compile(sig)
+print(len([ln for ln in _hot_loop(f.inspect_asm(sig)) if "(%rsp)" in ln]))
+"""
+
+
 def test_a_six_by_four_tile_spills_at_256_bits() -> None:
-    """Why AVX2 gets its own micro-kernel: 24 accumulators do not fit 16 ymm registers."""
-    f = _fresh(matmul._ukernel_6x4)
-    arr = numba.float64[::1]
-    sig = (numba.int64, arr, numba.int64, arr, numba.int64, arr, numba.int64, numba.int64,
-           numba.boolean, numba.types.literal(3264))  # fmt: skip
-    f.compile(sig)
-    assert [ln for ln in _hot_loop(f.inspect_asm(sig)) if "(%rsp)" in ln]
+    """Why AVX2 gets its own micro-kernel: 24 accumulators do not fit 16 ymm registers.
+    Compiled for an AVX2 CPU whatever the host (an AVX-512 host has 32 ymm registers)."""
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx2,+fma"}
+    out = subprocess.run([sys.executable, "-c", _SPILLS_AT_AVX2], env=env, capture_output=True,
+                         text=True, check=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert int(out.stdout.split()[-1]) > 0
 
 
 def test_threads_helper() -> None:
