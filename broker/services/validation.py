@@ -50,7 +50,6 @@ from ..config import Settings
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import (
     Cluster,
-    GpuResult,
     Node,
     NodeRate,
     Partition,
@@ -58,9 +57,11 @@ from ..models import (
     Validation,
     ValidationRun,
 )
-from ..schemas.kernels import GpuReport, KernelsReport
+from ..schemas.kernels import KernelsReport
 from . import audit, billing, clusters, reconcile, safefs, scheduling
+from . import gpus as gpus_
 from .principal import SYSTEM, Principal
+from .references import against
 
 log = logging.getLogger(__name__)
 
@@ -107,98 +108,9 @@ def judge(
     return Verdict(not reasons, reasons, metrics)
 
 
-def against(key: str, value: float | None, ref: list[float]) -> list[str]:
-    """Why ``value`` misses its reference ``[value, lower, upper]`` (ReFrame: bounds
-    relative to the value, either optional); empty if it does not."""
-    if not ref:
-        return []
-    if value is None:
-        return [f"{key}: not measured"]
-    out = []
-    target = ref[0]
-    lower = ref[1] if len(ref) > 1 else None
-    upper = ref[2] if len(ref) > 2 else None
-    if lower is not None and value < target * (1 + lower):
-        out.append(
-            f"{key} {value:.3g} below {target * (1 + lower):.3g} "
-            f"(reference {target:g}, lower {lower:+.0%})"
-        )
-    if upper is not None and value > target * (1 + upper):
-        out.append(
-            f"{key} {value:.3g} above {target * (1 + upper):.3g} "
-            f"(reference {target:g}, upper {upper:+.0%})"
-        )
-    return out
-
-
-#: GPU reference name -> (kernel, dtype, result field) in a GPU's results.
-GPU_METRICS = {
-    "dgemm_gflops": ("gemm", "float64", "gflops_median"),
-    "sgemm_gflops": ("gemm", "float32", "gflops_median"),
-    "triad_gbs": ("stream", None, "gbs_median"),
-    "peak_gflops": ("peak", None, "gflops_median"),
-}
-
-#: The GPU figure a partition's billing precision bills.
-PRECISION_METRIC = {"fp64": "dgemm_gflops", "fp32": "sgemm_gflops"}
-
-
-@dataclass
-class GpuVerdict:
-    index: int
-    report: GpuReport | None  # None: the GPU did not report
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
-    metrics: dict[str, float | None] = field(default_factory=dict)
-
-
-def judge_gpus(
-    gpus: list[GpuReport], expected: int, references: dict[str, list[float]]
-) -> list[GpuVerdict]:
-    """Each of the node's ``expected`` GPUs judged on its own: reported at all, residuals
-    within their thresholds, figures within ``references``. Reasons name the GPU."""
-    by_index = {g.index: g for g in gpus}
-    out = []
-    for index in range(max(expected, len(gpus))):
-        gpu = by_index.get(index)
-        if gpu is None:
-            why = f"gpu{index}: missing (the node has {expected} GPUs, the run saw {len(gpus)})"
-            out.append(GpuVerdict(index, None, False, [why]))
-            continue
-        metrics: dict[str, float | None] = {}
-        for key, (kernel, dtype, attr) in GPU_METRICS.items():
-            res = gpu.result(kernel, dtype)
-            metrics[key] = None if res is None else getattr(res, attr)
-        reasons = [
-            f"{gpu.label}: {r.kernel} {r.dtype} residual {r.residual:.3g} over its threshold"
-            for r in gpu.results
-            if not r.residual_ok
-        ]
-        for key, ref in sorted(references.items()):
-            if key in GPU_METRICS:
-                reasons += [f"{gpu.label} {why}" for why in against(key, metrics.get(key), ref)]
-        if metrics["dgemm_gflops"] is None and metrics["sgemm_gflops"] is None:
-            reasons.append(f"{gpu.label}: gemm not measured")
-        out.append(GpuVerdict(index, gpu, not reasons, reasons, metrics))
-    return out
-
-
-def gpu_rate_mflops(gflops: float | None) -> int:
-    """A GPU's billing rate from its GEMM figure: a GPU that measured anything is worth at
-    least 1 MFLOP/s (the CUDA simulator's well under 1 would otherwise round to none)."""
-    if not gflops or gflops <= 0:
-        return 0
-    return max(1, round(gflops * 1000))
-
-
 def is_quick(settings: Settings, partition: Partition | None = None) -> bool:
     """Whether validation runs (on ``partition``) use the kernels' quick sizes."""
     return "--quick" in _args(settings, partition, gpus=0)
-
-
-def node_gpus(node: Node, partition: Partition | None) -> int:
-    """The GPUs a node has: as its scheduler lists them, else as its partition says."""
-    return node.gpus or (partition.gpus_per_node if partition is not None else 0)
 
 
 def _args(settings: Settings, partition: Partition | None, gpus: int) -> list[str]:
@@ -255,7 +167,7 @@ def start_campaign(
         for p in (work.parent, work):
             scheduling.give_to(p, settings.validation_user)
         prow = rows.get(part)
-        gpus = node_gpus(n, prow)
+        gpus = gpus_.node_gpus(n, prow)
         run = ValidationRun(
             node_id=n.id,
             cluster=cluster_name,
@@ -374,13 +286,13 @@ def ingest(
         refs = dict(part.quick_references if run.quick else part.references)
         gpu_refs = dict(part.gpu_quick_references if run.quick else part.gpu_references)
     verdict = judge(report, refs, settings.validation_min_gemm_peak_ratio)
-    gpus = judge_gpus(report.gpus, node_gpus(node, part), gpu_refs)
+    gpus = gpus_.judge(report.gpus, gpus_.node_gpus(node, part), gpu_refs)
     gpu_reasons = [why for g in gpus for why in g.reasons]
     run.result, run.reasons = raw, [*gpu_reasons, *verdict.reasons]
     run.gemm_gflops, run.fft_gflops = verdict.metrics["gemm_gflops"], verdict.metrics["fft_gflops"]
     run.stream_gbs, run.peak_gflops = verdict.metrics["stream_gbs"], verdict.metrics["peak_gflops"]
     session.flush()
-    _record_gpus(session, node, run, gpus)
+    gpus_.record(session, node, run, gpus)
     if verdict.passed and not gpu_reasons:
         run.state = RunState.PASSED
         session.flush()
@@ -414,54 +326,6 @@ def ingest(
         _degrade(session, pool, node, run, now)
 
 
-def _record_gpus(
-    session: Session, node: Node, run: ValidationRun, verdicts: list[GpuVerdict]
-) -> None:
-    for v in verdicts:
-        if v.report is None:
-            continue
-        session.add(
-            GpuResult(
-                run_id=run.id,
-                node_id=node.id,
-                gpu_index=v.index,
-                name=v.report.name[:100],
-                gpu_uuid=(v.report.uuid or None) and str(v.report.uuid)[:64],
-                simulated=v.report.simulated,
-                dgemm_gflops=v.metrics.get("dgemm_gflops"),
-                sgemm_gflops=v.metrics.get("sgemm_gflops"),
-                triad_gbs=v.metrics.get("triad_gbs"),
-                peak_gflops=v.metrics.get("peak_gflops"),
-                passed=v.passed,
-                reasons=v.reasons,
-            )
-        )
-
-
-def _gpu_rates(session: Session, node: Node, gpus: int, precision: str, samples: int) -> list[int]:
-    """Each GPU's rate: the median of its recent passing figures at ``precision``."""
-    column = GpuResult.sgemm_gflops if precision == "fp32" else GpuResult.dgemm_gflops
-    rates = []
-    for index in range(gpus):
-        recent = [
-            g
-            for g in session.scalars(
-                select(column)
-                .join(ValidationRun, ValidationRun.id == GpuResult.run_id)
-                .where(
-                    GpuResult.node_id == node.id,
-                    GpuResult.gpu_index == index,
-                    ValidationRun.state == RunState.PASSED,
-                )
-                .order_by(GpuResult.run_id.desc())
-                .limit(samples)
-            )
-            if g is not None
-        ]
-        rates.append(gpu_rate_mflops(statistics.median(recent)) if recent else 0)
-    return rates
-
-
 def _set_rate(
     session: Session,
     node: Node,
@@ -484,7 +348,7 @@ def _set_rate(
         )
     )
     cpu = round(statistics.median(g for g in recent if g is not None) * 1000)
-    gpu = _gpu_rates(session, node, gpus, precision, samples)
+    gpu = gpus_.rates(session, node, gpus, precision, samples)
     session.add(
         NodeRate(
             node_id=node.id,

@@ -34,7 +34,7 @@ from broker.models import (
     ValidationRun,
 )
 from broker.schemas.kernels import GpuReport, KernelsReport
-from broker.services import billing, brokering, scheduling, validation
+from broker.services import billing, brokering, gpus, scheduling, validation
 from broker.services.principal import SYSTEM
 from broker.units import CHARGE, work_units
 
@@ -165,22 +165,22 @@ def _doc(gpus: list[dict[str, Any]], gemm: float = 50.0) -> dict[str, Any]:
 
 def test_judge_gpus_names_the_missing_and_the_slow_gpu() -> None:
     refs = {"dgemm_gflops": [200.0, -0.1]}
-    gpus = [GpuReport.model_validate(g) for g in (_gpu(0), _gpu(1, dgemm=90.0))]
-    verdicts = validation.judge_gpus(gpus, 3, refs)
+    reports = [GpuReport.model_validate(g) for g in (_gpu(0), _gpu(1, dgemm=90.0))]
+    verdicts = gpus.judge(reports, 3, refs)
     assert [v.passed for v in verdicts] == [True, False, False]
     assert "gpu1 (Fake H200, GPU-00000001)" in verdicts[1].reasons[0]
     assert "dgemm_gflops 90 below 180" in verdicts[1].reasons[0]
     assert verdicts[2].reasons == ["gpu2: missing (the node has 3 GPUs, the run saw 2)"]
     bad = GpuReport.model_validate(_gpu(0, residual_ok=False))
-    (v,) = validation.judge_gpus([bad], 1, {})
+    (v,) = gpus.judge([bad], 1, {})
     assert not v.passed and "gpu0" in v.reasons[0] and "residual" in v.reasons[0]
-    assert validation.judge_gpus([], 0, refs) == []  # a CPU node
+    assert gpus.judge([], 0, refs) == []  # a CPU node
 
 
 def test_gpu_rate_is_at_least_one_mflops_once_measured() -> None:
-    assert validation.gpu_rate_mflops(0.0004) == 1  # the CUDA simulator's speed
-    assert validation.gpu_rate_mflops(None) == 0
-    assert validation.gpu_rate_mflops(51_234.5678) == 51_234_568
+    assert gpus.gpu_rate_mflops(0.0004) == 1  # the CUDA simulator's speed
+    assert gpus.gpu_rate_mflops(None) == 0
+    assert gpus.gpu_rate_mflops(51_234.5678) == 51_234_568
 
 
 def test_gpu_references_name_known_metrics_only(tmp_path: Path) -> None:
@@ -319,23 +319,23 @@ def test_gpu_campaign_asks_every_gpu_and_the_partition_environment(
     assert "validate --json --quick --repeat 1 --gpu" in spec.script
 
 
-def _rate(api: Api, node: str, cpu: int, gpus: list[int], at: datetime) -> None:
+def _rate(api: Api, node: str, cpu: int, per_gpu: list[int], at: datetime) -> None:
     with session_scope(_factory(api)) as s:
         n = _node(s, node)
-        n.rate_mflops, n.gpu_mflops = cpu + sum(gpus), gpus  # as validation sets them
+        n.rate_mflops, n.gpu_mflops = cpu + sum(per_gpu), per_gpu  # as validation sets them
         s.add(
             NodeRate(
                 node_id=n.id,
-                rate_mflops=cpu + sum(gpus),
+                rate_mflops=cpu + sum(per_gpu),
                 cpu_mflops=cpu,
-                gpu_mflops=gpus,
+                gpu_mflops=per_gpu,
                 precision="fp64",
                 valid_from=at,
             )
         )
 
 
-def _settle(api: Api, job_id: str, node: str, gpus: int, start: datetime) -> list[ChargeLine]:
+def _settle(api: Api, job_id: str, node: str, alloc: int, start: datetime) -> list[ChargeLine]:
     info = sa_.JobInfo(
         job_id="x",
         state=sa_.JobState.COMPLETED,
@@ -343,7 +343,7 @@ def _settle(api: Api, job_id: str, node: str, gpus: int, start: datetime) -> lis
         nodes=(node,),
         start_time=start,
         elapsed_s=600,
-        alloc_gpus=gpus,
+        alloc_gpus=alloc,
     )
     with session_scope(_factory(api)) as s:
         row = s.get(Job, uuid.UUID(job_id))
@@ -448,9 +448,9 @@ def test_routing_gpu_jobs_by_gpu_rate_and_cpu_jobs_off_gpu(gapi: Api) -> None:
         with pytest.raises(InvalidInput) as err:
             brokering.choose(s, _req(gpus_per_node=8))
         assert err.value.field == "gpus_per_node"
-        for n, gpus in (("g1", [5_000_000, 5_000_000]), ("g2", [5_000_000, 5_000_000])):
+        for n, per_gpu in (("g1", [5_000_000, 5_000_000]), ("g2", [5_000_000, 5_000_000])):
             node = _node(s, n)
-            node.rate_mflops, node.gpu_mflops = 10_000_000 + sum(gpus), gpus
+            node.rate_mflops, node.gpu_mflops = 10_000_000 + sum(per_gpu), per_gpu
         node = _node(s, "s1")
         node.rate_mflops, node.gpu_mflops = 1_000_000, [40_000_000] * 4
     with session_scope(_factory(api)) as s:
@@ -479,6 +479,6 @@ def test_kernels_validate_gpu_json_matches_the_broker_schema() -> None:
     )
     report = KernelsReport.model_validate(json.loads(out.stdout))
     assert [g.index for g in report.gpus] == [0, 1]
-    verdicts = validation.judge_gpus(report.gpus, 2, {})
+    verdicts = gpus.judge(report.gpus, 2, {})
     assert all(v.passed for v in verdicts), [v.reasons for v in verdicts]
     assert all(v.metrics["dgemm_gflops"] and v.metrics["sgemm_gflops"] for v in verdicts)
