@@ -68,16 +68,33 @@ def pflops_to_billing(capacity_pflops: Decimal | int | str) -> int:
     return int((Decimal(capacity_pflops) * BILLING_PER_PFLOPS).to_integral_value(ROUND_FLOOR))
 
 
-def billing_weights(rate_tflops: Decimal | float | str, cpus_per_node: int) -> str:
+def billing_weights(
+    rate_tflops: Decimal | float | str,
+    cpus_per_node: int,
+    gpus_per_node: int = 0,
+    gpu_rate_tflops: Decimal | float | str = 0,
+) -> str:
     """``TRESBillingWeights`` making a whole node bill its rate in GFLOP/s.
+
+    A GPU node's rate (``rate_tflops``, CPUs and GPUs together) is split: each GPU bills
+    ``gpu_rate_tflops`` (``GRES/gpu=``), the CPUs the rest, so a whole node still bills
+    its rate and a job holding part of a shared node bills its CPUs and GPUs.
 
     >>> billing_weights("0.05", 2)
     'CPU=25'
+    >>> billing_weights("1.05", 2, 2, "0.5")
+    'CPU=25,GRES/gpu=500'
     """
     if cpus_per_node < 1:
         raise ValueError("cpus_per_node: must be at least 1")
-    per_cpu = Decimal(str(rate_tflops)) * 1000 / cpus_per_node
-    return f"CPU={per_cpu.normalize():f}"
+    if gpus_per_node < 0:
+        raise ValueError("gpus_per_node: must be 0 or more")
+    gpu = Decimal(str(gpu_rate_tflops)) * 1000 if gpus_per_node else Decimal(0)
+    cpus = Decimal(str(rate_tflops)) * 1000 - gpu * gpus_per_node
+    if gpu < 0 or cpus < 0:
+        raise ValueError("gpu_rate_tflops: the GPUs' rates exceed the node's rate")
+    weights = f"CPU={(cpus / cpus_per_node).normalize():f}"
+    return f"{weights},GRES/gpu={gpu.normalize():f}" if gpus_per_node else weights
 
 
 @dataclass(frozen=True, slots=True)

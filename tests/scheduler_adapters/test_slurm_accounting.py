@@ -31,6 +31,12 @@ def test_units() -> None:
     assert billing_weights(0.1, 3) == "CPU=33.33333333333333333333333333"
     with pytest.raises(ValueError):
         billing_weights(1, 0)
+    # The dev clusters' GPU nodes: 2 CPUs at 25 GFLOP/s and 2 GPUs at 0.5 TFLOP/s each.
+    assert billing_weights("1.05", 2, 2, "0.5") == "CPU=25,GRES/gpu=500"
+    assert billing_weights("1.0", 2, 2, Decimal("0.5")) == "CPU=0,GRES/gpu=500"
+    assert billing_weights("0.05", 2, 0, "0.5") == "CPU=25"
+    with pytest.raises(ValueError, match="gpu_rate_tflops"):
+        billing_weights("0.5", 2, 2, "0.5")
 
 
 @pytest.fixture
