@@ -85,7 +85,7 @@ class _Answer:
     """What the scheduler answered: its job id, or why not."""
 
     ready: _Ready
-    result: str | sa_.SchedulerError
+    result: str | sa_.SchedulerError | None  # None: nothing to record
 
 
 class Worker:
@@ -183,19 +183,24 @@ class Worker:
                     clusters.record_probe(s, row, found)
 
     def submit_due(self, stats: PassStats) -> None:
-        """Submit what is due, in rounds of ``SUBMIT_ROUND`` jobs in acceptance order.
+        """Submit what is due: a pipeline of three steps, each job through all three.
 
-        A round is three steps: one transaction decides every job of the round
-        (``begin_submission``: adopt, cancel, hold or count an attempt and build its
-        spec) under its enterprises' quota locks, as an API cancel takes them; then, per
-        cluster, ``submit_concurrency`` submitters take the round's jobs in acceptance
-        order from one queue (each an sbatch or a slurmrestd call that waits on the
-        controller), so a later job can overtake at most the ``submit_concurrency - 1``
-        in flight beside it (by milliseconds: Slurm's age priority does not tell them
-        apart; with 1 the order is strict); then one transaction records every answer.
-        Two commits a round rather than two a job: the database is no longer what a
-        submission waits for. A crash between the steps is repaired as before: an
-        attempt counted tells the next pass to look for the job's tag first.
+        1. *Decide*, ``SUBMIT_ROUND`` jobs in acceptance order per transaction, under
+           their enterprises' quota locks (as an API cancel takes them):
+           ``begin_submission`` adopts, cancels, holds, or counts an attempt and builds
+           the job's spec.
+        2. *Submit*: per cluster, ``submit_concurrency`` submitters take decided jobs in
+           acceptance order from one queue (each an sbatch or a slurmrestd call that
+           waits on the controller), so a later job can overtake at most the
+           ``submit_concurrency - 1`` in flight beside it (by milliseconds: Slurm's age
+           priority does not tell them apart; with 1 the order is strict).
+        3. *Record*: one recorder writes whatever answers have arrived in one
+           transaction (one answer when the schedulers are slow, many when fast).
+
+        The steps overlap (deciding runs at most two rounds ahead of the submitters),
+        so the database is no longer what a submission waits for. A crash between the
+        steps is repaired as before: an attempt counted tells the next pass to look for
+        the job's tag first.
         """
         now = scheduling.utcnow()
         with session_scope(self.factory) as s:
@@ -215,12 +220,64 @@ class Worker:
                     continue  # cannot tell what was submitted: try again next pass
             tagged_for[cluster] = tagged
         ids = [job_id for job_id, cluster, _, _ in due if cluster in tagged_for]
-        for at in range(0, len(ids), SUBMIT_ROUND):
-            ready = self._begin_round(ids[at : at + SUBMIT_ROUND], tagged_for, now, stats)
-            answers = self._call_schedulers(ready, stats)
-            self._record_round(answers, now, stats)
-            for cluster in dict.fromkeys(a.ready.cluster for a in answers):
-                self.poll_soon(cluster)
+        if not ids:
+            return
+        width = {
+            cluster: min(self.settings.submit_concurrency, sum(c == cluster for _, c, _, _ in due))
+            for cluster in tagged_for
+        }
+        queues: dict[str, queue.SimpleQueue[_Ready | None]] = {
+            c: queue.SimpleQueue() for c in width
+        }
+        answers: queue.SimpleQueue[_Answer | None] = queue.SimpleQueue()
+        ahead = threading.Semaphore(2 * SUBMIT_ROUND)  # decided, not yet submitted
+
+        counts = {"decided": 0, "answered": 0}
+        counting = threading.Lock()
+
+        def submitter(cluster: str) -> PassStats:
+            mine = PassStats()
+            while (item := queues[cluster].get()) is not None:
+                try:
+                    answers.put(self._call_scheduler(item, mine))
+                finally:
+                    ahead.release()
+            return mine
+
+        def recorder() -> PassStats:
+            # Records a round's worth of answers at a time, or what has come when every
+            # job decided so far has its answer: few transactions, none waited for long.
+            mine, got = PassStats(), []
+            while (answer := answers.get()) is not None:
+                got.append(answer)
+                with counting:
+                    counts["answered"] += 1
+                    caught_up = counts["answered"] == counts["decided"]
+                if len(got) >= SUBMIT_ROUND or caught_up:
+                    self._record_answers(got, now, mine)
+                    got = []
+            self._record_answers(got, now, mine)
+            return mine
+
+        threads = 1 + sum(width.values())
+        with ThreadPoolExecutor(threads, thread_name_prefix="submit") as pool:
+            recording = pool.submit(recorder)
+            submitting = [pool.submit(submitter, c) for c, n in width.items() for _ in range(n)]
+            try:
+                for at in range(0, len(ids), SUBMIT_ROUND):
+                    for item in self._begin_round(
+                        ids[at : at + SUBMIT_ROUND], tagged_for, now, stats
+                    ):
+                        ahead.acquire()
+                        queues[item.cluster].put(item)
+            finally:
+                for cluster, n in width.items():
+                    for _ in range(n):
+                        queues[cluster].put(None)
+                for future in submitting:
+                    stats.add(future.result())
+                answers.put(None)
+                stats.add(recording.result())
 
     def _begin_round(
         self,
@@ -280,48 +337,30 @@ class Worker:
                 stats.bump(outcome.value)
         return ready
 
-    def _call_schedulers(self, ready: list[_Ready], stats: PassStats) -> list[_Answer]:
-        """Step 2: stage in, then submit; per cluster ``submit_concurrency`` at a time,
-        taking jobs in acceptance order. Outside any transaction."""
-        queues: dict[str, queue.SimpleQueue[_Ready]] = {}
-        for item in ready:
-            queues.setdefault(item.cluster, queue.SimpleQueue()).put(item)
-        answers: list[_Answer] = []
+    def _call_scheduler(self, item: _Ready, stats: PassStats) -> _Answer:
+        """Step 2 for one job, outside any transaction: stage in, then submit. The
+        answer's result is None if the stage-in rejected the job (recorded already) or
+        the call failed unexpectedly (logged; the job is looked for by tag next pass)."""
+        if item.plan is not None and not self._stage_in(item.plan, stats):
+            return _Answer(item, None)
+        try:
+            return _Answer(item, self.pool.get(item.cluster).submit(item.spec))
+        except sa_.SchedulerError as exc:
+            return _Answer(item, exc)
+        except Exception as exc:  # one job's failure touches that job only
+            log.exception("submitting job %s failed", item.job_id)
+            stats.errors.append(f"{item.cluster}: submit {item.job_id}: {exc}")
+            return _Answer(item, None)
 
-        def submitter(cluster: str) -> PassStats:
-            mine = PassStats()
-            while True:
-                try:
-                    item = queues[cluster].get_nowait()
-                except queue.Empty:
-                    return mine
-                if item.plan is not None and not self._stage_in(item.plan, mine):
-                    continue
-                try:
-                    answers.append(_Answer(item, self.pool.get(cluster).submit(item.spec)))
-                except sa_.SchedulerError as exc:
-                    answers.append(_Answer(item, exc))
-                except Exception as exc:  # one job's failure touches that job only
-                    log.exception("submitting job %s failed", item.job_id)
-                    mine.errors.append(f"{cluster}: submit {item.job_id}: {exc}")
-
-        work = [
-            cluster
-            for cluster, q in queues.items()
-            for _ in range(min(self.settings.submit_concurrency, q.qsize()))
-        ]
-        if len(work) <= 1:
-            results = [submitter(c) for c in work]
-        else:
-            with ThreadPoolExecutor(min(len(work), 32), thread_name_prefix="submit") as pool:
-                results = list(pool.map(submitter, work))
-        for result in results:
-            stats.add(result)
-        return answers
+    def _record_answers(self, answers: list[_Answer], now: datetime, stats: PassStats) -> None:
+        self._record_round(answers, now, stats)
+        for cluster in dict.fromkeys(a.ready.cluster for a in answers):
+            self.poll_soon(cluster)
 
     def _record_round(self, answers: list[_Answer], now: datetime, stats: PassStats) -> None:
         """Step 3: every answer of the round in one transaction (again one at a time
         if that fails). A job cancelled or adopted meanwhile is left as it is."""
+        answers = [a for a in answers if a.result is not None]
         if not answers:
             return
         try:
@@ -331,7 +370,9 @@ class Worker:
                 jobs = {job.id: job for job in s.scalars(query)}
                 for answer in answers:
                     job = jobs.get(answer.ready.job_id)
-                    if job is not None and scheduling.awaiting_submission(job):
+                    if answer.result is None or job is None:
+                        continue
+                    if scheduling.awaiting_submission(job):
                         self._record(s, job, answer.result, now, mine)
             stats.add(mine)
             return

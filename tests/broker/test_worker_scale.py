@@ -209,6 +209,55 @@ def test_submitters_take_jobs_in_acceptance_order(db_url: str, tmp_path: Path, w
             assert sum(1 for later in sched[i + 1 :] if later < sid) <= width - 1, sched
 
 
+def test_one_jobs_failure_in_a_batched_round_touches_that_job_only(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs are decided and recorded a round at a time; a job whose decision raises or
+    whose submission fails unexpectedly rolls back only itself: the others of its
+    round are submitted and recorded, and it is retried on the next pass."""
+    settings = make_settings(db_url, tmp_path, submit_concurrency=2)
+    app = create_app(settings, run_worker=False)
+    with TestClient(app) as client:
+        api = Api(client, operator_token(app))
+        _, member, project = api.tenant()
+        ids = [api.submit(project["id"], member, script="true").json()["id"] for _ in range(8)]
+        bad_decision, bad_call = ids[2], ids[5]
+        real_begin = scheduling.begin_submission
+
+        def begin(session: Any, job: Any, *a: Any, **kw: Any) -> Any:
+            if str(job.id) == bad_decision:
+                raise RuntimeError("decision blew up")
+            return real_begin(session, job, *a, **kw)
+
+        adapter = app.state.adapters.get("local")
+        real_submit = adapter.submit
+
+        def submit(spec: Any) -> str:
+            if spec.broker_job_id == bad_call:
+                raise RuntimeError("adapter blew up")
+            return real_submit(spec)
+
+        monkeypatch.setattr(scheduling, "begin_submission", begin)
+        monkeypatch.setattr(adapter, "submit", submit)
+        stats = PassStats()
+        app.state.worker.submit_due(stats)
+        states = {j: api.get(f"/jobs/{j}", member).json() for j in ids}
+        assert stats.submitted == 6, stats
+        assert len(stats.errors) == 2 and any("decision blew up" in e for e in stats.errors)
+        for j, job in states.items():
+            if j in (bad_decision, bad_call):
+                assert job["state"] == "accepted" and job["scheduler_job_id"] is None
+            else:
+                assert job["state"] in ("pending", "running", "completed"), job
+                assert job["scheduler_job_id"]
+        # Next pass, both succeed (the failed call's job is looked for by its tag first).
+        monkeypatch.setattr(scheduling, "begin_submission", real_begin)
+        monkeypatch.setattr(adapter, "submit", real_submit)
+        app.state.worker.submit_due(PassStats())
+        for j in (bad_decision, bad_call):
+            assert api.get(f"/jobs/{j}", member).json()["scheduler_job_id"]
+
+
 def test_a_quiet_cluster_is_polled_less_and_a_cancel_is_seen_at_once(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
