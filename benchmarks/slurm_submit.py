@@ -77,6 +77,54 @@ def raw_sbatch(conf: str, partition: str, account: str, workdir: Path, n: int) -
     return n / (time.perf_counter() - t0)
 
 
+RUN = Path("/var/lib/hpc-broker-dev/run")
+
+
+def daemon_cpu(pid_file: Path) -> float:
+    """CPU seconds a daemon has used (0 if it is not there)."""
+    try:
+        pid = pid_file.read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def munged_cpu() -> float:
+    out = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, text=True).stdout
+    total = 0.0
+    for pid in out.split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class CpuMeter:
+    """CPU seconds per part over a run: this process (the worker), the tools it ran
+    (waited children: setpriv, sbatch, the raw loop's shell), the cluster's slurmctld
+    and slurmrestd, and munge."""
+
+    def __init__(self, cluster: str) -> None:
+        self.files = {
+            "slurmctld": RUN / f"{cluster}-slurmctld.pid",
+            "slurmrestd": RUN / f"{cluster}-slurmrestd.pid",
+        }
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        t = os.times()
+        return {
+            "worker": t.user + t.system,
+            "tools": t.children_user + t.children_system,
+            **{name: daemon_cpu(f) for name, f in self.files.items()},
+            "munged": munged_cpu(),
+        }
+
+    def per_job_ms(self, n: int) -> dict[str, float]:
+        end = self.read()
+        return {k: (end[k] - self.start[k]) / n * 1e3 for k in end}
+
+
 def as_user(name: str) -> list[str]:
     pw = pwd.getpwnam(name)
     groups = ",".join(map(str, os.getgrouplist(name, pw.pw_gid)))
@@ -121,13 +169,16 @@ def main() -> None:
     worker = Worker(settings, factory, pool)
     worker.refresh_clusters()
 
-    def broker_run(name: str) -> float:
+    def broker_run(name: str) -> tuple[float, dict[str, float]]:
+        """Accept n jobs, then time (and meter) the worker turning them into scheduler
+        jobs."""
         with session_scope(factory) as s:
             for _ in range(args.n):
                 req = JobCreate(
                     name="b", script="true", nodes=1, time_limit_minutes=1, cluster=name
                 )
                 jobs.submit(s, member, proj_id, req, idempotency_key=None, max_script_bytes=1000)
+        meter = CpuMeter(name)
         t0 = time.perf_counter()
         while True:
             worker.submit_due(PassStats())
@@ -138,7 +189,7 @@ def main() -> None:
                     .count()
                 )
             if left == 0:
-                return args.n / (time.perf_counter() - t0)
+                return args.n / (time.perf_counter() - t0), meter.per_job_ms(args.n)
 
     print(cpu_model(), f"({os.cpu_count()} CPUs)")
     print(
@@ -153,17 +204,29 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.chown(workdir, USER)
         broker_rates, raw_rates = [], []
+        cpu: dict[str, list[dict[str, float]]] = {"broker": [], "raw": []}
         for _ in range(args.repeat):
             load = os.getloadavg()[0]
-            broker_rates.append(broker_run(name))
+            rate, used = broker_run(name)
+            broker_rates.append(rate)
+            cpu["broker"].append(used)
             scancel_all(conf)
+            meter = CpuMeter(name)
             raw_rates.append(raw_sbatch(conf, part, account, workdir, args.n))
+            cpu["raw"].append(meter.per_job_ms(args.n))
             scancel_all(conf)
             print(
                 f"  {name}: broker {broker_rates[-1]:.1f}/s, raw {raw_rates[-1]:.1f}/s"
                 f" (load {load:.1f})",
                 flush=True,
             )
+        for method, runs in cpu.items():
+            parts = ", ".join(
+                f"{part} {statistics.median(r[part] for r in runs):.2f}"
+                for part in runs[0]
+                if method == "broker" or part != "worker"
+            )
+            print(f"  {name}: {method} CPU ms per job (medians): {parts}")
         ratios = [b / r for b, r in zip(broker_rates, raw_rates, strict=True)]
         rows.append(
             (
