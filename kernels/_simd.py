@@ -274,6 +274,31 @@ def vstore_interleaved(typingctx: Any, arr: Any, idx: Any, re: Any, im: Any) -> 
     return types.none(arr, idx, re, im), codegen
 
 
+def _transpose(builder: Any, rows: list[Any], w: int) -> list[Any]:
+    """The w x w tile held in ``rows`` (w vectors), transposed, as w vectors."""
+    rows = list(rows)
+    mty = ir.VectorType(ir.IntType(32), w)
+    h = w // 2
+    while h >= 1:  # swap the off-diagonal h x h blocks of every 2h x 2h block
+        m_a = [j if not j & h else w + j - h for j in range(w)]
+        m_b = [j + h if not j & h else w + j for j in range(w)]
+        for i in range(w):
+            if i & h:
+                continue
+            a, b = rows[i], rows[i | h]
+            rows[i] = builder.shuffle_vector(a, b, ir.Constant(mty, m_a))
+            rows[i | h] = builder.shuffle_vector(a, b, ir.Constant(mty, m_b))
+        h //= 2
+    return rows
+
+
+def _row_ptr(context: Any, builder: Any, arrty: Any, arr: Any, off: Any, ld: Any, i: int,
+             ll: Any) -> Any:  # fmt: skip
+    """Pointer to the vector at ``arr[off + i*ld]``."""
+    idx = builder.add(off, builder.mul(ld, ir.Constant(ir.IntType(64), i)))
+    return builder.bitcast(_elem_ptr(context, builder, arrty, arr, idx), ll.as_pointer())
+
+
 @intrinsic
 def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, dld: Any) -> Any:
     """Transpose a lanes x lanes tile: rows at src[so + i*sld] to rows at dst[do + j*dld]."""
@@ -284,31 +309,87 @@ def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, d
         ll = context.get_value_type(vt)
         align = vt.dtype.bitwidth // 8
         s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
-        i64 = ir.IntType(64)
-        rows = []
-        for i in range(w):
-            off = builder.add(s_off, builder.mul(s_ld, ir.Constant(i64, i)))
-            p = _elem_ptr(context, builder, sig.args[0], s_arr, off)
-            rows.append(builder.load(builder.bitcast(p, ll.as_pointer()), align=align))
-        mty = ir.VectorType(ir.IntType(32), w)
-        h = w // 2
-        while h >= 1:  # swap the off-diagonal h x h blocks of every 2h x 2h block
-            m_a = [j if not j & h else w + j - h for j in range(w)]
-            m_b = [j + h if not j & h else w + j for j in range(w)]
-            for i in range(w):
-                if i & h:
-                    continue
-                a, b = rows[i], rows[i | h]
-                rows[i] = builder.shuffle_vector(a, b, ir.Constant(mty, m_a))
-                rows[i | h] = builder.shuffle_vector(a, b, ir.Constant(mty, m_b))
-            h //= 2
-        for j in range(w):
-            off = builder.add(d_off, builder.mul(d_ld, ir.Constant(i64, j)))
-            p = _elem_ptr(context, builder, sig.args[3], d_arr, off)
-            builder.store(rows[j], builder.bitcast(p, ll.as_pointer()), align=align)
+        rows = [builder.load(_row_ptr(context, builder, sig.args[0], s_arr, s_off, s_ld, i, ll),
+                             align=align) for i in range(w)]  # fmt: skip
+        for j, row in enumerate(_transpose(builder, rows, w)):
+            p = _row_ptr(context, builder, sig.args[3], d_arr, d_off, d_ld, j, ll)
+            builder.store(row, p, align=align)
         return context.get_dummy_value()
 
     return types.none(src, so, sld, dst, do, dld), codegen
+
+
+@intrinsic
+def vtranspose_in(typingctx: Any, src: Any, so: Any, sld: Any, dr: Any, di: Any, do: Any,
+                  dld: Any, sgv: Any) -> Any:  # fmt: skip
+    """A lanes x lanes tile of interleaved complex numbers, transposed and split: row i of
+    the tile is the 2 x lanes floats at src[so + i*sld]; column j goes to dr[do + j*dld]
+    (real parts) and di[do + j*dld] (imaginary parts times the vector ``sgv``)."""
+    vt = _vec_of(src)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        w = vt.lanes
+        ll = context.get_value_type(vt)
+        align = vt.dtype.bitwidth // 8
+        s_arr, s_off, s_ld, r_arr, i_arr, d_off, d_ld, sg = args
+        mty = ir.VectorType(ir.IntType(32), w)
+        even = ir.Constant(mty, list(range(0, 2 * w, 2)))
+        odd = ir.Constant(mty, list(range(1, 2 * w, 2)))
+        w64 = ir.Constant(ir.IntType(64), w)
+        res, ims = [], []
+        for i in range(w):
+            p0 = _row_ptr(context, builder, sig.args[0], s_arr, s_off, s_ld, i, ll)
+            v0 = builder.load(p0, align=align)
+            p1 = builder.bitcast(builder.gep(builder.bitcast(p0, ll.element.as_pointer()), [w64]),
+                                 ll.as_pointer())  # fmt: skip
+            v1 = builder.load(p1, align=align)
+            res.append(builder.shuffle_vector(v0, v1, even))
+            ims.append(builder.shuffle_vector(v0, v1, odd))
+        for j, row in enumerate(_transpose(builder, res, w)):
+            builder.store(row, _row_ptr(context, builder, sig.args[3], r_arr, d_off, d_ld, j, ll),
+                          align=align)  # fmt: skip
+        for j, row in enumerate(_transpose(builder, ims, w)):
+            builder.store(builder.fmul(row, sg),
+                          _row_ptr(context, builder, sig.args[4], i_arr, d_off, d_ld, j, ll),
+                          align=align)  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.none(src, so, sld, dr, di, do, dld, sgv), codegen
+
+
+@intrinsic
+def vtranspose_out(typingctx: Any, sr: Any, si: Any, so: Any, sld: Any, dst: Any, do: Any,
+                   dld: Any, sre: Any, sim: Any) -> Any:  # fmt: skip
+    """The inverse of ``vtranspose_in``: the tiles at sr[so + i*sld] (real) and
+    si[so + i*sld] (imaginary), transposed, scaled by the vectors ``sre`` and ``sim`` and
+    interleaved: column j of the tiles is stored as 2 x lanes floats at dst[do + j*dld]."""
+    vt = _vec_of(sr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        w = vt.lanes
+        ll = context.get_value_type(vt)
+        align = vt.dtype.bitwidth // 8
+        r_arr, i_arr, s_off, s_ld, d_arr, d_off, d_ld, scr, sci = args
+        res = [builder.load(_row_ptr(context, builder, sig.args[0], r_arr, s_off, s_ld, i, ll),
+                            align=align) for i in range(w)]  # fmt: skip
+        ims = [builder.load(_row_ptr(context, builder, sig.args[1], i_arr, s_off, s_ld, i, ll),
+                            align=align) for i in range(w)]  # fmt: skip
+        mty = ir.VectorType(ir.IntType(32), w)
+        lo = ir.Constant(mty, [x for i in range(w // 2) for x in (i, w + i)])
+        hi = ir.Constant(mty, [x for i in range(w // 2, w) for x in (i, w + i)])
+        w64 = ir.Constant(ir.IntType(64), w)
+        for j, (re, im) in enumerate(zip(_transpose(builder, res, w), _transpose(builder, ims, w),
+                                         strict=True)):  # fmt: skip
+            re = builder.fmul(re, scr)
+            im = builder.fmul(im, sci)
+            p0 = _row_ptr(context, builder, sig.args[4], d_arr, d_off, d_ld, j, ll)
+            p1 = builder.bitcast(builder.gep(builder.bitcast(p0, ll.element.as_pointer()), [w64]),
+                                 ll.as_pointer())  # fmt: skip
+            builder.store(builder.shuffle_vector(re, im, lo), p0, align=align)
+            builder.store(builder.shuffle_vector(re, im, hi), p1, align=align)
+        return context.get_dummy_value()
+
+    return types.none(sr, si, so, sld, dst, do, dld, sre, sim), codegen
 
 
 @intrinsic

@@ -115,12 +115,13 @@ def test_long_lengths(n: int, dtype: type) -> None:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "shape",
-    [(16, 256), (13, 1024), (9, 2048), (20, 60), (11, 250), (17, 32), (2, 8, 512)],
+    [(16, 256), (13, 1024), (9, 384), (20, 60), (11, 250), (17, 32), (2, 8, 512), (9, 2048)],
 )
 def test_row_blocks(shape: tuple[int, ...], threads: int, dtype: type) -> None:
     """Batched rows go through the row-block path: vectorised transposes (n a multiple of
     the lanes), the scalar copies (n = 250, 60 for complex64), full-width blocks and blocks
-    shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows."""
+    shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows; rows
+    longer than ROW_BLOCK_MAX (2048) take the four-step path row by row."""
     from kernels._simd import lanes
     from kernels.fourier import _row_block, plan
 
