@@ -34,7 +34,7 @@ from typing import Any
 from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
-from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, keyed_by_tag
+from .common import JOB_ID, TRANSIENT_MARKERS, cluster_info, from_accounting, keyed_by_tag
 from .parse import exit_code, exit_signal, expand_hostlist, gres_gpus, number, tres_gpus
 from .script import build_environment, check_dependency, neutralise_directives, wrap_array_task
 from .states import map_state
@@ -290,11 +290,16 @@ class PySlurmAdapter(SchedulerAdapter):
             live = self._mine(_values(self._ps.Jobs.load()))
             found = {j: live[j] for j in wanted if j in live}
             missing = wanted - found.keys()
-            if missing:
+            # Ended: settled from accounting (elapsed without time suspended, every run
+            # of a requeued job, every task of an array: ``from_accounting``).
+            ended = {j for j, info in found.items() if info.state.terminal}
+            if missing or ended:
                 db = self._ps.db
-                flt = db.JobFilter(ids=sorted(int(j.split("_")[0]) for j in missing))
+                flt = db.JobFilter(ids=sorted({int(j.split("_")[0]) for j in missing | ended}))
                 done = self._mine(_values(db.Jobs.load(flt)))
                 found.update({j: done[j] for j in missing if j in done})
+                for j in ended:
+                    found[j] = from_accounting(found[j], done.get(j))
         except self._rpc_errors() as exc:
             raise self._error(exc, "status") from exc
         return found

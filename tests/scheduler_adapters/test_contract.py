@@ -160,3 +160,36 @@ def test_ping_and_nodes(harness: Harness) -> None:
     nodes = harness.adapter.nodes()
     assert len(nodes) == harness.node_count
     assert all(n.cpus > 0 and n.memory_mb > 0 and n.state for n in nodes)
+
+
+@pytest.mark.parametrize(
+    "harness",
+    [pytest.param("gamma-pyslurm", id="pyslurm-gamma", marks=pytest.mark.slurm)],
+    indirect=True,
+)
+def test_a_suspended_jobs_elapsed_leaves_out_the_time_suspended(harness: Harness) -> None:
+    """Settled from accounting, which leaves out the time suspended (the controller's
+    end - start counts it). ``sleep 10`` suspended 6 s still ends ~10 s after it started
+    (the sleep's clock runs while it is stopped), with ~4 s used.
+    (slurm-cli and slurmrestd: tests/broker/test_end_states_live.py and the recorded
+    shapes in test_slurm_cli.py.)"""
+    import os
+    import subprocess
+
+    options = harness.adapter.__dict__
+    env = {**os.environ, "SLURM_CONF": str(options["slurm_conf"])}
+    scontrol = str(Path(options.get("bin_dir") or "/usr/bin") / "scontrol")
+    job_id = harness.submit(harness.spec("sleep 10"))
+    deadline = time.monotonic() + 30
+    while harness.adapter.status([job_id])[job_id].state is not JobState.RUNNING:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    started = time.monotonic()
+    subprocess.run([scontrol, "suspend", job_id], env=env, check=True)
+    time.sleep(6)
+    subprocess.run([scontrol, "resume", job_id], env=env, check=True)
+    info = harness.wait(job_id)
+    ran_s = time.monotonic() - started
+    assert info.state is JobState.COMPLETED, info
+    assert ran_s >= 9, ran_s
+    assert info.elapsed_s is not None and 2 <= info.elapsed_s <= 6, info
