@@ -316,7 +316,10 @@ def ingest(
     else:
         run.state = RunState.FAILED
         session.flush()
-        if run.quick and not refs and not gpu_refs:
+        # A GPU missing from the report is missing at any size: that degrades the node
+        # even in a quick run without references.
+        missing = any(g.report is None for g in gpus)
+        if run.quick and not refs and not gpu_refs and not missing:
             run.reasons = [
                 *run.reasons,
                 "quick run and the partition has no quick_references: the node is not "

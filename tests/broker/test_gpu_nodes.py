@@ -281,7 +281,14 @@ def test_gpu_validation_sets_rates_per_gpu_and_degrades_naming_the_gpu(
     drained = api.client.app.state.adapters.get("gx").nodes()  # type: ignore[attr-defined]
     assert "gpu1" in next(n.reason for n in drained if n.name == "g2")
 
-    # A GPU missing from the report (the node has 2): degraded, the missing one named.
+    # A GPU missing from the report (the node has 2): degraded, the missing one named,
+    # even by a quick run without GPU references (a missing GPU is missing at any size).
+    with session_scope(_factory(api)) as s:
+        part = s.scalar(select(Partition).where(Partition.name == "gpu"))
+        assert part is not None
+        part.gpu_quick_references = {}
+    slow_again = _ingest(api, tmp_path, "g1", _doc([_gpu(0), _gpu(1, residual_ok=False)]))
+    assert slow_again.state is RunState.FAILED and "not degraded" in slow_again.reasons[-1]
     missing = _ingest(api, tmp_path, "g1", _doc([_gpu(0)]))
     assert missing.state is RunState.FAILED
     assert missing.reasons == ["gpu1: missing (the node has 2 GPUs, the run saw 1)"]
