@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numba import typeof
 
 from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import jit, max_threads, use_threads
@@ -462,6 +463,28 @@ SERIAL_MAX = 1 << 12  # transforms this small (all rows together) are not worth 
 _local = threading.local()
 
 
+_ENTRIES: dict[tuple[Any, ...], Any] = {}
+
+
+def _rows_entry(args: tuple[Any, ...]) -> Any:
+    """The compiled ``_fft_rows`` for these arguments, called without the dispatcher (whose
+    typing of nine arguments costs ~1 us, a tenth of a 2^12 transform). Only the input and
+    output arrays' flags can change the signature; the other arguments are the plan's and
+    the workspace's, always of one type per dtype."""
+    xf, of = args[0], args[1]
+    fx = xf.flags
+    key = (xf.dtype.char, fx.writeable, fx.aligned, of.flags.aligned)
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        sig = tuple(typeof(a) for a in args)
+        cres = _fft_rows.overloads.get(sig)
+        if cres is None:
+            _fft_rows.compile(sig)  # compiles, or loads from the cache, the specialisation
+            cres = _fft_rows.overloads[sig]
+        entry = _ENTRIES[key] = cres.entry_point
+    return entry
+
+
 def _workspace(size: int, key: str) -> np.ndarray[Any, Any]:
     """Aligned scratch of dtype ``key``, kept per Python thread so repeated calls neither
     allocate nor page-fault."""
@@ -497,7 +520,8 @@ def fft(
         out = np.empty(x.shape, dtype=x.dtype)
     elif out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous with the input's shape and dtype")
-    if out.size == 0:
+    size = out.size
+    if size == 0:
         return out
     if x.ndim == 1 and x.flags.c_contiguous:
         xf = x.view(real)
@@ -505,7 +529,6 @@ def fft(
     else:
         xf = np.ascontiguousarray(x).ravel().view(real)
         of = out.ravel().view(real)
-    size = out.size
     rows = size // n
     if threads is None:
         nthreads = max_threads()
@@ -515,14 +538,17 @@ def fft(
             raise ValueError(f"threads must be >= 1, got {threads}")
     inv = bool(inverse)
     if nthreads == 1 or size <= SERIAL_MAX:
-        _fft_rows(xf, of, rows, inv, p.fb, p.meta, _workspace(p.work1, real), 0, 1)
+        args = (xf, of, rows, inv, p.fb, p.meta, _workspace(p.work1, real), 0, 1)
+        _rows_entry(args)(*args)
         return out
     nthreads = use_threads(nthreads)
     per = p.work1
     if rows >= nthreads and rows > 1:  # threads share out the rows
         work = _workspace(per * nthreads, real)
-        run([(_fft_rows, (xf, of, rows, inv, p.fb, p.meta, work[t * per : (t + 1) * per], t,
-                          nthreads)) for t in range(nthreads)])  # fmt: skip
+        calls = [(xf, of, rows, inv, p.fb, p.meta, work[t * per : (t + 1) * per], t, nthreads)
+                 for t in range(nthreads)]  # fmt: skip
+        entry = _rows_entry(calls[0])
+        run([(entry, args) for args in calls])
         return out
     # threads share out the column blocks of each row, meeting between the two steps
     nthreads = min(nthreads, -(-max(p.n1, p.n2) // p.block))

@@ -121,7 +121,7 @@ def test_row_blocks(shape: tuple[int, ...], threads: int, dtype: type) -> None:
     """Batched rows go through the row-block path: vectorised transposes (n a multiple of
     the lanes), the scalar copies (n = 250, 60 for complex64), full-width blocks and blocks
     shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows; rows
-    longer than ROW_BLOCK_MAX (2048) take the four-step path row by row."""
+    longer than ROW_BLOCK_MAX (1024) take the four-step path row by row."""
     from kernels._simd import lanes
     from kernels.fourier import _row_block, plan
 
