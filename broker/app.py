@@ -27,6 +27,7 @@ from .api.routes import (
     tokens,
     webhooks,
 )
+from .api.submit_path import SubmitFastPath
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
 from .services import brokering, clusters
@@ -64,9 +65,11 @@ def create_app(
         stop = None
         if want_worker:
             _, stop = start_in_thread(worker)
+        stop_tokens = app.state.token_cache.refresher(read_factory)
         try:
             yield
         finally:
+            stop_tokens()
             if stop is not None:
                 stop.set()
             pool.close()
@@ -102,6 +105,15 @@ def create_app(
         subject="unauthenticated requests per minute from this address",
     )
     errors.install(app)
+    # Innermost of ours: submissions skip FastAPI's routing, nothing else is skipped.
+    app.add_middleware(
+        SubmitFastPath,
+        settings=settings,
+        tokens=app.state.token_cache,
+        batcher=app.state.submit_batcher,
+        limiter=app.state.rate_limiter,
+        handlers=app.exception_handlers,
+    )
     app.add_middleware(files.BodySizeLimitExceptUploads, max_bytes=settings.max_body_bytes)
     # Before any body is read, within the request's id and metrics.
     app.add_middleware(

@@ -1,17 +1,19 @@
-"""Natural batching of submissions per enterprise: one lock and one commit per batch.
+"""Natural batching of submissions: one transaction and one commit per batch.
 
 Who owns a transaction, and when it commits (the one place this is written down):
 
-- ``POST /projects/{id}/jobs``: this module. Each API process keeps, per enterprise, a
-  queue of submissions that passed ``intake.prepare``, and at most one writer. A
-  request that finds no writer starts one; the writer takes *everything* queued (no
-  timer: a batch is one submission when the broker is idle and grows with the load),
-  runs ``intake.accept`` in one transaction of its own (the enterprise's balance row
-  locked once, ``BEGIN IMMEDIATE`` on SQLite), commits, and only then answers each
-  request with its own 202, 409 or 422. A 202 is never sent for a row that is not
-  durable (``synchronous_commit`` stays on); a batch that fails to commit answers
-  every one of its requests with the error (503 for a database outage), and nothing
-  of it is written.
+- ``POST /projects/{id}/jobs``: this module. Each API process keeps one queue of
+  submissions that passed ``intake.prepare``, whatever their enterprise, and at most
+  one writer. A request that finds no writer starts one; the writer takes *everything*
+  queued (no timer: a batch is one submission when the broker is idle and grows with
+  the load), runs ``intake.accept`` in one transaction of its own (each enterprise's
+  balance rows locked once, enterprises in id order; ``BEGIN IMMEDIATE`` on SQLite),
+  commits, and only then answers each request with its own 202, 409 or 422. A 202 is
+  never sent for a row that is not durable (``synchronous_commit`` stays on); a batch
+  that fails to commit answers every one of its requests with the error (503 for a
+  database outage), and nothing of it is written. A batch that PostgreSQL chose as a
+  deadlock's victim (another transaction locking several enterprises in another
+  order) is run once more before it fails.
 - Every other write request: ``broker.request_db.get_db`` opens the session; a handler
   that takes locks commits itself before it returns, else ``get_db`` commits after it.
 - Reads: ``get_db``'s read session, never committed.
@@ -19,7 +21,7 @@ Who owns a transaction, and when it commits (the one place this is written down)
 - Services never commit.
 
 Replays (same Idempotency-Key and body) are answered from the stored job in the batch
-that sees them. Two API processes batch independently; the balance row lock orders
+that sees them. Two API processes batch independently; the balance row locks order
 their batches.
 """
 
@@ -32,6 +34,8 @@ from collections.abc import Sequence
 
 import anyio
 import anyio.to_thread
+from psycopg.errors import DeadlockDetected
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schemas.jobs import JobCreate
@@ -57,7 +61,7 @@ _Queued = tuple[intake.Submission, "asyncio.Future[Answer]"]
 
 
 class SubmitBatcher:
-    """One writer per enterprise per process; see the module."""
+    """One queue and at most one writer per process; see the module."""
 
     def __init__(
         self,
@@ -70,9 +74,8 @@ class SubmitBatcher:
         self._factory = factory
         self._weights = weights
         self._workspace = workspace
-        self._queues: dict[uuid.UUID | None, list[_Queued]] = {}
-        self._writing: set[uuid.UUID | None] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
         # Writers run on threads of their own: never waiting for the request threadpool
         # while they hold a balance lock.
         self._limiter = anyio.CapacityLimiter(writers)
@@ -88,21 +91,19 @@ class SubmitBatcher:
         prepared: intake.Prepared,
     ) -> Answer:
         item = intake.Submission(principal, project_id, req, idempotency_key, prepared)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        key = principal.enterprise_id
-        self._queues.setdefault(key, []).append((item, future))
-        if key not in self._writing:
-            self._writing.add(key)
-            task = asyncio.get_running_loop().create_task(self._drain(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._queue.append((item, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._drain())
         # A client that goes away does not cancel its submission: the batch it is in
         # commits, or not, for every request in it alike.
         return await asyncio.shield(future)
 
-    async def _drain(self, key: uuid.UUID | None) -> None:
+    async def _drain(self) -> None:
         try:
-            while batch := self._queues.pop(key, None):
+            while batch := self._queue:
+                self._queue = []
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(batch))
                 try:
@@ -116,10 +117,27 @@ class SubmitBatcher:
                         future.set_result(answer)
         finally:
             # No await between the empty queue and here: nothing was queued meanwhile.
-            self._writing.discard(key)
+            self._writer = None
 
     def _write(self, items: Sequence[intake.Submission]) -> list[Answer]:
         """One transaction for the batch: accept, commit, then the answers' JSON."""
+        try:
+            outcomes = self._accept(items)
+        except OperationalError as exc:
+            if not isinstance(exc.orig, DeadlockDetected):
+                raise
+            log.warning("submission batch of %d chosen as a deadlock victim: run again", len(items))
+            outcomes = self._accept(items)
+        answers = []
+        for out in outcomes:
+            if out.error is not None or out.job is None:
+                answers.append(Answer(None, False, out.error))
+            else:
+                body = views.job_detail(out.job, out.io).model_dump_json().encode()
+                answers.append(Answer(body, out.created))
+        return answers
+
+    def _accept(self, items: Sequence[intake.Submission]) -> list[intake.Outcome]:
         with self._factory() as session:
             try:
                 outcomes = intake.accept(
@@ -129,11 +147,4 @@ class SubmitBatcher:
             except BaseException:
                 session.rollback()
                 raise
-        answers = []
-        for out in outcomes:
-            if out.error is not None or out.job is None:
-                answers.append(Answer(None, False, out.error))
-            else:
-                body = views.job_detail(out.job, out.io).model_dump_json().encode()
-                answers.append(Answer(body, out.created))
-        return answers
+        return outcomes

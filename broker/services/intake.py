@@ -7,13 +7,14 @@ Idempotency-Key's length, the environment, the working directory, the array's sy
 the callback URL's name lookup (up to seconds), the request's hash and the script's
 neutralised directives.
 
-``accept`` (one transaction, the caller's): for a batch of submissions by members of one
-enterprise, in arrival order, each gets its job or its own error, exactly as if each
-had been submitted alone one after the other:
+``accept`` (one transaction, the caller's): for a batch of submissions, of one
+enterprise or many, in arrival order, each gets its job or its own error, exactly as if
+each had been submitted alone one after the other:
 
 1. the project exists and the caller is a member of its enterprise (404/403);
 2. ``prepare``'s refusal, if it had one (422 naming the field);
-3. the enterprise's balance row and the projects' rows are locked, once for the batch;
+3. each enterprise's balance row and its projects' rows are locked, once for the batch,
+   enterprises in id order;
 4. Idempotency-Key: the same key and body again (stored, or earlier in the batch) is
    the same job, not a new one; the same key with another body is 422;
 5. the project is active (409); ``depends_on`` names live jobs of the enterprise (422);
@@ -158,11 +159,17 @@ def prepare(
 
 @dataclass
 class _Batch:
-    """What the batch's items so far have taken: keys, capacity."""
+    """What an enterprise's items so far have taken: capacity."""
 
     enterprise: Enterprise
     in_use_mflops: int | None
     snap: brokering.Snapshot
+
+
+@dataclass
+class _Run:
+    """What the whole batch has taken: Idempotency-Keys, array task rows."""
+
     keys: dict[tuple[uuid.UUID, str], Job] = field(default_factory=dict)
     tasks: list[dict[str, object]] = field(default_factory=list)
 
@@ -175,8 +182,50 @@ def accept(
     workspace: workspaces.WorkspaceConfig | None = None,
 ) -> list[Outcome]:
     """Accept or refuse each submission in order, in the caller's transaction (see the
-    module). Every item's principal must be of one enterprise (or staff, refused)."""
+    module). The items may be of any number of enterprises: each enterprise's balance
+    rows are locked in enterprise id order (every batch writer keeps that order, so two
+    never wait on each other in a cycle), and each item is checked against its own
+    enterprise's state and the items of that enterprise before it."""
     outcomes = [Outcome() for _ in items]
+    mine = _visible(session, items, outcomes)
+    if not mine:
+        return outcomes
+    snap = brokering.snapshot(session)  # read before the lock: routing needs no lock
+    projects_of: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for _, _, project in mine:
+        projects_of.setdefault(project.enterprise_id, set()).add(project.id)
+    for enterprise_id in sorted(projects_of):
+        ledger.lock_for_batch(session, enterprise_id, projects_of[enterprise_id])
+    ents = session.scalars(select(Enterprise).where(Enterprise.id.in_(sorted(projects_of))))
+    batches: dict[uuid.UUID, _Batch] = {}
+    for ent in ents:
+        capped = ent.capacity_cap_mflops is not None
+        in_use = ledger.capacity_in_use_mflops(session, ent.id) if capped else None
+        batches[ent.id] = _Batch(ent, in_use, snap)
+    run = _Run(keys=_stored_keys(session, [item for _, item, _ in mine]))
+    with session.no_autoflush:  # one flush for the batch; its own totals meanwhile
+        for n, item, project in mine:
+            try:
+                batch = batches.get(project.enterprise_id)
+                if batch is None:
+                    raise NotFound("enterprise not found")
+                outcomes[n] = _accept_one(session, item, project, batch, run, weights, workspace)
+            except BrokerError as exc:
+                outcomes[n].error = exc
+    session.flush()
+    if run.tasks:
+        session.execute(insert(JobTask), run.tasks)
+    for out in outcomes:
+        if out.job is not None and not out.created and out.io is None:
+            out.io = session.get(JobIO, out.job.id)
+    return outcomes
+
+
+def _visible(
+    session: Session, items: Sequence[Submission], outcomes: list[Outcome]
+) -> list[tuple[int, Submission, Project]]:
+    """The items whose project the caller may submit to and whose ``prepare`` passed;
+    the others' outcomes get their error (404/403/422)."""
     found = {
         p.id: p
         for p in session.scalars(
@@ -195,41 +244,23 @@ def accept(
             mine.append((n, item, project))
         except BrokerError as exc:
             outcomes[n].error = exc
-    if not mine:
-        return outcomes
-    enterprise_id = mine[0][2].enterprise_id
-    if any(p.enterprise_id != enterprise_id for _, _, p in mine):
-        raise ValueError("a batch holds the submissions of one enterprise")
-    snap = brokering.snapshot(session)  # read before the lock: routing needs no lock
-    ledger.lock_for_batch(session, enterprise_id, {p.id for _, _, p in mine})
-    ent = session.get(Enterprise, enterprise_id)
-    if ent is None:
-        raise NotFound("enterprise not found")
-    cap = ent.capacity_cap_mflops
-    in_use = None if cap is None else ledger.capacity_in_use_mflops(session, ent.id)
-    batch = _Batch(ent, in_use, snap)
-    keyed = [(i.project_id, i.idempotency_key) for _, i, _ in mine if i.idempotency_key]
-    if keyed:
-        stored = select(Job).where(
-            Job.enterprise_id == enterprise_id,
-            Job.idempotency_key.in_({k for _, k in keyed}),
-        )
-        for job in session.scalars(stored):
-            if job.idempotency_key is not None:
-                batch.keys[(job.project_id, job.idempotency_key)] = job
-    with session.no_autoflush:  # one flush for the batch; its own totals meanwhile
-        for n, item, project in mine:
-            try:
-                outcomes[n] = _accept_one(session, item, project, batch, weights, workspace)
-            except BrokerError as exc:
-                outcomes[n].error = exc
-    session.flush()
-    if batch.tasks:
-        session.execute(insert(JobTask), batch.tasks)
-    for out in outcomes:
-        if out.job is not None and not out.created and out.io is None:
-            out.io = session.get(JobIO, out.job.id)
-    return outcomes
+    return mine
+
+
+def _stored_keys(session: Session, items: Sequence[Submission]) -> dict[tuple[uuid.UUID, str], Job]:
+    """The stored jobs of the items' Idempotency-Keys, by (project, key)."""
+    wanted = {(i.project_id, i.idempotency_key) for i in items if i.idempotency_key}
+    if not wanted:
+        return {}
+    stored = select(Job).where(
+        Job.project_id.in_({p for p, _ in wanted}),
+        Job.idempotency_key.in_({k for _, k in wanted}),
+    )
+    return {
+        (job.project_id, job.idempotency_key): job
+        for job in session.scalars(stored)
+        if job.idempotency_key is not None and (job.project_id, job.idempotency_key) in wanted
+    }
 
 
 def _accept_one(
@@ -237,13 +268,14 @@ def _accept_one(
     item: Submission,
     project: Project,
     batch: _Batch,
+    run: _Run,
     weights: brokering.Weights,
     workspace: workspaces.WorkspaceConfig | None,
 ) -> Outcome:
     req, prep, ent = item.req, item.prepared, batch.enterprise
     key = None if item.idempotency_key is None else (project.id, item.idempotency_key)
-    if key is not None and key in batch.keys:
-        prior = batch.keys[key]
+    if key is not None and key in run.keys:
+        prior = run.keys[key]
         if prior.request_hash != prep.digest:
             raise IdempotencyMismatch(
                 "Idempotency-Key was already used with a different request body"
@@ -267,7 +299,7 @@ def _accept_one(
     if io is not None:
         session.add(io)
     if prep.array is not None:
-        batch.tasks.extend(_task_rows(job.id, prep.array.indices))
+        run.tasks.extend(_task_rows(job.id, prep.array.indices))
     dependencies.record(session, job)
     audit.record(
         session,
@@ -282,7 +314,7 @@ def _accept_one(
     if batch.in_use_mflops is not None:
         batch.in_use_mflops += job.nodes * (job.array_width or 1) * job.rate_mflops
     if key is not None:
-        batch.keys[key] = job
+        run.keys[key] = job
     return Outcome(job, io, created=True)
 
 

@@ -1,11 +1,12 @@
 """Every rule of a submission holds when submissions are accepted in batches.
 
-``intake.accept`` takes a batch of one enterprise's submissions in one transaction (one
-lock, one flush). A batch must answer each item exactly as the same submissions one by
-one would, in arrival order: the tests run the same sequence both ways, on SQLite and on
-PostgreSQL, and compare every answer and the ledger they leave. Then the batcher itself,
-in process: 100 concurrent submissions against a quota for 20 form batches and accept
-exactly 20.
+``intake.accept`` takes a batch of submissions, of one enterprise or several, in one
+transaction (each enterprise's rows locked once, one flush). A batch must answer each
+item exactly as the same submissions one by one would, in arrival order: the tests run
+the same sequence both ways, on SQLite and on PostgreSQL, and compare every answer and
+the ledger they leave. Then the batcher itself, in process: 100 concurrent submissions
+against a quota for 20 form batches and accept exactly 20; and the lean submit path
+answers as the route does.
 """
 
 from __future__ import annotations
@@ -52,20 +53,8 @@ from broker.services import (
 from broker.services.principal import SYSTEM, Principal
 from broker.units import pfh_to_units
 
-CLUSTERS = """
-[[clusters]]
-name = "local"
-adapter = "local"
-scratch_dir = "{root}/scratch"
-[clusters.options]
-root_dir = "{root}/sched"
-[[clusters.partitions]]
-name = "default"
-nodes = 4
-cpus_per_node = 2
-max_time_minutes = 120
-rate_tflops = 1.0
-"""
+from .._submit_load import write_clusters
+
 HOLD_PFH = 0.001  # 1 node x 60 min x 1 TFLOP/s
 RATE_MFLOPS = 1_000_000
 NO_SUCH_JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -83,9 +72,8 @@ class Tenant:
 def _factory(db_url: str, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(db_url)
     factory = make_session_factory(engine)
-    (tmp_path / "clusters.toml").write_text(CLUSTERS.format(root=tmp_path))
     with session_scope(factory) as s:
-        clusters.sync_config(s, load_clusters_file(tmp_path / "clusters.toml"))
+        clusters.sync_config(s, load_clusters_file(write_clusters(tmp_path)))
     yield factory
     engine.dispose()
 
@@ -266,6 +254,28 @@ def test_a_batch_answers_each_item_as_one_at_a_time_would(
     assert "capacity cap" in batch[9][1] and "capacity cap" in batch[12][1]
 
 
+def test_one_batch_of_three_enterprises_keeps_each_ones_rules(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The batcher takes whatever is queued, of any enterprise: three enterprises'
+    sequences interleaved in one batch get, item by item, the answers each sequence
+    gets alone one at a time, and each enterprise's ledger is the same."""
+    cfg = workspaces.WorkspaceConfig(tmp_path / "ws", 1 << 20)
+    alone = []
+    for _ in range(3):
+        t = make_tenant(factory, cap_nodes=4)
+        outs = run(factory, _every_rule(t), batched=False, workspace=cfg)
+        alone.append(([_answer(o) for o in outs], ledger_state(factory, t)))
+    ts = [make_tenant(factory, cap_nodes=4) for _ in range(3)]
+    rules = [_every_rule(t) for t in ts]
+    mixed = [item for row in zip(*rules, strict=True) for item in row]
+    outs = run(factory, mixed, batched=True, workspace=cfg)
+    for i, t in enumerate(ts):
+        answers = [_answer(o) for o in outs[i::3]]
+        assert (answers, ledger_state(factory, t)) == alone[i]
+    assert [a[0] for a in alone[0][0]].count("created") == 3
+
+
 def test_arrays_dependencies_io_audit_and_outbox_in_one_batch(
     factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -347,15 +357,22 @@ def test_jobs_submit_is_a_batch_of_one(factory: sessionmaker[Session]) -> None:
     assert type(exc.value).__name__ == "QuotaExceeded"
 
 
-def test_concurrent_http_submissions_form_batches_and_accept_exactly_20(tmp_path: Path) -> None:
-    """In process (SQLite, the embedded default): 100 requests at once through the
-    batcher against a quota for 20."""
+@dataclass
+class Served:
+    app: Any
+    tenant: Tenant
+    token: str
+    factory: sessionmaker[Session]
+
+
+def _served(tmp_path: Path, **tenant: Any) -> Served:
+    """The app on SQLite (the embedded default), in process, and a member's token."""
     from broker import migrate
 
     db_url = f"sqlite:///{tmp_path / 'b.db'}"
     migrate.upgrade(db_url)
     factory = next(_factory(db_url, tmp_path))
-    t = make_tenant(factory, grant_jobs=20, p1_jobs=1000)
+    t = make_tenant(factory, **tenant)
     with session_scope(factory) as s:
         _, token = tokens.create_token(
             s, SYSTEM, name="m2", role=Role.MEMBER, enterprise_id=t.enterprise_id
@@ -367,7 +384,14 @@ def test_concurrent_http_submissions_form_batches_and_accept_exactly_20(tmp_path
         rate_limit_per_minute=0,
         data_dir=tmp_path / "data",
     )
-    app = create_app(settings, run_worker=False, sync_clusters=False)
+    return Served(create_app(settings, run_worker=False, sync_clusters=False), t, token, factory)
+
+
+def test_concurrent_http_submissions_form_batches_and_accept_exactly_20(tmp_path: Path) -> None:
+    """In process (SQLite, the embedded default): 100 requests at once through the
+    batcher against a quota for 20."""
+    srv = _served(tmp_path, grant_jobs=20, p1_jobs=1000)
+    t, token, app = srv.tenant, srv.token, srv.app
 
     async def race() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -390,4 +414,92 @@ def test_concurrent_http_submissions_form_batches_and_accept_exactly_20(tmp_path
     assert {r.json()["error"] for r in responses if r.status_code == 409} == {"QuotaExceeded"}
     batcher = app.state.submit_batcher
     assert batcher.largest_batch > 1 and batcher.batches < 100, vars(batcher)
-    assert ledger_state(factory, t)["holds"] == 20
+    assert ledger_state(srv.factory, t)["holds"] == 20
+
+
+def test_the_lean_submit_path_answers_as_the_route_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the token is cached, submissions skip FastAPI's routing (``submit_path``):
+    the same 202 body and headers, the same errors; a body the model refuses, a token
+    not cached or no token at all are answered by the route itself."""
+    from broker.api import submit_path
+
+    lean = 0
+    submit = submit_path.SubmitFastPath._submit
+
+    async def counted(self: Any, *args: Any) -> None:
+        nonlocal lean
+        lean += 1
+        await submit(self, *args)
+
+    monkeypatch.setattr(submit_path.SubmitFastPath, "_submit", counted)
+    srv = _served(tmp_path, grant_jobs=3)
+    t = srv.tenant
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    body = {"name": "r", "script": "true", "nodes": 1, "time_limit_minutes": 60}
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=srv.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as c:
+
+            async def post(
+                json: Any = body, key: str | None = None, headers: Any = auth, pid: Any = t.p2
+            ) -> httpx.Response:
+                extra = {} if key is None else {"Idempotency-Key": key}
+                return await c.post(f"/projects/{pid}/jobs", json=json, headers=headers | extra)
+
+            first = await post(key="a")  # the token is read, then cached: the route
+            assert first.status_code == 202 and lean == 0
+            second = await post(key="b")
+            assert second.status_code == 202 and lean == 1
+            shown = (await c.get(f"/jobs/{second.json()['id']}", headers=auth)).json()
+            assert second.json() == shown
+            assert second.headers["content-type"] == "application/json"
+            assert "x-request-id" in second.headers  # the app's middleware still ran
+            replay = await post(key="b")
+            assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+            assert replay.json()["id"] == second.json()["id"]
+            mismatch = await post(json=body | {"name": "other"}, key="b")
+            assert (mismatch.status_code, mismatch.json()["error"]) == (422, "IdempotencyMismatch")
+            gone = await post(pid=t.other_project)
+            assert (gone.status_code, gone.json()["error"]) == (404, "NotFound")
+            assert (await post()).status_code == 202
+            over = await post()  # a quota for 3 jobs
+            assert (over.status_code, over.json()["error"]) == (409, "QuotaExceeded")
+            served = lean
+            bad = await post(json=body | {"nodes": 0})  # the route's 422 names the field
+            assert bad.status_code == 422 and bad.json()["detail"].startswith("nodes:")
+            assert (await post(headers={})).status_code == 401
+            other = {"Authorization": "Bearer nope"}
+            assert (await post(headers=other)).status_code == 401
+            assert lean == served == 6
+
+    asyncio.run(go())
+    assert ledger_state(srv.factory, t)["holds"] == 3
+
+
+def test_token_cache_refresh_keeps_busy_tokens_and_drops_revoked_ones(tmp_path: Path) -> None:
+    """The lean path trusts the cache: ``refresh`` (every ttl/2 while the app runs)
+    re-reads the tokens in use in one query, drops a revoked one at once and forgets
+    one unused for ``idle_s``."""
+    from broker.services.token_cache import TokenCache
+
+    srv = _served(tmp_path)
+    with session_scope(srv.factory) as s:
+        idle_row, idle = tokens.create_token(
+            s, SYSTEM, name="idle", role=Role.MEMBER, enterprise_id=srv.tenant.enterprise_id
+        )
+    cache = TokenCache(ttl_s=60, idle_s=30)
+    busy = cache.load(srv.factory, srv.token)
+    cache.load(srv.factory, idle)
+    cache._used[tokens.hash_token(idle)] -= 31  # unused for longer than idle_s
+    cache.refresh(srv.factory)
+    assert cache.get(srv.token) == busy and cache.get(idle) is None
+    assert busy.token_id is not None
+    with session_scope(srv.factory) as s:
+        tokens.revoke_token(s, SYSTEM, busy.token_id)  # not through a watched factory
+    assert cache.get(srv.token) == busy  # a TTL of 60 s alone would keep it a minute
+    cache.refresh(srv.factory)
+    assert cache.get(srv.token) is None
+    assert idle_row.id != busy.token_id
