@@ -41,45 +41,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from sqlalchemy import func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from broker import migrate  # noqa: E402
-from broker.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from broker.models import Job, Role  # noqa: E402
-from broker.services import ledger, projects, tenants, tokens  # noqa: E402
-from broker.services.principal import SYSTEM  # noqa: E402
-from tests.servers import VENV_BIN, clean_env, free_port  # noqa: E402
+from broker.db import make_engine  # noqa: E402
+from broker.models import Job  # noqa: E402
+from tests import _submit_load  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEV_CLUSTERS = Path("/var/lib/hpc-broker-dev/clusters.toml")
 BETA_CONF = Path("/var/lib/hpc-broker-dev/etc/beta/slurm.conf")
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-CLUSTERS = """
-[[clusters]]
-name = "local"
-adapter = "local"
-scratch_dir = "{root}/scratch"
-[clusters.options]
-root_dir = "{root}/sched"
-[[clusters.partitions]]
-name = "default"
-nodes = 4
-cpus_per_node = 2
-max_time_minutes = 60
-rate_tflops = 1.0
-"""
 JOB = {"name": "wrk", "script": "true", "nodes": 1, "time_limit_minutes": 1}
 
 BROKER_LUA = r"""
@@ -207,22 +190,54 @@ def slurm_pids() -> list[int]:
     return out
 
 
-@dataclass
 class CpuMeter:
-    """CPU seconds of named process groups over a measured interval."""
+    """CPU seconds of named process groups over a measured interval.
 
-    groups: dict[str, Callable[[], list[int]]]
-    start: dict[str, float] = field(default_factory=dict)
-    pids: dict[str, list[int]] = field(default_factory=dict)
+    The groups are sampled every ``every_s`` meanwhile: a process that starts during
+    the interval (a new database backend) counts from its start, one that ends counts
+    until its last sample, and none counts its life before the interval.
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]], every_s: float = 0.25) -> None:
+        self.groups = groups
+        self.every_s = every_s
+        self.start: dict[int, float] = {}
+        self.last: dict[str, dict[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        for name, pick in self.groups.items():
+            seen = self.last.setdefault(name, {})
+            for pid in pick():
+                st = _stat(pid)
+                if st is not None:
+                    seen[pid] = st[1]
+                    self.start.setdefault(pid, 0.0)  # born during the interval
 
     def begin(self) -> None:
-        # The same processes at both ends: a backend that came or went meanwhile would
-        # count its whole life.
-        self.pids = {name: pick() for name, pick in self.groups.items()}
-        self.start = {name: cpu_s(pids) for name, pids in self.pids.items()}
+        for pick in self.groups.values():
+            for pid in pick():
+                if (st := _stat(pid)) is not None:
+                    self.start[pid] = st[1]
+        self._sample()
+
+        def run() -> None:
+            while not self._stop.wait(self.every_s):
+                self._sample()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
 
     def end(self) -> dict[str, float]:
-        return {name: cpu_s(self.pids[name]) - self.start[name] for name in self.groups}
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        return {
+            name: sum(cpu - self.start[pid] for pid, cpu in self.last.get(name, {}).items())
+            for name in self.groups
+        }
 
 
 # ------------------------------------------------------------------------- wrk runs
@@ -357,20 +372,7 @@ def drop_pg(url: str) -> None:
 def make_tenants(url: str, n: int) -> list[tuple[str, str]]:
     """n enterprises, each with a project and a member token; returns (project, token)."""
     migrate.upgrade(url)
-    engine = make_engine(url)
-    out = []
-    with session_scope(make_session_factory(engine)) as s:
-        for i in range(n):
-            ent = tenants.create_enterprise(s, SYSTEM, name=f"bench-{i}")
-            ledger.grant(s, SYSTEM, ent.id, 10**18, "bench")
-            proj = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="p")
-            projects.approve_project(s, SYSTEM, proj.id)
-            _, tok = tokens.create_token(
-                s, SYSTEM, name="m", role=Role.MEMBER, enterprise_id=ent.id
-            )
-            out.append((str(proj.id), tok))
-    engine.dispose()
-    return out
+    return [(t.project, t.token) for t in _submit_load.make_tenants(url, n, 10**18, "bench")]
 
 
 def count_jobs(url: str) -> int:
@@ -384,51 +386,8 @@ def count_jobs(url: str) -> int:
 @contextmanager
 def broker_api(url: str, tmp: Path, workers: int, log_level: str) -> Iterator[tuple[int, str]]:
     """``brokerctl api --workers N``: (its pid, its base URL)."""
-    (tmp / "clusters.toml").write_text(CLUSTERS.format(root=tmp))
-    env = clean_env(
-        BROKER_DATABASE_URL=url,
-        BROKER_CLUSTERS_FILE=str(tmp / "clusters.toml"),
-        BROKER_RATE_LIMIT_PER_MINUTE="0",
-        BROKER_ANON_RATE_LIMIT_PER_MINUTE="0",
-    )
-    port = free_port()
-    with (tmp / f"api-{port}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "brokerctl"),
-                "api",
-                "--workers",
-                str(workers),
-                "--port",
-                str(port),
-                "--log-level",
-                log_level,
-            ],
-            cwd=tmp,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp / f"api-{port}.log").read_text()[-3000:])
-                time.sleep(0.2)
-            yield proc.pid, base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with _submit_load.api_processes(url, tmp, workers, log_level) as (proc, base):
+        yield proc.pid, base
 
 
 def broker_run(
@@ -458,48 +417,88 @@ def broker_run(
     return _row(r, count_jobs(url) - before, cpu)
 
 
+class _Conn:
+    """One keep-alive HTTP/1.1 connection of the open-loop sender."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def exchange(self, request: bytes) -> int:
+        """Send one request, read its whole answer; its status."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        if b"connection: close" in head.lower():
+            raise ConnectionResetError  # answered, but not to be reused
+        return status
+
+
 async def _paced(
     base: str, ts: list[tuple[str, str]], rate: float, seconds: float
 ) -> dict[str, float]:
     """Open loop: request k is due at t0 + k/rate and sent then, whatever came before;
-    its latency counts from that instant."""
+    its latency counts from that instant. A lean sender (raw HTTP/1.1 over keep-alive
+    connections, requests built beforehand), so that the generator takes little of the
+    machine's CPU from the server it measures."""
     total = max(1, int(rate * seconds))
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps(JOB).encode()
+    run = uuid.uuid4().hex[:8]
+    requests = []
+    for k in range(total):
+        project, token = ts[k % len(ts)]
+        requests.append(
+            (
+                f"POST /api/v1/projects/{project}/jobs HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Idempotency-Key: {run}-{k}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time() + 0.2
-        run = uuid.uuid4().hex[:8]
+    idle: list[_Conn] = []
+    loop = asyncio.get_running_loop()
 
-        async def send(k: int, due: float) -> None:
-            nonlocal errors
-            project, token = ts[k % len(ts)]
-            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"{run}-{k}"}
-            for attempt in range(3):  # a keep-alive connection the server just closed
-                try:
-                    r = await client.post(
-                        f"/api/v1/projects/{project}/jobs", json=JOB, headers=headers
-                    )
-                    break
-                except httpx.TransportError:
-                    if attempt == 2:
-                        errors += 1
-                        return
-            if r.status_code == 202:
-                latencies.append(loop.time() - due)
-            else:
-                errors += 1
+    async def send(k: int, due: float) -> None:
+        nonlocal errors
+        for attempt in range(3):  # a keep-alive connection the server just closed
+            conn = idle.pop() if idle else _Conn(*await asyncio.open_connection(host, int(port)))
+            try:
+                status = await conn.exchange(requests[k])
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn.writer.close()
+                if attempt == 2:
+                    errors += 1
+                    return
+                continue
+            idle.append(conn)
+            break
+        if status == 202:
+            latencies.append(loop.time() - due)
+        else:
+            errors += 1
 
-        tasks = []
-        for k in range(total):
-            due = t0 + k / rate
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(k, due)))
-        await asyncio.gather(*tasks)
-        wall = loop.time() - t0
+    # Connections opened beforehand, as a client pool would have them.
+    for _ in range(16):
+        idle.append(_Conn(*await asyncio.open_connection(host, int(port))))
+    t0 = loop.time() + 0.2
+    tasks = []
+    for k in range(total):
+        due = t0 + k / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(k, due)))
+    await asyncio.gather(*tasks)
+    wall = loop.time() - t0
+    for conn in idle:
+        conn.writer.close()
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -519,7 +518,12 @@ def paced_run(
     base: str, ts: list[tuple[str, str]], rate: float, seconds: float
 ) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_SELF)
-    row = asyncio.run(_paced(base, ts, rate, seconds))
+    try:
+        import uvloop
+
+        row = uvloop.run(_paced(base, ts, rate, seconds))
+    except ImportError:
+        row = asyncio.run(_paced(base, ts, rate, seconds))
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     row["generator_cpu_ms_per_req"] = 1000 * cpu / max(1, int(rate * seconds))

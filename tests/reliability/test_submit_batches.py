@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,87 +25,18 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.db import make_engine, make_session_factory, session_scope
-from broker.models import AuditEvent, EntryKind, Job, JobEvent, LedgerEntry, Role
-from broker.services import ledger, projects, tenants, tokens
+from broker.models import AuditEvent, EntryKind, Job, JobEvent, LedgerEntry
+from broker.services import ledger, tokens
 from broker.services.principal import SYSTEM
 from broker.units import pfh_to_units
 
-from ..servers import VENV_BIN, clean_env, free_port
+from .._submit_load import LoadTenant, api_processes, make_tenants
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-CLUSTERS = """
-[[clusters]]
-name = "local"
-adapter = "local"
-scratch_dir = "{root}/scratch"
-[clusters.options]
-root_dir = "{root}/sched"
-[[clusters.partitions]]
-name = "default"
-nodes = 4
-cpus_per_node = 2
-max_time_minutes = 60
-rate_tflops = 1.0
-"""
 
-
-def _tenant(db_url: str) -> tuple[uuid.UUID, str, str, uuid.UUID]:
-    """(enterprise, project, member token, token id) with ample quota."""
-    engine = make_engine(db_url)
-    with session_scope(make_session_factory(engine)) as s:
-        ent = tenants.create_enterprise(s, SYSTEM, name=f"kill-{uuid.uuid4().hex[:6]}")
-        ledger.grant(s, SYSTEM, ent.id, pfh_to_units(1000), "ample")
-        project = projects.create_project(s, SYSTEM, enterprise_id=ent.id, name="k")
-        projects.approve_project(s, SYSTEM, project.id)
-        row, token = tokens.create_token(
-            s, SYSTEM, name="m", role=Role.MEMBER, enterprise_id=ent.id
-        )
-        out = (ent.id, str(project.id), token, row.id)
-    engine.dispose()
-    return out
-
-
-@contextmanager
-def api_process(
-    db_url: str, tmp_path: Path, workers: int = 1
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    (tmp_path / "clusters.toml").write_text(CLUSTERS.format(root=tmp_path))
-    env = clean_env(
-        BROKER_DATABASE_URL=db_url,
-        BROKER_CLUSTERS_FILE=str(tmp_path / "clusters.toml"),
-        BROKER_RATE_LIMIT_PER_MINUTE="0",
-    )
-    port = free_port()
-    log = (tmp_path / f"api-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "brokerctl"), "api", "--workers", str(workers), "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "API did not start"
-            time.sleep(0.1)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+def _tenant(db_url: str) -> LoadTenant:
+    return make_tenants(db_url, 1, pfh_to_units(1000), prefix="kill")[0]
 
 
 def _submit_until_dead(
@@ -143,12 +71,13 @@ def _submit_until_dead(
 
 
 def test_kill9_during_batches_keeps_every_202_whole(pg_url: str, tmp_path: Path) -> None:
-    ent, project, token, _ = _tenant(pg_url)
+    t = _tenant(pg_url)
+    ent, project = t.enterprise_id, t.project
     seen: dict[str, str] = {}
     for _ in range(3):
         before = len(seen)
-        with api_process(pg_url, tmp_path) as (proc, base):
-            warm = _submit_until_dead(base, project, token, seen)
+        with api_processes(pg_url, tmp_path) as (proc, root):
+            warm = _submit_until_dead(f"{root}/api/v1", project, t.token, seen)
             assert warm.wait(60)
             time.sleep(0.3)
             os.kill(proc.pid, signal.SIGKILL)
@@ -195,19 +124,30 @@ def test_kill9_during_batches_keeps_every_202_whole(pg_url: str, tmp_path: Path)
 def test_revoked_token_is_refused_within_a_second_on_every_process(
     pg_url: str, tmp_path: Path
 ) -> None:
-    _, _, token, token_id = _tenant(pg_url)
+    t = _tenant(pg_url)
 
     def code() -> int:
         # A new connection each time: the kernel spreads them over both processes.
         with httpx.Client(timeout=10) as c:
-            return c.get(f"{base}/me", headers={"Authorization": f"Bearer {token}"}).status_code
+            auth = {"Authorization": f"Bearer {t.token}"}
+            return c.get(f"{root}/api/v1/me", headers=auth).status_code
 
-    with api_process(pg_url, tmp_path, workers=2) as (_, base):
+    with api_processes(pg_url, tmp_path, workers=2) as (_, root):
         assert [code() for _ in range(40)] == [200] * 40  # cached on both processes
+        with httpx.Client(timeout=10) as c:
+            auth = {"Authorization": f"Bearer {t.token}"}
+            url = f"{root}/api/v1/projects/{t.project}/jobs"
+            job = {"name": "r", "script": "true", "nodes": 1, "time_limit_minutes": 1}
+            assert {c.post(url, json=job, headers=auth).status_code for _ in range(4)} == {202}
         engine = make_engine(pg_url)
         with session_scope(make_session_factory(engine)) as s:  # another process's revoke
-            tokens.revoke_token(s, SYSTEM, token_id)
+            tokens.revoke_token(s, SYSTEM, t.token_id)
         revoked_at = time.monotonic()
         engine.dispose()
         time.sleep(max(0.0, revoked_at + 1.0 - time.monotonic()))
         assert [code() for _ in range(40)] == [401] * 40
+        job = {"name": "r", "script": "true", "nodes": 1, "time_limit_minutes": 1}
+        with httpx.Client(timeout=10) as c:  # submissions too (their lean path's cache)
+            auth = {"Authorization": f"Bearer {t.token}"}
+            url = f"{root}/api/v1/projects/{t.project}/jobs"
+            assert {c.post(url, json=job, headers=auth).status_code for _ in range(20)} == {401}
