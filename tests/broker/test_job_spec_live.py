@@ -43,7 +43,8 @@ def live(
     shutil.copy(sqlite_template, tmp / "broker.db")
     # The dev clusters' file, with a feature and allow-lists on every partition.
     text = slurm_clusters_file.read_text()
-    assert text.count("features = []") == len(load_clusters(slurm_clusters_file))
+    partitions = sum(len(c["partitions"]) for c in load_clusters(slurm_clusters_file).values())
+    assert text.count("features = []") == partitions  # the CPU and the gpu partitions
     clusters = tmp / "clusters.toml"
     clusters.write_text(
         text.replace(

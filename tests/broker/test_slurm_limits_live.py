@@ -189,7 +189,10 @@ def test_alpha_drained_gets_no_job_and_shows_degraded(
     api.post(f"/enterprises/{ent['id']}/grants", json={"amount_pfh": 10})
     member, project = api.token(ent["id"]), api.project(ent["id"])
     conf = _conf(slurm_clusters_file, "alpha")
-    _scontrol(conf, "update", "nodename=localhost", "state=drain", "reason=h20-test")
+    # Every node of alpha: with only its CPU node drained, a CPU job would go to its
+    # partition gpu (CPU jobs stay off GPU partitions only while another one fits).
+    nodes = "nodename=localhost,alpha-g1,alpha-g2"
+    _scontrol(conf, "update", nodes, "state=drain", "reason=h20-test")
     try:
         app.state.worker.refresh_clusters()  # type: ignore[attr-defined]  # the worker's probe
         r = api.submit(project["id"], member, cluster="alpha", script="true")
@@ -207,7 +210,7 @@ def test_alpha_drained_gets_no_job_and_shows_degraded(
         assert "status-degraded" in listing
         api.post(f"/jobs/{anywhere.json()['id']}/cancel", member)
     finally:
-        _scontrol(conf, "update", "nodename=localhost", "state=resume")
+        _scontrol(conf, "update", nodes, "state=resume")
     for _ in range(60):  # resumed, the node is "idle*" (not responding) until slurmd answers
         app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
         (alpha,) = [c for c in api.get("/clusters").json() if c["name"] == "alpha"]
