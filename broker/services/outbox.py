@@ -16,6 +16,7 @@ charge that was settled in the same transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -102,6 +103,13 @@ def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
         old = JobStatus(hist.deleted[0]) if hist.deleted and hist.deleted[0] else None
         if new is not old:
             pending.append((obj, None if old is None else old.value, new.value, False))
+
+
+def note_inserted(session: Session, jobs: Sequence[Job]) -> None:
+    """Jobs inserted set-based, not through the unit of work (``intake``): their
+    ACCEPTED events are written at commit as for the jobs the session flushed."""
+    pending: list[_Transition] = session.info.setdefault(_PENDING_KEY, [])
+    pending += [(job, None, (job.state or JobStatus.ACCEPTED).value, True) for job in jobs]
 
 
 @event.listens_for(Session, "before_commit")
