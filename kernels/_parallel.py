@@ -132,9 +132,17 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def run(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+def run(
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], skip_late: bool = False
+) -> None:
     """Run every ``fn(*args)`` at the same time, the first on the calling thread; return
-    when all have returned (re-raising the first error)."""
+    when all have returned (re-raising the first error).
+
+    ``skip_late``: the calls share their work through a counter, so that the first can
+    do it all; a call the pool has not started by the time the first returns is dropped
+    rather than waited for (on a busy host a pool thread can wait milliseconds for a CPU).
+    Never for calls that meet at a barrier: each of those must run.
+    """
     if len(calls) == 1:
         fn, args = calls[0]
         fn(*args)
@@ -149,6 +157,8 @@ def run(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         except BaseException as e:  # the others must still be waited for
             error = e
         for f in futures:
+            if skip_late and f.cancel():
+                continue
             e2 = f.exception()
             error = error or e2
         if error is not None:

@@ -23,7 +23,7 @@ from numba import typeof
 
 from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import jit, max_threads, use_threads
-from kernels._parallel import run
+from kernels._parallel import atomic_add, run
 from kernels._simd import (
     lanes,
     vbcast,
@@ -413,10 +413,11 @@ def _row_block(work: Any, n: int, B: int) -> int:
 
 
 @jit()
-def _fft_rows(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any, t: int,
+def _fft_rows(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any, sync: Any,
               threads: int) -> None:  # fmt: skip
-    """Rows t, t + threads, ... of the batch (whole row blocks first), on one thread with no
-    allocation: ``work`` is this thread's, four pass buffers then Z (Plan.work1 long)."""
+    """Row blocks, then the rows left over, on one thread with no allocation: all of them
+    (``threads`` 1), or those this thread takes from the counter ``sync[0]``. ``work`` is
+    this thread's: four pass buffers, then Z (Plan.work1 long)."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
     RB = _row_block(work, n, B)
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
@@ -431,34 +432,46 @@ def _fft_rows(x: Any, out: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
     zr = work[zo : zo + n]
     zi = work[zo + nz : zo + nz + n]
     nrb = rows // RB if row_blocks else 0
-    for rb in range(t, nrb, threads):
-        _rows_block(x, out, rb * RB, n, RB, sg, scale, tb)
-    for row in range(nrb * RB + t, rows, threads):
-        for blk in range(nb1):
-            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
-        for blk in range(nb2):
-            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+    units = nrb + rows - nrb * RB  # the row blocks, then one unit per leftover row
+    u = 0 if threads == 1 else atomic_add(sync, 0, 1)
+    while u < units:
+        if u < nrb:
+            _rows_block(x, out, u * RB, n, RB, sg, scale, tb)
+        else:
+            row = nrb * RB + u - nrb
+            for blk in range(nb1):
+                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+            for blk in range(nb2):
+                _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+        u = u + 1 if threads == 1 else atomic_add(sync, 0, 1)
 
 
 @jit()
 def _fft_cols(x: Any, out: Any, row: int, inv: bool, fb: Any, meta: Any, work: Any, zr: Any,
-              zi: Any, phase: int, t: int, threads: int) -> None:  # fmt: skip
-    """One row's column blocks t, t + threads, ...: step 1's (``phase`` 1, into the shared
-    Z = zr, zi) or step 2's (``phase`` 2, from Z); ``work``: this thread's pass buffers."""
+              zi: Any, phase: int, sync: Any, slot: int) -> None:  # fmt: skip
+    """The column blocks of one row that this thread takes from the counter ``sync[slot]``:
+    step 1's (``phase`` 1, into the shared Z = zr, zi) or step 2's (``phase`` 2, from Z);
+    ``work``: this thread's pass buffers."""
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     tb = _tables(fb, meta, work, meta[4])
+    blk = atomic_add(sync, slot, 1)
     if phase == 1:
-        for blk in range(t, (n1 + B - 1) // B, threads):
+        while blk < (n1 + B - 1) // B:
             _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+            blk = atomic_add(sync, slot, 1)
     else:
-        for blk in range(t, (n2 + B - 1) // B, threads):
+        while blk < (n2 + B - 1) // B:
             _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+            blk = atomic_add(sync, slot, 1)
 
 
 _REAL = {"D": "d", "F": "f"}
-SERIAL_MAX = 1 << 12  # transforms this small (all rows together) are not worth a thread launch
+# Transforms this small (all rows together) run on the calling thread: waking the pool's
+# threads costs 20-30 us on an idle host, more on a busy one.
+PARALLEL_MIN = 1 << 15
+_NO_SYNC = np.zeros(1, np.int64)  # the counter argument of a one-thread call (unused)
 
 _local = threading.local()
 
@@ -537,28 +550,31 @@ def fft(
         if nthreads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
     inv = bool(inverse)
-    if nthreads == 1 or size <= SERIAL_MAX:
-        args = (xf, of, rows, inv, p.fb, p.meta, _workspace(p.work1, real), 0, 1)
+    if nthreads == 1 or size < PARALLEL_MIN:
+        args = (xf, of, rows, inv, p.fb, p.meta, _workspace(p.work1, real), _NO_SYNC, 1)
         _rows_entry(args)(*args)
         return out
     nthreads = use_threads(nthreads)
     per = p.work1
-    if rows >= nthreads and rows > 1:  # threads share out the rows
+    if rows >= nthreads and rows > 1:  # threads take rows (or row blocks) in turn
         work = _workspace(per * nthreads, real)
-        calls = [(xf, of, rows, inv, p.fb, p.meta, work[t * per : (t + 1) * per], t, nthreads)
-                 for t in range(nthreads)]  # fmt: skip
+        sync = np.zeros(1, np.int64)
+        calls = [(xf, of, rows, inv, p.fb, p.meta, work[t * per : (t + 1) * per], sync,
+                  nthreads) for t in range(nthreads)]  # fmt: skip
         entry = _rows_entry(calls[0])
-        run([(entry, args) for args in calls])
+        run([(entry, args) for args in calls], skip_late=True)
         return out
-    # threads share out the column blocks of each row, meeting between the two steps
+    # threads take the column blocks of each row in turn, step 1's, then step 2's
     nthreads = min(nthreads, -(-max(p.n1, p.n2) // p.block))
     nz = _round(n, 8)
     work = _workspace(per * nthreads + 2 * nz, real)
     zo = per * nthreads
     zr = work[zo : zo + n]
     zi = work[zo + nz : zo + nz + n]
+    sync = np.zeros(2 * rows, np.int64)
     for row in range(rows):
         for phase in (1, 2):
             run([(_fft_cols, (xf, of, row, inv, p.fb, p.meta, work[t * per : (t + 1) * per],
-                              zr, zi, phase, t, nthreads)) for t in range(nthreads)])  # fmt: skip
+                              zr, zi, phase, sync, 2 * row + phase - 1))
+                 for t in range(nthreads)], skip_late=True)  # fmt: skip
     return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from kernels import fft
+from kernels import fft, fourier
 from kernels.fourier import factor
 
 SIZES = [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 15, 16, 20, 25, 27, 30, 32, 45, 60, 64, 75, 81, 96,
@@ -42,7 +42,10 @@ def test_forward_and_inverse(n: int, dtype: type) -> None:
 @pytest.mark.parametrize(
     "shape", [(3, 64), (2, 3, 120), (5, 1), (1, 4096), (4, 1000), (40, 96), (2, 17, 250), (33, 8)]
 )
-def test_batched(shape: tuple[int, ...], threads: int, dtype: type) -> None:
+def test_batched(
+    shape: tuple[int, ...], threads: int, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)  # small batches take the threaded paths too
     x = _signal(shape, dtype, seed=len(shape))
     _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
     back = fft(fft(x, threads=threads), inverse=True, threads=threads)
@@ -58,6 +61,14 @@ def test_threads_on_one_long_transform(n: int, dtype: type) -> None:
     x128 = x.astype(np.complex128)
     _close(fft(x, threads=2), np.fft.fft(x128), dtype)
     _close(fft(x, threads=2, inverse=True), np.fft.ifft(x128), dtype)
+
+
+@pytest.mark.parametrize("shape", [(40, 1024), (3, 1 << 14), (9, 4000)])
+def test_threads_take_rows_at_full_size(shape: tuple[int, ...]) -> None:
+    """Batches past PARALLEL_MIN: row blocks and four-step rows shared out by a counter."""
+    x = _signal(shape, np.complex128, seed=shape[0])
+    _close(fft(x, threads=2), np.fft.fft(x, axis=-1), np.complex128)
+    _close(fft(x, threads=2, inverse=True), np.fft.ifft(x, axis=-1), np.complex128)
 
 
 def test_non_contiguous_input_and_out() -> None:
@@ -117,7 +128,9 @@ def test_long_lengths(n: int, dtype: type) -> None:
     "shape",
     [(16, 256), (13, 1024), (9, 384), (20, 60), (11, 250), (17, 32), (2, 8, 512), (9, 2048)],
 )
-def test_row_blocks(shape: tuple[int, ...], threads: int, dtype: type) -> None:
+def test_row_blocks(
+    shape: tuple[int, ...], threads: int, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batched rows go through the row-block path: vectorised transposes (n a multiple of
     the lanes), the scalar copies (n = 250, 60 for complex64), full-width blocks and blocks
     shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows; rows
@@ -125,6 +138,7 @@ def test_row_blocks(shape: tuple[int, ...], threads: int, dtype: type) -> None:
     from kernels._simd import lanes
     from kernels.fourier import _row_block, plan
 
+    monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
     x = _signal(shape, dtype, seed=shape[-1])
     _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
     back = fft(fft(x, threads=threads), inverse=True, threads=threads)

@@ -57,6 +57,23 @@ def test_run_waits_for_all_and_reraises() -> None:
     _parallel._lock.release()
 
 
+def test_run_drops_a_call_the_pool_has_not_started() -> None:
+    """skip_late: the first call did the shared work; one still queued is not waited for."""
+    hold = threading.Event()
+    ran: list[str] = []
+    pool = _parallel._get_pool(1)
+    blockers = [pool.submit(hold.wait, 30) for _ in range(_parallel._pool_size)]  # all busy
+    try:
+        run([(ran.append, ("first",)), (ran.append, ("late",))], skip_late=True)
+        assert ran == ["first"]
+    finally:
+        hold.set()
+        for b in blockers:
+            b.result()
+    run([(ran.append, ("a",)), (ran.append, ("b",))])  # without it, every call runs
+    assert sorted(ran) == ["a", "b", "first"]
+
+
 @pytest.mark.parametrize(
     ("m", "mc", "mr", "threads"),
     [(1024, 168, 6, 2), (2048, 168, 6, 2), (1024, 336, 6, 2), (1, 168, 6, 1), (100, 168, 6, 1),
