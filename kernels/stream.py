@@ -1,7 +1,9 @@
 """STREAM triad: a = b + scalar * c, in place, split across threads.
 
 Large arrays are written with non-temporal stores: the destination is not read first,
-so the memory system moves the 24 bytes per element that STREAM counts, not 32.
+so the memory system moves the 24 bytes per element that STREAM counts, not 32. Threads
+take chunks from a shared counter (kernels._parallel): on a busy host a thread that
+starts late takes fewer, and one that has not started when the rest is done is dropped.
 """
 
 from __future__ import annotations
@@ -9,35 +11,44 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import prange
 
 from kernels._jit import jit, use_threads
+from kernels._parallel import atomic_add, run
 from kernels._simd import fence, misalignment, vfma, vlanes, vload, vsplat, vstore, vstore_stream
 
 STREAMING_BYTES = 4 << 20  # below this per array, ordinary stores (the data fits in cache)
+CHUNK_BYTES = 256 << 10  # of each array: the unit threads take from a shared counter
+PARALLEL_BYTES = 3 << 20  # moved by one call (three arrays) below which one thread does it
 
 
-@jit(parallel=True)
-def _triad_core(a: Any, b: Any, c: Any, s: float, threads: int, stream: bool) -> None:
+@jit()
+def _triad_part(a: Any, b: Any, c: Any, s: float, sync: Any, threads: int, stream: bool,
+                chunk: int, edges: bool) -> None:  # fmt: skip
+    """The vector-aligned body in chunks of ``chunk`` elements (a multiple of the lanes):
+    all of them (``threads`` 1) or those this thread takes from the counter ``sync[0]``;
+    with ``edges``, the unaligned head and the tail too."""
     n = a.shape[0]
     w = vlanes(a)
     head = min(misalignment(a), n)
-    for i in range(head):
-        a[i] = b[i] + s * c[i]
-    body = (n - head) // w
-    per = (body + threads - 1) // threads
-    for t in prange(threads):
-        lo = head + t * per * w
-        hi = min(head + (t + 1) * per * w, head + body * w)
-        sv = vsplat(a, s)
+    body = (n - head) // w * w
+    if edges:
+        for i in range(head):
+            a[i] = b[i] + s * c[i]
+        for i in range(head + body, n):
+            a[i] = b[i] + s * c[i]
+    sv = vsplat(a, s)
+    nchunks = (body + chunk - 1) // chunk
+    k = 0 if threads == 1 else atomic_add(sync, 0, 1)
+    while k < nchunks:
+        lo = head + k * chunk
+        hi = min(lo + chunk, head + body)
         if stream:
             for i in range(lo, hi, w):
                 vstore_stream(a, i, vfma(sv, vload(c, i), vload(b, i)))
         else:
             for i in range(lo, hi, w):
                 vstore(a, i, vfma(sv, vload(c, i), vload(b, i)))
-    for i in range(head + body * w, n):
-        a[i] = b[i] + s * c[i]
+        k = k + 1 if threads == 1 else atomic_add(sync, 0, 1)
     if stream:
         fence()
 
@@ -62,5 +73,11 @@ def triad(
     if not a.flags.writeable:
         raise ValueError("triad writes into a, which is read-only")
     nthreads = use_threads(threads)
-    _triad_core(a, b, c, scalar, nthreads, a.nbytes >= STREAMING_BYTES)
+    if a.nbytes * 3 < PARALLEL_BYTES:
+        nthreads = 1
+    stream = a.nbytes >= STREAMING_BYTES
+    chunk = CHUNK_BYTES // a.itemsize
+    sync = np.zeros(1, np.int64)
+    run([(_triad_part, (a, b, c, float(scalar), sync, nthreads, stream, chunk, t == 0))
+         for t in range(nthreads)], skip_late=True)  # fmt: skip
     return a

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import fma_peak, triad
+from kernels import fma_peak, stream, triad
 from kernels.peak import fma_probe
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 17, 1000, 4099, 1 << 19])
 @pytest.mark.parametrize("offset", [0, 1, 3])
-def test_triad(n: int, dtype: type, offset: int) -> None:
+def test_triad(n: int, dtype: type, offset: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "PARALLEL_BYTES", 0)  # small arrays shared out too
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 256)  # many chunks, and a partial last one
     rng = np.random.default_rng(n + offset)
     b = rng.standard_normal(n + offset).astype(dtype)[offset:]
     c = rng.standard_normal(n + offset).astype(dtype)[offset:]
