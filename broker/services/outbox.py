@@ -21,10 +21,11 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from ..models import Job, JobEvent, JobIO, JobStatus, Webhook, WebhookDelivery
+from ..models._types import utcnow
 from ..units import units_to_pfh
 
 _PENDING_KEY = "broker.job_transitions"
@@ -152,8 +153,13 @@ def _write_outbox(session: Session) -> None:
         ]
         if io is not None and io.callback_url:
             targets.append((f"job:{job.id}", io.callback_url, None))
-        session.add(ev)
         rows.append((ev, targets))
+    if not any(targets for _, targets in rows):
+        # Nothing to deliver: the events in one statement, in order (no ids to read
+        # back, which the unit of work would ask for each).
+        session.execute(insert(JobEvent), [_event_row(ev) for ev, _ in rows])
+        return
+    session.add_all([ev for ev, _ in rows])
     session.flush()
     for ev, targets in rows:
         for target, url, webhook_id in targets:
@@ -167,6 +173,17 @@ def _write_outbox(session: Session) -> None:
                     url=url,
                 )
             )
+
+
+def _event_row(ev: JobEvent) -> dict[str, Any]:
+    return {
+        "job_id": ev.job_id,
+        "project_id": ev.project_id,
+        "state": ev.state,
+        "previous_state": ev.previous_state,
+        "payload": ev.payload,
+        "at": utcnow(),
+    }
 
 
 @event.listens_for(Session, "after_commit")
