@@ -179,7 +179,11 @@ def partition_weights(session: Session, cluster: str) -> dict[str, str]:
     """``TRESBillingWeights`` per partition so that a whole node bills its rate in GFLOP/s.
 
     Slurm weighs per partition, not per node: the weight follows the median measured
-    rate of the partition's nodes (the rated value where none is measured yet).
+    rate of the partition's nodes (the rated value where none is measured yet). On a GPU
+    partition whose GPUs are measured, each GPU bills the median measured GPU rate
+    (``GRES/gpu=``) and the CPUs the rest, so a job holding part of a shared node bills
+    its part; until then the CPUs carry the whole node's rate (a whole node bills the
+    same either way).
     """
     out = {}
     parts = session.scalars(
@@ -188,13 +192,23 @@ def partition_weights(session: Session, cluster: str) -> dict[str, str]:
         .where(Cluster.name == cluster)
     )
     for part in parts:
-        measured = [
-            n.rate_mflops
+        nodes = [
+            n
             for n in session.scalars(select(Node).where(Node.cluster_id == part.cluster_id))
-            if n.rate_mflops and part.name in (n.partitions or [])
+            if part.name in (n.partitions or [])
         ]
-        rate = statistics.median(measured) if measured else part.rated_mflops
-        out[part.name] = sa_.billing_weights(Decimal(int(rate)) / 1_000_000, part.cpus_per_node)
+        measured = [n.rate_mflops for n in nodes if n.rate_mflops]
+        rate = int(statistics.median(measured) if measured else part.rated_mflops)
+        gpu_rates = [g for n in nodes if n.rate_mflops for g in (n.gpu_mflops or []) if g]
+        gpu = int(statistics.median(gpu_rates)) if part.gpus_per_node and gpu_rates else 0
+        if gpu * part.gpus_per_node > rate:
+            gpu = 0  # GPUs measured beside an older node rate: no split until both agree
+        out[part.name] = sa_.billing_weights(
+            Decimal(rate) / 1_000_000,
+            part.cpus_per_node,
+            part.gpus_per_node if gpu else 0,
+            Decimal(gpu) / 1_000_000,
+        )
     return out
 
 

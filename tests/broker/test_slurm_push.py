@@ -183,3 +183,34 @@ def test_projects_named_in_other_scripts_get_their_own_accounts() -> None:
         for n in ("量子化学", "分子动力学", "расчёт", "poc")
     }
     assert accounts == {"e_x-liang_zi_hua_xue", "e_x-fen_zi_dong_li_xue", "e_x-raschet", "e_x-poc"}
+
+
+def test_gpu_partition_weights_bill_each_gpu_its_measured_rate(
+    factory: Any, fake: ClusterConfig
+) -> None:
+    """A GPU partition's TRESBillingWeights: the CPUs carry the whole node's rate until
+    its GPUs are measured; then each GPU bills the median measured GPU rate and the CPUs
+    the rest (a whole node still bills its rate)."""
+    from broker.models import Node
+    from broker.services import clusters
+
+    gpu = PartitionConfig(name="g", nodes=2, cpus_per_node=4, gpus_per_node=2, rate_tflops=2.1)
+    cfg = fake.model_copy(update={"partitions": [*fake.partitions, gpu]})
+    with session_scope(factory) as s:
+        clusters.sync_config(s, [cfg])
+        assert slurm_sync.partition_weights(s, "fake")["g"] == "CPU=525"  # rated, unmeasured
+        cluster_id = clusters.get_cluster(s, "fake").id
+        for name, gpus in (("g1", [500_000, 520_000]), ("g2", [480_000, 500_000])):
+            s.add(
+                Node(
+                    cluster_id=cluster_id,
+                    name=name,
+                    partitions=["g"],
+                    gpus=2,
+                    rate_mflops=100_000 + sum(gpus),
+                    gpu_mflops=gpus,
+                )
+            )
+        s.flush()
+        # node rates 1.12 and 1.08 TFLOP/s: median 1.1; GPUs' median 0.5 each
+        assert slurm_sync.partition_weights(s, "fake")["g"] == "CPU=25,GRES/gpu=500"
