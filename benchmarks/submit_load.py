@@ -383,10 +383,15 @@ def count_jobs(url: str) -> int:
     return n
 
 
+#: ``--broker-src``: the source tree the API processes import the broker from.
+BROKER_SRC: Path | None = None
+
+
 @contextmanager
 def broker_api(url: str, tmp: Path, workers: int, log_level: str) -> Iterator[tuple[int, str]]:
     """``brokerctl api --workers N``: (its pid, its base URL)."""
-    with _submit_load.api_processes(url, tmp, workers, log_level) as (proc, base):
+    env = {} if BROKER_SRC is None else {"PYTHONPATH": str(BROKER_SRC)}
+    with _submit_load.api_processes(url, tmp, workers, log_level, **env) as (proc, base):
         yield proc.pid, base
 
 
@@ -560,11 +565,20 @@ def main() -> None:
         action="store_true",
         help="also measure 2 processes with the access log off (log level WARNING)",
     )
+    ap.add_argument(
+        "--broker-src",
+        type=Path,
+        metavar="DIR",
+        help="serve the broker from this source tree (a git worktree of an earlier commit, "
+        "to measure before and after on one machine in one sitting)",
+    )
     ap.add_argument("--slurmrestd", type=Path, default=DEV_CLUSTERS, metavar="CLUSTERS_FILE")
     ap.add_argument("--no-slurmrestd", action="store_true")
     ap.add_argument("--slurm-user", default="tenanttest")
     ap.add_argument("--slurm-account", default="broker-tests")
     args = ap.parse_args()
+    global BROKER_SRC
+    BROKER_SRC = args.broker_src
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average at start: {load_average()}")
