@@ -358,7 +358,10 @@ def _set_rate(
             rate_mflops=cpu + sum(gpu),
             run_id=run.id,
             samples=len(recent),
-            valid_from=now,
+            # At the scheduler's resolution (whole seconds, as a job's start time is): a
+            # job that started on the node in the second this run was judged, after the
+            # run's job left it, is billed at this rate, not the one before.
+            valid_from=now.replace(microsecond=0),
             cpu_mflops=cpu,
             gpu_mflops=gpu,
             precision=precision if gpus else None,
