@@ -212,5 +212,7 @@ def test_every_cluster_has_a_gpu_partition_of_fake_gpus(dc: ModuleType, tmp_path
                 assert parts[c["partition"]].gpus_per_node == 0
                 gpu = parts["gpu"]
                 assert (gpu.nodes, gpu.gpus_per_node, gpu.cpus_per_node) == (2, 2, 2)
+                assert gpu.validation_environment == {"NUMBA_ENABLE_CUDASIM": "1"}
+                assert "--quick" in gpu.validation_args
                 per_cpu = c["rate_tflops"] / c["cpus"]
                 assert gpu.rate_tflops == pytest.approx(2 * per_cpu + 2 * 0.5)
