@@ -176,3 +176,25 @@ def live_tenant(
         assert all(not r.error for r in wanted if r.cluster in envs), results
         app.state.worker.refresh_clusters()
         yield LiveTenant(api, ent, member, project, envs)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no revision yet) on each dialect: a file on SQLite, a database
+    of its own on PostgreSQL (dropped afterwards). The migration tests start here."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    from sqlalchemy import text
+
+    from broker.db import make_engine
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"broker_mig_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -3,38 +3,18 @@ down again, the new end states fold into ``failed``."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from broker import migrate
 from broker.db import make_engine
-from tests.conftest import PG_ADMIN_URL
 
 from .test_migrations import T0, Old, Tenant, _downgrade
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm13.db'}"
-        return
-    name = f"broker_m13_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_0013_backfills_reasons_and_folds_new_states_on_downgrade(fresh_url: str) -> None:
-    url = fresh_url
+def test_0013_backfills_reasons_and_folds_new_states_on_downgrade(empty_url: str) -> None:
+    url = empty_url
     migrate.upgrade(url, "0012")
     engine = make_engine(url)
     rows = {

@@ -4,38 +4,18 @@ the GPU columns and table go and the rows stay."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect, text
 
 from broker import migrate
 from broker.db import make_engine
-from tests.conftest import PG_ADMIN_URL
 
 from .test_migrations import T0, Old, _downgrade
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm18.db'}"
-        return
-    name = f"broker_m18_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_0018_marks_old_rates_as_cpu_rates_and_downgrades(fresh_url: str) -> None:
-    url = fresh_url
+def test_0018_marks_old_rates_as_cpu_rates_and_downgrades(empty_url: str) -> None:
+    url = empty_url
     migrate.upgrade(url, "0017")
     engine = make_engine(url)
     cluster, node = uuid.uuid4(), uuid.uuid4()

@@ -3,9 +3,7 @@ converts a populated ledger from 1 MFLOP to 1 GFLOP units exactly."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +21,6 @@ from broker.db import Base, make_engine, make_session_factory, session_scope
 from broker.models import Balance, ChargeLine, Job, LedgerEntry, Project
 from broker.services import billing, ledger, statements
 from broker.services.principal import SYSTEM
-from tests.conftest import PG_ADMIN_URL
 
 
 def test_upgrade_head_then_autogenerate_finds_no_diff(db_url: str) -> None:
@@ -74,22 +71,6 @@ def test_upgrade_from_first_revision_keeps_rows(tmp_path: Path) -> None:
 
 
 # -- 0010: MFLOP -> GFLOP on a populated database -----------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database (no revision yet) on each dialect."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'units.db'}"
-        return
-    name = f"broker_mig_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 T0 = datetime(2026, 10, 20, 12, tzinfo=UTC)
