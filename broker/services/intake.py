@@ -26,8 +26,9 @@ each had been submitted alone one after the other:
    period, the capacity cap (409), each counting the holds accepted before it.
 
 Nothing of a refused item is written (every check comes before its writes); the
-accepted items' jobs, array tasks, dependency rows, JobIO, HOLD entries and audit rows
-are flushed together once, and the outbox writes their events when the caller commits
+accepted items' jobs, HOLD entries and audit rows are inserted set-based, one statement
+per table (``services.bulk``), then their array tasks, dependency rows and JobIO are
+flushed together once, and the outbox writes their events when the caller commits
 (``services.outbox``). The balances are updated once, at that flush.
 """
 
@@ -38,15 +39,12 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
 
-from ..db import Base
 from ..errors import BrokerError, Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import (
     AuditEvent,
@@ -63,6 +61,7 @@ from ..schemas.jobs import JobCreate
 from . import (
     audit,
     brokering,
+    bulk,
     dependencies,
     job_spec,
     ledger,
@@ -226,7 +225,10 @@ def accept(
                 outcomes[n] = _accept_one(session, item, project, batch, run, weights, workspace)
             except BrokerError as exc:
                 outcomes[n].error = exc
-    _insert_new(session, (Job, LedgerEntry, AuditEvent))
+    # Set-based, not through the unit of work (most of a batch's CPU when it was):
+    # one statement per class, jobs first (the holds reference them).
+    inserted = bulk.insert_new(session, (Job, LedgerEntry, AuditEvent))
+    outbox.note_inserted(session, inserted[Job])  # type: ignore[arg-type]
     session.flush()
     if run.tasks:
         session.execute(insert(JobTask), run.tasks)
@@ -234,51 +236,6 @@ def accept(
         if out.job is not None and not out.created and out.io is None:
             out.io = session.get(JobIO, out.job.id)
     return outcomes
-
-
-def _insert_new(session: Session, classes: Sequence[type[Base]]) -> None:
-    """Insert the session's new objects of ``classes`` set-based, one statement each, in
-    the order the batch added them, instead of through the unit of work (which costs
-    most of a batch's CPU: per-object bookkeeping, and RETURNING of every generated id).
-
-    Each object gets its column defaults now (a 202's JSON shows them) and leaves the
-    session (nothing reads the rows back in this transaction); the new jobs are handed
-    to the outbox, which writes their events at commit as for any other job.
-    """
-    new = list(session.new)  # in the order they were added
-    groups = [(cls, [o for o in new if type(o) is cls]) for cls in classes]
-    for _, objs in groups:  # all out first: an insert's autoflush must not take them
-        for obj in objs:
-            session.expunge(obj)
-    with session.no_autoflush:
-        for cls, objs in groups:
-            if objs:
-                session.execute(insert(cls), [_row(obj) for obj in objs])
-            if cls is Job:
-                outbox.note_inserted(session, objs)  # type: ignore[arg-type]
-
-
-def _row(obj: Base) -> dict[str, Any]:
-    """``obj``'s column attributes, each unset one given its default (set on ``obj``
-    too); a generated primary key is left to the database."""
-    row: dict[str, Any] = {}
-    state = obj.__dict__
-    for prop in sa_inspect(type(obj)).column_attrs:
-        key = prop.key
-        if key in state:
-            row[key] = state[key]
-            continue
-        column = prop.columns[0]
-        default = column.default
-        if default is None:
-            if not column.primary_key:
-                row[key] = None
-                setattr(obj, key, None)
-            continue
-        value = default.arg(None) if default.is_callable else default.arg
-        row[key] = value
-        setattr(obj, key, value)
-    return row
 
 
 def _visible(
