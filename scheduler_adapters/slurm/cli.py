@@ -15,6 +15,7 @@ of a requeued job (one record each), which ``JobInfo.runs`` carries.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +24,7 @@ import pwd
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,21 @@ class _Identity:
     home: str
 
 
+@contextlib.contextmanager
+def _export_file(env: Mapping[str, str]) -> Iterator[int]:
+    """A file descriptor holding ``env`` as sbatch's ``--export-file`` reads it
+    (``NAME=value`` entries separated by NUL bytes; values may span lines), in memory."""
+    fd = os.memfd_create("broker-job-environment", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(b"\0".join(f"{k}={v}".encode() for k, v in env.items()))
+        while data:
+            data = data[os.write(fd, data) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 #: util-linux's setpriv: a tool run as another user goes through it (see ``_as_user``).
 SETPRIV = shutil.which("setpriv", path=DEFAULT_PATH)
 
@@ -77,7 +93,9 @@ def _as_user(identity: _Identity, argv: list[str]) -> tuple[list[str], dict[str,
     groups) before the Slurm tool runs. The difference is cost: a child that must change
     ids is made by a full fork() of this process while it holds the GIL (milliseconds
     for a worker's size, one submitter thread at a time), whereas setpriv is started by
-    vfork(), which neither copies nor blocks."""
+    vfork(), which neither copies nor blocks. setpriv runs as root until it switches, so
+    it is only ever given the tools' fixed environment (``submit`` passes the job's
+    through ``--export-file``)."""
     if SETPRIV is None:
         return argv, {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
     groups = (
@@ -146,6 +164,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         identity: _Identity | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> subprocess.CompletedProcess[str]:
         # TZ=UTC: times the tools read or print (sacct -S) mean UTC, whatever the zone of
         # this process or of the host (the JSON times are epoch seconds either way).
@@ -168,6 +187,7 @@ class SlurmCliAdapter(SchedulerAdapter):
                 env=dict(env) if env is not None else base,
                 cwd=cwd or "/",
                 check=False,
+                pass_fds=pass_fds,
                 **ids,
             )
         except subprocess.TimeoutExpired as exc:
@@ -250,7 +270,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         home = identity.home if identity else os.environ.get("HOME", "/")
         try:
             request = build_sbatch(spec)
-            env = build_environment(spec, home=home, user=spec.user, slurm_conf=self.slurm_conf)
+            job_env = build_environment(spec, home=home, user=spec.user, slurm_conf=self.slurm_conf)
         except ValueError as exc:
             raise SubmitRejected(str(exc), cluster=self.cluster) from exc
         if request.removed_directives:
@@ -259,14 +279,19 @@ class SlurmCliAdapter(SchedulerAdapter):
                 spec.tag,
                 [d.warning for d in request.removed_directives],
             )
-        proc = self._run(
-            "sbatch",
-            request.options,
-            stdin=request.script,
-            identity=identity,
-            env=env,
-            cwd=spec.working_dir or (identity.home if identity else None),
-        )
+        # The job's environment reaches the job through --export-file, never sbatch's
+        # own: sbatch (and setpriv before it, still root) run in the fixed environment of
+        # every tool, so nothing a tenant sets (loader, locale or gconv paths, SBATCH_*)
+        # can steer them. The job gets exactly the file's variables (and Slurm's own).
+        with _export_file(job_env) as fd:
+            proc = self._run(
+                "sbatch",
+                [*request.options, f"--export-file={fd}"],
+                stdin=request.script,
+                identity=identity,
+                cwd=spec.working_dir or (identity.home if identity else None),
+                pass_fds=(fd,),
+            )
         if proc.returncode != 0:
             failure = self._failure("sbatch", proc)
             if failure.transient or isinstance(failure, AdapterConfigError):

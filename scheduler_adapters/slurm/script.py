@@ -108,9 +108,9 @@ RESERVED_ENV_PREFIXES: tuple[tuple[str, str], ...] = (
     ("PMI_", "srun sets it for each task (the process-management interface)"),
     ("PMIX_", "srun sets it for each task (the process-management interface)"),
     ("BROKER_", "the broker sets it (BROKER_JOB_ID, BROKER_SCHEDULER_JOB_ID)"),
-    # The environment is also sbatch's own on slurm-cli (it passes it on with
-    # --export=ALL): a library preloaded there could rewrite the submission itself.
-    ("LD_", "the dynamic loader reads it in every program, sbatch included"),
+    # The dynamic loader reads these in every program: the job's own are the job's
+    # business, but not ones that would follow a submission into the scheduler's tools.
+    ("LD_", "the dynamic loader reads it in every program"),
     # Which GPUs a job sees: Slurm sets them from its allocation, but leaves a job
     # without GPUs the value it brought, which would reach a shared node's GPUs.
     ("CUDA_VISIBLE_DEVICES", "the scheduler sets it from the job's GPUs (gpus_per_node)"),
@@ -253,7 +253,8 @@ def build_environment(
     user: str | None = None,
     slurm_conf: str | None = None,
 ) -> dict[str, str]:
-    """The whole environment sbatch runs in; with ``--export=ALL`` it becomes the job's.
+    """The job's whole environment (slurm-cli hands it to sbatch as ``--export-file``,
+    slurmrestd and pyslurm in the submission itself).
 
     Nothing of the broker's own environment leaks in: ``PATH``, ``HOME``, ``LANG``, the
     user's names, the spec's variables (``check_environment``: ``ValueError`` for a

@@ -238,6 +238,37 @@ def test_a_tool_setpriv_cannot_start_is_a_configuration_error(fake_bin: Path) ->
         cli(fake_bin).submit(JobSpec(name="n", script="true", time_limit_minutes=1, user=USER))
 
 
+def test_the_jobs_environment_goes_through_export_file_not_sbatchs_own(fake_bin: Path) -> None:
+    """sbatch (and setpriv before it, as root) run in the tools' fixed environment: what
+    a tenant sets (a locale path, a gconv path, an SBATCH_ option) reaches the job only,
+    through --export-file, every value intact (spaces, line breaks)."""
+    fake_tool(
+        fake_bin,
+        "sbatch",
+        f"""cat > /dev/null
+env > {fake_bin}/sbatch-env.txt
+for a in "$@"; do case $a in --export-file=*) fd=${{a#--export-file=}};; esac; done
+cat /dev/fd/$fd > {fake_bin}/job-env.bin
+echo 9""",
+    )
+    env = {"LOCPATH": "/tmp/evil", "GCONV_PATH": "/tmp/evil", "MSG": "two\nlines and spaces"}
+    assert (
+        cli(fake_bin).submit(
+            JobSpec(name="n", script="true", time_limit_minutes=1, environment=env)
+        )
+        == "9"
+    )
+    sbatch_env = dict(
+        line.split("=", 1) for line in (fake_bin / "sbatch-env.txt").read_text().splitlines()
+    )
+    assert not {"LOCPATH", "GCONV_PATH", "MSG"} & sbatch_env.keys()
+    assert set(sbatch_env) <= {"PATH", "LANG", "TZ", "SLURM_CONF", "PWD", "SHLVL", "_"}
+    entries = (fake_bin / "job-env.bin").read_bytes().decode().split("\0")
+    job_env = dict(entry.split("=", 1) for entry in entries)
+    assert job_env["LOCPATH"] == job_env["GCONV_PATH"] == "/tmp/evil"
+    assert job_env["MSG"] == "two\nlines and spaces" and job_env["PATH"]
+
+
 # ---------------------------------------------------------------------------- live alpha
 def alpha(tenant: SlurmTenant) -> SlurmCliAdapter:
     return SlurmCliAdapter("alpha", **tenant.clusters["alpha"]["options"])
