@@ -57,13 +57,21 @@ def test_multicluster_maps_and_decoded_exit_codes() -> None:
     jobs = MultiClusterMap(
         {1: job(1, "FAILED", 3, 0), 2: job(2, "CANCELLED", 0, 15), 3: job(3, "COMPLETED", 0, 0)}
     )
-    fake = SimpleNamespace(Jobs=SimpleNamespace(load=lambda: jobs))
+    # Ended jobs are looked up in accounting too; slurmdbd has no record of them yet
+    # here, so each is settled from the controller's record.
+    asked: list[Any] = []
+    db = SimpleNamespace(
+        JobFilter=lambda **kw: kw,
+        Jobs=SimpleNamespace(load=lambda flt: asked.append(flt) or MultiClusterMap({})),
+    )
+    fake = SimpleNamespace(Jobs=SimpleNamespace(load=lambda: jobs), db=db)
     adapter = PySlurmAdapter.__new__(PySlurmAdapter)
     adapter.cluster, adapter.slurm_cluster, adapter._ps = "gamma", "gamma", fake  # type: ignore[assignment]
     found = adapter.status(["1", "2", "3"])
     assert found["1"].state is JobState.FAILED and found["1"].exit_code == 3
     assert found["2"].exit_code == 128 + 15
     assert found["3"].exit_code == 0 and found["3"].nodes == ("gamma1", "gamma2")
+    assert asked == [{"ids": [1, 2, 3]}]
 
 
 def test_slurm_conf_is_set_for_the_first_import_only(
