@@ -194,8 +194,8 @@ class Worker:
            waits on the controller), so a later job can overtake at most the
            ``submit_concurrency - 1`` in flight beside it (by milliseconds: Slurm's age
            priority does not tell them apart; with 1 the order is strict).
-        3. *Record*: one recorder writes whatever answers have arrived in one
-           transaction (one answer when the schedulers are slow, many when fast).
+        3. *Record*: one recorder writes the answers a round at a time in one
+           transaction, or sooner once every job decided so far has its answer.
 
         The steps overlap (deciding runs at most two rounds ahead of the submitters),
         so the database is no longer what a submission waits for. A crash between the
