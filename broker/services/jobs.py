@@ -51,7 +51,11 @@ def submit(
     if out.error is not None:
         raise out.error
     assert out.job is not None
-    return SubmitResult(out.job, out.created)
+    # intake inserts set-based (``bulk``): its Job stays out of the session. Callers of
+    # this one-job path get the stored row, in the session, as the unit of work gave it.
+    job = session.get(Job, out.job.id)
+    assert job is not None
+    return SubmitResult(job, out.created)
 
 
 def get_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
