@@ -139,12 +139,14 @@ def build_calls(app: FastAPI, victim: Victim) -> list[Call]:
         "index": "0",  # /jobs/{job_id}/tasks/{index}/cancel
     }
     ops_fill = {**fill, "name": "local1"}  # /ops/clusters/{cluster}/nodes/{name}
+    # /clusters/{name}/nodes/{node}/rates: the cluster and one of its nodes
+    node_fill = {**fill, "node": "local1"}
     spec = app.openapi()
     known_bodies = bodies(victim)
     calls = []
     for method, template in routes(app):
         names = re.findall(r"{(\w+)(?::\w+)?}", template)
-        source = ops_fill if "/nodes/" in template else fill
+        source = node_fill if "{node}" in template else ops_fill if "/nodes/" in template else fill
         missing = [n for n in names if n not in source]
         assert not missing, f"{method} {template}: no victim value for {missing}: extend `fill`"
         path = re.sub(r"{(\w+)(?::\w+)?}", lambda m, src=source: src[m.group(1)], template)
