@@ -144,9 +144,18 @@ def test_full_alpha_sends_new_jobs_to_beta(routed: tuple[Api, str, dict[str, Any
         for _ in range(2)
     ]
     try:
-        api.drive_until(blockers[0]["id"], {"running"}, timeout_s=60)
-        api.drive_until(blockers[1]["id"], {"pending"}, timeout_s=60)
-        api.client.app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
+        # One runs, the other waits behind it. Which is which is not fixed: submitters
+        # work side by side, so the second may reach Slurm a few ms before the first.
+        worker = api.client.app.state.worker  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while True:
+            worker.run_once()
+            states = sorted(api.get(f"/jobs/{b['id']}").json()["state"] for b in blockers)
+            if states == ["pending", "running"]:
+                break
+            assert time.monotonic() < deadline, f"alpha never filled: {states}"
+            time.sleep(0.1)
+        worker.refresh_clusters()
         job = _route(api, member, project)
         assert job["cluster"] == "beta", job["routing"]
         alpha = next(a for a in job["routing"]["alternatives"] if a["cluster"] == "alpha")
