@@ -162,12 +162,13 @@ class SlurmCliAdapter(SchedulerAdapter):
         *,
         stdin: str | None = None,
         identity: _Identity | None = None,
-        env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         pass_fds: Sequence[int] = (),
     ) -> subprocess.CompletedProcess[str]:
-        # TZ=UTC: times the tools read or print (sacct -S) mean UTC, whatever the zone of
-        # this process or of the host (the JSON times are epoch seconds either way).
+        # Every tool runs in this fixed environment, whoever runs it (a job's own goes by
+        # --export-file: ``submit``). TZ=UTC: times the tools read or print (sacct -S)
+        # mean UTC, whatever the zone of this process or of the host (the JSON times are
+        # epoch seconds either way).
         base = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "TZ": "UTC"}
         if self.slurm_conf:
             base["SLURM_CONF"] = self.slurm_conf
@@ -184,7 +185,7 @@ class SlurmCliAdapter(SchedulerAdapter):
                 capture_output=True,
                 text=True,
                 timeout=self.timeout_s,
-                env=dict(env) if env is not None else base,
+                env=base,
                 cwd=cwd or "/",
                 check=False,
                 pass_fds=pass_fds,
