@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobState, NodeInfo, PartitionInfo
@@ -98,6 +98,12 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
         return arrays.merge(final, accounted)
     if accounted is None or not accounted.state.terminal:
         if final.restart_count:
+            earlier = len(accounted.runs) if accounted is not None else 0
+            if earlier < final.restart_count and _just_ended(final):
+                # Settled now, the runs accounting has not recorded yet would go
+                # uncharged: followed as still running until it has them (or a while).
+                log.info("job %s: waiting for accounting's record of its runs", final.job_id)
+                return dataclasses.replace(final, state=JobState.RUNNING)
             return with_earlier_runs(final, accounted)
         log.info("job %s ended, not yet in accounting: settled from the controller", final.job_id)
         return final
@@ -109,6 +115,17 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
         nodes=accounted.nodes or final.nodes,
         alloc_gpus=accounted.alloc_gpus or final.alloc_gpus,
     )
+
+
+#: How long a requeued job that ended waits for accounting (slurmdbd lags the
+#: controller by seconds) before it is settled from what accounting has.
+ACCOUNTING_WAIT_S = 60.0
+
+
+def _just_ended(info: JobInfo) -> bool:
+    if info.end_time is None:
+        return False
+    return (datetime.now(UTC) - info.end_time).total_seconds() < ACCOUNTING_WAIT_S
 
 
 def _same_job(final: JobInfo, accounted: JobInfo) -> bool:

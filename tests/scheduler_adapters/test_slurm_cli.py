@@ -366,3 +366,25 @@ def test_live_drain_and_resume(slurm_tenant: SlurmTenant) -> None:
     finally:
         adapter.resume("localhost")
     assert "drain" not in next(n for n in adapter.nodes() if n.name == "localhost").state
+
+
+def test_a_requeued_job_waits_for_accountings_record_of_its_runs() -> None:
+    """A requeued job the controller says has ended, whose earlier run accounting has not
+    recorded yet (slurmdbd lags), is followed as running a while rather than settled
+    without that run; once the record is there, or after the wait, it is settled."""
+    now = datetime.now(UTC)
+    final = JobInfo(
+        job_id="7",
+        state=JobState.COMPLETED,
+        native_state="COMPLETED",
+        restart_count=1,
+        start_time=now - timedelta(seconds=6),
+        end_time=now,
+    )
+    assert from_accounting(final, None).state is JobState.RUNNING
+    first = JobInfo(job_id="7", state=JobState.PENDING, native_state="REQUEUED", elapsed_s=2)
+    recorded = JobInfo(job_id="7", state=JobState.RUNNING, runs=(first,))
+    settled = from_accounting(final, recorded)
+    assert settled.state is JobState.COMPLETED and settled.runs == (first,)
+    old = dataclasses.replace(final, end_time=now - timedelta(minutes=5))
+    assert from_accounting(old, None).state is JobState.COMPLETED  # waited long enough
