@@ -64,12 +64,18 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
     """Median seconds of each of ``fns``, run in turn ``repeat`` times after a warm-up
     (the order reversed every other round).
 
+    Each timed call follows an untimed call of the same function, so that every
+    contender is timed on its own data, as warm in the caches as its own previous call
+    left it (as in a node's repeated runs), never on caches the other contender has just
+    filled with its data (a 2^16-point transform's input, output and scratch together
+    outgrow a 1 MiB L2, and were timed after the peer's had pushed them out).
+
     With ``threads`` > 1 each timed call waits SETTLE_S first: a thread pool that has
     just finished (OpenBLAS's pthreads, FFTW's and numba's OpenMP) keeps spinning on the
     cores for a while, and on a small host would steal them from the next library's call.
-    Then one untimed call wakes the library's own pool: after the pause its threads are
-    asleep, and waking them took ~5 ms on this benchmark's VM (a 1M-element triad takes
-    0.4 ms), a cost that back-to-back calls, as in STREAM or validate, never pay.
+    The untimed call then also wakes the library's own pool: after the pause its threads
+    are asleep, and waking them took ~5 ms on this benchmark's VM (a 1M-element triad
+    takes 0.4 ms), a cost that back-to-back calls, as in STREAM or validate, never pay.
     """
     for fn in fns:
         fn()
@@ -81,7 +87,7 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
         for i in order:
             if threads > 1:
                 time.sleep(SETTLE_S)
-                fns[i]()
+            fns[i]()
             t0 = time.perf_counter()
             fns[i]()
             times[i].append(time.perf_counter() - t0)
@@ -104,11 +110,12 @@ def machine() -> dict[str, Any]:
             "cpus": len(os.sched_getaffinity(0)), "isa": cpu.isa,
             "vector_sets": cpu.vector_sets(), "l1d_bytes": cpu.l1d_bytes,
             "l2_bytes": cpu.l2_bytes, "l3_bytes": cpu.l3_bytes, "gemm": plans,
-            "openblas": blas}  # fmt: skip
+            "openblas": blas, "loadavg": list(os.getloadavg())}  # fmt: skip
 
 
 def print_machine(m: dict[str, Any]) -> None:
-    print(f"CPU: {m['cpu_model']} ({m['vendor']}, LLVM {m['arch']}), {m['cpus']} CPUs usable")
+    print(f"CPU: {m['cpu_model']} ({m['vendor']}, LLVM {m['arch']}), {m['cpus']} CPUs usable; "
+          f"load average {' '.join(f'{x:.2f}' for x in m['loadavg'])}")  # fmt: skip
     print(f"Instruction sets: {' '.join(m['vector_sets'])}  -> kernels use {m['isa']}")
     print(f"Caches: L1d {m['l1d_bytes'] >> 10} KiB, L2 {m['l2_bytes'] >> 10} KiB, "
           f"L3 {m['l3_bytes'] >> 20} MiB")  # fmt: skip
@@ -406,6 +413,7 @@ def main() -> None:
         if not args.no_validate:
             bench_validate(rows)
     summary(rows)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"machine": host, "rows": rows}, f, indent=1)
