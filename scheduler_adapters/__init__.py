@@ -31,6 +31,8 @@ from .slurm.accounting import (
     pfh_to_billing_minutes,
     pflops_to_billing,
 )
+from .slurm.runas import Identity as PosixIdentity
+from .slurm.runas import identity_of as posix_identity
 from .slurm.script import NeutralisedDirective, env_name_refusal, neutralise_directives
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "NeutralisedDirective",
     "NodeInfo",
     "PartitionInfo",
+    "PosixIdentity",
     "SchedulerAdapter",
     "SchedulerError",
     "SchedulerUnavailable",
@@ -61,5 +64,6 @@ __all__ = [
     "parse_array",
     "pfh_to_billing_minutes",
     "pflops_to_billing",
+    "posix_identity",
     "task_job_id",
 ]

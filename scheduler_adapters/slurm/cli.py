@@ -20,10 +20,10 @@ import dataclasses
 import json
 import logging
 import os
-import pwd
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from .common import (
     older_than_2302,
 )
 from .parse import parse_jobs, parse_nodes, plugin_version
+from .runas import HelperFailed, Identity, UserRunner, identity_of
 from .script import DEFAULT_PATH, build_environment, build_sbatch
 
 if TYPE_CHECKING:
@@ -59,15 +60,6 @@ _ALREADY_DONE = ("invalid job id", "already completing or completed", "job has f
 _BAD_EXIT_CODE_PLUGINS = ("dbv0.0.36", "dbv0.0.37", "dbv0.0.38")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Identity:
-    name: str
-    uid: int
-    gid: int
-    groups: list[int]
-    home: str
-
-
 @contextlib.contextmanager
 def _export_file(env: Mapping[str, str]) -> Iterator[int]:
     """A file descriptor holding ``env`` as sbatch's ``--export-file`` reads it
@@ -81,34 +73,6 @@ def _export_file(env: Mapping[str, str]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
-
-
-#: util-linux's setpriv: a tool run as another user goes through it (see ``_as_user``).
-SETPRIV = shutil.which("setpriv", path=DEFAULT_PATH)
-
-
-def _as_user(identity: _Identity, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """``argv`` run as ``identity``: through setpriv where there is one, else by asking
-    subprocess to switch ids. Both drop every id (real, effective, saved; supplementary
-    groups) before the Slurm tool runs. The difference is cost: a child that must change
-    ids is made by a full fork() of this process while it holds the GIL (milliseconds
-    for a worker's size, one submitter thread at a time), whereas setpriv is started by
-    vfork(), which neither copies nor blocks. setpriv runs as root until it switches, so
-    it is only ever given the tools' fixed environment (``submit`` passes the job's
-    through ``--export-file``)."""
-    if SETPRIV is None:
-        return argv, {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
-    groups = (
-        f"--groups={','.join(map(str, identity.groups))}" if identity.groups else "--clear-groups"
-    )
-    return [
-        SETPRIV,
-        f"--reuid={identity.uid}",
-        f"--regid={identity.gid}",
-        groups,
-        "--",
-        *argv,
-    ], {}
 
 
 class SlurmCliAdapter(SchedulerAdapter):
@@ -145,6 +109,8 @@ class SlurmCliAdapter(SchedulerAdapter):
         self.timeout_s = timeout_s
         self.allow_root_jobs = allow_root_jobs
         self._release: str | None = None
+        self._runner: UserRunner | None = None
+        self._runner_lock = threading.Lock()
 
     # ------------------------------------------------------------------ running tools
     def _bin(self, tool: str) -> str:
@@ -161,7 +127,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         args: Sequence[str],
         *,
         stdin: str | None = None,
-        identity: _Identity | None = None,
+        identity: Identity | None = None,
         cwd: str | None = None,
         pass_fds: Sequence[int] = (),
     ) -> subprocess.CompletedProcess[str]:
@@ -173,12 +139,20 @@ class SlurmCliAdapter(SchedulerAdapter):
         if self.slurm_conf:
             base["SLURM_CONF"] = self.slurm_conf
         argv: list[str] = [self._bin(tool), *args]
-        ids: dict[str, Any] = {}
-        if identity is not None:
-            argv, ids = _as_user(identity, argv)
         self._count(tool)
         check_slurm_conf(self.slurm_conf, self.cluster)
         try:
+            if identity is not None:
+                # As the job's user, through that user's helper (``runas``).
+                return self._user_runner(base).run(
+                    identity,
+                    argv,
+                    env=base,
+                    cwd=cwd or "/",
+                    stdin=stdin,
+                    timeout=self.timeout_s,
+                    pass_fds=pass_fds,
+                )
             return subprocess.run(
                 argv,
                 input=stdin,
@@ -189,29 +163,37 @@ class SlurmCliAdapter(SchedulerAdapter):
                 cwd=cwd or "/",
                 check=False,
                 pass_fds=pass_fds,
-                **ids,
             )
+        except HelperFailed as exc:
+            if exc.transient:
+                raise SchedulerUnavailable(f"{tool}: {exc}", cluster=self.cluster) from exc
+            raise AdapterConfigError(f"{tool}: {exc}", cluster=self.cluster) from exc
         except subprocess.TimeoutExpired as exc:
             raise SchedulerUnavailable(
                 f"{tool} timed out after {self.timeout_s} s", cluster=self.cluster
             ) from exc
-        except FileNotFoundError as exc:
-            if exc.filename == cwd:
+        except OSError as exc:
+            if cwd is not None and exc.filename == cwd:  # the job's working directory
+                what = "does not exist" if isinstance(exc, FileNotFoundError) else exc.strerror
                 raise SubmitRejected(
-                    f"working directory {cwd} does not exist", cluster=self.cluster
+                    f"cannot run {tool} in {cwd}: {what}", cluster=self.cluster
                 ) from exc
             raise AdapterConfigError(f"cannot run {tool}: {exc}", cluster=self.cluster) from exc
-        except PermissionError as exc:
-            raise SubmitRejected(
-                f"cannot run {tool} in {cwd}: {exc.strerror}", cluster=self.cluster
-            ) from exc
+
+    def _user_runner(self, env: Mapping[str, str]) -> UserRunner:
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = UserRunner(env=env)
+            return self._runner
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
 
     def _failure(self, tool: str, proc: subprocess.CompletedProcess[str]) -> SchedulerError:
         message = _clean(proc.stderr) or _clean(proc.stdout) or f"{tool} exited {proc.returncode}"
         if is_transient(message):
             return SchedulerUnavailable(message, cluster=self.cluster)
-        if message.startswith("setpriv:"):  # could not switch ids or start the tool
-            return AdapterConfigError(message, cluster=self.cluster)
         if "configuration source" in message.lower() or "slurm.conf" in message.lower():
             return AdapterConfigError(message, cluster=self.cluster)
         return SchedulerError(message, cluster=self.cluster)
@@ -243,7 +225,7 @@ class SlurmCliAdapter(SchedulerAdapter):
             self._release = release(doc) or None
         return doc
 
-    def _identity(self, user: str | None) -> _Identity | None:
+    def _identity(self, user: str | None) -> Identity | None:
         is_root = os.geteuid() == 0
         if user is None:
             if is_root and not self.allow_root_jobs:
@@ -251,19 +233,16 @@ class SlurmCliAdapter(SchedulerAdapter):
                     "refusing to run a job as root: the spec names no user", cluster=self.cluster
                 )
             return None
-        try:
-            pw = pwd.getpwnam(user)
-        except KeyError as exc:
-            raise SubmitRejected(
-                f"no POSIX user {user!r} on the submit host", cluster=self.cluster
-            ) from exc
-        if pw.pw_uid == os.geteuid():
+        identity = identity_of(user)
+        if identity is None:
+            raise SubmitRejected(f"no POSIX user {user!r} on the submit host", cluster=self.cluster)
+        if identity.uid == os.geteuid():
             return None
         if not is_root:
             raise AdapterConfigError(
                 f"cannot submit as {user!r}: the broker is not root", cluster=self.cluster
             )
-        return _Identity(user, pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid), pw.pw_dir)
+        return identity
 
     # ------------------------------------------------------------------ contract
     def submit(self, spec: JobSpec) -> str:
@@ -281,9 +260,10 @@ class SlurmCliAdapter(SchedulerAdapter):
                 [d.warning for d in request.removed_directives],
             )
         # The job's environment reaches the job through --export-file, never sbatch's
-        # own: sbatch (and setpriv before it, still root) run in the fixed environment of
-        # every tool, so nothing a tenant sets (loader, locale or gconv paths, SBATCH_*)
-        # can steer them. The job gets exactly the file's variables (and Slurm's own).
+        # own: sbatch (and the helper that starts it, root until it drops its ids) run
+        # in the fixed environment of every tool, so nothing a tenant sets (loader,
+        # locale or gconv paths, SBATCH_*) can steer them. The job gets exactly the
+        # file's variables (and Slurm's own).
         with _export_file(job_env) as fd:
             proc = self._run(
                 "sbatch",

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -192,20 +193,11 @@ def test_root_jobs_are_refused_without_a_user(fake_bin: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "subprocess-ids"])
-def test_tools_run_as_the_user_with_only_the_users_ids(
-    monkeypatch: pytest.MonkeyPatch, setpriv: bool
-) -> None:
+def test_tools_run_as_the_user_with_only_the_users_ids() -> None:
     """sbatch runs with the user's uid and gid and the user's groups only (root's
-    supplementary groups dropped), whether through setpriv or subprocess's own switch."""
+    supplementary groups dropped), started by the user's helper (``runas``)."""
     if os.geteuid() != 0:
         pytest.skip("only root can run a tool as another user")
-    import scheduler_adapters.slurm.cli as cli_mod
-
-    if setpriv and cli_mod.SETPRIV is None:
-        pytest.skip("no setpriv on this machine")
-    if not setpriv:
-        monkeypatch.setattr(cli_mod, "SETPRIV", None)
     ensure_posix_user(USER)
     pw = pwd.getpwnam(USER)
     # pytest's tmp_path is root's alone: the user could not reach a tool there
@@ -217,53 +209,89 @@ def test_tools_run_as_the_user_with_only_the_users_ids(
             fake_bin, "sbatch", f"cat >/dev/null; echo $(id -u) $(id -g) $(id -G) > {ids}; echo 7"
         )
         spec = JobSpec(name="n", script="true", time_limit_minutes=1, user=USER, working_dir="/")
-        assert cli(fake_bin).submit(spec) == "7"
+        adapter = cli(fake_bin)
+        assert adapter.submit(spec) == "7"
         uid, gid, *groups = ids.read_text().split()
+        adapter.close()
     finally:
         shutil.rmtree(fake_bin)
     assert (int(uid), int(gid)) == (pw.pw_uid, pw.pw_gid)
     assert sorted(map(int, groups)) == sorted(set(os.getgrouplist(USER, pw.pw_gid)))
 
 
-def test_a_tool_setpriv_cannot_start_is_a_configuration_error(fake_bin: Path) -> None:
+def test_a_tool_the_user_cannot_run_is_a_configuration_error(fake_bin: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root can run a tool as another user")
-    import scheduler_adapters.slurm.cli as cli_mod
-
-    if cli_mod.SETPRIV is None:
-        pytest.skip("no setpriv on this machine")
     ensure_posix_user(USER)
-    (fake_bin / "sbatch").chmod(0o600)  # setpriv cannot execute it
-    with pytest.raises(AdapterConfigError, match="setpriv"):
-        cli(fake_bin).submit(JobSpec(name="n", script="true", time_limit_minutes=1, user=USER))
+    (fake_bin / "sbatch").chmod(0o600)  # the user cannot execute it
+    with pytest.raises(AdapterConfigError, match="Permission denied"):
+        cli(fake_bin).submit(
+            JobSpec(name="n", script="true", time_limit_minutes=1, user=USER, working_dir="/")
+        )
 
 
-def test_the_jobs_environment_goes_through_export_file_not_sbatchs_own(fake_bin: Path) -> None:
-    """sbatch (and setpriv before it, as root) run in the tools' fixed environment: what
-    a tenant sets (a locale path, a gconv path, an SBATCH_ option) reaches the job only,
-    through --export-file, every value intact (spaces, line breaks)."""
+def test_a_working_directory_the_user_cannot_enter_rejects_the_job(fake_bin: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can run a tool as another user")
+    ensure_posix_user(USER)
+    spec = JobSpec(name="n", script="true", time_limit_minutes=1, user=USER, working_dir="/root")
+    with pytest.raises(SubmitRejected, match="cannot run sbatch in /root: Permission denied"):
+        cli(fake_bin).submit(spec)
+    gone = dataclasses.replace(spec, working_dir="/nonexistent/dir")
+    with pytest.raises(SubmitRejected, match="/nonexistent/dir: does not exist"):
+        cli(fake_bin).submit(gone)
+
+
+@pytest.fixture
+def open_bin() -> Iterator[Path]:
+    """A bin_dir another user can reach (pytest's tmp_path is root's alone)."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="broker-bin-"))
+    bin_dir.chmod(0o777)
+    yield bin_dir
+    shutil.rmtree(bin_dir)
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["as-broker", "as-user"])
+def test_the_jobs_environment_goes_through_export_file_not_sbatchs_own(
+    open_bin: Path, as_user: bool
+) -> None:
+    """sbatch (and, as a user, the helper that starts it, root until it drops its ids)
+    run in the tools' fixed environment: what a tenant sets (a locale path, a gconv
+    path, an SBATCH_ option) reaches the job only, through --export-file, every value
+    intact (spaces, line breaks)."""
+    if as_user and os.geteuid() != 0:
+        pytest.skip("only root can run a tool as another user")
+    out = Path(tempfile.mkdtemp(prefix="broker-env-"))
+    out.chmod(0o777)
     fake_tool(
-        fake_bin,
+        open_bin,
         "sbatch",
         f"""cat > /dev/null
-env > {fake_bin}/sbatch-env.txt
+env > {out}/sbatch-env.txt
 for a in "$@"; do case $a in --export-file=*) fd=${{a#--export-file=}};; esac; done
-cat /dev/fd/$fd > {fake_bin}/job-env.bin
+cat /dev/fd/$fd > {out}/job-env.bin
 echo 9""",
     )
     env = {"LOCPATH": "/tmp/evil", "GCONV_PATH": "/tmp/evil", "MSG": "two\nlines and spaces"}
-    assert (
-        cli(fake_bin).submit(
-            JobSpec(name="n", script="true", time_limit_minutes=1, environment=env)
+    user = None
+    if as_user:
+        ensure_posix_user(USER)
+        user = USER
+    spec = JobSpec(
+        name="n", script="true", time_limit_minutes=1, environment=env, user=user, working_dir="/"
+    )
+    adapter = cli(open_bin)
+    try:
+        assert adapter.submit(spec) == "9"
+        sbatch_env = dict(
+            line.split("=", 1) for line in (out / "sbatch-env.txt").read_text().splitlines()
         )
-        == "9"
-    )
-    sbatch_env = dict(
-        line.split("=", 1) for line in (fake_bin / "sbatch-env.txt").read_text().splitlines()
-    )
+        entries = (out / "job-env.bin").read_bytes().decode().split("\0")
+    finally:
+        adapter.close()
+        shutil.rmtree(out)
     assert not {"LOCPATH", "GCONV_PATH", "MSG"} & sbatch_env.keys()
     assert set(sbatch_env) <= {"PATH", "LANG", "TZ", "SLURM_CONF", "PWD", "SHLVL", "_"}
-    entries = (fake_bin / "job-env.bin").read_bytes().decode().split("\0")
     job_env = dict(entry.split("=", 1) for entry in entries)
     assert job_env["LOCPATH"] == job_env["GCONV_PATH"] == "/tmp/evil"
     assert job_env["MSG"] == "two\nlines and spaces" and job_env["PATH"]
