@@ -90,18 +90,27 @@ def daemon_cpu(pid_file: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def munged_cpu() -> float:
-    out = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, text=True).stdout
+def processes_cpu(pgrep: list[str], *, children: bool = False) -> float:
+    """CPU seconds of the processes ``pgrep`` finds (with ``children``: and of the
+    children they have waited for)."""
+    out = subprocess.run(["pgrep", *pgrep], capture_output=True, text=True).stdout
     total = 0.0
     for pid in out.split():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        if children:
+            ticks += int(fields[13]) + int(fields[14])
+        total += ticks / os.sysconf("SC_CLK_TCK")
     return total
 
 
 class CpuMeter:
     """CPU seconds per part over a run: this process (the worker), the tools it ran
-    (waited children: setpriv, sbatch, the raw loop's shell), the cluster's slurmctld
+    (its waited children: the raw loop's shell and sbatch; and the slurm-cli adapter's
+    helpers that run sbatch as the user, with their sbatch), the cluster's slurmctld
     and slurmrestd, and munge."""
 
     def __init__(self, cluster: str) -> None:
@@ -115,9 +124,11 @@ class CpuMeter:
         t = os.times()
         return {
             "worker": t.user + t.system,
-            "tools": t.children_user + t.children_system,
+            "tools": t.children_user
+            + t.children_system
+            + processes_cpu(["-f", "_runas_helper.py"], children=True),
             **{name: daemon_cpu(f) for name, f in self.files.items()},
-            "munged": munged_cpu(),
+            "munged": processes_cpu(["-x", "munged"]),
         }
 
     def per_job_ms(self, n: int) -> dict[str, float]:
@@ -137,6 +148,9 @@ def main() -> None:
     )
     ap.add_argument("-n", type=int, default=100, help="jobs a run")
     ap.add_argument("--repeat", type=int, default=5, help="runs of each, interleaved")
+    ap.add_argument(
+        "--clusters", default="alpha,beta", help="which of alpha (slurm-cli), beta (slurmrestd)"
+    )
     args = ap.parse_args()
     path = cluster_file()
     info = load_clusters(path)
@@ -197,7 +211,7 @@ def main() -> None:
         f" ...); broker: {settings.submit_concurrency} submitters per cluster"
     )
     rows = []
-    for name in ("alpha", "beta"):
+    for name in args.clusters.split(","):
         conf = info[name]["options"]["slurm_conf"]
         part = info[name]["partitions"][0]["name"]
         workdir = Path(info[name]["scratch_dir"]) / "bench"
