@@ -38,9 +38,11 @@ from psycopg.errors import DeadlockDetected
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..models import Job
 from ..schemas.jobs import JobCreate
 from ..services import brokering, intake, workspaces
 from ..services.principal import Principal
+from ..services.snapshot_cache import SnapshotCache
 from . import views
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class SubmitBatcher:
         self._factory = factory
         self._weights = weights
         self._workspace = workspace
+        self._routes = SnapshotCache()  # routing from memory (``services.snapshot_cache``)
         self._queue: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
         # Writers run on threads of their own: never waiting for the request threadpool
@@ -132,7 +135,10 @@ class SubmitBatcher:
         for out in outcomes:
             if out.error is not None or out.job is None:
                 answers.append(Answer(None, False, out.error))
-            else:
+            elif out.detail is not None:  # a new job: its JSON from its values
+                answers.append(Answer(views.job_detail_json(out.detail), out.created))
+            else:  # a replay: the stored job
+                assert isinstance(out.job, Job)
                 body = views.job_detail(out.job, out.io).model_dump_json().encode()
                 answers.append(Answer(body, out.created))
         return answers
@@ -141,7 +147,11 @@ class SubmitBatcher:
         with self._factory() as session:
             try:
                 outcomes = intake.accept(
-                    session, items, weights=self._weights, workspace=self._workspace
+                    session,
+                    items,
+                    weights=self._weights,
+                    workspace=self._workspace,
+                    routes=self._routes,
                 )
                 session.commit()
             except BaseException:

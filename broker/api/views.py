@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from ..models import (
     ApiToken,
@@ -179,6 +181,22 @@ def job_detail(j: Job, io: JobIO | None) -> JobDetail:
         inputs=list(io.inputs) if io else [],
         outputs=None if io is None or io.outputs is None else list(io.outputs),
     )
+
+
+_DETAIL_FIELDS = tuple(JobDetail.model_fields)
+_TIMES = ("created_at", "submitted_at", "started_at", "ended_at", "settled_at")
+
+
+def job_detail_json(snapshot: dict[str, Any]) -> bytes:
+    """``job_detail(...).model_dump_json()`` of a job from its ``outbox.job_snapshot``
+    (a new job's, which the batch has at hand): the same fields and values, without a
+    model built and validated per job."""
+    body = {k: snapshot[k] for k in _DETAIL_FIELDS}
+    for k in _TIMES:
+        at = body[k]
+        if at is not None and at.endswith("+00:00"):  # pydantic writes UTC as Z
+            body[k] = at[:-6] + "Z"
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def partition(p: Partition) -> PartitionRead:

@@ -24,14 +24,29 @@ def record(
 ) -> None:
     session.add(
         AuditEvent(
-            actor=principal.actor,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            enterprise_id=enterprise_id,
-            detail={k: _jsonable(v) for k, v in detail.items()},
+            **row(principal, action, target_type, target_id, enterprise_id=enterprise_id, **detail)
         )
     )
+
+
+def row(
+    principal: Principal,
+    action: str,
+    target_type: str,
+    target_id: object,
+    *,
+    enterprise_id: uuid.UUID | None = None,
+    **detail: Any,
+) -> dict[str, Any]:
+    """The event's fields (``record`` adds it; a set-based writer inserts it)."""
+    return {
+        "actor": principal.actor,
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id),
+        "enterprise_id": enterprise_id,
+        "detail": {k: _jsonable(v) for k, v in detail.items()},
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -81,16 +81,17 @@ def check_request(
     return out
 
 
-def record(session: Session, job: Job) -> None:
-    """Index the job's ``depends_on`` (``JobDependency`` rows) for the worker's queries."""
-    for dep in job.depends_on or []:
-        session.add(
-            JobDependency(
-                job_id=job.id,
-                parent_id=uuid.UUID(dep["job_id"]),
-                condition=DependencyCondition(dep["condition"]),
-            )
-        )
+def rows_of(job_id: uuid.UUID, depends_on: Sequence[dict[str, str]]) -> list[dict[str, object]]:
+    """The ``JobDependency`` rows of a job's ``depends_on`` (they index it for the
+    worker's queries)."""
+    return [
+        {
+            "job_id": job_id,
+            "parent_id": uuid.UUID(dep["job_id"]),
+            "condition": DependencyCondition(dep["condition"]),
+        }
+        for dep in depends_on
+    ]
 
 
 @dataclass(frozen=True)

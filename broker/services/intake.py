@@ -39,8 +39,9 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
@@ -48,15 +49,19 @@ import scheduler_adapters as sa_
 from ..errors import BrokerError, Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from ..models import (
     AuditEvent,
+    Balance,
     Enterprise,
     EnterpriseStatus,
     Job,
+    JobDependency,
+    JobEvent,
     JobIO,
     JobStatus,
     JobTask,
     LedgerEntry,
     Project,
 )
+from ..models._types import utcnow
 from ..schemas.jobs import JobCreate
 from . import (
     audit,
@@ -73,6 +78,7 @@ from . import (
     workspaces,
 )
 from .principal import Principal
+from .snapshot_cache import SnapshotCache
 
 #: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
 MAX_WARNINGS = 50
@@ -102,12 +108,17 @@ class Submission:
 
 @dataclass(slots=True)
 class Outcome:
-    """One submission's answer: its job (``created`` false for a replay) or its error."""
+    """One submission's answer: its job (``created`` false for a replay) or its error.
 
-    job: Job | None = None
+    A new job is a ``JobRow``, with ``detail``: the job as ``GET /jobs/{id}`` shows it
+    (``outbox.job_snapshot``, its ACCEPTED event's payload); a replay is the stored Job.
+    """
+
+    job: Job | JobRow | None = None
     io: JobIO | None = None
     created: bool = False
     error: BrokerError | None = None
+    detail: dict[str, Any] | None = None
 
 
 def request_hash(req: JobCreate) -> str:
@@ -170,21 +181,39 @@ def prepare(
     )
 
 
+class JobRow(dict[str, Any]):
+    """A new job's column values (inserted set-based, not through the unit of work),
+    read as attributes as a ``Job``'s are."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _as_job(row: JobRow) -> Job:
+    """A ``JobRow`` where a ``Job`` is read (``staging``, ``outbox``): the same attributes."""
+    return cast(Job, row)
+
+
 @dataclass
 class _Batch:
-    """What an enterprise's items so far have taken: capacity."""
+    """The batch's state under its locks: enterprises, balance rows, capacity in use;
+    what it has taken so far; and the rows it will write."""
 
-    enterprise: Enterprise
-    in_use_mflops: int | None
+    enterprises: dict[uuid.UUID, Enterprise]
+    counters: dict[tuple[uuid.UUID, uuid.UUID | None], ledger.Counters]
+    in_use: dict[uuid.UUID, int]  # capped enterprises only
     snap: brokering.Snapshot
-
-
-@dataclass
-class _Run:
-    """What the whole batch has taken: Idempotency-Keys, array task rows."""
-
-    keys: dict[tuple[uuid.UUID, str], Job] = field(default_factory=dict)
+    keys: dict[tuple[uuid.UUID, str], Job | JobRow]
+    accepted: list[Outcome] = field(default_factory=list)
+    holds: list[dict[str, object]] = field(default_factory=list)
+    audits: list[dict[str, object]] = field(default_factory=list)
     tasks: list[dict[str, object]] = field(default_factory=list)
+    depends: list[dict[str, object]] = field(default_factory=list)
 
 
 def accept(
@@ -193,49 +222,76 @@ def accept(
     *,
     weights: brokering.Weights = brokering.Weights(),
     workspace: workspaces.WorkspaceConfig | None = None,
+    routes: SnapshotCache | None = None,
 ) -> list[Outcome]:
     """Accept or refuse each submission in order, in the caller's transaction (see the
     module). The items may be of any number of enterprises: each enterprise's balance
     rows are locked in enterprise id order (every batch writer keeps that order, so two
     never wait on each other in a cycle), and each item is checked against its own
-    enterprise's state and the items of that enterprise before it."""
+    enterprise's state and the items of that enterprise before it. ``routes``: the
+    process's routing snapshot (default: read it now)."""
     outcomes = [Outcome() for _ in items]
     mine = _visible(session, items, outcomes)
     if not mine:
         return outcomes
-    snap = brokering.snapshot(session)  # read before the lock: routing needs no lock
-    projects_of: dict[uuid.UUID, set[uuid.UUID]] = {}
+    # Read before the lock: routing needs none.
+    snap = brokering.snapshot(session) if routes is None else routes.get(session)
+    wanted: dict[uuid.UUID, set[uuid.UUID]] = {}
     for _, _, project in mine:
-        projects_of.setdefault(project.enterprise_id, set()).add(project.id)
-    for enterprise_id in sorted(projects_of):
-        ledger.lock_for_batch(session, enterprise_id, projects_of[enterprise_id])
-    ents = session.scalars(select(Enterprise).where(Enterprise.id.in_(sorted(projects_of))))
-    batches: dict[uuid.UUID, _Batch] = {}
-    for ent in ents:
-        capped = ent.capacity_cap_mflops is not None
-        in_use = ledger.capacity_in_use_mflops(session, ent.id) if capped else None
-        batches[ent.id] = _Batch(ent, in_use, snap)
-    run = _Run(keys=_stored_keys(session, [item for _, item, _ in mine]))
-    with session.no_autoflush:  # one flush for the batch; its own totals meanwhile
+        wanted.setdefault(project.enterprise_id, set()).add(project.id)
+    counters = ledger.lock_batch(session, wanted)
+    ents = {
+        e.id: e
+        for e in session.scalars(select(Enterprise).where(Enterprise.id.in_(sorted(wanted))))
+    }
+    capped = [e.id for e in ents.values() if e.capacity_cap_mflops is not None]
+    in_use = ledger.capacity_in_use_many(session, capped)
+    batch = _Batch(ents, counters, in_use, snap, _stored_keys(session, [i for _, i, _ in mine]))
+    with session.no_autoflush:
         for n, item, project in mine:
             try:
-                batch = batches.get(project.enterprise_id)
-                if batch is None:
-                    raise NotFound("enterprise not found")
-                outcomes[n] = _accept_one(session, item, project, batch, run, weights, workspace)
+                outcomes[n] = _accept_one(session, item, project, batch, weights, workspace)
             except BrokerError as exc:
                 outcomes[n].error = exc
-    # Set-based, not through the unit of work (most of a batch's CPU when it was):
-    # one statement per class, jobs first (the holds reference them).
-    inserted = bulk.insert_new(session, (Job, LedgerEntry, AuditEvent))
-    outbox.note_inserted(session, inserted[Job])  # type: ignore[arg-type]
-    session.flush()
-    if run.tasks:
-        session.execute(insert(JobTask), run.tasks)
+    _write(session, batch)
+    details = {out.job.id: out.detail for out in batch.accepted if out.job is not None}
     for out in outcomes:
-        if out.job is not None and not out.created and out.io is None:
+        if out.job is None or out.created:
+            continue
+        if isinstance(out.job, JobRow):  # a replay of an item before it in the batch
+            out.detail = details[out.job.id]
+        elif out.io is None:
             out.io = session.get(JobIO, out.job.id)
     return outcomes
+
+
+def _write(session: Session, batch: _Batch) -> None:
+    """The accepted items' rows: set-based (``bulk``), then the few objects (JobIO,
+    workspace rows, an enterprise's first period) through the session."""
+    new = [(_as_job(cast(JobRow, out.job)), out.io) for out in batch.accepted]
+    with session.no_autoflush:  # nothing of the batch is flushed before its jobs
+        events = outbox.accepted_events(session, new) if new else []
+    if events is None:  # deliveries to make: the outbox writes the events at commit
+        outbox.note_inserted(session, [job for job, _ in new])
+        for out, (job, io) in zip(batch.accepted, new, strict=True):
+            out.detail = outbox.job_snapshot(job, io)
+    else:
+        for out, ev in zip(batch.accepted, events, strict=True):
+            out.detail = ev["payload"]
+    bulk.write(
+        session,
+        [
+            (Job, [cast(JobRow, out.job) for out in batch.accepted]),
+            (LedgerEntry, batch.holds),
+            (AuditEvent, batch.audits),
+            (JobEvent, [bulk.complete(JobEvent, e) for e in events or []]),
+            (JobTask, batch.tasks),
+            (JobDependency, batch.depends),
+        ],
+        [(Balance, ledger.counter_updates(session, batch.counters.values()))],
+    )
+    session.add_all(out.io for out in batch.accepted if out.io is not None)
+    session.flush()
 
 
 def _visible(
@@ -264,20 +320,22 @@ def _visible(
     return mine
 
 
-def _stored_keys(session: Session, items: Sequence[Submission]) -> dict[tuple[uuid.UUID, str], Job]:
+def _stored_keys(
+    session: Session, items: Sequence[Submission]
+) -> dict[tuple[uuid.UUID, str], Job | JobRow]:
     """The stored jobs of the items' Idempotency-Keys, by (project, key)."""
     wanted = {(i.project_id, i.idempotency_key) for i in items if i.idempotency_key}
     if not wanted:
         return {}
-    stored = select(Job).where(
+    stored = select(Job.id, Job.project_id, Job.idempotency_key).where(
         Job.project_id.in_({p for p, _ in wanted}),
         Job.idempotency_key.in_({k for _, k in wanted}),
     )
-    return {
-        (job.project_id, job.idempotency_key): job
-        for job in session.scalars(stored)
-        if job.idempotency_key is not None and (job.project_id, job.idempotency_key) in wanted
-    }
+    ids = [row.id for row in session.execute(stored) if (row[1], row[2]) in wanted]
+    if not ids:  # the usual case: no replay, no Job object loaded
+        return {}
+    jobs = session.scalars(select(Job).where(Job.id.in_(ids)))
+    return {(job.project_id, job.idempotency_key or ""): job for job in jobs}
 
 
 def _accept_one(
@@ -285,54 +343,68 @@ def _accept_one(
     item: Submission,
     project: Project,
     batch: _Batch,
-    run: _Run,
     weights: brokering.Weights,
     workspace: workspaces.WorkspaceConfig | None,
 ) -> Outcome:
-    req, prep, ent = item.req, item.prepared, batch.enterprise
+    req, prep = item.req, item.prepared
     key = None if item.idempotency_key is None else (project.id, item.idempotency_key)
-    if key is not None and key in run.keys:
-        prior = run.keys[key]
+    if key is not None and key in batch.keys:
+        prior = batch.keys[key]
         if prior.request_hash != prep.digest:
             raise IdempotencyMismatch(
                 "Idempotency-Key was already used with a different request body"
             )
         return Outcome(prior, None, created=False)
+    ent = batch.enterprises.get(project.enterprise_id)
+    if ent is None:
+        raise NotFound("enterprise not found")
     projects.require_active(project)
     depends_on = dependencies.check_request(session, ent.id, req.depends_on)
     if ent.status is not EnterpriseStatus.ACTIVE:
         raise Conflict("the enterprise is suspended")
-    cap = ent.capacity_cap_mflops
-    left = None if cap is None or batch.in_use_mflops is None else cap - batch.in_use_mflops
+    cap, used = ent.capacity_cap_mflops, batch.in_use.get(ent.id)
+    left = None if cap is None or used is None else cap - used
     decision = brokering.choose(session, req, weights, capacity_left_mflops=left, snap=batch.snap)
     tenants.require_submit_user(ent, decision.chosen.cluster)  # 409 now, not a rejection later
     job = _new_job(item, project, decision, depends_on)
     if req.inputs is not None or req.outputs is not None:
         session.flush()  # a workspace row an earlier item added is found, not added twice
-    io = staging.io_for(session, job, project, req, workspace)  # inputs must exist: 422
-    ledger.hold(session, job, project, capacity_in_use_mflops=batch.in_use_mflops)
-    # Accepted: from here on, only writes.
-    session.add(job)
+    io = staging.io_for(session, _as_job(job), project, req, workspace)  # inputs must exist
     if io is not None:
-        session.add(io)
-    if prep.array is not None:
-        run.tasks.extend(_task_rows(job.id, prep.array.indices))
-    dependencies.record(session, job)
-    audit.record(
-        session,
+        bulk.fill(io)  # added after the jobs are inserted, read (outbox) before
+    ent_row, proj_row = batch.counters.get((ent.id, None)), batch.counters.get((ent.id, project.id))
+    if ent_row is None or proj_row is None:
+        raise NotFound("balance not found")
+    ent_row.changed = proj_row.changed = True  # a refusal may still roll the project's period
+    wanted = job.nodes * job.array_width * job.rate_mflops
+    period = ledger.reserve(ent_row, proj_row, ent, project, job.hold_units, wanted, used)
+    # Accepted: from here on, only rows to write.
+    out = Outcome(job, io, created=True)
+    batch.accepted.append(out)
+    batch.holds.append(
+        bulk.complete(
+            LedgerEntry,
+            ledger.hold_entry(ent.id, project.id, job.id, job.hold_units, period, job.submitted_by),
+        )
+    )
+    audit_row = audit.row(
         item.principal,
         "job.submit",
         "job",
         job.id,
-        enterprise_id=job.enterprise_id,
+        enterprise_id=ent.id,
         cluster=job.cluster,
         partition=job.partition,
     )
-    if batch.in_use_mflops is not None:
-        batch.in_use_mflops += job.nodes * (job.array_width or 1) * job.rate_mflops
+    batch.audits.append(bulk.complete(AuditEvent, audit_row))
+    if prep.array is not None:
+        batch.tasks.extend(_task_rows(job.id, prep.array.indices))
+    batch.depends.extend(dependencies.rows_of(job.id, depends_on))
+    if used is not None:
+        batch.in_use[ent.id] = used + wanted
     if key is not None:
-        run.keys[key] = job
-    return Outcome(job, io, created=True)
+        batch.keys[key] = job
+    return out
 
 
 def _new_job(
@@ -340,10 +412,11 @@ def _new_job(
     project: Project,
     decision: brokering.RoutingDecision,
     depends_on: list[dict[str, str]],
-) -> Job:
+) -> JobRow:
     req, prep = item.req, item.prepared
     rate = decision.chosen.rate_mflops
-    return Job(
+    now = utcnow()
+    row = JobRow(
         id=uuid.uuid4(),
         enterprise_id=project.enterprise_id,
         project_id=project.id,
@@ -359,7 +432,7 @@ def _new_job(
         memory_mb=req.memory_mb,
         gpus_per_node=req.gpus_per_node,
         time_limit_minutes=req.time_limit_minutes,
-        environment=prep.environment,
+        environment=prep.environment or {},
         working_directory=prep.working_directory,
         qos=req.qos,
         reservation=req.reservation,
@@ -377,19 +450,18 @@ def _new_job(
         array_tasks=None if prep.array is None else len(prep.array.indices),
         array_width=1 if prep.array is None else prep.array.width,
         depends_on=depends_on,
+        created_at=now,
+        updated_at=now,
     )
+    bulk.complete(Job, row)
+    return row
 
 
 def _task_rows(job_id: uuid.UUID, indices: Sequence[int]) -> list[dict[str, object]]:
     return [
-        {
-            "job_id": job_id,
-            "index": i,
-            "state": JobStatus.ACCEPTED,
-            "native_state": "",
-            "reason": "",
-            "node_list": [],
-            "cancel_requested": False,
-        }
+        bulk.complete(
+            JobTask,
+            {"job_id": job_id, "index": i, "state": JobStatus.ACCEPTED, "node_list": []},
+        )
         for i in indices
     ]

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select
 from sqlalchemy.orm import Session
@@ -165,30 +165,84 @@ def lock_enterprise(
     _lock(session, enterprise_id, project_id)
 
 
-def lock_for_batch(
-    session: Session, enterprise_id: uuid.UUID, project_ids: Collection[uuid.UUID]
-) -> None:
-    """Lock the enterprise's balance row and its ``project_ids``' rows in one round trip,
-    the enterprise's first, then the projects' by id (the order every writer keeps), for
-    a batch of submissions to hold against."""
-    if not project_ids:
-        _lock(session, enterprise_id)
-        return
-    rows = list(
-        session.scalars(
-            select(Balance)
-            .where(
-                Balance.enterprise_id == enterprise_id,
-                Balance.project_id.is_(None) | Balance.project_id.in_(sorted(project_ids)),
-            )
-            .order_by(Balance.project_id.is_not(None), Balance.project_id)
-            .with_for_update()
+@dataclass(slots=True)
+class Counters:
+    """A balance row's counters, read under its lock for a batch of holds (``lock_batch``)
+    and written back once (``counter_updates``): ``Balance`` without the unit of work."""
+
+    id: int
+    enterprise_id: uuid.UUID
+    project_id: uuid.UUID | None
+    granted_units: int
+    held_units: int
+    charged_units: int
+    period: str
+    period_held_units: int
+    period_charged_units: int
+    carried_units: int
+    changed: bool = False
+
+
+_COUNTER_COLUMNS = (
+    Balance.id,
+    Balance.enterprise_id,
+    Balance.project_id,
+    Balance.granted_units,
+    Balance.held_units,
+    Balance.charged_units,
+    Balance.period,
+    Balance.period_held_units,
+    Balance.period_charged_units,
+    Balance.carried_units,
+)
+
+
+def lock_batch(
+    session: Session, wanted: dict[uuid.UUID, set[uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], Counters]:
+    """Lock, in one round trip, each enterprise's balance row and the rows of its projects
+    in ``wanted`` (enterprise id -> project ids): enterprises in id order, each one's own
+    row first, then its projects' by id (the order every writer keeps). Their counters,
+    by (enterprise id, project id or None); a missing row is ``NotFound`` when asked for.
+    """
+    ids = sorted(wanted)
+    projects = sorted({p for ps in wanted.values() for p in ps})
+    query = (
+        select(*_COUNTER_COLUMNS)
+        .where(
+            Balance.enterprise_id.in_(ids),
+            Balance.project_id.is_(None) | Balance.project_id.in_(projects),
         )
+        .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
+        .with_for_update()
     )
-    _remember(session, rows)
-    _lock(session, enterprise_id)  # NotFound if a row is missing
-    for project_id in project_ids:
-        _lock(session, enterprise_id, project_id)
+    rows = {}
+    for row in session.execute(query):
+        c = Counters(*row)
+        if c.project_id is None or c.project_id in wanted[c.enterprise_id]:
+            rows[(c.enterprise_id, c.project_id)] = c
+    return rows
+
+
+def counter_updates(session: Session, rows: Collection[Counters]) -> list[dict[str, object]]:
+    """The changed rows of a batch, as one UPDATE's parameters (by id); Balance objects
+    of those rows already in the session are expired (read again if used)."""
+    changed = [c for c in rows if c.changed]
+    for c in changed:
+        obj = session.identity_map.get(session.identity_key(Balance, c.id))
+        if obj is not None:
+            session.expire(obj)
+    return [
+        {
+            "id": c.id,
+            "held_units": c.held_units,
+            "period": c.period,
+            "period_held_units": c.period_held_units,
+            "period_charged_units": c.period_charged_units,
+            "carried_units": c.carried_units,
+        }
+        for c in changed
+    ]
 
 
 def _append(session: Session, **fields: object) -> LedgerEntry:
@@ -291,7 +345,7 @@ def _open_period(ent: Enterprise) -> str:
     return ent.current_period
 
 
-def _roll_project(row: Balance, project: Project | None, period: str, carry_over: bool) -> None:
+def _roll_project(row: _Counted, project: Project | None, period: str, carry_over: bool) -> None:
     """Move a project's counters into ``period``, carrying its unused allocation over
     when the enterprise carries over (open holds of the old period count as used)."""
     if row.period == period:
@@ -303,7 +357,7 @@ def _roll_project(row: Balance, project: Project | None, period: str, carry_over
     row.period_held_units = row.period_charged_units = 0
 
 
-def _project_left(row: Balance, allocation_units: int) -> int:
+def _project_left(row: _Counted, allocation_units: int) -> int:
     """What the project may still hold in its current period."""
     return allocation_units + row.carried_units - row.period_held_units - row.period_charged_units
 
@@ -316,17 +370,54 @@ def hold(
     capacity_in_use_mflops: int | None = None,
 ) -> LedgerEntry:
     """Reserve ``job.hold_units`` for a job, or raise ``QuotaExceeded`` (or
-    ``CapacityExceeded``) before writing anything.
+    ``CapacityExceeded``) before writing anything (``reserve``'s rules).
 
-    Holds of one transaction add up in the locked balance rows, which are written once
-    when it flushes: a batch of submissions checks each against what the ones before it
-    left. ``capacity_in_use_mflops``: what the enterprise holds of its capacity cap,
-    the jobs accepted earlier in the batch included (None: read it from the jobs).
+    ``capacity_in_use_mflops``: what the enterprise holds of its capacity cap (None:
+    read it from the jobs).
     """
-    units = job.hold_units
     ent = _lock(session, job.enterprise_id)
     proj = _lock(session, job.enterprise_id, job.project_id)
     ent_row = _enterprise(session, job.enterprise_id)
+    in_use = capacity_in_use_mflops
+    if ent_row.capacity_cap_mflops is not None and in_use is None:
+        in_use = _in_use_without(session, job)
+    wanted = job.nodes * (job.array_width or 1) * job.rate_mflops
+    period = reserve(ent, proj, ent_row, project, job.hold_units, wanted, in_use)
+    entry = hold_entry(
+        job.enterprise_id, job.project_id, job.id, job.hold_units, period, job.submitted_by
+    )
+    return _append(session, **entry)
+
+
+class _Counted(Protocol):
+    granted_units: int
+    held_units: int
+    charged_units: int
+    period: str
+    period_held_units: int
+    period_charged_units: int
+    carried_units: int
+
+
+def reserve(
+    ent: _Counted,
+    proj: _Counted,
+    ent_row: Enterprise,
+    project: Project,
+    units: int,
+    wanted_mflops: int,
+    in_use_mflops: int | None,
+) -> str:
+    """The rules of a hold of ``units`` for a job taking ``wanted_mflops`` of capacity,
+    against the enterprise's and the project's locked balance rows (``Balance`` or
+    ``Counters``): its period, with the hold added to both rows' counters; or
+    ``QuotaExceeded`` (the enterprise's available budget, then the project's allocation
+    for the period) or ``CapacityExceeded`` (``in_use_mflops``: what the enterprise holds
+    of its cap, the holds of the transaction before this one included), nothing changed.
+
+    Holds of one transaction add up in the locked rows, which are written once: a batch
+    of submissions checks each against what the ones before it left.
+    """
     period = _open_period(ent_row)
     _roll_project(proj, project, period, ent_row.carry_over)
     available = ent.granted_units - ent.held_units - ent.charged_units
@@ -342,20 +433,36 @@ def hold(
                 f"hold of {units_to_pfh(units)} PFlop·h exceeds the project's remaining "
                 f"allocation of {units_to_pfh(max(left, 0))} PFlop·h for {period}"
             )
-    _check_capacity(session, job, capacity_in_use_mflops)
+    cap = ent_row.capacity_cap_mflops
+    if cap is not None and (in_use_mflops or 0) + wanted_mflops > cap:
+        raise CapacityExceeded(
+            f"job needs {wanted_mflops / 1e9:g} PFLOP/s; the enterprise holds "
+            f"{(in_use_mflops or 0) / 1e9:g} of its capacity cap of {cap / 1e9:g} PFLOP/s"
+        )
     ent.held_units += units
     proj.held_units += units
     proj.period_held_units += units
-    return _append(
-        session,
-        enterprise_id=job.enterprise_id,
-        project_id=job.project_id,
-        job_id=job.id,
-        kind=EntryKind.HOLD,
-        amount_units=units,
-        period=period,
-        actor=job.submitted_by,
-    )
+    return period
+
+
+def hold_entry(
+    enterprise_id: uuid.UUID,
+    project_id: uuid.UUID,
+    job_id: uuid.UUID,
+    units: int,
+    period: str,
+    actor: str,
+) -> dict[str, object]:
+    """A job's HOLD entry (the fields of its ``LedgerEntry``)."""
+    return {
+        "enterprise_id": enterprise_id,
+        "project_id": project_id,
+        "job_id": job_id,
+        "kind": EntryKind.HOLD,
+        "amount_units": units,
+        "period": period,
+        "actor": actor,
+    }
 
 
 #: Jobs that count against the capacity cap: held (accepted) or in the scheduler.
@@ -376,24 +483,24 @@ def capacity_in_use_mflops(
     return int(session.scalar(query) or 0)
 
 
-def _check_capacity(session: Session, job: Job, in_use: int | None = None) -> None:
-    """Refuse (not queue) a job that would take the enterprise over its capacity cap.
+def capacity_in_use_many(
+    session: Session, enterprise_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """``capacity_in_use_mflops`` of several enterprises in one query."""
+    if not enterprise_ids:
+        return {}
+    width = Job.nodes * Job.array_width * Job.rate_mflops
+    query = (
+        select(Job.enterprise_id, func.coalesce(func.sum(width), 0))
+        .where(Job.enterprise_id.in_(sorted(enterprise_ids)), Job.state.in_(CAPACITY_STATES))
+        .group_by(Job.enterprise_id)
+    )
+    found = {ent: int(total or 0) for ent, total in session.execute(query)}
+    return {ent: found.get(ent, 0) for ent in enterprise_ids}
 
-    Refusing keeps the broker's promise simple: an accepted job is on its way to a
-    scheduler now; the client sees 409 CapacityExceeded and resubmits when its
-    running jobs end.
-    """
-    cap = _enterprise(session, job.enterprise_id).capacity_cap_mflops
-    if cap is None:
-        return
-    if in_use is None:
-        in_use = capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
-    wanted = job.nodes * (job.array_width or 1) * job.rate_mflops
-    if in_use + wanted > cap:
-        raise CapacityExceeded(
-            f"job needs {wanted / 1e9:g} PFLOP/s; the enterprise holds {in_use / 1e9:g} of its "
-            f"capacity cap of {cap / 1e9:g} PFLOP/s"
-        )
+
+def _in_use_without(session: Session, job: Job) -> int:
+    return capacity_in_use_mflops(session, job.enterprise_id, exclude=job.id)
 
 
 def _enterprise(session: Session, enterprise_id: uuid.UUID) -> Enterprise:

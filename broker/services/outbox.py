@@ -21,9 +21,8 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, inspect, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import get_history
 
 from ..models import Job, JobEvent, JobIO, JobStatus, Webhook, WebhookDelivery
 from ..models._types import utcnow
@@ -98,7 +97,7 @@ def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
         if obj in session.new:
             pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value, True))
             continue
-        hist = get_history(obj, "state")  # (inspect(obj).attrs builds every attribute's)
+        hist = inspect(obj).attrs.state.history
         if not hist.added:
             continue
         new = JobStatus(hist.added[0])
@@ -126,8 +125,8 @@ def _write_outbox(session: Session) -> None:
         return
     pending: list[_Transition] = session.info.pop(_PENDING_KEY, [])
     new_io: dict[uuid.UUID, JobIO] = session.info.pop(_NEW_IO_KEY, {})
-    hooks: dict[uuid.UUID, list[Webhook]] = {}
-    rows: list[tuple[JobEvent, list[tuple[str, str, uuid.UUID | None]]]] = []
+    hooks = _hooks_of(session, {job.project_id for job, _, _, _ in pending})
+    rows: list[tuple[JobEvent, list[_Target]]] = []
     # A job created in this transaction has its JobIO, if any, added in it too; the
     # others' are read in one query (most jobs have none: a get would ask for each).
     older = {job.id for job, _, _, created in pending if not created and job.id not in new_io}
@@ -144,17 +143,7 @@ def _write_outbox(session: Session) -> None:
             previous_state=previous,
             payload=payload,
         )
-        if job.project_id not in hooks:
-            query = select(Webhook).where(Webhook.project_id == job.project_id)
-            hooks[job.project_id] = list(session.scalars(query.order_by(Webhook.created_at)))
-        targets: list[tuple[str, str, uuid.UUID | None]] = [
-            (f"webhook:{h.id}", h.url, h.id)
-            for h in hooks[job.project_id]
-            if not h.events or state in h.events
-        ]
-        if io is not None and io.callback_url:
-            targets.append((f"job:{job.id}", io.callback_url, None))
-        rows.append((ev, targets))
+        rows.append((ev, _targets(hooks[job.project_id], job, io, state)))
     if not any(targets for _, targets in rows):
         # Nothing to deliver: the events in one statement, in order (no ids to read
         # back, which the unit of work would ask for each).
@@ -174,6 +163,52 @@ def _write_outbox(session: Session) -> None:
                     url=url,
                 )
             )
+
+
+_Target = tuple[str, str, uuid.UUID | None]  # target, url, webhook id
+
+
+def _hooks_of(session: Session, project_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[Webhook]]:
+    """The projects' webhooks, each project's in the order they were made (one query)."""
+    found: dict[uuid.UUID, list[Webhook]] = {p: [] for p in project_ids}
+    if project_ids:
+        query = select(Webhook).where(Webhook.project_id.in_(sorted(project_ids)))
+        for hook in session.scalars(query.order_by(Webhook.created_at)):
+            found[hook.project_id].append(hook)
+    return found
+
+
+def _targets(hooks: list[Webhook], job: Job, io: JobIO | None, state: str) -> list[_Target]:
+    """Where an event of ``job`` entering ``state`` is delivered."""
+    targets: list[_Target] = [
+        (f"webhook:{h.id}", h.url, h.id) for h in hooks if not h.events or state in h.events
+    ]
+    if io is not None and io.callback_url:
+        targets.append((f"job:{job.id}", io.callback_url, None))
+    return targets
+
+
+def accepted_events(
+    session: Session, new: Sequence[tuple[Job, JobIO | None]]
+) -> list[dict[str, Any]] | None:
+    """The ACCEPTED events of jobs inserted set-based (``intake``), as rows to insert
+    with them; None when any of them has a delivery to make (then ``note_inserted``:
+    the deliveries need the events' ids)."""
+    hooks = _hooks_of(session, {job.project_id for job, _ in new})
+    state = JobStatus.ACCEPTED.value
+    if any(_targets(hooks[job.project_id], job, io, state) for job, io in new):
+        return None
+    return [
+        {
+            "job_id": job.id,
+            "project_id": job.project_id,
+            "state": state,
+            "previous_state": None,
+            "payload": job_snapshot(job, io) | {"state": state},
+            "at": utcnow(),
+        }
+        for job, io in new
+    ]
 
 
 def _event_row(ev: JobEvent) -> dict[str, Any]:
