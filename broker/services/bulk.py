@@ -6,9 +6,11 @@ of the API process's CPU: an object per row, books kept on each, a statement per
 and ids read back. Here the rows are dicts of column values, and
 
 - PostgreSQL gets one statement for all of them: a data-modifying CTE per table, each
-  ``INSERT ... SELECT * FROM unnest(array per column)`` (``UPDATE ... FROM unnest``
-  for the balances), so the round trip and the parameters' adaptation are per column,
-  not per row (foreign keys between the tables are checked at the statement's end);
+  ``INSERT ... SELECT ... FROM json_populate_recordset(NULL::table, rows as JSON)``
+  (``UPDATE ... FROM`` the same for the balances), so a round trip per batch and one
+  parameter per table, its rows written by ``json.dumps`` (foreign keys between the
+  tables are checked at the statement's end). A value of a JSON column is written as
+  itself (None: SQL NULL, where the ORM would write JSON null);
 - any other database (SQLite, the embedded default) gets one executemany per table,
   in the order given.
 
@@ -19,17 +21,16 @@ they would have (``outbox.accepted_events``).
 
 from __future__ import annotations
 
-import enum
 import json
-import re
+import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Column, Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
-from sqlalchemy.types import JSON
 
 from ..db import Base
 
@@ -101,23 +102,12 @@ def write(session: Session, inserts: Inserts, updates: Updates = ()) -> None:
         conn.execute(stmt, [{"row_id": r["id"], **{k: r[k] for k in keys}} for r in rows])
 
 
-@cache
-def _cast(column: Column[Any]) -> str:
-    """The column's type as an array, without a length: an explicit cast to VARCHAR(n)
-    would cut a longer value short, where the insert refuses it."""
-    return re.sub(r"\(\d+\)", "", column.type.compile(dialect=_PG)) + "[]"
-
-
-def _is_json(column: Column[Any]) -> bool:
-    return isinstance(column.type, JSON)
-
-
-def _pg_value(value: Any, is_json: bool) -> Any:
-    if is_json:
-        return json.dumps(value)  # None too: the JSON type stores JSON null
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
 
 
 def _quote(name: str) -> str:
@@ -125,37 +115,29 @@ def _quote(name: str) -> str:
 
 
 def _pg_statement(inserts: Inserts, updates: Updates) -> tuple[str, dict[str, Any]]:
+    """One statement: a CTE per table over its rows as one JSON parameter
+    (``json_populate_recordset`` of the table's row type: the rows' values are read by
+    PostgreSQL's own parsers, not adapted one by one here)."""
     parts: list[str] = []
     params: dict[str, Any] = {}
-
-    def arrays(n: int, table: Table, keys: list[str], rows: Sequence[Row]) -> list[str]:
-        out = []
-        for i, key in enumerate(keys):
-            column = table.c[key]
-            name = f"p{n}_{i}"
-            is_json = _is_json(column)
-            params[name] = [_pg_value(r[key], is_json) for r in rows]
-            out.append(f"%({name})s::{_cast(column)}")
-        return out
-
     for n, (model, rows) in enumerate(inserts):
         table = _table(model)
-        keys = list(rows[0])
-        cols = ", ".join(_quote(k) for k in keys)
-        values = ", ".join(arrays(n, table, keys, rows))
+        name = _quote(table.name)
+        cols = ", ".join(_quote(k) for k in rows[0])
+        params[f"p{n}"] = json.dumps(rows, default=_json_default, separators=(",", ":"))
         # Names from the models' metadata only; every value is a parameter.
         parts.append(
-            f"i{n} AS (INSERT INTO {_quote(table.name)} ({cols}) "  # noqa: S608
-            f"SELECT * FROM unnest({values}))"
+            f"i{n} AS (INSERT INTO {name} ({cols}) SELECT {cols} "  # noqa: S608
+            f"FROM json_populate_recordset(NULL::{name}, %(p{n})s::json))"
         )
     for m, (model, rows) in enumerate(updates, start=len(inserts)):
         table = _table(model)
-        keys = list(rows[0])
-        values = ", ".join(arrays(m, table, keys, rows))
-        sets = ", ".join(f"{_quote(k)} = v.{_quote(k)}" for k in keys if k != "id")
-        names = ", ".join(_quote(k) for k in keys)
+        name = _quote(table.name)
+        sets = ", ".join(f"{_quote(k)} = v.{_quote(k)}" for k in rows[0] if k != "id")
+        params[f"p{m}"] = json.dumps(rows, default=_json_default, separators=(",", ":"))
         parts.append(
-            f"u{m} AS (UPDATE {_quote(table.name)} SET {sets} "  # noqa: S608
-            f"FROM unnest({values}) AS v({names}) WHERE {_quote(table.name)}.id = v.id)"
+            f"u{m} AS (UPDATE {name} SET {sets} "  # noqa: S608
+            f"FROM json_populate_recordset(NULL::{name}, %(p{m})s::json) AS v "
+            f"WHERE {name}.id = v.id)"
         )
     return "WITH " + ", ".join(parts) + " SELECT 1", params
