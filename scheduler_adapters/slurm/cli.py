@@ -5,8 +5,9 @@ Commands run as argv lists, never through a shell, with a clean environment (``P
 the broker runs as root, ``sbatch`` runs as the job's POSIX user (``JobSpec.user``) so
 the job is that user's; queries and ``scancel`` run as the broker.
 
-One poll costs one ``squeue --json`` (the controller's jobs: 22.05 ignores ``-j`` with
-``--json`` and always returns all of them, so ids are filtered here) plus, only for ids
+One poll costs one ``squeue --json`` (from 23.02 with ``--jobs``: the broker's jobs
+only; 22.05 ignores ``-j`` with ``--json`` and always returns all of them, so ids are
+filtered here too) plus, only for ids
 the controller has forgotten (after ``MinJobAge``) or that have ended, one
 ``sacct --json --duplicates -j ids``: an ended job is settled from accounting, whose
 elapsed time leaves out time suspended, and with ``--duplicates`` sacct lists every run
@@ -287,7 +288,7 @@ class SlurmCliAdapter(SchedulerAdapter):
         wanted = {str(j) for j in job_ids if JOB_ID.match(str(j))}
         if not wanted:
             return {}
-        live = parse_jobs(self._json("squeue", ["--json"]), self.slurm_cluster)
+        live = self._live(sorted(wanted, key=_id_order))
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=_id_order)
         # Ended: settled from accounting (elapsed without time suspended, every run of a
@@ -303,6 +304,23 @@ class SlurmCliAdapter(SchedulerAdapter):
             for j in ended:
                 found[j] = from_accounting(found[j], done.get(j))
         return found
+
+    def _live(self, wanted: list[str]) -> dict[str, JobInfo]:
+        """The controller's jobs, ``wanted`` among them. From 23.02, ``squeue --json``
+        honours ``--jobs``: only the broker's jobs are printed and parsed, not the whole
+        cluster's (22.05 ignores it and prints every job, so it is not passed there,
+        nor before the release is known). When the controller knows none of them,
+        23.02+ squeue fails with "Invalid job id specified": none is live."""
+        args = ["--json"]
+        if self._release and not older_than_2302(self._release):
+            args.append(f"--jobs={','.join(wanted)}")
+        try:
+            doc = self._json("squeue", args)
+        except SchedulerError as exc:
+            if len(args) > 1 and not exc.transient and "invalid job id" in exc.message.lower():
+                return {}
+            raise
+        return parse_jobs(doc, self.slurm_cluster)
 
     def _fix_exit_codes(self, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
         ended = [j for j, info in jobs.items() if info.state.terminal or info.tasks]

@@ -112,6 +112,49 @@ def test_every_tool_run_is_counted_as_a_request(fake_bin: Path) -> None:
     assert seen == calls(fake_bin) == ["squeue", "sacct", "sacct"]
 
 
+def test_from_2302_squeue_is_asked_for_the_brokers_jobs_only(tmp_path: Path) -> None:
+    """25.11's squeue --json honours --jobs (22.05's ignores it): once the release is
+    known, a poll asks for the wanted ids only, and "Invalid job id specified" (the
+    controller knows none of them) means none is live, not an error."""
+    fixtures = FIXTURES.parent / "25.11"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_tool(
+        bin_dir,
+        "squeue",
+        f"""if [[ "$*" == *--jobs=9999* ]]; then
+  echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1
+fi
+cat {fixtures / "squeue.json"}""",
+    )
+    fake_tool(bin_dir, "sacct", f"cat {fixtures / 'sacct.json'}")
+    adapter = cli(bin_dir, slurm_cluster="gamma")
+    first = adapter.status(["135"])  # the release is learned from this answer
+    assert first["135"].state is JobState.RUNNING
+    second = adapter.status(["135", "133"])
+    assert second["135"].state is JobState.RUNNING
+    assert second["133"].state is JobState.COMPLETED  # from sacct
+    gone = adapter.status(["9999"])
+    assert gone == {}
+    assert squeue_args(bin_dir) == [
+        ["--json"],
+        ["--json", "--jobs=133,135"],
+        ["--json", "--jobs=9999"],
+    ]
+
+
+def squeue_args(bin_dir: Path) -> list[list[str]]:
+    lines = (bin_dir / "calls.log").read_text().splitlines()
+    return [line.split()[1:] for line in lines if Path(line.split()[0]).name == "squeue"]
+
+
+def test_2205_squeue_is_never_given_jobs(fake_bin: Path) -> None:
+    adapter = cli(fake_bin)
+    adapter.status(["4"])
+    adapter.status(["4", "5"])
+    assert squeue_args(fake_bin) == [["--json"], ["--json"]]
+
+
 def test_accounting_elapsed_leaves_out_time_suspended() -> None:
     # As alpha recorded `sleep 10` suspended for 6 s: squeue end - start 10, sacct 4.
     t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
