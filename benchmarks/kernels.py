@@ -181,15 +181,20 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
     print("\n== FFT complex128, GFLOP/s = 5 N log2 N / median time (batch: x rows) ==")
     print("   numpy.fft is single-threaded; pyFFTW planned with FFTW_MEASURE, its own arrays;")
     print("   every library is called through Python (transforms under 2^13 points: timed as")
-    print("   a loop of calls, so the timer's resolution does not count)")
-    head = f"{'N':>12} {'thr':>3} {'ours':>7} {'numpy':>7} {'scipy':>7} {'pyfftw':>7}"
-    print(f"{head}  {'/numpy':>6} {'/scipy':>6} {'/fftw':>6}")
+    print("   a loop of calls, so the timer's resolution does not count). Like calls beside")
+    print("   like: ours = kernels.fft(), a function, against numpy's and scipy's functions;")
+    print("   plan = kernels.FFTPlan, bound to its arrays once, against pyFFTW's builder")
+    print("   object, bound likewise (/fftw; /fftw fn: kernels.fft() against it)")
+    head = (f"{'N':>12} {'thr':>3} {'ours':>7} {'plan':>7} {'numpy':>7} {'scipy':>7} "
+            f"{'pyfftw':>7}")  # fmt: skip
+    print(f"{head}  {'/numpy':>6} {'/scipy':>6} {'/fftw':>6} {'/fftw fn':>8}")
     rng = np.random.default_rng(1)
     shapes: list[tuple[int, ...]] = [(1 << e,) for e in exps] + list(batches)
     for shape in shapes:
         n = shape[-1]
         x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
         out = np.empty_like(x)
+        out_plan = np.empty_like(x)
         reps = repeat if x.size < (1 << 21) else max(3, repeat // 2)
         calls = max(1, (1 << 13) // x.size)
         flop = 5 * x.size * math.log2(n) / 1e9 * calls
@@ -197,20 +202,25 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
             fw = _fftw(x, threads)
             p = probe(threads)
             fns = [lambda: kernels.fft(x, threads=threads, out=out),  # noqa: B023
+                   kernels.FFTPlan(x, out_plan, threads=threads),
                    lambda: np.fft.fft(x, axis=-1),  # noqa: B023
                    lambda: scipy.fft.fft(x, axis=-1, workers=threads),  # noqa: B023
                    fw]  # fmt: skip
-            ours, t_np, t_sp, t_fw = interleaved([_loop(f, calls) for f in fns], reps, threads)
+            ours, t_plan, t_np, t_sp, t_fw = interleaved(
+                [_loop(f, calls) for f in fns], reps, threads
+            )
             label = f"2^{int(math.log2(n))}" if len(shape) == 1 else f"{shape[0]}x{n}"
             row = {"bench": "fft", "shape": list(shape), "label": label, "threads": threads,
-                   "ours_gflops": flop / ours, "numpy_gflops": flop / t_np,
-                   "scipy_gflops": flop / t_sp, "pyfftw_gflops": flop / t_fw,
-                   "vs_numpy": t_np / ours, "vs_scipy": t_sp / ours, "vs_pyfftw": t_fw / ours,
-                   "fma_probe": p}  # fmt: skip
+                   "ours_gflops": flop / ours, "plan_gflops": flop / t_plan,
+                   "numpy_gflops": flop / t_np, "scipy_gflops": flop / t_sp,
+                   "pyfftw_gflops": flop / t_fw, "vs_numpy": t_np / ours,
+                   "vs_scipy": t_sp / ours, "vs_pyfftw": t_fw / t_plan,
+                   "vs_pyfftw_fn": t_fw / ours, "fma_probe": p}  # fmt: skip
             rows.append(row)
-            print(f"{label:>12} {threads:3d} {flop / ours:7.1f} {flop / t_np:7.1f} "
-                  f"{flop / t_sp:7.1f} {flop / t_fw:7.1f}  {t_np / ours:6.2f} "
-                  f"{t_sp / ours:6.2f} {t_fw / ours:6.2f}{fmt_probe(p)}", flush=True)  # fmt: skip
+            print(f"{label:>12} {threads:3d} {flop / ours:7.1f} {flop / t_plan:7.1f} "
+                  f"{flop / t_np:7.1f} {flop / t_sp:7.1f} {flop / t_fw:7.1f}  "
+                  f"{t_np / ours:6.2f} {t_sp / ours:6.2f} {t_fw / t_plan:6.2f} "
+                  f"{t_fw / ours:8.2f}{fmt_probe(p)}", flush=True)  # fmt: skip
 
 
 def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
@@ -347,8 +357,9 @@ def summary(rows: list[Row]) -> None:
             notes.append(f"{r['vs_scipy']:.2f}x scipy (goal 1.0) {_verdict(r['vs_scipy'], 1)}")
         if 12 <= e <= 20:
             notes.append(f"{r['vs_scipy']:.2f}x scipy (goal 2.0) {_verdict(r['vs_scipy'], 2)}")
-            notes.append(f"{r['vs_pyfftw']:.2f}x pyFFTW (goal 0.8) "
-                         f"{_verdict(r['vs_pyfftw'], 0.8)}")  # fmt: skip
+            notes.append(f"{r['vs_pyfftw']:.2f}x pyFFTW, plans both (goal 0.8) "
+                         f"{_verdict(r['vs_pyfftw'], 0.8)} [kernels.fft(): "
+                         f"{r['vs_pyfftw_fn']:.2f}x]")  # fmt: skip
         if notes:
             print(f"   FFT 2^{e} 1 thr: " + "; ".join(notes))
     for r in pick("triad", threads=2):

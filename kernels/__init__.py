@@ -4,6 +4,7 @@
 """
 
 from kernels import _jit  # noqa: F401  (first: flags must be set before numba compiles)
+from kernels.fft_plan import FFTPlan
 from kernels.fourier import fft
 from kernels.matmul import gemm
 from kernels.peak import fma_peak
@@ -11,4 +12,4 @@ from kernels.stream import triad
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fft", "fma_peak", "gemm", "triad"]
+__all__ = ["FFTPlan", "__version__", "fft", "fma_peak", "gemm", "triad"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from kernels import fft, fourier
+from kernels import FFTPlan, fft, fourier
 from kernels.fourier import factor
 
 SIZES = [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 15, 16, 20, 25, 27, 30, 32, 45, 60, 64, 75, 81, 96,
@@ -147,3 +147,34 @@ def test_row_blocks(
     p = plan(shape[-1], np.dtype(real).char)
     rb = _row_block(np.empty(8, real), shape[-1], p.block)
     assert rb in (p.block, lanes(np.dtype(real).itemsize))
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(("shape", "threads"), [((4096,), 1), ((1000,), 2), ((1 << 15,), 2),
+                                                ((3, 64), 1), ((5, 96), 2)])  # fmt: skip
+def test_plan_matches_fft_and_follows_its_input(
+    shape: tuple[int, ...], threads: int, inverse: bool, dtype: type
+) -> None:
+    """A plan's serial path (the bound entry point) and its others (fft() itself): each
+    call transforms what the bound input holds at the time."""
+    x = _signal(shape, dtype, seed=shape[-1])
+    out = np.empty_like(x)
+    p = FFTPlan(x, out, inverse=inverse, threads=threads)
+    for seed in (1, 2):
+        x[...] = _signal(shape, dtype, seed=seed)
+        assert p() is out
+        ref = np.fft.ifft if inverse else np.fft.fft
+        _close(out, ref(x.astype(np.complex128), axis=-1), dtype)
+    assert FFTPlan(x, inverse=inverse, threads=threads)().shape == shape
+
+
+def test_plan_errors() -> None:
+    with pytest.raises(TypeError):
+        FFTPlan([1j, 2j])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        FFTPlan(np.zeros(8))
+    with pytest.raises(ValueError, match="out"):
+        FFTPlan(np.zeros(8, np.complex128), np.zeros(8, np.complex64))
+    with pytest.raises(ValueError, match="2\\^a"):
+        FFTPlan(np.zeros(7, np.complex128))
