@@ -150,7 +150,14 @@ class Plan:
 
 META = 38  # where the int tables start in Plan.meta
 
-TALL = (1 << 14, 1 << 20)  # powers of two in this range split n1 = min(1024, n/64) x n2
+# n1 of the four-step split of these powers of two, where measured faster than the
+# square-root rule (1 thread, complex128, GF/s): tall splits, whose short columns keep step
+# 1's tile in L1. Zen 5: 2^14 256x64 29.4 vs 128x128 25.6; 2^15 512x64 27.4 vs 128x256 19.7;
+# 2^16 1024x64 29.3 vs 256x256 20.5; 2^17 1024x128 23.3 vs 256x512 17.9; 2^18 1024x256
+# 20.1 vs 512x512 15.3; 2^19 1024x512 15.1 vs 512x1024 13.1. Zen 4 (load 2): 2^13 128x64 23.7
+# vs 64x128 19.2.
+POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 1024,
+           1 << 18: 1024, 1 << 19: 1024}  # fmt: skip
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
@@ -158,23 +165,19 @@ ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which bloc
 ROW_BLOCK_MAX = 1024
 
 
+def split(n: int) -> tuple[int, int]:
+    """(n1, n2) with n = n1 * n2: POW2_N1's n1, else n1 <= n2 as close to sqrt(n) as can be."""
+    factor(n)
+    n1 = POW2_N1.get(n, 0)
+    if not n1:
+        n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return n1, n // n1
+
+
 @lru_cache(maxsize=64)
 def plan(n: int, dtype: Any) -> Plan:
-    """Split n into n1 * n2 (n1 <= n2, n1 as close to sqrt(n) as possible; powers of two
-    in TALL: n2 = n/1024 or 64, see below) and tabulate."""
-    factor(n)
-    n1 = 1
-    for d in range(1, math.isqrt(n) + 1):
-        if n % d == 0:
-            n1 = d
-    n2 = n // n1
-    if n & (n - 1) == 0 and TALL[0] <= n < TALL[1]:
-        # Tall splits measured faster here (1 thread, complex128, GF/s): 2^14 256x64 29.4
-        # vs 128x128 25.6; 2^15 512x64 27.4 vs 128x256 19.7; 2^16 1024x64 29.3 vs 256x256
-        # 20.5; 2^17 1024x128 23.3 vs 256x512 17.9; 2^18 1024x256 20.1 vs 512x512 15.3;
-        # 2^19 1024x512 15.1 vs 512x1024 13.1. Short columns keep step 1's tile in L1.
-        n1 = min(1024, n // 64)
-        n2 = n // n1
+    """Split n into n1 * n2 (split) and tabulate."""
+    n1, n2 = split(n)
     w = lanes(np.dtype(dtype).itemsize)
     block = 2 * w if n1 % (2 * w) == 0 and n2 % (2 * w) == 0 else w
     nb1 = -(-n1 // block)

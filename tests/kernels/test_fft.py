@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -11,7 +13,8 @@ from kernels.fourier import factor
 
 SIZES = [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 15, 16, 20, 25, 27, 30, 32, 45, 60, 64, 75, 81, 96,
          100, 120, 125, 128, 135, 243, 250, 256, 360, 375, 512, 625, 729, 1000, 1024, 1080,
-         2048, 3125, 4096, 6561, 7680, 8000, 1 << 14, 3**4 * 5**2 * 2**3, 1 << 16]  # fmt: skip
+         2048, 3125, 4096, 6561, 7680, 8000, 1 << 13, 1 << 14, 3**4 * 5**2 * 2**3,
+         1 << 16]  # fmt: skip
 TOL = {np.complex128: 1e-13, np.complex64: 2e-6}
 
 
@@ -103,6 +106,19 @@ def test_errors() -> None:
         fft(np.zeros(8, np.complex128), out=np.zeros(8, np.complex64))
     with pytest.raises(ValueError):
         factor(0)
+
+
+def test_split() -> None:
+    """Measured splits for the powers of two listed, else n1 <= n2 nearest sqrt(n)."""
+    for n in [1, 2, 12, 96, 1000, 4096, 8000, *fourier.POW2_N1, 1 << 20, 1 << 22]:
+        n1, n2 = fourier.split(n)
+        assert n1 * n2 == n
+        if n in fourier.POW2_N1:
+            assert n1 == fourier.POW2_N1[n]
+        else:
+            assert n1 <= n2 and not any(n % d == 0 for d in range(n1 + 1, math.isqrt(n) + 1))
+    with pytest.raises(ValueError):
+        fourier.split(14)
 
 
 def test_factor() -> None:
