@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from ..models import (
     ApiToken,
@@ -196,7 +197,7 @@ def job_detail_json(snapshot: dict[str, Any]) -> bytes:
         at = body[k]
         if at is not None and at.endswith("+00:00"):  # pydantic writes UTC as Z
             body[k] = at[:-6] + "Z"
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def partition(p: Partition) -> PartitionRead:

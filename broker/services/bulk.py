@@ -8,7 +8,7 @@ and ids read back. Here the rows are dicts of column values, and
 - PostgreSQL gets one statement for all of them: a data-modifying CTE per table, each
   ``INSERT ... SELECT ... FROM json_populate_recordset(NULL::table, rows as JSON)``
   (``UPDATE ... FROM`` the same for the balances), so a round trip per batch and one
-  parameter per table, its rows written by ``json.dumps`` (foreign keys between the
+  parameter per table, its rows written by orjson (foreign keys between the
   tables are checked at the statement's end). A value of a JSON column is written as
   itself (None: SQL NULL, where the ORM would write JSON null);
 - any other database (SQLite, the embedded default) gets one executemany per table,
@@ -21,13 +21,11 @@ they would have (``outbox.accepted_events``).
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -102,14 +100,6 @@ def write(session: Session, inserts: Inserts, updates: Updates = ()) -> None:
         conn.execute(stmt, [{"row_id": r["id"], **{k: r[k] for k in keys}} for r in rows])
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a column value")
-
-
 def _quote(name: str) -> str:
     return _PG.identifier_preparer.quote(name)
 
@@ -124,7 +114,7 @@ def _pg_statement(inserts: Inserts, updates: Updates) -> tuple[str, dict[str, An
         table = _table(model)
         name = _quote(table.name)
         cols = ", ".join(_quote(k) for k in rows[0])
-        params[f"p{n}"] = json.dumps(rows, default=_json_default, separators=(",", ":"))
+        params[f"p{n}"] = orjson.dumps(rows).decode()
         # Names from the models' metadata only; every value is a parameter.
         parts.append(
             f"i{n} AS (INSERT INTO {name} ({cols}) SELECT {cols} "  # noqa: S608
@@ -134,7 +124,7 @@ def _pg_statement(inserts: Inserts, updates: Updates) -> tuple[str, dict[str, An
         table = _table(model)
         name = _quote(table.name)
         sets = ", ".join(f"{_quote(k)} = v.{_quote(k)}" for k in rows[0] if k != "id")
-        params[f"p{m}"] = json.dumps(rows, default=_json_default, separators=(",", ":"))
+        params[f"p{m}"] = orjson.dumps(rows).decode()
         parts.append(
             f"u{m} AS (UPDATE {name} SET {sets} "  # noqa: S608
             f"FROM json_populate_recordset(NULL::{name}, %(p{m})s::json) AS v "

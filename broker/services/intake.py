@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
@@ -60,6 +60,7 @@ from ..models import (
     JobTask,
     LedgerEntry,
     Project,
+    ProjectStatus,
 )
 from ..models._types import utcnow
 from ..schemas.jobs import JobCreate
@@ -294,18 +295,38 @@ def _write(session: Session, batch: _Batch) -> None:
     session.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class _Project:
+    """What the rules read of a project (``Project``'s columns)."""
+
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    status: ProjectStatus
+    allocation_units: int | None
+
+
+# Built once: a batch only binds its ids.
+_PROJECTS = select(
+    Project.id, Project.enterprise_id, Project.status, Project.allocation_units
+).where(Project.id.in_(bindparam("ids", expanding=True)))
+_ENTERPRISES = select(Enterprise).where(Enterprise.id.in_(bindparam("ids", expanding=True)))
+_KEYS = select(Job.id, Job.project_id, Job.idempotency_key).where(
+    Job.project_id.in_(bindparam("projects", expanding=True)),
+    Job.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
+
+
 def _visible(
     session: Session, items: Sequence[Submission], outcomes: list[Outcome]
-) -> list[tuple[int, Submission, Project]]:
+) -> list[tuple[int, Submission, _Project]]:
     """The items whose project the caller may submit to and whose ``prepare`` passed;
     the others' outcomes get their error (404/403/422)."""
+    session.flush()  # plain rows read below: what the caller added first is found
+    ids = sorted({i.project_id for i in items})
     found = {
-        p.id: p
-        for p in session.scalars(
-            select(Project).where(Project.id.in_({i.project_id for i in items}))
-        )
+        row.id: _Project(*row) for row in session.connection().execute(_PROJECTS, {"ids": ids})
     }
-    mine: list[tuple[int, Submission, Project]] = []
+    mine: list[tuple[int, Submission, _Project]] = []
     for n, item in enumerate(items):
         try:
             project = found.get(item.project_id)
@@ -327,11 +348,9 @@ def _stored_keys(
     wanted = {(i.project_id, i.idempotency_key) for i in items if i.idempotency_key}
     if not wanted:
         return {}
-    stored = select(Job.id, Job.project_id, Job.idempotency_key).where(
-        Job.project_id.in_({p for p, _ in wanted}),
-        Job.idempotency_key.in_({k for _, k in wanted}),
-    )
-    ids = [row.id for row in session.execute(stored) if (row[1], row[2]) in wanted]
+    params = {"projects": sorted({p for p, _ in wanted}), "keys": sorted({k for _, k in wanted})}
+    rows = session.connection().execute(_KEYS, params)
+    ids = [row.id for row in rows if (row[1], row[2]) in wanted]
     if not ids:  # the usual case: no replay, no Job object loaded
         return {}
     jobs = session.scalars(select(Job).where(Job.id.in_(ids)))
@@ -341,7 +360,7 @@ def _stored_keys(
 def _accept_one(
     session: Session,
     item: Submission,
-    project: Project,
+    project: _Project,
     batch: _Batch,
     weights: brokering.Weights,
     workspace: workspaces.WorkspaceConfig | None,
@@ -369,7 +388,11 @@ def _accept_one(
     job = _new_job(item, project, decision, depends_on)
     if req.inputs is not None or req.outputs is not None:
         session.flush()  # a workspace row an earlier item added is found, not added twice
-    io = staging.io_for(session, _as_job(job), project, req, workspace)  # inputs must exist
+    io = None
+    if req.inputs is not None or req.outputs is not None or req.callback_url is not None:
+        stored = session.get(Project, project.id)  # the few with data movement
+        assert stored is not None
+        io = staging.io_for(session, _as_job(job), stored, req, workspace)  # inputs must exist
     if io is not None:
         bulk.fill(io)  # added after the jobs are inserted, read (outbox) before
     ent_row, proj_row = batch.counters.get((ent.id, None)), batch.counters.get((ent.id, project.id))
@@ -409,7 +432,7 @@ def _accept_one(
 
 def _new_job(
     item: Submission,
-    project: Project,
+    project: _Project,
     decision: brokering.RoutingDecision,
     depends_on: list[dict[str, str]],
 ) -> JobRow:

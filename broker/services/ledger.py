@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select
+from sqlalchemy import BigInteger, ColumnElement, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..errors import CapacityExceeded, Conflict, InvalidInput, NotFound, QuotaExceeded
@@ -197,6 +197,18 @@ _COUNTER_COLUMNS = (
 )
 
 
+_LOCK_BATCH = (  # built once: a batch only binds its ids
+    select(*_COUNTER_COLUMNS)
+    .where(
+        Balance.enterprise_id.in_(bindparam("ids", expanding=True)),
+        Balance.project_id.is_(None)
+        | Balance.project_id.in_(bindparam("projects", expanding=True)),
+    )
+    .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
+    .with_for_update()
+)
+
+
 def lock_batch(
     session: Session, wanted: dict[uuid.UUID, set[uuid.UUID]]
 ) -> dict[tuple[uuid.UUID, uuid.UUID | None], Counters]:
@@ -207,17 +219,9 @@ def lock_batch(
     """
     ids = sorted(wanted)
     projects = sorted({p for ps in wanted.values() for p in ps})
-    query = (
-        select(*_COUNTER_COLUMNS)
-        .where(
-            Balance.enterprise_id.in_(ids),
-            Balance.project_id.is_(None) | Balance.project_id.in_(projects),
-        )
-        .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
-        .with_for_update()
-    )
+    query, params = _LOCK_BATCH, {"ids": ids, "projects": projects}
     rows = {}
-    for row in session.execute(query):
+    for row in session.connection().execute(query, params):  # plain rows: no ORM step
         c = Counters(*row)
         if c.project_id is None or c.project_id in wanted[c.enterprise_id]:
             rows[(c.enterprise_id, c.project_id)] = c
@@ -345,7 +349,7 @@ def _open_period(ent: Enterprise) -> str:
     return ent.current_period
 
 
-def _roll_project(row: _Counted, project: Project | None, period: str, carry_over: bool) -> None:
+def _roll_project(row: _Counted, project: _Allocated | None, period: str, carry_over: bool) -> None:
     """Move a project's counters into ``period``, carrying its unused allocation over
     when the enterprise carries over (open holds of the old period count as used)."""
     if row.period == period:
@@ -389,6 +393,11 @@ def hold(
     return _append(session, **entry)
 
 
+class _Allocated(Protocol):
+    @property
+    def allocation_units(self) -> int | None: ...
+
+
 class _Counted(Protocol):
     granted_units: int
     held_units: int
@@ -403,7 +412,7 @@ def reserve(
     ent: _Counted,
     proj: _Counted,
     ent_row: Enterprise,
-    project: Project,
+    project: _Allocated,
     units: int,
     wanted_mflops: int,
     in_use_mflops: int | None,
@@ -483,19 +492,27 @@ def capacity_in_use_mflops(
     return int(session.scalar(query) or 0)
 
 
+_IN_USE = (
+    select(
+        Job.enterprise_id,
+        func.coalesce(func.sum(Job.nodes * Job.array_width * Job.rate_mflops), 0),
+    )
+    .where(
+        Job.enterprise_id.in_(bindparam("ids", expanding=True)),
+        Job.state.in_(CAPACITY_STATES),
+    )
+    .group_by(Job.enterprise_id)
+)
+
+
 def capacity_in_use_many(
     session: Session, enterprise_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, int]:
     """``capacity_in_use_mflops`` of several enterprises in one query."""
     if not enterprise_ids:
         return {}
-    width = Job.nodes * Job.array_width * Job.rate_mflops
-    query = (
-        select(Job.enterprise_id, func.coalesce(func.sum(width), 0))
-        .where(Job.enterprise_id.in_(sorted(enterprise_ids)), Job.state.in_(CAPACITY_STATES))
-        .group_by(Job.enterprise_id)
-    )
-    found = {ent: int(total or 0) for ent, total in session.execute(query)}
+    rows = session.connection().execute(_IN_USE, {"ids": sorted(enterprise_ids)})
+    found = {ent: int(total or 0) for ent, total in rows}
     return {ent: found.get(ent, 0) for ent in enterprise_ids}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -109,7 +110,12 @@ def close_project(session: Session, principal: Principal, project_id: uuid.UUID)
     return project
 
 
-def require_active(project: Project) -> None:
+class _Stated(Protocol):
+    @property
+    def status(self) -> ProjectStatus: ...
+
+
+def require_active(project: _Stated) -> None:
     if project.status is not ProjectStatus.ACTIVE:
         raise Conflict(f"project is {project.status.value}; only active projects accept jobs")
 
