@@ -122,18 +122,12 @@ class Worker:
         self.push_cancels(stats)
         self.poll(stats)
         self.collect_outputs(stats)
-        self.poll_validations()
         self.deliver_webhooks()
         return stats
 
     def deliver_webhooks(self) -> None:
         """Send due webhook deliveries from the outbox (in order per target, with backoff)."""
         webhooks.deliver_due(self.factory, self.settings, scheduling.utcnow())
-
-    def poll_validations(self) -> None:
-        """Judge finished node-validation jobs (rates, drains, credits)."""
-        with session_scope(self.factory) as s:
-            validation.poll_runs(s, self.pool, self.settings, scheduling.utcnow())
 
     def run_forever(self, stop: threading.Event, lock: leader.LeaderLock | None = None) -> None:
         """Loop until ``stop``, working only while this worker holds the leader lock."""
@@ -473,8 +467,10 @@ class Worker:
                 stats.errors.append(f"{cluster}: cancel {sched_id}: {exc}")
 
     def poll(self, stats: PassStats) -> None:
-        """Follow every live job: one status call per cluster, then a short transaction
-        of its own for each job whose answer changed (one failure touches one job)."""
+        """Follow every live job and node-validation job: one status call per cluster
+        for both, then a short transaction of its own for each job whose answer changed
+        (one failure touches one job), and one for the validation jobs that ended
+        (rates, drains, credits)."""
         with session_scope(self.factory) as s:
             live_clusters = list(
                 s.scalars(
@@ -483,11 +479,12 @@ class Worker:
                     .distinct()
                 )
             )
-        for cluster in live_clusters:
+            validating = validation.awaited(s)
+        for cluster in dict.fromkeys([*live_clusters, *validating]):
             started = time.monotonic()
             if self.poll_backoff and started < self._poll_due.get(cluster, 0.0):
                 continue
-            changed = self._poll_cluster(cluster, stats)
+            changed = self._poll_cluster(cluster, stats, validating.get(cluster, []))
             base = self.settings.worker_interval_s
             gap = self._poll_gap.get(cluster, base)
             gap = base if changed else min(2 * gap, self.settings.poll_max_interval_s)
@@ -501,17 +498,28 @@ class Worker:
         self._poll_due.pop(cluster, None)
         self._poll_gap.pop(cluster, None)
 
-    def _poll_cluster(self, cluster: str, stats: PassStats) -> bool:
-        """One status call for the cluster's live jobs; whether any of them changed (or
-        the call failed: polled again at the next pass)."""
+    def _poll_cluster(self, cluster: str, stats: PassStats, validating: list[str]) -> bool:
+        """One status call for the cluster's live jobs and its ``validating`` jobs;
+        whether any of them changed (or the call failed: polled again at the next
+        pass)."""
         with session_scope(self.factory) as s:
             seen = scheduling.Seen.live(s, cluster)
         try:
-            infos = self.pool.get(cluster).status(list(seen))
+            infos = self.pool.get(cluster).status(list(dict.fromkeys([*seen, *validating])))
         except sa_.SchedulerError as exc:
             stats.errors.append(f"{cluster}: status: {exc}")
             return True  # nothing is known: nothing is marked unseen either
-        changed = False
+        ended = {i: infos[i] for i in validating if i in infos and infos[i].state.terminal}
+        changed = bool(ended)
+        if ended:
+            try:
+                with session_scope(self.factory) as s:
+                    validation.judge_ended(
+                        s, self.pool, self.settings, cluster, ended, scheduling.utcnow()
+                    )
+            except Exception as exc:  # the cluster's jobs are followed all the same
+                log.exception("judging validation jobs on %s failed", cluster)
+                stats.errors.append(f"{cluster}: validation: {exc}")
         for sched_id, before in seen.items():
             info = infos.get(sched_id)
             if info is not None and not before.changed(info):

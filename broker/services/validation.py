@@ -36,6 +36,7 @@ import statistics
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -218,35 +219,61 @@ def start_campaign(
     return runs
 
 
+def awaited(session: Session) -> dict[str, list[str]]:
+    """The scheduler ids of the validation jobs not judged yet, by cluster (the worker
+    asks for them in the same status call as the cluster's jobs)."""
+    rows = session.execute(
+        select(ValidationRun.cluster, ValidationRun.scheduler_job_id).where(
+            ValidationRun.state == RunState.SUBMITTED,
+            ValidationRun.scheduler_job_id.is_not(None),
+        )
+    )
+    found: dict[str, list[str]] = defaultdict(list)
+    for cluster, job_id in rows:
+        if job_id:
+            found[cluster].append(job_id)
+    return dict(found)
+
+
+def judge_ended(
+    session: Session,
+    pool: clusters.AdapterPool,
+    settings: Settings,
+    cluster: str,
+    infos: Mapping[str, sa_.JobInfo],
+    now: datetime,
+) -> list[ValidationRun]:
+    """Ingest the cluster's submitted runs whose job ``infos`` shows ended; returns the
+    runs judged now."""
+    runs = session.scalars(
+        select(ValidationRun).where(
+            ValidationRun.cluster == cluster,
+            ValidationRun.state == RunState.SUBMITTED,
+            ValidationRun.scheduler_job_id.in_(sorted(infos)),
+        )
+    )
+    done = []
+    for run in runs:
+        info = infos.get(run.scheduler_job_id or "")
+        if info is not None and info.state.terminal:
+            ingest(session, pool, settings, run, info, now)
+            done.append(run)
+    return done
+
+
 def poll_runs(
     session: Session, pool: clusters.AdapterPool, settings: Settings, now: datetime
 ) -> list[ValidationRun]:
-    """Ingest the validation jobs that finished; returns the runs judged now."""
-    pending = list(
-        session.scalars(
-            select(ValidationRun).where(
-                ValidationRun.state == RunState.SUBMITTED,
-                ValidationRun.scheduler_job_id.is_not(None),
-            )
-        )
-    )
-    by_cluster: dict[str, list[ValidationRun]] = defaultdict(list)
-    for run in pending:
-        by_cluster[run.cluster].append(run)
+    """Ask each cluster for its validation jobs and judge those that ended (brokerctl;
+    the worker asks along with the cluster's jobs: ``awaited``, ``judge_ended``)."""
     done = []
-    for cluster, runs in by_cluster.items():
+    for cluster, ids in awaited(session).items():
         try:
-            infos = pool.get(cluster).status(
-                [r.scheduler_job_id for r in runs if r.scheduler_job_id]
-            )
+            infos = pool.get(cluster).status(ids)
         except sa_.SchedulerError as exc:
             log.warning("validation poll of %s failed: %s", cluster, exc)
             continue
-        for run in runs:
-            info = infos.get(run.scheduler_job_id or "")
-            if info is not None and info.state.terminal:
-                ingest(session, pool, settings, run, info, now)
-                done.append(run)
+        done += judge_ended(session, pool, settings, cluster, infos, now)
     return done
 
 

@@ -20,6 +20,7 @@ from broker.db import session_scope
 from broker.models import Partition, RunState, ValidationRun
 from broker.services import slurm_sync, validation
 from broker.services.principal import SYSTEM
+from broker.worker import PassStats
 
 from .._slurm import ensure_posix_user, load_clusters
 from .conftest import Api, make_settings, operator_token
@@ -79,7 +80,7 @@ def _campaign(api: Api) -> ValidationRun:
         )[0].id
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        app.state.worker.poll_validations()  # type: ignore[attr-defined]
+        app.state.worker.poll(PassStats())  # type: ignore[attr-defined]
         with session_scope(app.state.session_factory) as s:  # type: ignore[attr-defined]
             run = s.get(ValidationRun, run_id)
             assert run is not None

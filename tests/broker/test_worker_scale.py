@@ -15,9 +15,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+import scheduler_adapters as sa_
 from broker.app import create_app
-from broker.services import collection, scheduling
+from broker.db import session_scope
+from broker.models import Cluster, Node, ValidationRun
+from broker.services import collection, scheduling, validation
 from broker.worker import PassStats
 
 from .conftest import Api, make_settings, operator_token
@@ -289,3 +293,44 @@ def test_a_quiet_cluster_is_polled_less_and_a_cancel_is_seen_at_once(
                 break
             time.sleep(0.05)
         assert api.get(f"/jobs/{job['id']}", member).json()["state"] == "cancelled"
+
+
+def test_one_status_call_per_cluster_serves_its_jobs_and_its_validation_jobs(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass asks each cluster once, for its live jobs and its node-validation jobs
+    together (there used to be a second squeue for the validation jobs), and a
+    validation job that ended is judged from that answer."""
+    app = api.client.app
+    _, member, project = api.tenant()
+    job = api.submit(project["id"], member, script="sleep 60").json()
+    running = api.drive_until(job["id"], {"running"}, timeout_s=30)
+    app.state.worker.refresh_clusters()  # type: ignore[attr-defined]
+    with session_scope(app.state.session_factory) as s:  # type: ignore[attr-defined]
+        node = s.scalars(select(Node).join(Cluster).where(Cluster.name == "local")).first()
+        assert node is not None
+        s.add(
+            ValidationRun(
+                node_id=node.id, cluster="local", partition="local", campaign="c",
+                scheduler_job_id="validation-7",
+            )
+        )  # fmt: skip
+    adapter = app.state.adapters.get("local")  # type: ignore[attr-defined]
+    real = adapter.status
+    asked: list[list[str]] = []
+
+    def status(ids: list[str]) -> dict[str, sa_.JobInfo]:
+        asked.append(list(ids))
+        found = real([i for i in ids if i != "validation-7"])
+        found["validation-7"] = sa_.JobInfo(job_id="validation-7", state=sa_.JobState.COMPLETED)
+        return found
+
+    judged: list[str] = []
+    monkeypatch.setattr(adapter, "status", status)
+    monkeypatch.setattr(
+        validation, "ingest", lambda s, pool, settings, run, info, now: judged.append(info.job_id)
+    )
+    app.state.worker.poll(PassStats())  # type: ignore[attr-defined]
+    assert asked == [[running["scheduler_job_id"], "validation-7"]]
+    assert judged == ["validation-7"]
+    api.post(f"/jobs/{job['id']}/cancel", member)
