@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
@@ -61,6 +61,7 @@ from ..models import (
     LedgerEntry,
     Project,
     ProjectStatus,
+    Webhook,
 )
 from ..models._types import utcnow
 from ..schemas.jobs import JobCreate
@@ -210,6 +211,7 @@ class _Batch:
     in_use: dict[uuid.UUID, int]  # capped enterprises only
     snap: brokering.Snapshot
     keys: dict[tuple[uuid.UUID, str], Job | JobRow]
+    hooked: set[uuid.UUID]  # projects with webhooks
     accepted: list[Outcome] = field(default_factory=list)
     holds: list[dict[str, object]] = field(default_factory=list)
     audits: list[dict[str, object]] = field(default_factory=list)
@@ -240,14 +242,12 @@ def accept(
     wanted: dict[uuid.UUID, set[uuid.UUID]] = {}
     for _, _, project in mine:
         wanted.setdefault(project.enterprise_id, set()).add(project.id)
-    counters = ledger.lock_batch(session, wanted)
-    ents = {
-        e.id: e
-        for e in session.scalars(select(Enterprise).where(Enterprise.id.in_(sorted(wanted))))
-    }
+    counters, ents = ledger.lock_batch(session, wanted)  # and the enterprises' rows
     capped = [e.id for e in ents.values() if e.capacity_cap_mflops is not None]
     in_use = ledger.capacity_in_use_many(session, capped)
-    batch = _Batch(ents, counters, in_use, snap, _stored_keys(session, [i for _, i, _ in mine]))
+    keys = _stored_keys(session, [i for _, i, _ in mine])
+    hooked = {project.id for _, _, project in mine if project.hooked}
+    batch = _Batch(ents, counters, in_use, snap, keys, hooked)
     with session.no_autoflush:
         for n, item, project in mine:
             try:
@@ -271,7 +271,7 @@ def _write(session: Session, batch: _Batch) -> None:
     workspace rows, an enterprise's first period) through the session."""
     new = [(_as_job(cast(JobRow, out.job)), out.io) for out in batch.accepted]
     with session.no_autoflush:  # nothing of the batch is flushed before its jobs
-        events = outbox.accepted_events(session, new) if new else []
+        events = outbox.accepted_events(session, new, hooked=batch.hooked) if new else []
     if events is None:  # deliveries to make: the outbox writes the events at commit
         outbox.note_inserted(session, [job for job, _ in new])
         for out, (job, io) in zip(batch.accepted, new, strict=True):
@@ -297,19 +297,24 @@ def _write(session: Session, batch: _Batch) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Project:
-    """What the rules read of a project (``Project``'s columns)."""
+    """What the rules read of a project (``Project``'s columns), and whether it has
+    webhooks (its jobs' events then have deliveries: ``outbox.accepted_events``)."""
 
     id: uuid.UUID
     enterprise_id: uuid.UUID
     status: ProjectStatus
     allocation_units: int | None
+    hooked: bool
 
 
 # Built once: a batch only binds its ids.
 _PROJECTS = select(
-    Project.id, Project.enterprise_id, Project.status, Project.allocation_units
+    Project.id,
+    Project.enterprise_id,
+    Project.status,
+    Project.allocation_units,
+    exists().where(Webhook.project_id == Project.id),
 ).where(Project.id.in_(bindparam("ids", expanding=True)))
-_ENTERPRISES = select(Enterprise).where(Enterprise.id.in_(bindparam("ids", expanding=True)))
 _KEYS = select(Job.id, Job.project_id, Job.idempotency_key).where(
     Job.project_id.in_(bindparam("projects", expanding=True)),
     Job.idempotency_key.in_(bindparam("keys", expanding=True)),

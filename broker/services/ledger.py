@@ -198,34 +198,36 @@ _COUNTER_COLUMNS = (
 
 
 _LOCK_BATCH = (  # built once: a batch only binds its ids
-    select(*_COUNTER_COLUMNS)
+    select(Enterprise, *_COUNTER_COLUMNS)
+    .join(Enterprise, Enterprise.id == Balance.enterprise_id)
     .where(
         Balance.enterprise_id.in_(bindparam("ids", expanding=True)),
         Balance.project_id.is_(None)
         | Balance.project_id.in_(bindparam("projects", expanding=True)),
     )
     .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
-    .with_for_update()
+    .with_for_update(of=Balance)
 )
 
 
 def lock_batch(
     session: Session, wanted: dict[uuid.UUID, set[uuid.UUID]]
-) -> dict[tuple[uuid.UUID, uuid.UUID | None], Counters]:
+) -> tuple[dict[tuple[uuid.UUID, uuid.UUID | None], Counters], dict[uuid.UUID, Enterprise]]:
     """Lock, in one round trip, each enterprise's balance row and the rows of its projects
     in ``wanted`` (enterprise id -> project ids): enterprises in id order, each one's own
     row first, then its projects' by id (the order every writer keeps). Their counters,
-    by (enterprise id, project id or None); a missing row is ``NotFound`` when asked for.
+    by (enterprise id, project id or None), a missing row ``NotFound`` when asked for;
+    and the enterprises, read with them.
     """
     ids = sorted(wanted)
     projects = sorted({p for ps in wanted.values() for p in ps})
-    query, params = _LOCK_BATCH, {"ids": ids, "projects": projects}
-    rows = {}
-    for row in session.connection().execute(query, params):  # plain rows: no ORM step
-        c = Counters(*row)
+    rows, ents = {}, {}
+    for ent, *values in session.execute(_LOCK_BATCH, {"ids": ids, "projects": projects}):
+        c = Counters(*values)
+        ents[ent.id] = ent
         if c.project_id is None or c.project_id in wanted[c.enterprise_id]:
             rows[(c.enterprise_id, c.project_id)] = c
-    return rows
+    return rows, ents
 
 
 def counter_updates(session: Session, rows: Collection[Counters]) -> list[dict[str, object]]:

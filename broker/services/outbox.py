@@ -16,7 +16,7 @@ charge that was settled in the same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -199,12 +199,22 @@ def _targets(hooks: list[_Hook], job: Job, io: JobIO | None, state: str) -> list
 
 
 def accepted_events(
-    session: Session, new: Sequence[tuple[Job, JobIO | None]]
+    session: Session,
+    new: Sequence[tuple[Job, JobIO | None]],
+    *,
+    hooked: Collection[uuid.UUID] | None = None,
 ) -> list[dict[str, Any]] | None:
     """The ACCEPTED events of jobs inserted set-based (``intake``), as rows to insert
     with them; None when any of them has a delivery to make (then ``note_inserted``:
-    the deliveries need the events' ids)."""
-    hooks = _hooks_of(session, {job.project_id for job, _ in new})
+    the deliveries need the events' ids). ``hooked``: the projects with webhooks, as
+    read earlier in the transaction (None: read them now)."""
+    projects = {job.project_id for job, _ in new}
+    if hooked is None:
+        hooks = _hooks_of(session, projects)
+    elif projects.isdisjoint(hooked):
+        hooks = {p: [] for p in projects}
+    else:
+        return None
     state = JobStatus.ACCEPTED.value
     if any(_targets(hooks[job.project_id], job, io, state) for job, io in new):
         return None
