@@ -33,7 +33,7 @@ from .. import arrays
 from ..base import ClusterInfo, JobInfo, JobSpec, NodeInfo, SchedulerAdapter
 from ..errors import AdapterConfigError, SchedulerError, SchedulerUnavailable, SubmitRejected
 from .common import JOB_ID, cluster_info, from_accounting, is_transient, keyed_by_tag
-from .parse import envelope_errors, parse_jobs, parse_nodes, plugin_version, release
+from .parse import envelope_errors, number, parse_jobs, parse_nodes, plugin_version, release
 from .rest_body import job_description
 
 if TYPE_CHECKING:
@@ -116,6 +116,8 @@ class SlurmRestAdapter(SchedulerAdapter):
         self.bin_dir = bin_dir
         self.token_lifespan_s = token_lifespan_s
         self._token: tuple[str, float] | None = None
+        # The controller's last job list and its ``last_update`` (``_live_jobs``).
+        self._jobs_seen: tuple[int, dict[str, JobInfo]] | None = None
         self._client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
 
     # ------------------------------------------------------------------ HTTP plumbing
@@ -268,7 +270,7 @@ class SlurmRestAdapter(SchedulerAdapter):
         wanted = {str(j) for j in job_ids if JOB_ID.match(str(j))}
         if not wanted:
             return {}
-        live = parse_jobs(self._call("GET", f"{self._ctl()}/jobs"), self.slurm_cluster)
+        live = self._live_jobs()
         found = {j: live[j] for j in wanted if j in live}
         missing = sorted(wanted - found.keys(), key=lambda j: (len(j), j))
         # Ended: settled from accounting (elapsed without time suspended, every run of a
@@ -286,6 +288,22 @@ class SlurmRestAdapter(SchedulerAdapter):
             for j in ended:
                 found[j] = from_accounting(found[j], done.get(j))
         return found
+
+    def _live_jobs(self) -> dict[str, JobInfo]:
+        """The controller's jobs. Where slurmrestd gives the list's ``last_update``
+        (23.02+; 22.05's v0.0.38 does not), the next call passes it back as
+        ``update_time``: a controller whose jobs have not changed since then answers
+        "No job changes since" (no jobs, ``last_update`` 0) without packing its jobs,
+        and the list already parsed stands."""
+        path = f"{self._ctl()}/jobs"
+        seen = self._jobs_seen
+        doc = self._call("GET", path if seen is None else f"{path}?update_time={seen[0]}")
+        if seen is not None and not doc.get("jobs") and not number(doc.get("last_update")):
+            return seen[1]
+        jobs = parse_jobs(doc, self.slurm_cluster)
+        stamp = number(doc.get("last_update"))
+        self._jobs_seen = (stamp, jobs) if stamp else None
+        return jobs
 
     def _steps(self, ids: Sequence[str]) -> str:
         """The slurmdb jobs query naming ``ids``. 22.05 (v0.0.38/39) wants one ``step``

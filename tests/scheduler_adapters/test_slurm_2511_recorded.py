@@ -65,6 +65,22 @@ def test_rest_slurmdb_records() -> None:
     assert done[IDS["rest"]].state is JobState.COMPLETED
 
 
+#: What gamma's slurmrestd (25.11.7) answered to GET /slurm/v0.0.44/jobs?update_time=T
+#: when no job had changed since T (seen live; meta left out).
+NO_CHANGE = {
+    "jobs": [],
+    "last_backfill": {"set": True, "infinite": False, "number": 0},
+    "last_update": {"set": True, "infinite": False, "number": 0},
+    "warnings": [
+        {
+            "description": "No job changes since update_time[1796420024]=2026-12-04T21:33:44",
+            "source": "op_handler_jobs",
+        }
+    ],
+    "errors": [],
+}
+
+
 def replay(seen: list[httpx.Request]) -> httpx.MockTransport:
     def body(name: str) -> httpx.Response:
         doc = load(name)
@@ -82,6 +98,9 @@ def replay(seen: list[httpx.Request]) -> httpx.MockTransport:
         if path.endswith("/ping"):
             return body("rest_ping.json")
         if path == "/slurm/v0.0.44/jobs":
+            stamp = request.url.params.get("update_time")
+            if stamp is not None and int(stamp) >= load("rest_jobs.json")["last_update"]["number"]:
+                return httpx.Response(200, json=NO_CHANGE)
             return body("rest_jobs.json")
         if path == "/slurm/v0.0.44/nodes":
             return body("rest_nodes.json")
@@ -199,3 +218,19 @@ def test_drained_node_2511(name: str) -> None:
     assert not parse.node_is_idle(node)
     (idle,) = parse.parse_nodes(load("scontrol_nodes.json"))
     assert parse.node_is_idle(idle)
+
+
+def test_rest_polls_pass_back_last_update_and_keep_the_list_while_nothing_changed(
+    rest: tuple[SlurmRestAdapter, list[httpx.Request]],
+) -> None:
+    """From 23.02 the controller's job list carries ``last_update``; the next poll
+    passes it back, and "No job changes since" keeps the list already parsed (the
+    controller packed nothing)."""
+    adapter, seen = rest
+    running = IDS["cancelled"]  # live in the recorded list
+    first = adapter.status([running])
+    again = adapter.status([running])
+    assert again == first and running in first
+    polls = [r.url for r in seen if r.url.path == "/slurm/v0.0.44/jobs"]
+    stamp = load("rest_jobs.json")["last_update"]["number"]
+    assert [u.params.get("update_time") for u in polls] == [None, str(stamp)]
