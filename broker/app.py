@@ -50,6 +50,9 @@ def create_app(
     processes start, so they do not race to insert the same rows).
     """
     engine = make_engine(settings.database_url)
+    # The submission batches' own pool, without a ping per checkout (a round trip per
+    # batch): a connection the database dropped fails its batch (503) and is replaced.
+    batch_engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=4)
     factory = make_session_factory(engine)
     read_factory = make_session_factory(engine, write=False)
     cluster_configs = settings.load_clusters()
@@ -74,6 +77,7 @@ def create_app(
                 stop.set()
             pool.close()
             engine.dispose()
+            batch_engine.dispose()
 
     # /docs (Swagger UI) and /redoc from the assets fastapi-offline ships, not a CDN:
     # centers are often air-gapped.
@@ -95,7 +99,7 @@ def create_app(
     app.state.token_cache = TokenCache()
     app.state.token_cache.watch(factory)
     app.state.submit_batcher = SubmitBatcher(
-        factory,
+        make_session_factory(batch_engine),
         weights=brokering.weights_from(settings),
         workspace=WorkspaceConfig.of(settings.data_dir, settings.workspace_quota_bytes),
     )
