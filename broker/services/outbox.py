@@ -21,8 +21,9 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import bindparam, event, insert, inspect, select
+from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import get_history
 
 from ..models import Job, JobEvent, JobIO, JobStatus, Webhook, WebhookDelivery
 from ..models._types import utcnow
@@ -97,7 +98,7 @@ def _note_transitions(session: Session, _ctx: Any, _instances: Any) -> None:
         if obj in session.new:
             pending.append((obj, None, (obj.state or JobStatus.ACCEPTED).value, True))
             continue
-        hist = inspect(obj).attrs.state.history
+        hist = get_history(obj, "state")  # (inspect(obj).attrs builds every attribute's)
         if not hist.added:
             continue
         new = JobStatus(hist.added[0])
