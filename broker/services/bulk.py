@@ -26,9 +26,10 @@ from functools import cache
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.types import ARRAY
 
 from ..db import Base
 
@@ -39,6 +40,21 @@ Inserts = Sequence[tuple[type[Base], Sequence[Row]]]
 Updates = Sequence[tuple[type[Base], Sequence[Row]]]
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def in_list(column: Any, name: str, *, pg: bool) -> ColumnElement[bool]:
+    """``column`` in the list bound as ``name``: ``= ANY(array)`` on PostgreSQL (the
+    statement's text does not depend on the list's length: built once, prepared once by
+    the server), an expanding ``IN`` elsewhere."""
+    if pg:
+        clause: ColumnElement[bool] = column == any_(bindparam(name, type_=ARRAY(column.type)))
+        return clause
+    clause = column.in_(bindparam(name, expanding=True))
+    return clause
+
+
+def is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _table(model: type[Base]) -> Table:

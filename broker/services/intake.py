@@ -39,9 +39,10 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import Executable, exists, select
 from sqlalchemy.orm import Session
 
 import scheduler_adapters as sa_
@@ -206,7 +207,7 @@ class _Batch:
     """The batch's state under its locks: enterprises, balance rows, capacity in use;
     what it has taken so far; and the rows it will write."""
 
-    enterprises: dict[uuid.UUID, Enterprise]
+    enterprises: dict[uuid.UUID, ledger.EnterpriseState | Enterprise]
     counters: dict[tuple[uuid.UUID, uuid.UUID | None], ledger.Counters]
     in_use: dict[uuid.UUID, int]  # capped enterprises only
     snap: brokering.Snapshot
@@ -307,18 +308,20 @@ class _Project:
     hooked: bool
 
 
-# Built once: a batch only binds its ids.
-_PROJECTS = select(
-    Project.id,
-    Project.enterprise_id,
-    Project.status,
-    Project.allocation_units,
-    exists().where(Webhook.project_id == Project.id),
-).where(Project.id.in_(bindparam("ids", expanding=True)))
-_KEYS = select(Job.id, Job.project_id, Job.idempotency_key).where(
-    Job.project_id.in_(bindparam("projects", expanding=True)),
-    Job.idempotency_key.in_(bindparam("keys", expanding=True)),
-)
+@cache
+def _projects(pg: bool) -> Executable:
+    """Built once (per dialect): a batch only binds its ids."""
+    hooked = exists().where(Webhook.project_id == Project.id)
+    columns = (Project.id, Project.enterprise_id, Project.status, Project.allocation_units)
+    return select(*columns, hooked).where(bulk.in_list(Project.id, "ids", pg=pg))
+
+
+@cache
+def _keys(pg: bool) -> Executable:
+    return select(Job.id, Job.project_id, Job.idempotency_key).where(
+        bulk.in_list(Job.project_id, "projects", pg=pg),
+        bulk.in_list(Job.idempotency_key, "keys", pg=pg),
+    )
 
 
 def _visible(
@@ -329,7 +332,8 @@ def _visible(
     session.flush()  # plain rows read below: what the caller added first is found
     ids = sorted({i.project_id for i in items})
     found = {
-        row.id: _Project(*row) for row in session.connection().execute(_PROJECTS, {"ids": ids})
+        row.id: _Project(*row)
+        for row in session.connection().execute(_projects(bulk.is_pg(session)), {"ids": ids})
     }
     mine: list[tuple[int, Submission, _Project]] = []
     for n, item in enumerate(items):
@@ -354,7 +358,7 @@ def _stored_keys(
     if not wanted:
         return {}
     params = {"projects": sorted({p for p, _ in wanted}), "keys": sorted({k for _, k in wanted})}
-    rows = session.connection().execute(_KEYS, params)
+    rows = session.connection().execute(_keys(bulk.is_pg(session)), params)
     ids = [row.id for row in rows if (row[1], row[2]) in wanted]
     if not ids:  # the usual case: no replay, no Job object loaded
         return {}

@@ -35,9 +35,10 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, ColumnElement, bindparam, func, literal_column, select
+from sqlalchemy import BigInteger, ColumnElement, Executable, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..errors import CapacityExceeded, Conflict, InvalidInput, NotFound, QuotaExceeded
@@ -45,6 +46,7 @@ from ..models import (
     LIVE_STATES,
     Balance,
     Enterprise,
+    EnterpriseStatus,
     EntryKind,
     Job,
     JobStatus,
@@ -53,7 +55,7 @@ from ..models import (
     Project,
 )
 from ..units import CEILING_PFH, CEILING_UNITS, MAX_PFH, MAX_UNITS, units_to_pfh
-from . import audit
+from . import audit, bulk
 from .principal import SYSTEM, Principal
 
 
@@ -197,22 +199,51 @@ _COUNTER_COLUMNS = (
 )
 
 
-_LOCK_BATCH = (  # built once: a batch only binds its ids
-    select(Enterprise, *_COUNTER_COLUMNS)
-    .join(Enterprise, Enterprise.id == Balance.enterprise_id)
-    .where(
-        Balance.enterprise_id.in_(bindparam("ids", expanding=True)),
-        Balance.project_id.is_(None)
-        | Balance.project_id.in_(bindparam("projects", expanding=True)),
+@dataclass(slots=True)
+class EnterpriseState:
+    """What a batch's holds read of an enterprise (``Enterprise``'s columns), read with
+    its locked balance rows; one without a period yet is read as an ``Enterprise``
+    (``_open_period`` sets it)."""
+
+    id: uuid.UUID
+    status: EnterpriseStatus
+    capacity_cap_mflops: int | None
+    posix_user: str
+    current_period: str
+    period_kind: PeriodKind
+    carry_over: bool
+
+
+@cache
+def _lock_batch(pg: bool) -> Executable:
+    """Built once (per dialect): a batch only binds its ids."""
+    return (
+        select(
+            Enterprise.id,
+            Enterprise.status,
+            Enterprise.capacity_cap_mflops,
+            Enterprise.posix_user,
+            Enterprise.current_period,
+            Enterprise.period_kind,
+            Enterprise.carry_over,
+            *_COUNTER_COLUMNS,
+        )
+        .join(Enterprise, Enterprise.id == Balance.enterprise_id)
+        .where(
+            bulk.in_list(Balance.enterprise_id, "ids", pg=pg),
+            Balance.project_id.is_(None) | bulk.in_list(Balance.project_id, "projects", pg=pg),
+        )
+        .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
+        .with_for_update(of=Balance)
     )
-    .order_by(Balance.enterprise_id, Balance.project_id.is_not(None), Balance.project_id)
-    .with_for_update(of=Balance)
-)
 
 
 def lock_batch(
     session: Session, wanted: dict[uuid.UUID, set[uuid.UUID]]
-) -> tuple[dict[tuple[uuid.UUID, uuid.UUID | None], Counters], dict[uuid.UUID, Enterprise]]:
+) -> tuple[
+    dict[tuple[uuid.UUID, uuid.UUID | None], Counters],
+    dict[uuid.UUID, EnterpriseState | Enterprise],
+]:
     """Lock, in one round trip, each enterprise's balance row and the rows of its projects
     in ``wanted`` (enterprise id -> project ids): enterprises in id order, each one's own
     row first, then its projects' by id (the order every writer keeps). Their counters,
@@ -221,12 +252,20 @@ def lock_batch(
     """
     ids = sorted(wanted)
     projects = sorted({p for ps in wanted.values() for p in ps})
-    rows, ents = {}, {}
-    for ent, *values in session.execute(_LOCK_BATCH, {"ids": ids, "projects": projects}):
-        c = Counters(*values)
-        ents[ent.id] = ent
+    rows: dict[tuple[uuid.UUID, uuid.UUID | None], Counters] = {}
+    ents: dict[uuid.UUID, EnterpriseState | Enterprise] = {}
+    params = {"ids": ids, "projects": projects}
+    query = _lock_batch(bulk.is_pg(session))
+    for row in session.connection().execute(query, params):  # plain rows
+        values: tuple[Any, ...] = tuple(row)
+        c = Counters(*values[7:])
+        if c.enterprise_id not in ents:
+            ents[c.enterprise_id] = EnterpriseState(*values[:7])
         if c.project_id is None or c.project_id in wanted[c.enterprise_id]:
             rows[(c.enterprise_id, c.project_id)] = c
+    for ent_id, ent in list(ents.items()):
+        if not ent.current_period:  # its first hold opens its period: kept by the ORM
+            ents[ent_id] = _enterprise(session, ent_id)
     return rows, ents
 
 
@@ -344,7 +383,20 @@ def _check_ceiling(bal: Balance, amount_units: int) -> None:
         )
 
 
-def _open_period(ent: Enterprise) -> str:
+class _Periodic(Protocol):
+    current_period: str
+
+    @property
+    def period_kind(self) -> PeriodKind: ...
+
+    @property
+    def carry_over(self) -> bool: ...
+
+    @property
+    def capacity_cap_mflops(self) -> int | None: ...
+
+
+def _open_period(ent: _Periodic) -> str:
     """The enterprise's current budget period (set from today if it has none yet)."""
     if not ent.current_period:
         ent.current_period = period_of(datetime.now(UTC), ent.period_kind)
@@ -413,7 +465,7 @@ class _Counted(Protocol):
 def reserve(
     ent: _Counted,
     proj: _Counted,
-    ent_row: Enterprise,
+    ent_row: _Periodic,
     project: _Allocated,
     units: int,
     wanted_mflops: int,
@@ -494,17 +546,14 @@ def capacity_in_use_mflops(
     return int(session.scalar(query) or 0)
 
 
-_IN_USE = (
-    select(
-        Job.enterprise_id,
-        func.coalesce(func.sum(Job.nodes * Job.array_width * Job.rate_mflops), 0),
+@cache
+def _in_use(pg: bool) -> Executable:
+    width = Job.nodes * Job.array_width * Job.rate_mflops
+    return (
+        select(Job.enterprise_id, func.coalesce(func.sum(width), 0))
+        .where(bulk.in_list(Job.enterprise_id, "ids", pg=pg), Job.state.in_(CAPACITY_STATES))
+        .group_by(Job.enterprise_id)
     )
-    .where(
-        Job.enterprise_id.in_(bindparam("ids", expanding=True)),
-        Job.state.in_(CAPACITY_STATES),
-    )
-    .group_by(Job.enterprise_id)
-)
 
 
 def capacity_in_use_many(
@@ -513,7 +562,8 @@ def capacity_in_use_many(
     """``capacity_in_use_mflops`` of several enterprises in one query."""
     if not enterprise_ids:
         return {}
-    rows = session.connection().execute(_IN_USE, {"ids": sorted(enterprise_ids)})
+    query = _in_use(bulk.is_pg(session))
+    rows = session.connection().execute(query, {"ids": sorted(enterprise_ids)})
     found = {ent: int(total or 0) for ent, total in rows}
     return {ent: found.get(ent, 0) for ent in enterprise_ids}
 

@@ -15,7 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -99,7 +99,12 @@ def _runs_as_user_here(cluster: Cluster) -> bool:
     return False  # slurmrestd, pyslurm: the scheduler knows the user, not this host
 
 
-def require_submit_user(ent: Enterprise, cluster: Cluster) -> None:
+class _User(Protocol):
+    @property
+    def posix_user(self) -> str: ...
+
+
+def require_submit_user(ent: _User, cluster: Cluster) -> None:
     """409 before a job is accepted, not a rejection later, when the chosen cluster runs
     the job as the enterprise's POSIX user on this host and that user does not exist."""
     if not _runs_as_user_here(cluster):
