@@ -285,6 +285,8 @@ class SlurmCliAdapter(SchedulerAdapter):
         return job_id
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        if self._runner is not None:
+            self._runner.sweep()
         wanted = {str(j) for j in job_ids if JOB_ID.match(str(j))}
         if not wanted:
             return {}

@@ -165,7 +165,9 @@ class UserRunner:
         """End every idle helper (a later call starts new ones)."""
         _close_all(self._idle, self._lock)
 
-    def _checkout(self, identity: Identity) -> _Helper:
+    def sweep(self) -> None:
+        """Close the helpers idle for ``idle_s`` (each call does; so do the adapter's
+        polls, so helpers do not outlive a burst of submissions by long)."""
         now = time.monotonic()
         stale: list[_Helper] = []
         with self._lock:
@@ -176,9 +178,13 @@ class UserRunner:
                     self._idle[key] = keep
                 else:
                     del self._idle[key]
-            helper = self._idle[identity].pop() if self._idle.get(identity) else None
         for h in stale:
             h.close()
+
+    def _checkout(self, identity: Identity) -> _Helper:
+        self.sweep()
+        with self._lock:
+            helper = self._idle[identity].pop() if self._idle.get(identity) else None
         if helper is not None and helper.proc.poll() is None:
             return helper
         if helper is not None:

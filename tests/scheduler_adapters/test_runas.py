@@ -188,6 +188,20 @@ def test_an_idle_helper_is_closed(ident: runas.Identity) -> None:
         r.close()
 
 
+@needs_root
+def test_a_sweep_closes_idle_helpers_without_a_call(ident: runas.Identity) -> None:
+    r = UserRunner(env=ENV, idle_s=0.2)
+    try:
+        pid = int(sh(r, ident, "echo $PPID"))
+        r.sweep()
+        assert os.path.exists(f"/proc/{pid}")  # not idle long enough yet
+        time.sleep(0.3)
+        r.sweep()
+        assert _state(pid) == "gone"  # closed and reaped
+    finally:
+        r.close()
+
+
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/status") as f:
