@@ -2,10 +2,10 @@
 
 A submission goes through two steps:
 
-``prepare`` (no database, before any lock): the script's size and bytes, the
-Idempotency-Key's length, the environment, the working directory, the array's syntax,
-the callback URL's name lookup (up to seconds), the request's hash and the script's
-neutralised directives.
+``prepare`` (no database, before any lock; ``services.spec_checks``): the script's size
+and bytes, the Idempotency-Key's length, the environment, the working directory, the
+array's syntax, the callback URL's name lookup (up to seconds), the request's hash and
+the script's neutralised directives.
 
 ``accept`` (one transaction, the caller's): for a batch of submissions, of one
 enterprise or many, in arrival order, each gets its job or its own error, exactly as if
@@ -25,17 +25,22 @@ each had been submitted alone one after the other:
 8. the hold: the enterprise's available budget, the project's allocation for the
    period, the capacity cap (409), each counting the holds accepted before it.
 
-Nothing of a refused item is written (every check comes before its writes); the
-accepted items' jobs, HOLD entries and audit rows are inserted set-based, one statement
-per table (``services.bulk``), then their array tasks, dependency rows and JobIO are
-flushed together once, and the outbox writes their events when the caller commits
-(``services.outbox``). The balances are updated once, at that flush.
+The rules read plain rows, not ORM objects: the projects (with whether they have
+webhooks) before the lock; the locked balance rows with their enterprises in one
+statement (``ledger.lock_batch``); the stored Idempotency-Keys; the routing snapshot
+from the process's memory (``services.snapshot_cache``) when the caller has one. Each
+hold is ``ledger.reserve``, the rule ``ledger.hold`` applies to one job too.
+
+Nothing of a refused item is written (every check comes before its writes). The
+accepted items are rows (a new job is a ``JobRow``): their jobs, HOLD entries, audit
+rows, ACCEPTED events (``outbox.accepted_events``; the outbox writes them at commit
+instead when one has a webhook delivery to make), array tasks and dependency rows, and
+the balances' new counters, are written together, one statement on PostgreSQL
+(``services.bulk``); then the few JobIO rows through the session.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,9 +50,7 @@ from typing import Any, cast
 from sqlalchemy import Executable, exists, select
 from sqlalchemy.orm import Session
 
-import scheduler_adapters as sa_
-
-from ..errors import BrokerError, Conflict, IdempotencyMismatch, InvalidInput, NotFound
+from ..errors import BrokerError, Conflict, IdempotencyMismatch, NotFound
 from ..models import (
     AuditEvent,
     Balance,
@@ -71,33 +74,21 @@ from . import (
     brokering,
     bulk,
     dependencies,
-    job_spec,
     ledger,
     outbox,
     projects,
     staging,
     tenants,
-    webhooks,
     workspaces,
 )
 from .principal import Principal
 from .snapshot_cache import SnapshotCache
-
-#: Warnings stored per job; a script with more neutralised lines gets a last one saying so.
-MAX_WARNINGS = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What ``prepare`` found: the parsed parts, or the refusal to give in its turn."""
-
-    digest: str
-    script: str
-    warnings: list[str]
-    environment: dict[str, str] | None = None
-    working_directory: str | None = None
-    array: sa_.ArraySpec | None = None
-    error: InvalidInput | None = None
+from .spec_checks import MAX_WARNINGS as MAX_WARNINGS
+from .spec_checks import Prepared as Prepared
+from .spec_checks import directive_warnings as directive_warnings
+from .spec_checks import prepare as prepare
+from .spec_checks import request_hash as request_hash
+from .spec_checks import with_shebang as with_shebang
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,66 +113,6 @@ class Outcome:
     created: bool = False
     error: BrokerError | None = None
     detail: dict[str, Any] | None = None
-
-
-def request_hash(req: JobCreate) -> str:
-    # Unset optional fields do not count: a field added to the spec later leaves the
-    # hash of older requests, and so their Idempotency-Key replays, unchanged.
-    body = req.model_dump(mode="json", exclude_none=True)
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def with_shebang(script: str) -> str:
-    return script if script.startswith("#!") else "#!/bin/bash\n" + script
-
-
-def directive_warnings(script: str) -> list[str]:
-    """One sentence per directive line of ``script`` that the scheduler will not see.
-
-    The adapters neutralise the same lines when they submit (resources, placement,
-    priority and identity come from the spec, which is what is held and billed).
-    """
-    _, removed = sa_.neutralise_directives(script)
-    warnings = [d.warning for d in removed[:MAX_WARNINGS]]
-    if len(removed) > MAX_WARNINGS:
-        warnings.append(f"... and {len(removed) - MAX_WARNINGS} more neutralised lines")
-    return warnings
-
-
-def prepare(
-    req: JobCreate,
-    idempotency_key: str | None,
-    *,
-    max_script_bytes: int,
-    allow_networks: Sequence[webhooks.Network] | None = None,
-) -> Prepared:
-    """The checks that need no database (the callback URL's lookup included)."""
-    digest = request_hash(req)
-    try:
-        if len(req.script.encode()) > max_script_bytes:
-            raise InvalidInput("script", f"is larger than {max_script_bytes} bytes")
-        if "\x00" in req.script:
-            raise InvalidInput("script", "must not contain NUL bytes")
-        if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
-            raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-        environment = job_spec.check_environment(req.environment)
-        working_directory = job_spec.check_working_directory(
-            req.working_directory, req.inputs or ()
-        )
-        array = brokering.array_of(req)  # 422 naming `array`; partitions' limits in routing
-        if req.callback_url is not None:
-            webhooks.check_url(req.callback_url, "callback_url", allow=allow_networks)
-    except InvalidInput as exc:
-        return Prepared(digest, req.script, [], error=exc)
-    return Prepared(
-        digest,
-        with_shebang(req.script),
-        directive_warnings(req.script),
-        environment,
-        working_directory,
-        array,
-    )
 
 
 class JobRow(dict[str, Any]):
