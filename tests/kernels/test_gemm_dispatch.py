@@ -88,6 +88,11 @@ def test_blocking_rule_and_measured_entries() -> None:
     assert mc * kc * 8 <= zen3.l2_bytes // 2 and nc % avx2.nr(8) == 0
     zen5 = _cpu_with({"avx512f", "avx2", "fma"}, l1=48 << 10, l2=1 << 20, arch="znver5")
     assert _cpu.blocking(zen5, _cpu.KERNELS["avx512"], 8) == (192, 512, 4096)
+    zen4 = _cpu_with({"avx512f", "avx2", "fma"}, l1=32 << 10, l2=1 << 20, arch="znver4")
+    for itemsize in (8, 4):
+        assert _cpu.blocking(zen4, _cpu.KERNELS["avx512"], itemsize) == (192, 512, 4096)
+    # the AVX2 path on the same CPU keeps the rule's blocking
+    assert _cpu.blocking(zen4, _cpu.KERNELS["avx2"], 8) != (192, 512, 4096)
     spr = _cpu_with({"avx512f", "avx2", "fma"}, l1=48 << 10, l2=2 << 20)
     mc, kc, nc = _cpu.blocking(spr, _cpu.KERNELS["avx512"], 8)
     assert kc >= 384 and mc % 6 == 0 and mc * kc * 8 <= spr.l2_bytes
