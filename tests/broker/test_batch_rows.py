@@ -169,3 +169,32 @@ def test_complete_gives_each_column_its_default() -> None:
     row = bulk.complete(JobTask, {"job_id": uuid.uuid4(), "index": 3})
     assert set(row) == {c.key for c in JobTask.__table__.columns}
     assert (row["native_state"], row["node_list"], row["cancel_requested"]) == ("", [], False)
+
+
+def test_the_routing_snapshot_is_read_again_after_a_change(
+    factory: sessionmaker[Session],
+) -> None:
+    """``SnapshotCache``: a change committed by any session of this process is routed
+    by at once; one made elsewhere (here: plain SQL, which the ORM's events do not see)
+    once the snapshot is ``ttl_s`` old."""
+    from sqlalchemy import update
+
+    from broker.models import Cluster
+    from broker.services.snapshot_cache import SnapshotCache
+
+    cache = SnapshotCache(ttl_s=3600)
+    with session_scope(factory) as s:
+        first = cache.get(s)
+        assert [c.name for c, _ in first.rows] == ["local"]
+        assert cache.get(s) is first
+    with session_scope(factory) as s:
+        cluster = s.scalars(select(Cluster)).one()
+        cluster.enabled = False
+    with session_scope(factory) as s:
+        assert cache.get(s).rows == []  # this process's commit: at once
+    with factory() as s, s.begin():
+        s.connection().execute(update(Cluster.__table__).values(enabled=True))
+    with session_scope(factory) as s:
+        assert cache.get(s).rows == []  # elsewhere: not before ttl_s
+        cache.ttl_s = 0
+        assert [c.name for c, _ in cache.get(s).rows] == ["local"]
