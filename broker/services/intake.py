@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, cast
 
@@ -317,6 +317,13 @@ def _accept_one(
     ent = batch.enterprises.get(project.enterprise_id)
     if ent is None:
         raise NotFound("enterprise not found")
+    ent_row = batch.counters.get((ent.id, None))
+    proj_row = batch.counters.get((ent.id, project.id))
+    if ent_row is None or proj_row is None or proj_row.project_status is None:
+        raise NotFound("balance not found")
+    # The project as it is under the lock (read before it, it may have changed since).
+    status, allocation = proj_row.project_status, proj_row.allocation_units
+    project = replace(project, status=status, allocation_units=allocation)
     projects.require_active(project)
     depends_on = dependencies.check_request(session, ent.id, req.depends_on)
     if ent.status is not EnterpriseStatus.ACTIVE:
@@ -335,9 +342,6 @@ def _accept_one(
         io = staging.io_for(session, _as_job(job), stored, req, workspace)  # inputs must exist
     if io is not None:
         bulk.fill(io)  # added after the jobs are inserted, read (outbox) before
-    ent_row, proj_row = batch.counters.get((ent.id, None)), batch.counters.get((ent.id, project.id))
-    if ent_row is None or proj_row is None:
-        raise NotFound("balance not found")
     ent_row.changed = proj_row.changed = True  # a refusal may still roll the project's period
     wanted = job.nodes * job.array_width * job.rate_mflops
     period = ledger.reserve(ent_row, proj_row, ent, project, job.hold_units, wanted, used)

@@ -53,6 +53,7 @@ from ..models import (
     LedgerEntry,
     PeriodKind,
     Project,
+    ProjectStatus,
 )
 from ..units import CEILING_PFH, CEILING_UNITS, MAX_PFH, MAX_UNITS, units_to_pfh
 from . import audit, bulk
@@ -183,6 +184,9 @@ class Counters:
     period_charged_units: int
     carried_units: int
     changed: bool = False
+    # A project's row: the project's state, read under the row's lock (``lock_batch``).
+    project_status: ProjectStatus | None = None
+    allocation_units: int | None = None
 
 
 _COUNTER_COLUMNS = (
@@ -227,8 +231,11 @@ def _lock_batch(pg: bool) -> Executable:
             Enterprise.period_kind,
             Enterprise.carry_over,
             *_COUNTER_COLUMNS,
+            Project.status,
+            Project.allocation_units,
         )
         .join(Enterprise, Enterprise.id == Balance.enterprise_id)
+        .outerjoin(Project, Project.id == Balance.project_id)
         .where(
             bulk.in_list(Balance.enterprise_id, "ids", pg=pg),
             Balance.project_id.is_(None) | bulk.in_list(Balance.project_id, "projects", pg=pg),
@@ -247,8 +254,9 @@ def lock_batch(
     """Lock, in one round trip, each enterprise's balance row and the rows of its projects
     in ``wanted`` (enterprise id -> project ids): enterprises in id order, each one's own
     row first, then its projects' by id (the order every writer keeps). Their counters,
-    by (enterprise id, project id or None), a missing row ``NotFound`` when asked for;
-    and the enterprises, read with them.
+    by (enterprise id, project id or None), a missing row ``NotFound`` when asked for,
+    each project's with its status and allocation as they are under the lock (an
+    allocation changes under the same lock: ``allocate``); and the enterprises.
     """
     ids = sorted(wanted)
     projects = sorted({p for ps in wanted.values() for p in ps})
@@ -258,7 +266,8 @@ def lock_batch(
     query = _lock_batch(bulk.is_pg(session))
     for row in session.connection().execute(query, params):  # plain rows
         values: tuple[Any, ...] = tuple(row)
-        c = Counters(*values[7:])
+        c = Counters(*values[7:17])
+        c.project_status, c.allocation_units = values[17], values[18]
         if c.enterprise_id not in ents:
             ents[c.enterprise_id] = EnterpriseState(*values[:7])
         if c.project_id is None or c.project_id in wanted[c.enterprise_id]:

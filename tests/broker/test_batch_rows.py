@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +28,7 @@ from broker.models import (
     JobIO,
     JobTask,
     LedgerEntry,
+    Project,
     Webhook,
     WebhookDelivery,
 )
@@ -198,3 +200,27 @@ def test_the_routing_snapshot_is_read_again_after_a_change(
         assert cache.get(s).rows == []  # elsewhere: not before ttl_s
         cache.ttl_s = 0
         assert [c.name for c, _ in cache.get(s).rows] == ["local"]
+
+
+def test_the_allocation_is_read_under_the_lock(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's allocation lowered after the batch read its projects, before it took
+    the lock, is the one its holds are checked against (PostgreSQL: on SQLite the batch
+    holds the whole database from its first read)."""
+    if factory.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite: one writer at a time from the first read")
+    t = make_tenant(factory, p1_jobs=5)
+    real = ledger.lock_batch
+
+    def lower_first(session: Session, wanted: Any) -> Any:
+        with session_scope(factory) as other:
+            project = other.get(Project, t.p1)
+            assert project is not None
+            ledger.allocate(other, SYSTEM, project, pfh_to_units(HOLD_PFH))  # one hold
+        return real(session, wanted)
+
+    monkeypatch.setattr(ledger, "lock_batch", lower_first)
+    outs = run(factory, [(t.member, t.p1, spec(), f"k{i}") for i in range(2)], batched=True)
+    assert [_answer(o)[0] for o in outs] == ["created", "QuotaExceeded"]
+    assert "allocation" in str(outs[1].error)
