@@ -154,10 +154,17 @@ META = 38  # where the int tables start in Plan.meta
 # square-root rule (1 thread, complex128, GF/s): tall splits, whose short columns keep step
 # 1's tile in L1. Zen 5: 2^14 256x64 29.4 vs 128x128 25.6; 2^15 512x64 27.4 vs 128x256 19.7;
 # 2^16 1024x64 29.3 vs 256x256 20.5; 2^17 1024x128 23.3 vs 256x512 17.9; 2^18 1024x256
-# 20.1 vs 512x512 15.3; 2^19 1024x512 15.1 vs 512x1024 13.1. Zen 4 (load 2): 2^13 128x64 23.7
-# vs 64x128 19.2.
-POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 1024,
-           1 << 18: 1024, 1 << 19: 1024}  # fmt: skip
+# 20.1 vs 512x512 15.3; 2^19 1024x512 15.1 vs 512x1024 13.1. Zen 4 (load 2-3; 2^17 up
+# with WIDE_BLOCK): 2^13 128x64 23.7 vs 64x128 19.2; 2^17 512x256 18.2 vs 1024x128 < 16.4;
+# 2^18 512x512 16.0 vs 1024x256 15.4; 2^20 2048x512 11.1 vs 1024x1024 10.0.
+POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 512,
+           1 << 18: 512, 1 << 19: 1024, 1 << 20: 2048}  # fmt: skip
+# From this length on, column blocks of four vectors, not two: the strided rows of step 1
+# and the output rows of step 2 then move 8 cache lines at a time, which the L3 and memory
+# stream better (Zen 4, 1 thread, complex128, GF/s, 32 vs 16 columns: 2^17 512x256 18.2
+# vs 17.2, 2^18 1024x256 15.4 vs 14.0, 2^19 1024x512 12.1 vs 10.6, 2^20 1024x1024 10.0 vs
+# 9.4, 2^22 2048x2048 11.0 vs 9.5; at 2^14..2^16 16 columns were as fast or faster).
+WIDE_BLOCK = 1 << 17
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
@@ -179,7 +186,11 @@ def plan(n: int, dtype: Any) -> Plan:
     """Split n into n1 * n2 (split) and tabulate."""
     n1, n2 = split(n)
     w = lanes(np.dtype(dtype).itemsize)
-    block = 2 * w if n1 % (2 * w) == 0 and n2 % (2 * w) == 0 else w
+    block = w
+    for vectors in (4, 2) if n >= WIDE_BLOCK else (2,):
+        if n1 % (vectors * w) == 0 and n2 % (vectors * w) == 0:
+            block = vectors * w
+            break
     nb1 = -(-n1 // block)
     k2 = np.arange(n2)
     # W_N^(n1 k2) = W_N^(c0 k2) * W_N^(c k2) with n1 = c0 + c, c0 a multiple of the block

@@ -121,6 +121,28 @@ def test_split() -> None:
         fourier.split(14)
 
 
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four-vector column blocks (from WIDE_BLOCK on), at a length small enough to test,
+    one thread and two (the threads share one row's column blocks)."""
+    from kernels._simd import lanes
+
+    monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
+    fourier.plan.cache_clear()
+    try:
+        n = 1 << 13
+        real = np.float64 if dtype == np.complex128 else np.float32
+        assert fourier.plan(n, np.dtype(real).char).block == 4 * lanes(np.dtype(real).itemsize)
+        x = _signal((n,), dtype, seed=5)
+        for threads in (1, 2):
+            monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+            _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
+            back = fft(fft(x, threads=threads), inverse=True, threads=threads)
+            _close(back, x.astype(np.complex128), dtype)
+    finally:
+        fourier.plan.cache_clear()
+
+
 def test_factor() -> None:
     assert factor(1) == []
     assert factor(64) == [4, 4, 4]
