@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
 
@@ -166,6 +166,7 @@ def accept(
     enterprise's state and the items of that enterprise before it. ``routes``: the
     process's routing snapshot (default: read it now)."""
     outcomes = [Outcome() for _ in items]
+    session.flush()  # the rules read plain rows: what the caller changed first is seen
     mine = _visible(session, items, outcomes)
     if not mine:
         return outcomes
@@ -174,11 +175,11 @@ def accept(
     wanted: dict[uuid.UUID, set[uuid.UUID]] = {}
     for _, _, project in mine:
         wanted.setdefault(project.enterprise_id, set()).add(project.id)
-    counters, ents = ledger.lock_batch(session, wanted)  # and the enterprises' rows
+    counters, ents = ledger.lock_batch(session, wanted, _HOOKED)  # and the enterprises
     capped = [e.id for e in ents.values() if e.capacity_cap_mflops is not None]
     in_use = ledger.capacity_in_use_many(session, capped)
     keys = _stored_keys(session, [i for _, i, _ in mine])
-    hooked = {project.id for _, _, project in mine if project.hooked}
+    hooked = {c.project_id for c in counters.values() if c.project_id and c.also[0]}
     batch = _Batch(ents, counters, in_use, snap, keys, hooked)
     with session.no_autoflush:
         for n, item, project in mine:
@@ -228,23 +229,35 @@ def _write(session: Session, batch: _Batch) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Target:
+    """A submission's project as known before the lock: its id and its enterprise's."""
+
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
 class _Project:
-    """What the rules read of a project (``Project``'s columns), and whether it has
-    webhooks (its jobs' events then have deliveries: ``outbox.accepted_events``)."""
+    """What the rules read of a project: ``Project``'s columns, read under the lock."""
 
     id: uuid.UUID
     enterprise_id: uuid.UUID
     status: ProjectStatus
     allocation_units: int | None
-    hooked: bool
+
+
+#: Project id -> its enterprise's id, read once per process: a project never moves to
+#: another enterprise and is never deleted (its state is read under the lock).
+_ENTERPRISE_OF: dict[uuid.UUID, uuid.UUID] = {}
+_MAX_REMEMBERED = 100_000
+#: Read with each project's locked balance row: whether it has webhooks.
+_HOOKED = (exists().where(Webhook.project_id == Project.id),)
 
 
 @cache
 def _projects(pg: bool) -> Executable:
     """Built once (per dialect): a batch only binds its ids."""
-    hooked = exists().where(Webhook.project_id == Project.id)
-    columns = (Project.id, Project.enterprise_id, Project.status, Project.allocation_units)
-    return select(*columns, hooked).where(bulk.in_list(Project.id, "ids", pg=pg))
+    return select(Project.id, Project.enterprise_id).where(bulk.in_list(Project.id, "ids", pg=pg))
 
 
 @cache
@@ -257,16 +270,22 @@ def _keys(pg: bool) -> Executable:
 
 def _visible(
     session: Session, items: Sequence[Submission], outcomes: list[Outcome]
-) -> list[tuple[int, Submission, _Project]]:
+) -> list[tuple[int, Submission, _Target]]:
     """The items whose project the caller may submit to and whose ``prepare`` passed;
     the others' outcomes get their error (404/403/422)."""
-    session.flush()  # plain rows read below: what the caller added first is found
-    ids = sorted({i.project_id for i in items})
+    missing = sorted({i.project_id for i in items} - _ENTERPRISE_OF.keys())
+    if missing:
+        query = _projects(bulk.is_pg(session))
+        for project_id, enterprise_id in session.connection().execute(query, {"ids": missing}):
+            if len(_ENTERPRISE_OF) >= _MAX_REMEMBERED:
+                _ENTERPRISE_OF.clear()
+            _ENTERPRISE_OF[project_id] = enterprise_id
     found = {
-        row.id: _Project(*row)
-        for row in session.connection().execute(_projects(bulk.is_pg(session)), {"ids": ids})
+        i.project_id: _Target(i.project_id, _ENTERPRISE_OF[i.project_id])
+        for i in items
+        if i.project_id in _ENTERPRISE_OF
     }
-    mine: list[tuple[int, Submission, _Project]] = []
+    mine: list[tuple[int, Submission, _Target]] = []
     for n, item in enumerate(items):
         try:
             project = found.get(item.project_id)
@@ -300,13 +319,13 @@ def _stored_keys(
 def _accept_one(
     session: Session,
     item: Submission,
-    project: _Project,
+    target: _Target,
     batch: _Batch,
     weights: brokering.Weights,
     workspace: workspaces.WorkspaceConfig | None,
 ) -> Outcome:
     req, prep = item.req, item.prepared
-    key = None if item.idempotency_key is None else (project.id, item.idempotency_key)
+    key = None if item.idempotency_key is None else (target.id, item.idempotency_key)
     if key is not None and key in batch.keys:
         prior = batch.keys[key]
         if prior.request_hash != prep.digest:
@@ -314,16 +333,16 @@ def _accept_one(
                 "Idempotency-Key was already used with a different request body"
             )
         return Outcome(prior, None, created=False)
-    ent = batch.enterprises.get(project.enterprise_id)
+    ent = batch.enterprises.get(target.enterprise_id)
     if ent is None:
         raise NotFound("enterprise not found")
     ent_row = batch.counters.get((ent.id, None))
-    proj_row = batch.counters.get((ent.id, project.id))
+    proj_row = batch.counters.get((ent.id, target.id))
     if ent_row is None or proj_row is None or proj_row.project_status is None:
         raise NotFound("balance not found")
     # The project as it is under the lock (read before it, it may have changed since).
     status, allocation = proj_row.project_status, proj_row.allocation_units
-    project = replace(project, status=status, allocation_units=allocation)
+    project = _Project(target.id, target.enterprise_id, status, allocation)
     projects.require_active(project)
     depends_on = dependencies.check_request(session, ent.id, req.depends_on)
     if ent.status is not EnterpriseStatus.ACTIVE:

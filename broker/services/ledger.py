@@ -184,9 +184,11 @@ class Counters:
     period_charged_units: int
     carried_units: int
     changed: bool = False
-    # A project's row: the project's state, read under the row's lock (``lock_batch``).
+    # A project's row: the project's state, read under the row's lock (``lock_batch``),
+    # and the caller's ``also`` columns of it.
     project_status: ProjectStatus | None = None
     allocation_units: int | None = None
+    also: tuple[Any, ...] = ()
 
 
 _COUNTER_COLUMNS = (
@@ -219,7 +221,7 @@ class EnterpriseState:
 
 
 @cache
-def _lock_batch(pg: bool) -> Executable:
+def _lock_batch(pg: bool, also: tuple[ColumnElement[Any], ...]) -> Executable:
     """Built once (per dialect): a batch only binds its ids."""
     return (
         select(
@@ -233,6 +235,7 @@ def _lock_batch(pg: bool) -> Executable:
             *_COUNTER_COLUMNS,
             Project.status,
             Project.allocation_units,
+            *also,
         )
         .join(Enterprise, Enterprise.id == Balance.enterprise_id)
         .outerjoin(Project, Project.id == Balance.project_id)
@@ -246,7 +249,9 @@ def _lock_batch(pg: bool) -> Executable:
 
 
 def lock_batch(
-    session: Session, wanted: dict[uuid.UUID, set[uuid.UUID]]
+    session: Session,
+    wanted: dict[uuid.UUID, set[uuid.UUID]],
+    also: tuple[ColumnElement[Any], ...] = (),
 ) -> tuple[
     dict[tuple[uuid.UUID, uuid.UUID | None], Counters],
     dict[uuid.UUID, EnterpriseState | Enterprise],
@@ -256,18 +261,19 @@ def lock_batch(
     row first, then its projects' by id (the order every writer keeps). Their counters,
     by (enterprise id, project id or None), a missing row ``NotFound`` when asked for,
     each project's with its status and allocation as they are under the lock (an
-    allocation changes under the same lock: ``allocate``); and the enterprises.
+    allocation changes under the same lock: ``allocate``) and the values of ``also``
+    (columns of ``Project``, built once); and the enterprises.
     """
     ids = sorted(wanted)
     projects = sorted({p for ps in wanted.values() for p in ps})
     rows: dict[tuple[uuid.UUID, uuid.UUID | None], Counters] = {}
     ents: dict[uuid.UUID, EnterpriseState | Enterprise] = {}
     params = {"ids": ids, "projects": projects}
-    query = _lock_batch(bulk.is_pg(session))
+    query = _lock_batch(bulk.is_pg(session), also)
     for row in session.connection().execute(query, params):  # plain rows
         values: tuple[Any, ...] = tuple(row)
         c = Counters(*values[7:17])
-        c.project_status, c.allocation_units = values[17], values[18]
+        c.project_status, c.allocation_units, c.also = values[17], values[18], values[19:]
         if c.enterprise_id not in ents:
             ents[c.enterprise_id] = EnterpriseState(*values[:7])
         if c.project_id is None or c.project_id in wanted[c.enterprise_id]:

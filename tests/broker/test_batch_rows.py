@@ -213,12 +213,12 @@ def test_the_allocation_is_read_under_the_lock(
     t = make_tenant(factory, p1_jobs=5)
     real = ledger.lock_batch
 
-    def lower_first(session: Session, wanted: Any) -> Any:
+    def lower_first(session: Session, *args: Any) -> Any:
         with session_scope(factory) as other:
             project = other.get(Project, t.p1)
             assert project is not None
             ledger.allocate(other, SYSTEM, project, pfh_to_units(HOLD_PFH))  # one hold
-        return real(session, wanted)
+        return real(session, *args)
 
     monkeypatch.setattr(ledger, "lock_batch", lower_first)
     outs = run(factory, [(t.member, t.p1, spec(), f"k{i}") for i in range(2)], batched=True)
