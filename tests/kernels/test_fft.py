@@ -216,3 +216,21 @@ def test_plan_errors() -> None:
         FFTPlan(np.zeros(8, np.complex128), np.zeros(8, np.complex64))
     with pytest.raises(ValueError, match="2\\^a"):
         FFTPlan(np.zeros(7, np.complex128))
+
+
+def test_one_thread_path_entries_and_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-thread path's inlined lookups: a read-only input gets its own compiled entry,
+    a cold process (no entries, no workspace) takes the miss path, a longer transform
+    grows the thread's workspace."""
+    x = _signal((512,), np.complex128, seed=1)
+    ro = x.copy()
+    ro.flags.writeable = False
+    monkeypatch.setattr(fourier, "_ENTRIES", {})
+    monkeypatch.setattr(fourier, "_local", __import__("threading").local())
+    for arr in (x, ro, x[::2], _signal((3, 100), np.complex128, seed=2)):
+        _close(fft(arr, threads=1), np.fft.fft(arr, axis=-1), np.complex128)
+    assert len(fourier._ENTRIES) == 2  # writeable and read-only: one entry each
+    small = fourier._local.ws["d"].size
+    y = _signal((1 << 15,), np.complex128, seed=3)
+    _close(fft(y, threads=1), np.fft.fft(y), np.complex128)
+    assert fourier._local.ws["d"].size > small
