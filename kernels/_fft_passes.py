@@ -26,6 +26,7 @@ from kernels._simd import (
     vsplat,
     vstore,
     vstore_interleaved,
+    vstore_interleaved_nt,
     vsub,
 )
 
@@ -427,13 +428,22 @@ def _bf4(xr: Any, xi: Any, i0: int, sm: int) -> Any:
 
 
 @jit()
+def _il(of: Any, d: int, re: Any, im: Any, nt: bool) -> None:
+    if nt:
+        vstore_interleaved_nt(of, d, re, im)
+    else:
+        vstore_interleaved(of, d, re, im)
+
+
+@jit()
 def last_out(r: int, xr: Any, xi: Any, of: Any, s: int, B: int, base: int, ld: int,
-             sre: Any, sim: Any) -> None:  # fmt: skip
+             sre: Any, sim: Any, nt: bool) -> None:  # fmt: skip
     """The last pass (radix r = 4 or 8, m = 1), written interleaved into ``of``.
 
     Output element ``e = j*s + q`` is row ``e // B``, column ``e % B`` of a B-wide block
     whose rows are ``ld`` complex apart from complex index ``base``; re and im are scaled
-    by the vectors ``sre`` and ``sim``.
+    by the vectors ``sre`` and ``sim``; with ``nt``, by non-temporal stores (every store
+    then vector-aligned, and the caller fences before the output is read elsewhere).
     """
     w = vlanes(xr)
     st = (s // B) * ld  # rows between outputs j and j + 1
@@ -443,22 +453,22 @@ def last_out(r: int, xr: Any, xi: Any, of: Any, s: int, B: int, base: int, ld: i
         for q in range(0, s, w):
             y = _bf8(xr, xi, q, s, h, nh)
             d = 2 * (base + (q // B) * ld + q % B)
-            vstore_interleaved(of, d, vmul(sre, y[0]), vmul(sim, y[1]))
-            vstore_interleaved(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]))
-            vstore_interleaved(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]))
-            vstore_interleaved(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]))
-            vstore_interleaved(of, d + 8 * st, vmul(sre, y[8]), vmul(sim, y[9]))
-            vstore_interleaved(of, d + 10 * st, vmul(sre, y[10]), vmul(sim, y[11]))
-            vstore_interleaved(of, d + 12 * st, vmul(sre, y[12]), vmul(sim, y[13]))
-            vstore_interleaved(of, d + 14 * st, vmul(sre, y[14]), vmul(sim, y[15]))
+            _il(of, d, vmul(sre, y[0]), vmul(sim, y[1]), nt)
+            _il(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]), nt)
+            _il(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]), nt)
+            _il(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]), nt)
+            _il(of, d + 8 * st, vmul(sre, y[8]), vmul(sim, y[9]), nt)
+            _il(of, d + 10 * st, vmul(sre, y[10]), vmul(sim, y[11]), nt)
+            _il(of, d + 12 * st, vmul(sre, y[12]), vmul(sim, y[13]), nt)
+            _il(of, d + 14 * st, vmul(sre, y[14]), vmul(sim, y[15]), nt)
     else:
         for q in range(0, s, w):
             y = _bf4(xr, xi, q, s)
             d = 2 * (base + (q // B) * ld + q % B)
-            vstore_interleaved(of, d, vmul(sre, y[0]), vmul(sim, y[1]))
-            vstore_interleaved(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]))
-            vstore_interleaved(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]))
-            vstore_interleaved(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]))
+            _il(of, d, vmul(sre, y[0]), vmul(sim, y[1]), nt)
+            _il(of, d + 2 * st, vmul(sre, y[2]), vmul(sim, y[3]), nt)
+            _il(of, d + 4 * st, vmul(sre, y[4]), vmul(sim, y[5]), nt)
+            _il(of, d + 6 * st, vmul(sre, y[6]), vmul(sim, y[7]), nt)
 
 
 @jit()

@@ -251,25 +251,41 @@ def vload_odd(typingctx: Any, arr: Any, idx: Any) -> Any:
     return vt(arr, idx), codegen
 
 
+def _store_interleaved(context: Any, builder: Any, sig: Any, args: Any, nt: bool) -> Any:
+    vt = sig.args[2]
+    w = vt.lanes
+    ll = context.get_value_type(vt)
+    mty = ir.VectorType(ir.IntType(32), w)
+    lo = [x for i in range(w // 2) for x in (i, w + i)]
+    hi = [x for i in range(w // 2, w) for x in (i, w + i)]
+    p0 = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+    p1 = builder.gep(p0, [ir.Constant(ir.IntType(64), w)])
+    align = VECTOR_BYTES if nt else vt.dtype.bitwidth // 8
+    v_lo = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, lo))
+    v_hi = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, hi))
+    for v, p in ((v_lo, p0), (v_hi, p1)):
+        st = builder.store(v, builder.bitcast(p, ll.as_pointer()), align=align)
+        if nt:
+            st.set_metadata("nontemporal", builder.module.add_metadata([_i32(1)]))
+    return context.get_dummy_value()
+
+
 @intrinsic
 def vstore_interleaved(typingctx: Any, arr: Any, idx: Any, re: Any, im: Any) -> Any:
     """Store re[0], im[0], re[1], im[1], ... from element idx (two vectors' worth)."""
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        vt = sig.args[2]
-        w = vt.lanes
-        ll = context.get_value_type(vt)
-        mty = ir.VectorType(ir.IntType(32), w)
-        lo = [x for i in range(w // 2) for x in (i, w + i)]
-        hi = [x for i in range(w // 2, w) for x in (i, w + i)]
-        p0 = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
-        p1 = builder.gep(p0, [ir.Constant(ir.IntType(64), w)])
-        align = vt.dtype.bitwidth // 8
-        v_lo = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, lo))
-        v_hi = builder.shuffle_vector(args[2], args[3], ir.Constant(mty, hi))
-        builder.store(v_lo, builder.bitcast(p0, ll.as_pointer()), align=align)
-        builder.store(v_hi, builder.bitcast(p1, ll.as_pointer()), align=align)
-        return context.get_dummy_value()
+        return _store_interleaved(context, builder, sig, args, False)
+
+    return types.none(arr, idx, re, im), codegen
+
+
+@intrinsic
+def vstore_interleaved_nt(typingctx: Any, arr: Any, idx: Any, re: Any, im: Any) -> Any:
+    """``vstore_interleaved`` with non-temporal stores; ``arr[idx]`` must be vector-aligned."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return _store_interleaved(context, builder, sig, args, True)
 
     return types.none(arr, idx, re, im), codegen
 

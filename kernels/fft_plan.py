@@ -20,7 +20,8 @@ from kernels.fourier import _NO_SYNC, _REAL, PARALLEL_MIN, _rows_entry, aligned_
 class FFTPlan:
     """``fft(x, inverse=inverse, threads=threads, out=out)`` bound to ``x`` and ``out``.
 
-    ``out`` must be C-contiguous with x's shape and dtype (None: a new array, ``.out``).
+    ``out`` must be C-contiguous with x's shape and dtype (None: a new 64-byte aligned
+    array, ``.out``).
     A plan owns its workspace, so plans may run on different threads at once; one plan
     must not be called from two threads at a time.
     """
@@ -35,8 +36,8 @@ class FFTPlan:
     ) -> None:
         if not isinstance(x, np.ndarray):
             raise TypeError("an FFT plan binds a numpy array")
-        if out is None:
-            out = np.empty(x.shape, dtype=x.dtype)
+        if out is None:  # aligned, as fft() allocates it
+            out = aligned_empty(x.size, x.dtype).reshape(x.shape)
         fft(x, inverse=inverse, threads=threads, out=out)  # every check fft() makes, once
         self.x = x
         self.out = out

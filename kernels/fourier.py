@@ -26,7 +26,9 @@ from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import OPTIONS, jit, max_threads, use_threads
 from kernels._parallel import atomic_add, run
 from kernels._simd import (
+    fence,
     lanes,
+    misalignment,
     vbcast,
     vfma,
     vfnma,
@@ -135,7 +137,8 @@ class Plan:
     ``fb``: the float tables (twiddles of the n1, n2 and whole-row passes, the four-step
     twiddles); ``meta``: n, n1, n2, block, the pass-buffer lengths without and with row
     blocks, the (start, end) of each float table in ``fb`` (10 pairs), of each int table
-    (6 pairs, from META), then the int tables: radices and twiddle offsets of each pass list.
+    (6 pairs, from META), then the int tables: radices and twiddle offsets of each pass
+    list, then 1 where step 2 may write the output with non-temporal stores (STREAM_OUT).
     """
 
     n: int
@@ -165,6 +168,11 @@ POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 512
 # vs 17.2, 2^18 1024x256 15.4 vs 14.0, 2^19 1024x512 12.1 vs 10.6, 2^20 1024x1024 10.0 vs
 # 9.4, 2^22 2048x2048 11.0 vs 9.5; at 2^14..2^16 16 columns were as fast or faster).
 WIDE_BLOCK = 1 << 17
+# From this length on (powers of two), step 2 writes a 64-byte aligned output with
+# non-temporal stores (Zen 4, 1 thread, GF/s, load 2-3, non-temporal vs ordinary, three
+# runs each: 2^18 17.1 vs 16.5, 2^19 12.9 vs 11.4, 2^20 11.4 vs 10.8, 2^22 11.5 vs 11.1;
+# 2^17 18.9 vs 19.4, so not there). The plan records the choice (the last element of meta).
+STREAM_OUT = 1 << 18
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
@@ -205,7 +213,8 @@ def plan(n: int, dtype: Any) -> Plan:
     size0 = _round(max(n1, n2) * block, 8)
     size1 = max(size0, _round(n * block, 8)) if n <= ROW_BLOCK_MAX else size0
     head = np.array([n, n1, n2, block, size0, size1], np.int64)
-    meta = np.concatenate([head, fseg, iseg, ib]).astype(np.int64)
+    stream = int(n >= STREAM_OUT and n & (n - 1) == 0)
+    meta = np.concatenate([head, fseg, iseg, ib, [stream]]).astype(np.int64)
     assert meta[META - 1] == iseg[-1] and len(head) + len(fseg) + len(iseg) == META
     return Plan(n, n1, n2, block, fb, meta, size1, 4 * size1 + 2 * _round(n, 8))
 
@@ -316,7 +325,7 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
 
 @jit()
 def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scale: float,
-           tb: Any, zr: Any, zi: Any) -> None:  # fmt: skip
+           tb: Any, zr: Any, zi: Any, nt: bool) -> None:  # fmt: skip
     """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order.
 
     ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
@@ -350,9 +359,9 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scal
         sre = vsplat(tr, scale)
         sim = vsplat(tr, sg * scale)
         if src == 0:
-            last_out(rad[npass - 1], tr, ti, of, s, B, oo + k0, n2, sre, sim)
+            last_out(rad[npass - 1], tr, ti, of, s, B, oo + k0, n2, sre, sim, nt)
         else:
-            last_out(rad[npass - 1], ur, ui, of, s, B, oo + k0, n2, sre, sim)
+            last_out(rad[npass - 1], ur, ui, of, s, B, oo + k0, n2, sre, sim, nt)
         return
     for r in range(n1):
         src = r * n2 + k0
@@ -443,6 +452,14 @@ def _floats_impl(x):  # type: ignore[no-untyped-def]
 
 
 @jit()
+def _streaming(out: Any, meta: Any) -> bool:
+    """Whether step 2 writes the output with non-temporal stores: where the plan says so
+    (powers of two from STREAM_OUT points: the output no longer fits the caches, and
+    ordinary stores would read every line of it first) and the output is vector-aligned."""
+    return meta[meta.shape[0] - 1] == 1 and misalignment(out) == 0
+
+
+@jit()
 def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any, sync: Any,
               threads: int) -> None:  # fmt: skip
     """Row blocks, then the rows left over, on one thread with no allocation: all of them
@@ -453,6 +470,7 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    nt = _streaming(out, meta)
     RB = _row_block(work, n, B)
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
@@ -476,8 +494,10 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
             for blk in range(nb1):
                 _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
             for blk in range(nb2):
-                _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+                _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi, nt)
         u = u + 1 if threads == 1 else atomic_add(sync, 0, 1)
+    if nt:
+        fence()
 
 
 @jit()
@@ -489,6 +509,7 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    nt = _streaming(out, meta)
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     tb = _tables(fb, meta, work, meta[4])
@@ -499,8 +520,10 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
             blk = atomic_add(sync, slot, 1)
     else:
         while blk < (n2 + B - 1) // B:
-            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi)
+            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi, nt)
             blk = atomic_add(sync, slot, 1)
+        if nt:
+            fence()
 
 
 _REAL = {"D": "d", "F": "f"}
@@ -556,7 +579,8 @@ def fft(
 ) -> np.ndarray[Any, Any]:
     """Discrete Fourier transform along the last axis (numpy's sign and scaling conventions:
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
-    shape and dtype."""
+    shape and dtype; else a 64-byte aligned one is allocated (which long transforms write
+    with non-temporal stores, see STREAM_OUT)."""
     x = np.asarray(x)
     real = _REAL.get(x.dtype.char)
     if real is None:
@@ -567,7 +591,7 @@ def fft(
     n = shape[-1]
     p = plan(n, real)
     if out is None:
-        out = np.empty(shape, dtype=x.dtype)
+        out = aligned_empty(x.size, x.dtype).reshape(shape)
     elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous with the input's shape and dtype")
     size = out.size

@@ -234,3 +234,30 @@ def test_one_thread_path_entries_and_workspace(monkeypatch: pytest.MonkeyPatch) 
     y = _signal((1 << 15,), np.complex128, seed=3)
     _close(fft(y, threads=1), np.fft.fft(y), np.complex128)
     assert fourier._local.ws["d"].size > small
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_streamed_output(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-temporal output stores (from STREAM_OUT on, at a length small enough to test):
+    one thread, two threads sharing one row, batched rows, the inverse; an output that is
+    not 64-byte aligned takes ordinary stores."""
+    monkeypatch.setattr(fourier, "STREAM_OUT", 1 << 11)
+    monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    fourier.plan.cache_clear()
+    try:
+        real = np.float64 if dtype == np.complex128 else np.float32
+        assert fourier.plan(1 << 12, np.dtype(real).char).meta[-1] == 1
+        assert fourier.plan(3 << 11, np.dtype(real).char).meta[-1] == 0  # not a power of two
+        for shape in [(1 << 12,), (1 << 13,), (3, 1 << 11)]:
+            x = _signal(shape, dtype, seed=shape[-1])
+            ref = np.fft.fft(x.astype(np.complex128), axis=-1)
+            for threads in (1, 2):
+                y = fft(x, threads=threads)
+                assert y.ctypes.data % 64 == 0
+                _close(y, ref, dtype)
+                _close(fft(y, inverse=True, threads=threads), x.astype(np.complex128), dtype)
+                buf = np.empty(x.size + 1, dtype)
+                off = buf[1:].reshape(shape)  # misaligned by one element
+                _close(fft(x, threads=threads, out=off), ref, dtype)
+    finally:
+        fourier.plan.cache_clear()
