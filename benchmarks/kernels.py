@@ -184,7 +184,8 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
     print("   a loop of calls, so the timer's resolution does not count). Like calls beside")
     print("   like: ours = kernels.fft(), a function, against numpy's and scipy's functions;")
     print("   plan = kernels.FFTPlan, bound to its arrays once, against pyFFTW's builder")
-    print("   object, bound likewise (/fftw; /fftw fn: kernels.fft() against it)")
+    print("   object, bound likewise, each with the output array it allocates itself")
+    print("   (/fftw; /fftw fn: kernels.fft() against it)")
     head = (f"{'N':>12} {'thr':>3} {'ours':>7} {'plan':>7} {'numpy':>7} {'scipy':>7} "
             f"{'pyfftw':>7}")  # fmt: skip
     print(f"{head}  {'/numpy':>6} {'/scipy':>6} {'/fftw':>6} {'/fftw fn':>8}")
@@ -194,7 +195,6 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
         n = shape[-1]
         x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
         out = np.empty_like(x)
-        out_plan = np.empty_like(x)
         reps = repeat if x.size < (1 << 21) else max(3, repeat // 2)
         calls = max(1, (1 << 13) // x.size)
         flop = 5 * x.size * math.log2(n) / 1e9 * calls
@@ -202,7 +202,7 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
             fw = _fftw(x, threads)
             p = probe(threads)
             fns = [lambda: kernels.fft(x, threads=threads, out=out),  # noqa: B023
-                   kernels.FFTPlan(x, out_plan, threads=threads),
+                   kernels.FFTPlan(x, threads=threads),  # its own output, as pyFFTW's
                    lambda: np.fft.fft(x, axis=-1),  # noqa: B023
                    lambda: scipy.fft.fft(x, axis=-1, workers=threads),  # noqa: B023
                    fw]  # fmt: skip
