@@ -122,9 +122,12 @@ def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
 
 
 def login(page: Any, token: str) -> None:
+    """Log in, and return once the form's answer (the dashboard, or the login page with
+    its error) has loaded: a navigation started meanwhile would race the form's."""
     page.goto("/ops/login")
     page.fill("input[name=token]", token)
-    page.click("form[action='/ops/login'] button[type=submit]")
+    with page.expect_navigation():
+        page.click("form[action='/ops/login'] button[type=submit]")
 
 
 def shot(page: Any, name: str) -> Path:
