@@ -4,7 +4,7 @@ job, and a job requeued while it runs.
 alpha has one node, shared with every other live test: the node is set down only while
 our own job runs on it (jobs are exclusive, so no other job is there), and resumed in a
 ``finally`` whatever happens. A requeued job waits about two minutes before it may run
-again (Slurm sets its begin time); the test moves that to now.
+again (Slurm sets its begin time); the test moves that to a few seconds from now.
 """
 
 from __future__ import annotations
@@ -118,9 +118,13 @@ def test_a_requeued_job_is_followed_and_charged_once_for_both_runs(live: Live) -
     assert pending["state"] == "pending" and pending["charge_pfh"] is None, pending
     assert pending["reason"].startswith("requeued (1 time)"), pending
     assert [e["kind"] for e in _ledger(api, ent, job["id"])] == ["HOLD"]
-    _slurm(env, "scontrol", "update", f"jobid={sched_id}", "starttime=now")
+    # Not "now": the node's slurmd revoked the first run's credential when it killed it,
+    # and refuses (fails) a launch whose credential was made within that same second
+    # ("Killing non-startable batch JobId=N: Job credential revoked"): the delay Slurm
+    # itself sets after a requeue exists for that. A few seconds are enough.
+    _slurm(env, "scontrol", "update", f"jobid={sched_id}", "starttime=now+3")
     done = api.drive_until(job["id"], {"completed", "failed", "cancelled"}, timeout_s=90)
-    assert done["state"] == "completed", done
+    assert done["state"] == "completed", (done["state"], done["native_state"], done["reason"])
     assert done["reason"] == "exit code 0; requeued 1 time"
     runs = [
         line.split("|")
@@ -160,7 +164,7 @@ def test_a_suspended_job_is_charged_without_its_suspended_time(live: Live) -> No
     time.sleep(8)
     _slurm(env, "scontrol", "resume", sched_id)
     done = api.drive_until(job["id"], {"completed", "failed"}, timeout_s=90)
-    assert done["state"] == "completed", done
+    assert done["state"] == "completed", (done["state"], done["native_state"], done["reason"])
     wall = (
         datetime.fromisoformat(done["ended_at"]) - datetime.fromisoformat(done["started_at"])
     ).total_seconds()
