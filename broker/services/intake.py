@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Executable, exists, select
+from sqlalchemy import ARRAY, Executable, String, Uuid, and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import BrokerError, Conflict, IdempotencyMismatch, NotFound
@@ -262,9 +262,29 @@ def _projects(pg: bool) -> Executable:
 
 @cache
 def _keys(pg: bool) -> Executable:
-    return select(Job.id, Job.project_id, Job.idempotency_key).where(
-        bulk.in_list(Job.project_id, "projects", pg=pg),
-        bulk.in_list(Job.idempotency_key, "keys", pg=pg),
+    """The stored jobs of (project, key) pairs, each pair looked up in the unique index
+    on (project_id, idempotency_key). On PostgreSQL the pairs are two parallel arrays
+    joined as rows (``unnest``): ``project_id = ANY(..) AND idempotency_key = ANY(..)``
+    was planned as a scan of the project's every job, filtered by key (1.4 ms of the
+    server's CPU per batch at 6,000 jobs in the project, growing with it)."""
+    columns = (Job.id, Job.project_id, Job.idempotency_key)
+    if not pg:
+        return select(*columns).where(
+            bulk.in_list(Job.project_id, "projects", pg=False),
+            bulk.in_list(Job.idempotency_key, "keys", pg=False),
+        )
+    pairs = (
+        func.unnest(
+            bindparam("projects", type_=ARRAY(Uuid())),
+            bindparam("keys", type_=ARRAY(String())),
+        )
+        .table_valued("project_id", "key")
+        .render_derived(name="wanted", with_types=False)
+    )
+    return select(*columns).join_from(
+        pairs,
+        Job,
+        and_(Job.project_id == pairs.c.project_id, Job.idempotency_key == pairs.c.key),
     )
 
 
@@ -307,8 +327,16 @@ def _stored_keys(
     wanted = {(i.project_id, i.idempotency_key) for i in items if i.idempotency_key}
     if not wanted:
         return {}
-    params = {"projects": sorted({p for p, _ in wanted}), "keys": sorted({k for _, k in wanted})}
-    rows = session.connection().execute(_keys(bulk.is_pg(session)), params)
+    pg = bulk.is_pg(session)
+    if pg:  # the pairs themselves
+        pairs = sorted(wanted)
+        params = {"projects": [p for p, _ in pairs], "keys": [k for _, k in pairs]}
+    else:  # each list alone; the pairs are picked below
+        params = {
+            "projects": sorted({p for p, _ in wanted}),
+            "keys": sorted({k for _, k in wanted}),
+        }
+    rows = session.connection().execute(_keys(pg), params)
     ids = [row.id for row in rows if (row[1], row[2]) in wanted]
     if not ids:  # the usual case: no replay, no Job object loaded
         return {}
