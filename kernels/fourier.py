@@ -172,6 +172,10 @@ WIDE_BLOCK = 1 << 17
 # non-temporal stores (Zen 4, 1 thread, GF/s, load 2-3, non-temporal vs ordinary, three
 # runs each: 2^18 17.1 vs 16.5, 2^19 12.9 vs 11.4, 2^20 11.4 vs 10.8, 2^22 11.5 vs 11.1;
 # 2^17 18.9 vs 19.4, so not there). The plan records the choice (the last element of meta).
+# An output that is not vector-aligned (numpy's arrays: 16 bytes past a cache line) takes
+# the same stores with its column blocks shifted into line (_stream_shift, _unit2): 1
+# thread, Zen 4, load 3, GF/s, into np.empty_like's output, shifted vs ordinary stores,
+# interleaved runs: 2^19 11.0-13.4 vs 11.4-13.1, 2^20 10.9-11.9 vs 7.5-10.6.
 STREAM_OUT = 1 << 18
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
@@ -324,16 +328,16 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
 
 
 @jit()
-def _step2(of: Any, oo: int, n1: int, n2: int, B: int, blk: int, sg: float, scale: float,
+def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale: float,
            tb: Any, zr: Any, zi: Any, nt: bool) -> None:  # fmt: skip
-    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order.
+    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order
+    (``nt``: by non-temporal stores, each then vector-aligned).
 
     ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
     """
     rad, off, twr, twi = tb[0], tb[1], tb[2], tb[3]
     tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
     w = vlanes(tr)
-    k0 = blk * B
     b = min(B, n2 - k0)
     npass = rad.shape[0]
     if (
@@ -452,11 +456,46 @@ def _floats_impl(x):  # type: ignore[no-untyped-def]
 
 
 @jit()
-def _streaming(out: Any, meta: Any) -> bool:
-    """Whether step 2 writes the output with non-temporal stores: where the plan says so
-    (powers of two from STREAM_OUT points: the output no longer fits the caches, and
-    ordinary stores would read every line of it first) and the output is vector-aligned."""
-    return meta[meta.shape[0] - 1] == 1 and misalignment(out) == 0
+def _stream_shift(out: Any, meta: Any) -> int:
+    """How step 2 writes the output: -1, ordinary stores; else non-temporal stores (where
+    the plan says so: powers of two from STREAM_OUT points, whose output no longer fits
+    the caches, and ordinary stores would read every line of it first), its column blocks
+    starting this many complex elements past a multiple of B, where each block's rows
+    start on a vector boundary (0 for a vector-aligned output; numpy's own arrays start
+    16 bytes past a cache line, so complex128 takes 3); see _unit2."""
+    if meta[meta.shape[0] - 1] != 1:
+        return -1
+    m = misalignment(out)  # floats
+    if m == 0:
+        return 0
+    n2, B = meta[2], meta[3]
+    if m % 2 or n2 % B or n2 < 2 * B:
+        return -1
+    return m // 2
+
+
+@jit()
+def _units2(nb2: int, sh: int) -> int:
+    """Step 2's column blocks: nb2, one more where shifted (see _unit2)."""
+    return nb2 + 1 if sh > 0 else nb2
+
+
+@jit()
+def _unit2(u: int, nb2: int, B: int, n2: int, sh: int) -> Any:
+    """(first column, non-temporal) of step 2's u-th column block. Shifted by sh > 0,
+    the first nb2 - 1 blocks start at sh + u*B, their output rows vector-aligned, and
+    two blocks of ordinary stores cover the columns left at either end, [0, B) and
+    [n2 - B, n2): each overlaps a streamed block by a few columns, whose values it writes
+    again (bit for bit the same: each column is its own transform, in its own lanes)."""
+    if sh < 0:
+        return u * B, False
+    if sh == 0:
+        return u * B, True
+    if u < nb2 - 1:
+        return sh + u * B, True
+    if u == nb2 - 1:
+        return 0, False
+    return n2 - B, False
 
 
 @jit()
@@ -470,7 +509,7 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
-    nt = _streaming(out, meta)
+    sh = _stream_shift(out, meta)
     RB = _row_block(work, n, B)
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
@@ -493,10 +532,11 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
             row = nrb * RB + u - nrb
             for blk in range(nb1):
                 _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
-            for blk in range(nb2):
-                _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi, nt)
+            for v in range(_units2(nb2, sh)):
+                k0, nt = _unit2(v, nb2, B, n2, sh)
+                _step2(out, row * n, n1, n2, B, k0, sg, scale, tb, zr, zi, nt)
         u = u + 1 if threads == 1 else atomic_add(sync, 0, 1)
-    if nt:
+    if sh >= 0:
         fence()
 
 
@@ -509,7 +549,7 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
-    nt = _streaming(out, meta)
+    sh = _stream_shift(out, meta)
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     tb = _tables(fb, meta, work, meta[4])
@@ -519,10 +559,12 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
             _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
             blk = atomic_add(sync, slot, 1)
     else:
-        while blk < (n2 + B - 1) // B:
-            _step2(out, row * n, n1, n2, B, blk, sg, scale, tb, zr, zi, nt)
+        nb2 = (n2 + B - 1) // B
+        while blk < _units2(nb2, sh):
+            k0, nt = _unit2(blk, nb2, B, n2, sh)
+            _step2(out, row * n, n1, n2, B, k0, sg, scale, tb, zr, zi, nt)
             blk = atomic_add(sync, slot, 1)
-        if nt:
+        if sh >= 0:
             fence()
 
 
@@ -579,7 +621,7 @@ def fft(
 ) -> np.ndarray[Any, Any]:
     """Discrete Fourier transform along the last axis (numpy's sign and scaling conventions:
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
-    shape and dtype; else a 64-byte aligned one is allocated (which long transforms write
+    shape and dtype; else a 64-byte aligned one is allocated (long transforms write either
     with non-temporal stores, see STREAM_OUT)."""
     x = np.asarray(x)
     real = _REAL.get(x.dtype.char)

@@ -240,7 +240,9 @@ def test_one_thread_path_entries_and_workspace(monkeypatch: pytest.MonkeyPatch) 
 def test_streamed_output(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """Non-temporal output stores (from STREAM_OUT on, at a length small enough to test):
     one thread, two threads sharing one row, batched rows, the inverse; an output that is
-    not 64-byte aligned takes ordinary stores."""
+    not vector-aligned takes shifted column blocks (every shift a vector allows, checked
+    to be taken, and no element outside the output written), or ordinary stores where no
+    shift aligns it (a complex128 output 8 bytes off)."""
     monkeypatch.setattr(fourier, "STREAM_OUT", 1 << 11)
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
     fourier.plan.cache_clear()
@@ -256,8 +258,19 @@ def test_streamed_output(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
                 assert y.ctypes.data % 64 == 0
                 _close(y, ref, dtype)
                 _close(fft(y, inverse=True, threads=threads), x.astype(np.complex128), dtype)
-                buf = np.empty(x.size + 1, dtype)
-                off = buf[1:].reshape(shape)  # misaligned by one element
-                _close(fft(x, threads=threads, out=off), ref, dtype)
+                lanes = fourier.lanes(np.dtype(real).itemsize)
+                meta = fourier.plan(shape[-1], np.dtype(real).char).meta
+                buf = fourier.aligned_empty(2 * x.size + 2 * lanes, real)
+                shifts = set()
+                for k in range(lanes + 1):  # every offset in floats, whole complex or not
+                    if k % 2 and dtype == np.complex64:
+                        continue  # a complex64 array is 8-byte aligned
+                    buf[:] = 7.0
+                    out = buf[k : k + 2 * x.size].view(dtype).reshape(shape)
+                    shifts.add(int(fourier._stream_shift(buf[k : k + 2 * x.size], meta)))
+                    _close(fft(x, threads=threads, out=out), ref, dtype)
+                    assert (buf[:k] == 7.0).all() and (buf[k + 2 * x.size :] == 7.0).all()
+                want = {0, -1} | set(range(1, lanes // 2))
+                assert shifts == (want if dtype == np.complex128 else want - {-1})
     finally:
         fourier.plan.cache_clear()
