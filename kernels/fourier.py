@@ -168,6 +168,12 @@ POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 512
 # vs 17.2, 2^18 1024x256 15.4 vs 14.0, 2^19 1024x512 12.1 vs 10.6, 2^20 1024x1024 10.0 vs
 # 9.4, 2^22 2048x2048 11.0 vs 9.5; at 2^14..2^16 16 columns were as fast or faster).
 WIDE_BLOCK = 1 << 17
+# Lengths from WIDE_BLOCK on that keep blocks of two vectors: measured faster since step 2
+# writes every output with non-temporal stores (Zen 4, 1 thread, GF/s, load 2.4-2.7, six
+# interleaved pairs, two vs four vectors, into np.empty_like's output: 2^18 512x512 16.6
+# vs 15.0, 16.4 vs 15.4, 15.9 vs 15.2; into an aligned one: 13.9 vs 15.0, 17.4 vs 16.5,
+# 18.1 vs 17.0). 2^19 was even (11.6-12.4 vs 11.1-12.9) and 2^20 four vectors faster.
+NARROW_BLOCK = frozenset({1 << 18})
 # From this length on (powers of two), step 2 writes a 64-byte aligned output with
 # non-temporal stores (Zen 4, 1 thread, GF/s, load 2-3, non-temporal vs ordinary, three
 # runs each: 2^18 17.1 vs 16.5, 2^19 12.9 vs 11.4, 2^20 11.4 vs 10.8, 2^22 11.5 vs 11.1;
@@ -199,7 +205,7 @@ def plan(n: int, dtype: Any) -> Plan:
     n1, n2 = split(n)
     w = lanes(np.dtype(dtype).itemsize)
     block = w
-    for vectors in (4, 2) if n >= WIDE_BLOCK else (2,):
+    for vectors in (4, 2) if n >= WIDE_BLOCK and n not in NARROW_BLOCK else (2,):
         if n1 % (vectors * w) == 0 and n2 % (vectors * w) == 0:
             block = vectors * w
             break

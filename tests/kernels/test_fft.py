@@ -123,8 +123,9 @@ def test_split() -> None:
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
 def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four-vector column blocks (from WIDE_BLOCK on), at a length small enough to test,
-    one thread and two (the threads share one row's column blocks)."""
+    """Four-vector column blocks (from WIDE_BLOCK on, but NARROW_BLOCK's lengths), at a
+    length small enough to test, one thread and two (the threads share one row's column
+    blocks)."""
     from kernels._simd import lanes
 
     monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
@@ -133,6 +134,8 @@ def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> Non
         n = 1 << 13
         real = np.float64 if dtype == np.complex128 else np.float32
         assert fourier.plan(n, np.dtype(real).char).block == 4 * lanes(np.dtype(real).itemsize)
+        for m in fourier.NARROW_BLOCK:  # measured exceptions: two vectors
+            assert fourier.plan(m, np.dtype(real).char).block == 2 * lanes(np.dtype(real).itemsize)
         x = _signal((n,), dtype, seed=5)
         for threads in (1, 2):
             monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
