@@ -27,7 +27,7 @@ from .api.routes import (
     tokens,
     webhooks,
 )
-from .api.submit_path import SubmitFastPath
+from .api.submit_path import SubmitFront
 from .config import Settings
 from .db import make_engine, make_session_factory, session_scope
 from .services import brokering, clusters
@@ -109,15 +109,14 @@ def create_app(
         subject="unauthenticated requests per minute from this address",
     )
     errors.install(app)
-    # Innermost of ours: submissions skip FastAPI's routing, nothing else is skipped.
-    app.add_middleware(
-        SubmitFastPath,
+    # Submissions with a cached token are answered before the middleware stack below.
+    SubmitFront(
         settings=settings,
         tokens=app.state.token_cache,
         batcher=app.state.submit_batcher,
         limiter=app.state.rate_limiter,
         handlers=app.exception_handlers,
-    )
+    ).install(app)
     app.add_middleware(files.BodySizeLimitExceptUploads, max_bytes=settings.max_body_bytes)
     # Before any body is read, within the request's id and metrics.
     app.add_middleware(

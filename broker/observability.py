@@ -427,6 +427,10 @@ def _effective_routes(routes: Sequence[Any]) -> Iterator[tuple[Any, str]]:
         yield context.original_route, str(context.path or "")
 
 
+#: Scope key of a request that a ``RequestContext`` already observes.
+OBSERVED = "broker.observed"
+
+
 class RequestContext:
     """ASGI middleware: request id (accepted or made), access log, HTTP metrics.
 
@@ -445,14 +449,22 @@ class RequestContext:
         self.routes = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or OBSERVED in scope:
             await self.app(scope, receive, send)
             return
+        await self.observe(self.app, scope, receive, send)
+
+    async def observe(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve an HTTP request with ``app`` within its id, access log and metrics. A
+        request observed here is marked (``OBSERVED``): an instance further in passes it
+        on as it is (the submissions' front observes its requests before the app's
+        middleware, which it may hand a request to)."""
+        scope[OBSERVED] = True
         incoming = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
         text = incoming.decode("latin-1")
         rid = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
         token = request_id_var.set(rid)
-        app = scope.get("app")  # the top application: mounted ones replace it in scope
+        top = scope.get("app")  # the top application: mounted ones replace it in scope
         status = 500
         started = time.perf_counter()
 
@@ -466,10 +478,10 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route, method = self.routes.of(scope, app), scope.get("method", "")
+            route, method = self.routes.of(scope, top), scope.get("method", "")
             HTTP_REQUESTS.labels(method_label(method), route, status_label(status)).inc()
             HTTP_LATENCY.labels(method_label(method), route).observe(elapsed)
             access_log.info(

@@ -420,20 +420,21 @@ def test_concurrent_http_submissions_form_batches_and_accept_exactly_20(tmp_path
 def test_the_lean_submit_path_answers_as_the_route_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once the token is cached, submissions skip FastAPI's routing (``submit_path``):
+    """Once the token is cached, submissions skip FastAPI's middleware and routing
+    (``submit_path``):
     the same 202 body and headers, the same errors; a body the model refuses, a token
     not cached or no token at all are answered by the route itself."""
     from broker.api import submit_path
 
     lean = 0
-    submit = submit_path.SubmitFastPath._submit
+    submit = submit_path.SubmitFront._submit
 
     async def counted(self: Any, *args: Any) -> None:
         nonlocal lean
         lean += 1
         await submit(self, *args)
 
-    monkeypatch.setattr(submit_path.SubmitFastPath, "_submit", counted)
+    monkeypatch.setattr(submit_path.SubmitFront, "_submit", counted)
     srv = _served(tmp_path, grant_jobs=3)
     t = srv.tenant
     auth = {"Authorization": f"Bearer {srv.token}"}
