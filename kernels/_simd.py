@@ -336,6 +336,29 @@ def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, d
 
 
 @intrinsic
+def vtranspose_nt(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any,
+                  dld: Any) -> Any:  # fmt: skip
+    """``vtranspose`` with non-temporal stores: every dst[do + j*dld] vector-aligned."""
+    vt = _vec_of(src)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        w = vt.lanes
+        ll = context.get_value_type(vt)
+        align = vt.dtype.bitwidth // 8
+        s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
+        rows = [builder.load(_row_ptr(context, builder, sig.args[0], s_arr, s_off, s_ld, i, ll),
+                             align=align) for i in range(w)]  # fmt: skip
+        md = builder.module.add_metadata([_i32(1)])
+        for j, row in enumerate(_transpose(builder, rows, w)):
+            p = _row_ptr(context, builder, sig.args[3], d_arr, d_off, d_ld, j, ll)
+            st = builder.store(row, p, align=VECTOR_BYTES)
+            st.set_metadata("nontemporal", md)
+        return context.get_dummy_value()
+
+    return types.none(src, so, sld, dst, do, dld), codegen
+
+
+@intrinsic
 def vtranspose_in(typingctx: Any, src: Any, so: Any, sld: Any, dr: Any, di: Any, do: Any,
                   dld: Any, sgv: Any) -> Any:  # fmt: skip
     """A lanes x lanes tile of interleaved complex numbers, transposed and split: row i of

@@ -42,6 +42,7 @@ from kernels._simd import (
     vstore_interleaved,
     vtranspose,
     vtranspose_in,
+    vtranspose_nt,
     vtranspose_out,
 )
 
@@ -183,6 +184,13 @@ NARROW_BLOCK = frozenset({1 << 18})
 # thread, Zen 4, load 3, GF/s, into np.empty_like's output, shifted vs ordinary stores,
 # interleaved runs: 2^19 11.0-13.4 vs 11.4-13.1, 2^20 10.9-11.9 vs 7.5-10.6.
 STREAM_OUT = 1 << 18
+# From this length on, step 1 writes Z with non-temporal stores: x, Z and the output no
+# longer fit the L3 together, and ordinary stores would read each line of Z first (Zen 4,
+# 1 thread, np.empty_like output, load 3.5-3.9, ms, three interleaved runs, streamed vs
+# ordinary: 2^20 9.86/9.20/9.03 vs 10.47/9.99/9.85, 2^21 20.9/18.8/19.1 vs 28.9/21.3/21.9,
+# 2^22 40.0/38.2/38.7 vs 41.6/41.8/47.1; from 2^19 on, 2^19 was no faster: 4.5-4.7 vs
+# 3.7-5.3).
+Z_STREAM = 1 << 20
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
@@ -246,8 +254,9 @@ def _tables(fb: Any, meta: Any, work: Any, size: int) -> Any:
 
 @jit()
 def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
-           zr: Any, zi: Any) -> None:  # fmt: skip
-    """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z.
+           zr: Any, zi: Any, zt: bool) -> None:  # fmt: skip
+    """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z
+    (``zt``: by non-temporal stores, see Z_STREAM).
 
     ``xf`` is the input as interleaved re/im floats; ``xo`` the row's first complex index.
     """
@@ -285,6 +294,12 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
             tr, ti = ur, ui
         else:
             last_tw(rad[npass - 1], ur, ui, tr, ti, s, B, wrr, wri, blk * n2, wcr, wci)
+        if zt:
+            for k in range(0, n2, w):
+                for q in range(0, B, w):
+                    vtranspose_nt(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
+                    vtranspose_nt(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+            return
         for k in range(0, n2, w):
             for q in range(0, B, w):
                 vtranspose(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
@@ -505,6 +520,14 @@ def _unit2(u: int, nb2: int, B: int, n2: int, sh: int) -> Any:
 
 
 @jit()
+def _z_streaming(n: int, n2: int, zr: Any, zi: Any) -> bool:
+    """Whether step 1 writes Z with non-temporal stores (see Z_STREAM)."""
+    return (
+        n >= Z_STREAM and n2 % vlanes(zr) == 0 and misalignment(zr) == 0 and misalignment(zi) == 0
+    )
+
+
+@jit()
 def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any, sync: Any,
               threads: int) -> None:  # fmt: skip
     """Row blocks, then the rows left over, on one thread with no allocation: all of them
@@ -536,8 +559,11 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
             _rows_block(x, out, u * RB, n, RB, sg, scale, tb)
         else:
             row = nrb * RB + u - nrb
+            zt = _z_streaming(n, n2, zr, zi)
             for blk in range(nb1):
-                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, zt)
+            if zt:
+                fence()
             for v in range(_units2(nb2, sh)):
                 k0, nt = _unit2(v, nb2, B, n2, sh)
                 _step2(out, row * n, n1, n2, B, k0, sg, scale, tb, zr, zi, nt)
@@ -561,9 +587,12 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     tb = _tables(fb, meta, work, meta[4])
     blk = atomic_add(sync, slot, 1)
     if phase == 1:
+        zt = _z_streaming(n, n2, zr, zi)
         while blk < (n1 + B - 1) // B:
-            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi)
+            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, zt)
             blk = atomic_add(sync, slot, 1)
+        if zt:
+            fence()
     else:
         nb2 = (n2 + B - 1) // B
         while blk < _units2(nb2, sh):

@@ -152,11 +152,25 @@ def test_factor() -> None:
     assert factor(2 * 3 * 5 * 4) == [4, 2, 3, 5]
 
 
+def test_z_streamed_from_z_stream() -> None:
+    """Step 1 streams Z from Z_STREAM points, into vector-aligned rows only; a batch of
+    such rows, one thread (rows) and two (rows shared out)."""
+    z = fourier.aligned_empty(1 << 21, np.float64)
+    assert fourier._z_streaming(fourier.Z_STREAM, 512, z, z)
+    assert not fourier._z_streaming(fourier.Z_STREAM // 2, 512, z, z)
+    assert not fourier._z_streaming(fourier.Z_STREAM, 512, z[1:], z)
+    x = _signal((2, fourier.Z_STREAM), np.complex128, seed=12)
+    ref = np.fft.fft(x, axis=-1)
+    for threads in (1, 2):
+        _close(fft(x, threads=threads), ref, np.complex128)
+
+
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
-@pytest.mark.parametrize("n", [1 << 18, 1 << 19, 3 * (1 << 12)])
+@pytest.mark.parametrize("n", [1 << 18, 1 << 19, 1 << 20, 3 * (1 << 12)])
 def test_long_lengths(n: int, dtype: type) -> None:
     """Four-step splits whose column transforms run three radix-8 passes (512 x 512,
-    512 x 1024) and a mixed split that takes the copying path."""
+    512 x 1024), 2^20 (Z written with non-temporal stores, Z_STREAM) and a mixed split
+    that takes the copying path."""
     x = _signal((n,), dtype, seed=11)
     x128 = x.astype(np.complex128)
     _close(fft(x, threads=1), np.fft.fft(x128), dtype)
