@@ -18,7 +18,16 @@ from kernels._simd import fence, misalignment, vfma, vlanes, vload, vsplat, vsto
 
 STREAMING_BYTES = 4 << 20  # below this per array, ordinary stores (the data fits in cache)
 CHUNK_BYTES = 256 << 10  # of each array: the unit threads take from a shared counter
-PARALLEL_BYTES = 3 << 20  # moved by one call (three arrays) below which one thread does it
+# Bytes moved by one call (three arrays) below which one thread does it all: a second
+# thread that the OS preempts while it holds a chunk holds the call up for a time slice,
+# milliseconds beside a 24 MiB triad's 0.3-0.5. 2-vCPU AMD EPYC (Zen 4) VM under others'
+# load (2-5), GB/s, 1 thread vs 2, eight interleaved runs at 1M doubles (24 MiB): 45.6 vs
+# 43.4, 48.0 vs 44.0, 62.6 vs 38.2, 74.8 vs 31.6, 30.0 vs 25.4, 41.0 vs 33.6, 20.7 vs
+# 20.1, 46.5 vs 42-44; at 2M (48 MiB) 31.4 vs 30.4, 32.4 vs 29.5, 31.4 vs 30.7; at load
+# 0.5-0.8, each call after a 0.15 s pause as the benchmark's threaded rows: 1M 35.6 vs
+# 32.6, 37.1 vs 33.8, 39.3 vs 37.3; 2M 32.6 vs 30.6, 26.3 vs 27.1, 35.8 vs 34.4. From 4M
+# on it was mixed (two threads ahead in three runs of six), so two threads stay there.
+PARALLEL_BYTES = 64 << 20
 
 
 @jit()

@@ -26,11 +26,12 @@ def test_triad(n: int, dtype: type, offset: int, monkeypatch: pytest.MonkeyPatch
     assert np.all(np.abs(a - ref) <= bound)
 
 
-def test_triad_streaming_sizes_both_thread_counts() -> None:
+def test_triad_streaming_sizes_both_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     n = (6 << 20) // 8 + 5  # above the non-temporal threshold, odd length
     b = np.arange(n, dtype=np.float64)
     c = np.ones(n)
-    for threads in (1, 2):
+    for threads, parallel in ((1, stream.PARALLEL_BYTES), (2, stream.PARALLEL_BYTES), (2, 0)):
+        monkeypatch.setattr(stream, "PARALLEL_BYTES", parallel)  # 0: two threads at this size
         a = np.zeros(n)
         triad(a, b, c, -1.0, threads=threads)
         assert np.array_equal(a, b - 1.0)
