@@ -94,6 +94,10 @@ def _display_name(value: str) -> str:
 #: A name people read (enterprise, project, job): any script, no control characters.
 DisplayName = Annotated[str, AfterValidator(_display_name)]
 
+#: A query parameter's text: anything but NUL, which PostgreSQL's text cannot hold (a
+#: filter with one failed there as a database error, 503, where SQLite matched nothing).
+NO_NUL = r"^[^\x00]*$"
+
 
 class ReadModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)

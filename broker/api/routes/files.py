@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from ...db import session_scope
 from ...errors import NotFound
 from ...models import Workspace
+from ...schemas.common import NO_NUL
 from ...schemas.workspaces import WorkspaceFileRead, WorkspaceListing
 from ...services import workspaces
 from ...services.principal import Principal
@@ -193,9 +194,9 @@ def list_files(
     session: SessionDep,
     me: CurrentPrincipal,
     settings: SettingsDep,
-    prefix: Annotated[str, Query(max_length=1024)] = "",
+    prefix: Annotated[str, Query(max_length=1024, pattern=NO_NUL)] = "",
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=NO_NUL)] = None,
 ) -> WorkspaceListing:
     """One page (``limit``, then ``cursor=next_cursor``) of the files under ``prefix``
     with sizes and sha256, and the workspace's use of its quota."""

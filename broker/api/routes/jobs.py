@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ...models import JobStatus
+from ...schemas.common import NO_NUL
 from ...schemas.jobs import JobDetail, JobPage, LostResolution, TaskPage, TaskRead
 from ...services import jobs, staging
 from .. import ranges, views
@@ -24,9 +25,9 @@ def list_jobs(
     project_id: uuid.UUID | None = None,
     enterprise_id: uuid.UUID | None = None,
     state: JobStatus | None = None,
-    cluster: Annotated[str | None, Query(max_length=40)] = None,
+    cluster: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> JobPage:
     """The caller's jobs, newest first. Each item is the job as ``GET /jobs/{id}`` shows
     it less ``script``, ``inputs`` and ``outputs`` (up to 64 KiB and 1000 paths a job):
