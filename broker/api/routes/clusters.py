@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from ...schemas.clusters import ClusterRead, NodeRateRead, NodeRead
+from ...schemas.common import NO_NUL
 from ...services import clusters, reports, validation
 from .. import views
 from ..deps import CurrentPrincipal, SessionDep
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
+#: A cluster's or a node's name in a path (NUL: 422, not PostgreSQL's error).
+Name = Annotated[str, Path(max_length=200, pattern=NO_NUL)]
 
 
 @router.get("")
@@ -21,7 +26,7 @@ def list_clusters(session: SessionDep, me: CurrentPrincipal) -> list[ClusterRead
 
 
 @router.get("/{name}/nodes")
-def list_nodes(name: str, session: SessionDep, me: CurrentPrincipal) -> list[NodeRead]:
+def list_nodes(name: Name, session: SessionDep, me: CurrentPrincipal) -> list[NodeRead]:
     cluster = clusters.get_cluster(session, name)
     rated = {p.name: p.rated_mflops for p in clusters.partitions_of(session, cluster)}
     default = max(rated.values(), default=0)
@@ -37,7 +42,7 @@ def list_nodes(name: str, session: SessionDep, me: CurrentPrincipal) -> list[Nod
 
 @router.get("/{name}/nodes/{node}/rates")
 def node_rates(
-    name: str, node: str, session: SessionDep, me: CurrentPrincipal, limit: int = 50
+    name: Name, node: Name, session: SessionDep, me: CurrentPrincipal, limit: int = 50
 ) -> list[NodeRateRead]:
     """The node's billing rate versions, newest first: CPU rate + each GPU's."""
     row = validation.find_node(session, name, node)
