@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ..errors import InvalidInput
 from ..models import JobStatus, Validation
+from ..schemas.common import NO_NUL
 from ..services import clusters, ledger, reports, statements, tokens, validation, workspaces
 from ..units import mflops_to_tflops
 from . import charts
 from .deps import Db, HtmlErrorRoute, Operator, render, secure
 
 router = APIRouter(route_class=HtmlErrorRoute)
+#: A filter from the query string, and a cluster's name in a path: no NUL (which
+#: PostgreSQL's text cannot hold: a database error, where it is the request's).
+Filter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
+ClusterName = Annotated[str, Path(max_length=200, pattern=NO_NUL)]
 STATEMENT_ROUTE = "/api/v1/enterprises/{enterprise_id}/usage"
 
 
@@ -200,11 +205,11 @@ def jobs(
     request: Request,
     db: Db,
     me: Operator,
-    enterprise: str | None = None,
-    project: str | None = None,
-    cluster: str | None = None,
-    state: str | None = None,
-    cursor: str | None = None,
+    enterprise: Filter = None,
+    project: Filter = None,
+    cluster: Filter = None,
+    state: Filter = None,
+    cursor: Filter = None,
 ) -> HTMLResponse:
     ctx = _job_context(db, enterprise, project, cluster, state, cursor)
     ent_id = ctx.pop("ent_id")
@@ -225,10 +230,10 @@ def job_rows(
     request: Request,
     db: Db,
     me: Operator,
-    enterprise: str | None = None,
-    project: str | None = None,
-    cluster: str | None = None,
-    state: str | None = None,
+    enterprise: Filter = None,
+    project: Filter = None,
+    cluster: Filter = None,
+    state: Filter = None,
 ) -> HTMLResponse:
     """The first page's rows alone, for the live refresh."""
     ctx = _job_context(db, enterprise, project, cluster, state, None)
@@ -256,7 +261,7 @@ def _charted(series: list[reports.RateSeries], node: str | None) -> list[reports
 
 @router.get("/clusters/{name}", response_class=HTMLResponse)
 def cluster_detail(
-    request: Request, db: Db, me: Operator, name: str, node: str | None = None
+    request: Request, db: Db, me: Operator, name: ClusterName, node: Filter = None
 ) -> HTMLResponse:
     now = _now()
     cluster = clusters.get_cluster(db, name)

@@ -175,6 +175,21 @@ def test_job_pages_walk_every_job_once(ops: Ops) -> None:
     assert ops.client.get("/ops/jobs/rows").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ops/jobs?cluster=a%00b",
+        "/ops/jobs?enterprise=%00",
+        "/ops/jobs/rows?project=%00",
+        "/ops/clusters/a%00b",
+        "/ops/clusters/local?node=n%001",
+    ],
+)
+def test_nul_in_a_filter_or_name_is_the_requests_fault(ops: Ops, path: str) -> None:
+    """A NUL, which PostgreSQL's text cannot hold, is a 422, not a database error."""
+    assert ops.client.get(path).status_code == 422
+
+
 def test_burn_down_starts_at_the_opening_balance_and_ends_at_today(ops: Ops) -> None:
     ent = ops.api.enterprise(grant_pfh=2)
     ops.post(f"/ops/enterprises/{ent['id']}/quota", action="grant", amount_pfh="1", memo="more")
