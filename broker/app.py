@@ -73,6 +73,7 @@ def create_app(
             yield
         finally:
             stop_tokens()
+            app.state.submit_batcher.close()
             if stop is not None:
                 stop.set()
             pool.close()

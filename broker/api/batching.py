@@ -3,10 +3,9 @@
 Who owns a transaction, and when it commits (the one place this is written down):
 
 - ``POST /projects/{id}/jobs``: this module. Each API process keeps one queue of
-  submissions that passed ``intake.prepare``, whatever their enterprise, and at most
-  one writer. A request that finds no writer starts one; the writer takes *everything*
-  queued (no timer: a batch is one submission when the broker is idle and grows with
-  the load), runs ``intake.accept`` in one transaction of its own (each enterprise's
+  submissions that passed ``intake.prepare``, whatever their enterprise, and one
+  writer thread. Whenever the writer is free it takes *everything* queued (no timer:
+  a batch is one submission when the broker is idle and grows with the load), runs ``intake.accept`` in one transaction of its own (each enterprise's
   balance rows locked once, enterprises in id order; ``BEGIN IMMEDIATE`` on SQLite),
   commits, and only then answers each request with its own 202, 409 or 422. A 202 is
   never sent for a row that is not durable (``synchronous_commit`` stays on); a batch
@@ -29,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import uuid
 from collections.abc import Sequence
 
-import anyio
-import anyio.to_thread
 from psycopg.errors import DeadlockDetected
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,10 +59,17 @@ class Answer:
 
 
 _Queued = tuple[intake.Submission, "asyncio.Future[Answer]"]
+_STOP = None
 
 
 class SubmitBatcher:
-    """One queue and at most one writer per process; see the module."""
+    """One queue and one writer thread per process; see the module.
+
+    The writer is a thread of its own, not the request threadpool (it never waits for a
+    free thread while it holds a balance lock) nor anyio's worker threads: requests
+    reach it through a C ``SimpleQueue``, it takes whatever is queued when it is free,
+    and it answers each event loop once per batch (``call_soon_threadsafe``).
+    """
 
     def __init__(
         self,
@@ -71,17 +77,14 @@ class SubmitBatcher:
         *,
         weights: brokering.Weights,
         workspace: workspaces.WorkspaceConfig | None,
-        writers: int = 8,
     ) -> None:
         self._factory = factory
         self._weights = weights
         self._workspace = workspace
         self._routes = SnapshotCache()  # routing from memory (``services.snapshot_cache``)
-        self._queue: list[_Queued] = []
-        self._writer: asyncio.Task[None] | None = None
-        # Writers run on threads of their own: never waiting for the request threadpool
-        # while they hold a balance lock.
-        self._limiter = anyio.CapacityLimiter(writers)
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # starting and stopping the thread
         self.batches = 0
         self.largest_batch = 0
 
@@ -94,33 +97,60 @@ class SubmitBatcher:
         prepared: intake.Prepared,
     ) -> Answer:
         item = intake.Submission(principal, project_id, req, idempotency_key, prepared)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Answer] = loop.create_future()
-        self._queue.append((item, future))
-        if self._writer is None:
-            self._writer = loop.create_task(self._drain())
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._start()
+        self._queue.put((item, future))
         # A client that goes away does not cancel its submission: the batch it is in
         # commits, or not, for every request in it alike.
         return await asyncio.shield(future)
 
-    async def _drain(self) -> None:
+    def close(self) -> None:
+        """Stop the writer thread once it has written what it was given."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="submit-batches", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        """The writer thread: everything queued is the next batch (no timer)."""
+        while (first := self._queue.get()) is not _STOP:
+            batch = [first]
+            stop = False
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)
+            self._batch(batch)
+            if stop:
+                return
+
+    def _batch(self, batch: list[_Queued]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
         try:
-            while batch := self._queue:
-                self._queue = []
-                self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(batch))
-                try:
-                    answers = await anyio.to_thread.run_sync(
-                        self._write, [item for item, _ in batch], limiter=self._limiter
-                    )
-                except Exception as exc:
-                    answers = [Answer(None, False, exc)] * len(batch)
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(answer)
-        finally:
-            # No await between the empty queue and here: nothing was queued meanwhile.
-            self._writer = None
+            answers = self._write([item for item, _ in batch])
+        except Exception as exc:
+            answers = [Answer(None, False, exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer], Answer]]] = {}
+        for (_, future), answer in zip(batch, answers, strict=True):
+            by_loop.setdefault(future.get_loop(), []).append((future, answer))
+        for loop, answered in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_set_results, answered)
+            except RuntimeError:  # the loop is closed: nobody waits for these answers
+                log.warning("a submission batch ended after its event loop")
 
     def _write(self, items: Sequence[intake.Submission]) -> list[Answer]:
         """One transaction for the batch: accept, commit, then the answers' JSON."""
@@ -158,3 +188,10 @@ class SubmitBatcher:
                 session.rollback()
                 raise
         return outcomes
+
+
+def _set_results(answered: list[tuple[asyncio.Future[Answer], Answer]]) -> None:
+    """On the event loop: each request its answer."""
+    for future, answer in answered:
+        if not future.done():
+            future.set_result(answer)

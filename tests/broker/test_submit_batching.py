@@ -12,15 +12,16 @@ answers as the route does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.app import create_app
@@ -478,6 +479,83 @@ def test_the_lean_submit_path_answers_as_the_route_does(
 
     asyncio.run(go())
     assert ledger_state(srv.factory, t)["holds"] == 3
+
+
+def test_the_submit_front_keeps_the_body_limit_id_and_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The front answers before the app's middleware, so it keeps what that does itself:
+    a body over the limit without Content-Length (chunked) gets the app's 413 and makes
+    no job; an accepted submission gets its X-Request-ID (the client's, when safe) and
+    one access log line."""
+    srv = _served(tmp_path)
+    app, t = srv.app, srv.tenant
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    limit = app.state.settings.max_body_bytes
+
+    async def chunks(n: int) -> AsyncIterator[bytes]:
+        yield b'{"name": "big", "script": "'
+        for _ in range(n):
+            yield b"x" * 65536
+        yield b'", "nodes": 1, "time_limit_minutes": 5}'
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as c:
+            url = f"/projects/{t.p2}/jobs"
+            body = {"name": "r", "script": "true", "nodes": 1, "time_limit_minutes": 60}
+            assert (await c.post(url, json=body, headers=auth)).status_code == 202  # cached
+            big = await c.post(
+                url,
+                content=chunks(limit // 65536 + 2),
+                headers=auth | {"Content-Type": "application/json"},
+            )
+            assert big.status_code == 413 and big.json()["error"] == "PayloadTooLarge"
+            assert "content-length" not in big.request.headers  # sent chunked
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="broker.access"):
+                ok = await c.post(url, json=body, headers=auth | {"X-Request-ID": "abc-1"})
+            assert ok.status_code == 202 and ok.headers["x-request-id"] == "abc-1"
+            lines = [r for r in caplog.records if r.name == "broker.access"]
+            assert len(lines) == 1 and lines[0].request_id == "abc-1"  # type: ignore[attr-defined]
+            assert lines[0].status == 202  # type: ignore[attr-defined]
+
+    asyncio.run(go())
+    with session_scope(srv.factory) as s:
+        names = s.scalars(select(Job.name).where(Job.enterprise_id == t.enterprise_id)).all()
+    assert sorted(names) == ["r", "r"]
+
+
+@pytest.mark.postgres
+def test_idempotency_keys_are_looked_up_in_the_unique_index(pg_url: str, tmp_path: Path) -> None:
+    """The stored keys of a batch are found pair by pair in the unique index on
+    (project_id, idempotency_key), not by scanning the project's jobs: with 3,000 jobs
+    in the project and fresh statistics, the plan of the statement a batch runs."""
+    made = _factory(pg_url, tmp_path)
+    factory = next(made)
+    try:
+        _keys_plan_and_rows(factory)
+    finally:
+        next(made, None)  # the engine disposed
+
+
+def _keys_plan_and_rows(factory: sessionmaker[Session]) -> None:
+    from sqlalchemy import text
+
+    from broker.services.intake import _keys
+
+    t = make_tenant(factory, grant_jobs=10_000)
+    items = [(t.member, t.p2, spec(), f"key-{i}") for i in range(3000)]
+    assert all(o.error is None for o in run(factory, items, batched=True))
+    engine = factory.kw["bind"]
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE job"))
+        stmt = cast(Select[Any], _keys(True)).compile(dialect=engine.dialect)
+        params = stmt.construct_params({"projects": [t.p2, t.p2], "keys": ["key-7", "new"]})
+        plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + str(stmt), params).scalars())
+        found = conn.exec_driver_sql(str(stmt), params).all()
+    assert "uq_job_project_id_idempotency_key" in plan and "Seq Scan on job" not in plan, plan
+    assert [row[2] for row in found] == ["key-7"]
 
 
 def test_token_cache_refresh_keeps_busy_tokens_and_drops_revoked_ones(tmp_path: Path) -> None:
