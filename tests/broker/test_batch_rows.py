@@ -84,7 +84,7 @@ def test_a_mixed_batch_stores_each_row_as_accepted(
             assert isinstance(out.job, intake.JobRow) and out.detail is not None
             stored = s.get(Job, out.job.id)
             assert stored is not None
-            assert _columns(stored) == {k: out.job[k] for k in _columns(stored)}
+            assert _columns(stored) == {k: out.job.row[k] for k in _columns(stored)}
             io = s.get(JobIO, stored.id)
             shown = json.loads(views.job_detail(stored, io).model_dump_json())
             assert json.loads(views.job_detail_json(out.detail)) == shown
