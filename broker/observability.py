@@ -27,6 +27,7 @@ from http import HTTPStatus
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, TypeVar
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import SecretStr
@@ -304,7 +305,10 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        try:  # orjson: a fifth of json's time, for the line every request writes
+            return orjson.dumps(data, default=str).decode()
+        except TypeError:  # what orjson refuses (an int past 64 bits, a non-str key)
+            return json.dumps(data, default=str, ensure_ascii=False)
 
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
