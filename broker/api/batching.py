@@ -5,7 +5,8 @@ Who owns a transaction, and when it commits (the one place this is written down)
 - ``POST /projects/{id}/jobs``: this module. Each API process keeps one queue of
   submissions that passed ``intake.prepare``, whatever their enterprise, and one
   writer thread. Whenever the writer is free it takes *everything* queued (no timer:
-  a batch is one submission when the broker is idle and grows with the load), runs ``intake.accept`` in one transaction of its own (each enterprise's
+  a batch is one submission when the broker is idle and grows with the load), runs
+  ``intake.accept`` in one transaction of its own (each enterprise's
   balance rows locked once, enterprises in id order; ``BEGIN IMMEDIATE`` on SQLite),
   commits, and only then answers each request with its own 202, 409 or 422. A 202 is
   never sent for a row that is not durable (``synchronous_commit`` stays on); a batch

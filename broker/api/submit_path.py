@@ -71,7 +71,11 @@ class SubmitFront:
         self.batcher = batcher
         self.limiter = limiter
         self.handlers = handlers  # the app's exception handlers (the same dict)
-        self.context = RequestContext(self._serve)  # ids, access log, metrics
+        # Ids, access log, metrics: its ``observe``, with each request's own handler.
+        self.context = RequestContext(self._unreachable)
+
+    async def _unreachable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the front calls RequestContext.observe, never the context")
 
     def install(self, app: Starlette) -> None:
         """Put the front before the middleware stack the app builds at its first
@@ -114,11 +118,12 @@ class SubmitFront:
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, principal: Principal
     ) -> None:
-        scope["broker.front"] = (app, principal)
-        await self.context.observe(self._serve, scope, receive, send)
+        serve = functools.partial(self._serve, app=app, principal=principal)
+        await self.context.observe(serve, scope, receive, send)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app, principal = scope.pop("broker.front")
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, *, app: ASGIApp, principal: Principal
+    ) -> None:
         body, message = await _read_body(receive, self.max_bytes)
         req = None
         if body is not None and _is_json(scope):
