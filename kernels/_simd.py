@@ -315,9 +315,8 @@ def _row_ptr(context: Any, builder: Any, arrty: Any, arr: Any, off: Any, ld: Any
     return builder.bitcast(_elem_ptr(context, builder, arrty, arr, idx), ll.as_pointer())
 
 
-@intrinsic
-def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, dld: Any) -> Any:
-    """Transpose a lanes x lanes tile: rows at src[so + i*sld] to rows at dst[do + j*dld]."""
+def _vtranspose(src: Any, so: Any, sld: Any, dst: Any, do: Any, dld: Any, nt: bool) -> Any:
+    """``vtranspose``'s signature and code; ``nt``: non-temporal stores."""
     vt = _vec_of(src)
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
@@ -327,35 +326,29 @@ def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, d
         s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
         rows = [builder.load(_row_ptr(context, builder, sig.args[0], s_arr, s_off, s_ld, i, ll),
                              align=align) for i in range(w)]  # fmt: skip
+        md = builder.module.add_metadata([_i32(1)]) if nt else None
         for j, row in enumerate(_transpose(builder, rows, w)):
             p = _row_ptr(context, builder, sig.args[3], d_arr, d_off, d_ld, j, ll)
-            builder.store(row, p, align=align)
+            if md is None:
+                builder.store(row, p, align=align)
+            else:
+                builder.store(row, p, align=VECTOR_BYTES).set_metadata("nontemporal", md)
         return context.get_dummy_value()
 
     return types.none(src, so, sld, dst, do, dld), codegen
+
+
+@intrinsic
+def vtranspose(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any, dld: Any) -> Any:
+    """Transpose a lanes x lanes tile: rows at src[so + i*sld] to rows at dst[do + j*dld]."""
+    return _vtranspose(src, so, sld, dst, do, dld, nt=False)
 
 
 @intrinsic
 def vtranspose_nt(typingctx: Any, src: Any, so: Any, sld: Any, dst: Any, do: Any,
                   dld: Any) -> Any:  # fmt: skip
     """``vtranspose`` with non-temporal stores: every dst[do + j*dld] vector-aligned."""
-    vt = _vec_of(src)
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        w = vt.lanes
-        ll = context.get_value_type(vt)
-        align = vt.dtype.bitwidth // 8
-        s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
-        rows = [builder.load(_row_ptr(context, builder, sig.args[0], s_arr, s_off, s_ld, i, ll),
-                             align=align) for i in range(w)]  # fmt: skip
-        md = builder.module.add_metadata([_i32(1)])
-        for j, row in enumerate(_transpose(builder, rows, w)):
-            p = _row_ptr(context, builder, sig.args[3], d_arr, d_off, d_ld, j, ll)
-            st = builder.store(row, p, align=VECTOR_BYTES)
-            st.set_metadata("nontemporal", md)
-        return context.get_dummy_value()
-
-    return types.none(src, so, sld, dst, do, dld), codegen
+    return _vtranspose(src, so, sld, dst, do, dld, nt=True)
 
 
 @intrinsic
