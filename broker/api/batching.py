@@ -102,9 +102,10 @@ class SubmitBatcher:
         if self._thread is None:
             self._start()
         self._queue.put((item, future))
-        # A client that goes away does not cancel its submission: the batch it is in
-        # commits, or not, for every request in it alike.
-        return await asyncio.shield(future)
+        # A client that goes away does not cancel its submission: it is the writer's
+        # now, and the batch it is in commits, or not, for every request in it alike
+        # (a cancelled future is left unanswered).
+        return await future
 
     def close(self) -> None:
         """Stop the writer thread once it has written what it was given."""

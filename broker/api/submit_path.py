@@ -71,11 +71,6 @@ class SubmitFront:
         self.batcher = batcher
         self.limiter = limiter
         self.handlers = handlers  # the app's exception handlers (the same dict)
-        # Ids, access log, metrics: its ``observe``, with each request's own handler.
-        self.context = RequestContext(self._unreachable)
-
-    async def _unreachable(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise AssertionError("the front calls RequestContext.observe, never the context")
 
     def install(self, app: Starlette) -> None:
         """Put the front before the middleware stack the app builds at its first
@@ -88,13 +83,17 @@ class SubmitFront:
         app.build_middleware_stack = build_with_front  # type: ignore[method-assign]
 
     def before(self, stack: ASGIApp) -> ASGIApp:
-        """An ASGI app that answers what the front may and hands the rest to ``stack``."""
+        """An ASGI app that answers what the front may and hands the rest to ``stack``,
+        each request it answers observed as the stack's would be (ids, access log,
+        metrics: ``RequestContext.observe``)."""
+        context = RequestContext(stack)
 
         async def front(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 principal = self.principal_for(scope)
                 if principal is not None:
-                    await self(scope, receive, send, stack, principal)
+                    serve = functools.partial(self._serve, app=stack, principal=principal)
+                    await context.observe(serve, scope, receive, send)
                     return
             await stack(scope, receive, send)
 
@@ -114,12 +113,6 @@ class SubmitFront:
             elif name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
                 return None  # the app's body limit answers (413)
         return principal
-
-    async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, principal: Principal
-    ) -> None:
-        serve = functools.partial(self._serve, app=app, principal=principal)
-        await self.context.observe(serve, scope, receive, send)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, *, app: ASGIApp, principal: Principal
