@@ -136,10 +136,12 @@ class Plan:
     """Tables of one length, packed so that a call passes two arrays, not sixteen.
 
     ``fb``: the float tables (twiddles of the n1, n2 and whole-row passes, the four-step
-    twiddles); ``meta``: n, n1, n2, block, the pass-buffer lengths without and with row
-    blocks, the (start, end) of each float table in ``fb`` (10 pairs), of each int table
-    (6 pairs, from META), then the int tables: radices and twiddle offsets of each pass
-    list, then 1 where step 2 may write the output with non-temporal stores (STREAM_OUT).
+    twiddles); ``meta``: n, n1, n2, block (step 1's columns), the pass-buffer lengths
+    without and with row blocks, block2 (step 2's columns), tile (Z's tile width, see
+    Z_TILED), rows (rows per row block), then (from HEAD) the (start, end) of each float
+    table in ``fb`` (10 pairs), of each int table (6 pairs), then (from META) the int
+    tables: radices and twiddle offsets of each pass list, then 1 where step 2 may write
+    the output with non-temporal stores (STREAM_OUT).
     """
 
     n: int
@@ -150,9 +152,13 @@ class Plan:
     meta: np.ndarray[Any, Any]
     bufsize: int  # the longer of the two pass-buffer lengths
     work1: int  # scratch for one thread: four pass buffers of bufsize, then Z (re, im)
+    block2: int = 0  # step 2's column block
+    tile: int = 0  # Z's tile width (n2: Z row-major; see Z_TILED)
+    rows: int = 0  # rows per row block (see row_block)
 
 
-META = 38  # where the int tables start in Plan.meta
+HEAD = 9  # where the table offsets start in Plan.meta
+META = HEAD + 32  # where the int tables start in Plan.meta
 
 # n1 of the four-step split of these powers of two, where measured faster than the
 # square-root rule (1 thread, complex128, GF/s): tall splits, whose short columns keep step
@@ -191,6 +197,17 @@ STREAM_OUT = 1 << 18
 # 2^22 40.0/38.2/38.7 vs 41.6/41.8/47.1; from 2^19 on, 2^19 was no faster: 4.5-4.7 vs
 # 3.7-5.3).
 Z_STREAM = 1 << 20
+# Z is stored as tiles of step 2's column block (n1 x block2 each, row-major), not as one
+# row-major n1 x n2 matrix: step 2 then reads each block's columns as one contiguous run,
+# not block2 elements from every row n2 apart (4 KiB apart at n2 = 512, each row on its
+# own page, where the prefetchers stop). Step 2's blocks then start at multiples of the
+# block, so an output that is not vector-aligned takes ordinary stores (the shifted
+# blocks of _unit2 remain for row-major Z, Z_TILE). Zen 4, 1 thread, load 2.6-2.9 (CI
+# jobs), GF/s, interleaved medians of 11-15 runs, tiled vs row-major, np.empty_like's
+# output / an aligned one: 2^13 20.2 vs 18.7; 2^14 22.7 vs 22.0; 2^15 23.1 vs 22.8;
+# 2^16 19.0 vs 17.4; 2^17 20.8 vs 17.3 / 21.5 vs 19.3; 2^18 15.9 vs 15.9 / 18.1 vs 17.4;
+# 2^19 17.7 vs 15.5 / 15.2 vs 13.3; 2^20 12.8 vs 11.5 / 15.0 vs 12.6; 2^21 11.3 vs 10.6.
+Z_TILED = True
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
@@ -207,16 +224,36 @@ def split(n: int) -> tuple[int, int]:
     return n1, n // n1
 
 
+# Experiment hooks / measured exceptions (lengths -> value); see plan().
+STEP2_VECTORS: dict[int, int] = {}  # step 2's column block in vectors, where not step 1's
+Z_TILE: dict[int, int] = {}  # 0: Z row-major at this length (else tiled, see Z_TILED)
+ROW_BLOCK_ROWS: dict[int, int] = {}  # rows per row block, where not row_block()'s
+
+
+def row_block(n: int, block: int, itemsize: int) -> int:
+    """Rows per row block: the plan's block, or one vector's worth where the four buffers
+    of ``block`` rows of n would outgrow ROW_BLOCK_L1."""
+    w = lanes(itemsize)
+    return w if n * block * itemsize * 4 > ROW_BLOCK_L1 else block
+
+
 @lru_cache(maxsize=64)
 def plan(n: int, dtype: Any) -> Plan:
     """Split n into n1 * n2 (split) and tabulate."""
     n1, n2 = split(n)
-    w = lanes(np.dtype(dtype).itemsize)
+    item = np.dtype(dtype).itemsize
+    w = lanes(item)
     block = w
     for vectors in (4, 2) if n >= WIDE_BLOCK and n not in NARROW_BLOCK else (2,):
         if n1 % (vectors * w) == 0 and n2 % (vectors * w) == 0:
             block = vectors * w
             break
+    block2 = block
+    v2 = STEP2_VECTORS.get(n, 0)
+    if v2 and n2 % (v2 * w) == 0 and n1 % w == 0 and v2 * w <= block:
+        block2 = v2 * w
+    tile = block2 if Z_TILED and Z_TILE.get(n, 1) and n2 % block2 == 0 else n2
+    rows = ROW_BLOCK_ROWS.get(n, 0) or row_block(n, block, item)
     nb1 = -(-n1 // block)
     k2 = np.arange(n2)
     # W_N^(n1 k2) = W_N^(c0 k2) * W_N^(c k2) with n1 = c0 + c, c0 a multiple of the block
@@ -229,12 +266,13 @@ def plan(n: int, dtype: Any) -> Plan:
     fb, fseg = _pack([np.asarray(a, dtype) for a in floats], dtype)
     ib, iseg = _pack([r1, o1, r2, o2, rf, of], np.int64)
     size0 = _round(max(n1, n2) * block, 8)
-    size1 = max(size0, _round(n * block, 8)) if n <= ROW_BLOCK_MAX else size0
-    head = np.array([n, n1, n2, block, size0, size1], np.int64)
+    size1 = max(size0, _round(n * rows, 8)) if n <= ROW_BLOCK_MAX else size0
+    head = np.array([n, n1, n2, block, size0, size1, block2, tile, rows], np.int64)
     stream = int(n >= STREAM_OUT and n & (n - 1) == 0)
     meta = np.concatenate([head, fseg, iseg, ib, [stream]]).astype(np.int64)
-    assert meta[META - 1] == iseg[-1] and len(head) + len(fseg) + len(iseg) == META
-    return Plan(n, n1, n2, block, fb, meta, size1, 4 * size1 + 2 * _round(n, 8))
+    assert len(head) == HEAD and len(head) + len(fseg) + len(iseg) == META
+    zlen = _round(n, 8)
+    return Plan(n, n1, n2, block, fb, meta, size1, 4 * size1 + 2 * zlen, block2, tile, rows)
 
 
 @jit()
@@ -242,10 +280,10 @@ def _tables(fb: Any, meta: Any, work: Any, size: int) -> Any:
     """The tuple the steps index: the unpacked tables, then four pass buffers from ``work``."""
 
     def f(i: int) -> Any:
-        return fb[meta[6 + 2 * i] : meta[7 + 2 * i]]
+        return fb[meta[HEAD + 2 * i] : meta[HEAD + 1 + 2 * i]]
 
     def g(i: int) -> Any:
-        return meta[META + meta[26 + 2 * i] : META + meta[27 + 2 * i]]
+        return meta[META + meta[HEAD + 20 + 2 * i] : META + meta[HEAD + 21 + 2 * i]]
 
     return (g(0), g(1), f(0), f(1), g(2), g(3), f(2), f(3), f(4), f(5), f(6), f(7),
             g(4), g(5), f(8), f(9), work[0:size], work[size : 2 * size],
@@ -253,10 +291,17 @@ def _tables(fb: Any, meta: Any, work: Any, size: int) -> Any:
 
 
 @jit()
+def _zo(n1: int, tw: int, r: int, c: int) -> int:
+    """Where Z's element (r, c) is: Z (n1 x n2) is stored as n2 / tw tiles of n1 x tw, each
+    row-major (``tw`` = n2: Z row-major)."""
+    return (c // tw) * (n1 * tw) + r * tw + c % tw
+
+
+@jit()
 def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
-           zr: Any, zi: Any, zt: bool) -> None:  # fmt: skip
+           zr: Any, zi: Any, tw: int, zt: bool) -> None:  # fmt: skip
     """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z
-    (``zt``: by non-temporal stores, see Z_STREAM).
+    (in tiles ``tw`` wide, see _zo; ``zt``: by non-temporal stores, see Z_STREAM).
 
     ``xf`` is the input as interleaved re/im floats; ``xo`` the row's first complex index.
     """
@@ -297,13 +342,15 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
         if zt:
             for k in range(0, n2, w):
                 for q in range(0, B, w):
-                    vtranspose_nt(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
-                    vtranspose_nt(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+                    zo = _zo(n1, tw, c0 + q, k)
+                    vtranspose_nt(tr, k * B + q, B, zr, zo, tw)
+                    vtranspose_nt(ti, k * B + q, B, zi, zo, tw)
             return
         for k in range(0, n2, w):
             for q in range(0, B, w):
-                vtranspose(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
-                vtranspose(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+                zo = _zo(n1, tw, c0 + q, k)
+                vtranspose(tr, k * B + q, B, zr, zo, tw)
+                vtranspose(ti, k * B + q, B, zi, zo, tw)
         return
     for r in range(n2):
         src = xo + r * n1 + c0
@@ -338,21 +385,23 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
     if b == B and n2 % w == 0:
         for k in range(0, n2, w):
             for q in range(0, B, w):
-                vtranspose(tr, k * B + q, B, zr, (c0 + q) * n2 + k, n2)
-                vtranspose(ti, k * B + q, B, zi, (c0 + q) * n2 + k, n2)
+                zo = _zo(n1, tw, c0 + q, k)
+                vtranspose(tr, k * B + q, B, zr, zo, tw)
+                vtranspose(ti, k * B + q, B, zi, zo, tw)
     else:
         for c in range(b):
-            d = (c0 + c) * n2
             for k2 in range(n2):
-                zr[d + k2] = tr[k2 * B + c]
-                zi[d + k2] = ti[k2 * B + c]
+                zo = _zo(n1, tw, c0 + c, k2)
+                zr[zo] = tr[k2 * B + c]
+                zi[zo] = ti[k2 * B + c]
 
 
 @jit()
 def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale: float,
-           tb: Any, zr: Any, zi: Any, nt: bool) -> None:  # fmt: skip
-    """Columns k0..k0+B of Z (n1 x n2): length-n1 transforms, written in natural order
-    (``nt``: by non-temporal stores, each then vector-aligned).
+           tb: Any, zr: Any, zi: Any, tw: int, nt: bool) -> None:  # fmt: skip
+    """Columns k0..k0+B of Z (n1 x n2, in tiles ``tw`` wide, each block within one tile):
+    length-n1 transforms, written in natural order (``nt``: by non-temporal stores, each
+    then vector-aligned).
 
     ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
     """
@@ -368,7 +417,7 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale
         and (rad[npass - 1] == 8 or rad[npass - 1] == 4)
     ):  # first pass reads Z, last pass writes the output: no copy in or out
         r = rad[0]
-        pass_from(r, zr, zi, k0, n2, tr, ti, n1, B, twr, twi, off[0], False, 1.0)
+        pass_from(r, zr, zi, _zo(n1, tw, 0, k0), tw, tr, ti, n1, B, twr, twi, off[0], False, 1.0)
         s = B * r
         L = n1 // r
         src = 0
@@ -389,7 +438,7 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale
             last_out(rad[npass - 1], ur, ui, of, s, B, oo + k0, n2, sre, sim, nt)
         return
     for r in range(n1):
-        src = r * n2 + k0
+        src = _zo(n1, tw, r, k0)
         d = r * B
         if b == B:
             for q in range(0, B, w):
@@ -454,13 +503,6 @@ def _rows_block(xf: Any, of: Any, r0: int, n: int, B: int, sg: float, scale: flo
                 of[d + 2 * k + 1] = sg * scale * ti[k * B + c]
 
 
-@jit()
-def _row_block(work: Any, n: int, B: int) -> int:
-    """Rows per row block: B, or one vector's worth where B rows of n would not fit L1."""
-    w = vlanes(work)
-    return w if n * B * work.itemsize * 4 > ROW_BLOCK_L1 else B
-
-
 def _floats(x):  # type: ignore[no-untyped-def]
     """A 1-D C-contiguous complex array as its interleaved re/im floats (jitted code only)."""
     raise NotImplementedError("called from jitted code only")
@@ -489,7 +531,7 @@ def _stream_shift(out: Any, meta: Any) -> int:
     m = misalignment(out)  # floats
     if m == 0:
         return 0
-    n2, B = meta[2], meta[3]
+    n2, B = meta[2], meta[6]
     if m % 2 or n2 % B or n2 < 2 * B:
         return -1
     return m // 2
@@ -520,10 +562,15 @@ def _unit2(u: int, nb2: int, B: int, n2: int, sh: int) -> Any:
 
 
 @jit()
-def _z_streaming(n: int, n2: int, zr: Any, zi: Any) -> bool:
+def _z_streaming(n: int, n2: int, zr: Any, zi: Any, tw: int) -> bool:
     """Whether step 1 writes Z with non-temporal stores (see Z_STREAM)."""
+    w = vlanes(zr)
     return (
-        n >= Z_STREAM and n2 % vlanes(zr) == 0 and misalignment(zr) == 0 and misalignment(zi) == 0
+        n >= Z_STREAM
+        and n2 % w == 0
+        and tw % w == 0
+        and misalignment(zr) == 0
+        and misalignment(zi) == 0
     )
 
 
@@ -538,14 +585,17 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    B2, RB = meta[6], meta[8]
     sh = _stream_shift(out, meta)
-    RB = _row_block(work, n, B)
+    tw = meta[7]
+    if tw != n2 and sh > 0:  # tiled Z: the output's blocks unshifted, by ordinary stores
+        sh = -1
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     nb1 = (n1 + B - 1) // B
-    nb2 = (n2 + B - 1) // B
+    nb2 = (n2 + B2 - 1) // B2
     tb = _tables(fb, meta, work, size)
     zo = 4 * size
     nz = ((n + 7) // 8) * 8
@@ -559,14 +609,14 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
             _rows_block(x, out, u * RB, n, RB, sg, scale, tb)
         else:
             row = nrb * RB + u - nrb
-            zt = _z_streaming(n, n2, zr, zi)
+            zt = _z_streaming(n, n2, zr, zi, tw)
             for blk in range(nb1):
-                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, zt)
+                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zt)
             if zt:
                 fence()
             for v in range(_units2(nb2, sh)):
-                k0, nt = _unit2(v, nb2, B, n2, sh)
-                _step2(out, row * n, n1, n2, B, k0, sg, scale, tb, zr, zi, nt)
+                k0, nt = _unit2(v, nb2, B2, n2, sh)
+                _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, nt)
         u = u + 1 if threads == 1 else atomic_add(sync, 0, 1)
     if sh >= 0:
         fence()
@@ -581,23 +631,27 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     x = _floats(xc)
     out = _floats(oc)
     n, n1, n2, B = meta[0], meta[1], meta[2], meta[3]
+    B2 = meta[6]
     sh = _stream_shift(out, meta)
+    tw = meta[7]
+    if tw != n2 and sh > 0:  # tiled Z: the output's blocks unshifted, by ordinary stores
+        sh = -1
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     tb = _tables(fb, meta, work, meta[4])
     blk = atomic_add(sync, slot, 1)
     if phase == 1:
-        zt = _z_streaming(n, n2, zr, zi)
+        zt = _z_streaming(n, n2, zr, zi, tw)
         while blk < (n1 + B - 1) // B:
-            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, zt)
+            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zt)
             blk = atomic_add(sync, slot, 1)
         if zt:
             fence()
     else:
-        nb2 = (n2 + B - 1) // B
+        nb2 = (n2 + B2 - 1) // B2
         while blk < _units2(nb2, sh):
-            k0, nt = _unit2(blk, nb2, B, n2, sh)
-            _step2(out, row * n, n1, n2, B, k0, sg, scale, tb, zr, zi, nt)
+            k0, nt = _unit2(blk, nb2, B2, n2, sh)
+            _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, nt)
             blk = atomic_add(sync, slot, 1)
         if sh >= 0:
             fence()

@@ -156,9 +156,11 @@ def test_z_streamed_from_z_stream() -> None:
     """Step 1 streams Z from Z_STREAM points, into vector-aligned rows only; a batch of
     such rows, one thread (rows) and two (rows shared out)."""
     z = fourier.aligned_empty(1 << 21, np.float64)
-    assert fourier._z_streaming(fourier.Z_STREAM, 512, z, z)
-    assert not fourier._z_streaming(fourier.Z_STREAM // 2, 512, z, z)
-    assert not fourier._z_streaming(fourier.Z_STREAM, 512, z[1:], z)
+    assert fourier._z_streaming(fourier.Z_STREAM, 512, z, z, 512)
+    assert fourier._z_streaming(fourier.Z_STREAM, 512, z, z, 32)
+    assert not fourier._z_streaming(fourier.Z_STREAM // 2, 512, z, z, 512)
+    assert not fourier._z_streaming(fourier.Z_STREAM, 512, z[1:], z, 512)
+    assert not fourier._z_streaming(fourier.Z_STREAM, 512, z, z, 12)
     x = _signal((2, fourier.Z_STREAM), np.complex128, seed=12)
     ref = np.fft.fft(x, axis=-1)
     for threads in (1, 2):
@@ -191,7 +193,7 @@ def test_row_blocks(
     shrunk to one vector (rows of 256 and more would overflow L1), and leftover rows; rows
     longer than ROW_BLOCK_MAX (1024) take the four-step path row by row."""
     from kernels._simd import lanes
-    from kernels.fourier import _row_block, plan
+    from kernels.fourier import plan
 
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
     x = _signal(shape, dtype, seed=shape[-1])
@@ -200,8 +202,7 @@ def test_row_blocks(
     _close(back, x.astype(np.complex128), dtype)
     real = np.float64 if dtype == np.complex128 else np.float32
     p = plan(shape[-1], np.dtype(real).char)
-    rb = _row_block(np.empty(8, real), shape[-1], p.block)
-    assert rb in (p.block, lanes(np.dtype(real).itemsize))
+    assert p.rows in (p.block, lanes(np.dtype(real).itemsize))
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
@@ -253,15 +254,18 @@ def test_one_thread_path_entries_and_workspace(monkeypatch: pytest.MonkeyPatch) 
     assert fourier._local.ws["d"].size > small
 
 
+@pytest.mark.parametrize("tiled", [True, False])
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
-def test_streamed_output(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_output(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Non-temporal output stores (from STREAM_OUT on, at a length small enough to test):
     one thread, two threads sharing one row, batched rows, the inverse; an output that is
-    not vector-aligned takes shifted column blocks (every shift a vector allows, checked
-    to be taken, and no element outside the output written), or ordinary stores where no
-    shift aligns it (a complex128 output 8 bytes off)."""
+    not vector-aligned takes, with Z row-major, shifted column blocks (every shift a
+    vector allows, checked to be taken, and no element outside the output written), or
+    ordinary stores where no shift aligns it (a complex128 output 8 bytes off); with Z
+    tiled, unshifted blocks by ordinary stores."""
     monkeypatch.setattr(fourier, "STREAM_OUT", 1 << 11)
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "Z_TILED", tiled)
     fourier.plan.cache_clear()
     try:
         real = np.float64 if dtype == np.complex128 else np.float32
@@ -289,5 +293,38 @@ def test_streamed_output(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
                     assert (buf[:k] == 7.0).all() and (buf[k + 2 * x.size :] == 7.0).all()
                 want = {0, -1} | set(range(1, lanes // 2))
                 assert shifts == (want if dtype == np.complex128 else want - {-1})
+    finally:
+        fourier.plan.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("tiled", [True, False])
+def test_z_layout(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Z tiled (Z_TILED) or row-major: one thread, two sharing a row, batched four-step
+    rows, an aligned output and np.empty_like's, a mixed radix, and step 2's block
+    narrower than step 1's (STEP2_VECTORS)."""
+    monkeypatch.setattr(fourier, "Z_TILED", tiled)
+    monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "STEP2_VECTORS", {1 << 17: 2, 1 << 13: 1})
+    monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
+    fourier.plan.cache_clear()
+    try:
+        real = np.dtype(np.float64 if dtype == np.complex128 else np.float32).char
+        shapes = [(16,), (128,), (5, 1 << 10), (1 << 13,), (1 << 11,), (1 << 16,),
+                  (1 << 17,), (3, 1 << 13), (3 << 12,)]  # fmt: skip
+        for shape in shapes:
+            n = shape[-1]
+            p = fourier.plan(n, real)
+            if n in (1 << 17, 1 << 13):
+                assert p.block2 < p.block
+            if n >= 1 << 11 and n & (n - 1) == 0:
+                assert p.tile == (p.block2 if tiled else p.n2)
+            x = _signal(shape, dtype, seed=n)
+            ref = np.fft.fft(x.astype(np.complex128), axis=-1)
+            for threads in (1, 2):
+                _close(fft(x, threads=threads), ref, dtype)
+                _close(fft(x, threads=threads, out=np.empty_like(x)), ref, dtype)
+                back = fft(ref.astype(dtype), inverse=True, threads=threads)
+                _close(back, x.astype(np.complex128), dtype)
     finally:
         fourier.plan.cache_clear()
