@@ -298,12 +298,17 @@ def test_streamed_output(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
-@pytest.mark.parametrize("tiled", [True, False])
-def test_z_layout(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Z tiled (Z_TILED) or row-major: one thread, two sharing a row, batched four-step
-    rows, an aligned output and np.empty_like's, a mixed radix, and step 2's block
-    narrower than step 1's (STEP2_VECTORS)."""
+@pytest.mark.parametrize(("tiled", "skew"), [(True, True), (False, False), (True, False)])
+def test_z_layout(dtype: type, tiled: bool, skew: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Z tiled (Z_TILED) or row-major, pass buffers and Z's halves skewed (BUF_SKEW,
+    Z_SKEW) or not: one thread, two sharing a row, row blocks, batched four-step rows, an
+    aligned output and np.empty_like's, a mixed radix, and step 2's block narrower than
+    step 1's (STEP2_VECTORS)."""
     monkeypatch.setattr(fourier, "Z_TILED", tiled)
+    bytes_ = fourier.BUF_SKEW
+    monkeypatch.setattr(fourier, "BUF_SKEW", bytes_ if skew else 0)
+    monkeypatch.setattr(fourier, "Z_SKEW", skew)
+    monkeypatch.setattr(fourier, "SKEW_MIN", 1 << 10)
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
     monkeypatch.setattr(fourier, "STEP2_VECTORS", {1 << 17: 2, 1 << 13: 1})
     monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
@@ -311,7 +316,7 @@ def test_z_layout(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPatch) -> 
     try:
         real = np.dtype(np.float64 if dtype == np.complex128 else np.float32).char
         shapes = [(16,), (128,), (5, 1 << 10), (1 << 13,), (1 << 11,), (1 << 16,),
-                  (1 << 17,), (3, 1 << 13), (3 << 12,)]  # fmt: skip
+                  (1 << 17,), (3, 1 << 13), (3 << 12,), (33, 256)]  # fmt: skip
         for shape in shapes:
             n = shape[-1]
             p = fourier.plan(n, real)
@@ -319,6 +324,9 @@ def test_z_layout(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPatch) -> 
                 assert p.block2 < p.block
             if n >= 1 << 11 and n & (n - 1) == 0:
                 assert p.tile == (p.block2 if tiled else p.n2)
+                item = np.dtype(real).itemsize
+                assert (p.zlen * item % 4096 == bytes_) == skew
+                assert (p.bufsize * item % 4096 == bytes_) == skew
             x = _signal(shape, dtype, seed=n)
             ref = np.fft.fft(x.astype(np.complex128), axis=-1)
             for threads in (1, 2):
