@@ -202,13 +202,16 @@ Z_STREAM = 1 << 20
 # Z is stored as tiles of step 2's column block (n1 x block2 each, row-major), not as one
 # row-major n1 x n2 matrix: step 2 then reads each block's columns as one contiguous run,
 # not block2 elements from every row n2 apart (4 KiB apart at n2 = 512, each row on its
-# own page, where the prefetchers stop). Step 2's blocks then start at multiples of the
-# block, so an output that is not vector-aligned takes ordinary stores (the shifted
-# blocks of _unit2 remain for row-major Z, Z_TILE). Zen 4, 1 thread, load 2.6-2.9 (CI
+# own page, where the prefetchers stop). Where step 2's blocks are shifted to an output
+# that is not vector-aligned (_unit2), step 1 stores Z's columns rotated by the shift, so
+# that each block is still one tile (_to_z). Zen 4, 1 thread, load 2.6-2.9 (CI
 # jobs), GF/s, interleaved medians of 11-15 runs, tiled vs row-major, np.empty_like's
 # output / an aligned one: 2^13 20.2 vs 18.7; 2^14 22.7 vs 22.0; 2^15 23.1 vs 22.8;
 # 2^16 19.0 vs 17.4; 2^17 20.8 vs 17.3 / 21.5 vs 19.3; 2^18 15.9 vs 15.9 / 18.1 vs 17.4;
-# 2^19 17.7 vs 15.5 / 15.2 vs 13.3; 2^20 12.8 vs 11.5 / 15.0 vs 12.6; 2^21 11.3 vs 10.6.
+# 2^19 17.7 vs 15.5 / 15.2 vs 13.3; 2^20 12.8 vs 11.5 / 15.0 vs 12.6; 2^21 11.3 vs 10.6
+# (np.empty_like's output then by ordinary stores). Rotated, its output streamed (load
+# 2.6, skewed buffers, np.empty_like's output), vs tiled by ordinary stores vs row-major
+# shifted: 2^18 21.1 / 19.3 / 18.5; 2^19 19.4 / 15.4 / 17.4; 2^20 15.8 / 15.3 / 13.8.
 Z_TILED = True
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
@@ -323,10 +326,47 @@ def _zo(n1: int, tw: int, r: int, c: int) -> int:
 
 
 @jit()
+def _to_z(tr: Any, ti: Any, zr: Any, zi: Any, n1: int, n2: int, B: int, b: int, c0: int,
+          tw: int, zsh: int, zt: bool) -> None:  # fmt: skip
+    """Step 1's block (row k2 of (tr, ti): the B columns' output k2), transposed into Z's
+    rows c0..c0+b (``zt``: by non-temporal stores). Z's columns are stored rotated by
+    ``zsh``: output k2 at column (k2 - zsh) mod n2 of Z's tiles (see _zo), so that where
+    step 2's blocks start at zsh + u * tile (an output ``zsh`` elements off a vector
+    boundary, _unit2), each block is one tile; the w columns that wrap round are copied
+    one by one."""
+    w = vlanes(tr)
+    if b == B and n2 % w == 0:
+        for k in range(0, n2, w):
+            kr = k + zsh
+            if kr + w <= n2:
+                for q in range(0, B, w):
+                    zo = _zo(n1, tw, c0 + q, k)
+                    if zt:
+                        vtranspose_nt(tr, kr * B + q, B, zr, zo, tw)
+                        vtranspose_nt(ti, kr * B + q, B, zi, zo, tw)
+                    else:
+                        vtranspose(tr, kr * B + q, B, zr, zo, tw)
+                        vtranspose(ti, kr * B + q, B, zi, zo, tw)
+            else:
+                for i in range(w):
+                    kk = (kr + i) % n2
+                    for c in range(B):
+                        zo = _zo(n1, tw, c0 + c, k + i)
+                        zr[zo] = tr[kk * B + c]
+                        zi[zo] = ti[kk * B + c]
+    else:
+        for c in range(b):
+            for k2 in range(n2):
+                zo = _zo(n1, tw, c0 + c, (k2 + n2 - zsh) % n2)
+                zr[zo] = tr[k2 * B + c]
+                zi[zo] = ti[k2 * B + c]
+
+
+@jit()
 def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: Any,
-           zr: Any, zi: Any, tw: int, zt: bool) -> None:  # fmt: skip
+           zr: Any, zi: Any, tw: int, zsh: int, zt: bool) -> None:  # fmt: skip
     """Columns c0..c0+B of x (as n2 x n1): length-n2 transforms, twiddle, transpose into Z
-    (in tiles ``tw`` wide, see _zo; ``zt``: by non-temporal stores, see Z_STREAM).
+    (see _to_z; ``zt``: by non-temporal stores, see Z_STREAM).
 
     ``xf`` is the input as interleaved re/im floats; ``xo`` the row's first complex index.
     """
@@ -364,18 +404,7 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
             tr, ti = ur, ui
         else:
             last_tw(rad[npass - 1], ur, ui, tr, ti, s, B, wrr, wri, blk * n2, wcr, wci)
-        if zt:
-            for k in range(0, n2, w):
-                for q in range(0, B, w):
-                    zo = _zo(n1, tw, c0 + q, k)
-                    vtranspose_nt(tr, k * B + q, B, zr, zo, tw)
-                    vtranspose_nt(ti, k * B + q, B, zi, zo, tw)
-            return
-        for k in range(0, n2, w):
-            for q in range(0, B, w):
-                zo = _zo(n1, tw, c0 + q, k)
-                vtranspose(tr, k * B + q, B, zr, zo, tw)
-                vtranspose(ti, k * B + q, B, zi, zo, tw)
+        _to_z(tr, ti, zr, zi, n1, n2, B, b, c0, tw, zsh, zt)
         return
     for r in range(n2):
         src = xo + r * n1 + c0
@@ -407,42 +436,34 @@ def _step1(xf: Any, xo: int, n1: int, n2: int, B: int, blk: int, sg: float, tb: 
             xi = vload(ti, o)
             vstore(tr, o, vfnma(xi, twi_, vmul(xr, twr_)))
             vstore(ti, o, vfma(xr, twi_, vmul(xi, twr_)))
-    if b == B and n2 % w == 0:
-        for k in range(0, n2, w):
-            for q in range(0, B, w):
-                zo = _zo(n1, tw, c0 + q, k)
-                vtranspose(tr, k * B + q, B, zr, zo, tw)
-                vtranspose(ti, k * B + q, B, zi, zo, tw)
-    else:
-        for c in range(b):
-            for k2 in range(n2):
-                zo = _zo(n1, tw, c0 + c, k2)
-                zr[zo] = tr[k2 * B + c]
-                zi[zo] = ti[k2 * B + c]
+    _to_z(tr, ti, zr, zi, n1, n2, B, b, c0, tw, zsh, False)
 
 
 @jit()
 def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale: float,
-           tb: Any, zr: Any, zi: Any, tw: int, nt: bool) -> None:  # fmt: skip
-    """Columns k0..k0+B of Z (n1 x n2, in tiles ``tw`` wide, each block within one tile):
-    length-n1 transforms, written in natural order (``nt``: by non-temporal stores, each
-    then vector-aligned).
+           tb: Any, zr: Any, zi: Any, tw: int, zsh: int, nt: bool) -> None:  # fmt: skip
+    """Output columns k0..k0+B (mod n2), from Z's columns k0 - zsh.. (n1 x n2, in tiles
+    ``tw`` wide, each block within one tile, see _to_z): length-n1 transforms, written in
+    natural order (``nt``: by non-temporal stores, each then vector-aligned).
 
     ``of`` is the output as interleaved re/im floats; ``oo`` the row's first complex index.
     """
     rad, off, twr, twi = tb[0], tb[1], tb[2], tb[3]
     tr, ti, ur, ui = tb[16], tb[17], tb[18], tb[19]
     w = vlanes(tr)
-    b = min(B, n2 - k0)
+    v0 = (k0 + n2 - zsh) % n2  # the block's first column in Z
+    b = min(B, n2 - v0)
+    wraps = k0 + b > n2  # the last block of a rotated Z: its output columns wrap round
     npass = rad.shape[0]
     if (
         b == B
+        and not wraps
         and npass >= 2
         and (rad[0] == 8 or rad[0] == 4)
         and (rad[npass - 1] == 8 or rad[npass - 1] == 4)
     ):  # first pass reads Z, last pass writes the output: no copy in or out
         r = rad[0]
-        pass_from(r, zr, zi, _zo(n1, tw, 0, k0), tw, tr, ti, n1, B, twr, twi, off[0], False, 1.0)
+        pass_from(r, zr, zi, _zo(n1, tw, 0, v0), tw, tr, ti, n1, B, twr, twi, off[0], False, 1.0)
         s = B * r
         L = n1 // r
         src = 0
@@ -463,7 +484,7 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale
             last_out(rad[npass - 1], ur, ui, of, s, B, oo + k0, n2, sre, sim, nt)
         return
     for r in range(n1):
-        src = _zo(n1, tw, r, k0)
+        src = _zo(n1, tw, r, v0)
         d = r * B
         if b == B:
             for q in range(0, B, w):
@@ -483,15 +504,16 @@ def _step2(of: Any, oo: int, n1: int, n2: int, B: int, k0: int, sg: float, scale
     for r in range(n1):
         d = oo + r * n2 + k0
         s = r * B
-        if b == B:
+        if b == B and not wraps:
             for q in range(0, B, w):
                 re = vmul(sre, vload(tr, s + q))
                 im = vmul(sim, vload(ti, s + q))
                 vstore_interleaved(of, 2 * (d + q), re, im)
         else:
             for c in range(b):
-                of[2 * (d + c)] = scale * tr[s + c]
-                of[2 * (d + c) + 1] = sg * scale * ti[s + c]
+                e = oo + r * n2 + (k0 + c) % n2
+                of[2 * e] = scale * tr[s + c]
+                of[2 * e + 1] = sg * scale * ti[s + c]
 
 
 @jit()
@@ -563,22 +585,26 @@ def _stream_shift(out: Any, meta: Any) -> int:
 
 
 @jit()
-def _units2(nb2: int, sh: int) -> int:
-    """Step 2's column blocks: nb2, one more where shifted (see _unit2)."""
-    return nb2 + 1 if sh > 0 else nb2
+def _units2(nb2: int, sh: int, tiled: bool) -> int:
+    """Step 2's column blocks: nb2, one more where shifted over a row-major Z (_unit2)."""
+    return nb2 + 1 if sh > 0 and not tiled else nb2
 
 
 @jit()
-def _unit2(u: int, nb2: int, B: int, n2: int, sh: int) -> Any:
+def _unit2(u: int, nb2: int, B: int, n2: int, sh: int, tiled: bool) -> Any:
     """(first column, non-temporal) of step 2's u-th column block. Shifted by sh > 0,
-    the first nb2 - 1 blocks start at sh + u*B, their output rows vector-aligned, and
-    two blocks of ordinary stores cover the columns left at either end, [0, B) and
+    the first nb2 - 1 blocks start at sh + u*B, their output rows vector-aligned; over a
+    tiled Z (whose columns step 1 stored rotated by sh, _to_z) the last block, of
+    ordinary stores, covers the columns left at either end, [n2 - B + sh, n2) and
+    [0, sh); over a row-major Z two blocks of ordinary stores cover them, [0, B) and
     [n2 - B, n2): each overlaps a streamed block by a few columns, whose values it writes
     again (bit for bit the same: each column is its own transform, in its own lanes)."""
     if sh < 0:
         return u * B, False
     if sh == 0:
         return u * B, True
+    if tiled:
+        return sh + u * B, u < nb2 - 1
     if u < nb2 - 1:
         return sh + u * B, True
     if u == nb2 - 1:
@@ -613,8 +639,8 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
     B2, RB = meta[6], meta[8]
     sh = _stream_shift(out, meta)
     tw = meta[7]
-    if tw != n2 and sh > 0:  # tiled Z: the output's blocks unshifted, by ordinary stores
-        sh = -1
+    tiled = tw != n2
+    zsh = sh if tiled and sh > 0 else 0  # Z's columns rotated to step 2's blocks
     row_blocks = n <= ROW_BLOCK_MAX and rows >= RB
     size = meta[5] if row_blocks else meta[4]
     sg = -1.0 if inv else 1.0
@@ -636,12 +662,12 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
             row = nrb * RB + u - nrb
             zt = _z_streaming(n, n2, zr, zi, tw)
             for blk in range(nb1):
-                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zt)
+                _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zsh, zt)
             if zt:
                 fence()
-            for v in range(_units2(nb2, sh)):
-                k0, nt = _unit2(v, nb2, B2, n2, sh)
-                _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, nt)
+            for v in range(_units2(nb2, sh, tiled)):
+                k0, nt = _unit2(v, nb2, B2, n2, sh, tiled)
+                _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, zsh, nt)
         u = u + 1 if threads == 1 else atomic_add(sync, 0, 1)
     if sh >= 0:
         fence()
@@ -659,8 +685,8 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     B2 = meta[6]
     sh = _stream_shift(out, meta)
     tw = meta[7]
-    if tw != n2 and sh > 0:  # tiled Z: the output's blocks unshifted, by ordinary stores
-        sh = -1
+    tiled = tw != n2
+    zsh = sh if tiled and sh > 0 else 0  # Z's columns rotated to step 2's blocks
     sg = -1.0 if inv else 1.0
     scale = 1.0 / n if inv else 1.0
     tb = _tables(fb, meta, work, meta[4])
@@ -668,15 +694,15 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
     if phase == 1:
         zt = _z_streaming(n, n2, zr, zi, tw)
         while blk < (n1 + B - 1) // B:
-            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zt)
+            _step1(x, row * n, n1, n2, B, blk, sg, tb, zr, zi, tw, zsh, zt)
             blk = atomic_add(sync, slot, 1)
         if zt:
             fence()
     else:
         nb2 = (n2 + B2 - 1) // B2
-        while blk < _units2(nb2, sh):
-            k0, nt = _unit2(blk, nb2, B2, n2, sh)
-            _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, nt)
+        while blk < _units2(nb2, sh, tiled):
+            k0, nt = _unit2(blk, nb2, B2, n2, sh, tiled)
+            _step2(out, row * n, n1, n2, B2, k0, sg, scale, tb, zr, zi, tw, zsh, nt)
             blk = atomic_add(sync, slot, 1)
         if sh >= 0:
             fence()
