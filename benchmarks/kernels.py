@@ -15,6 +15,7 @@ is the FMA probe taken right before it (shared hosts swing with the other vCPUs'
 
     python benchmarks/kernels.py [--quick] [--repeat 7] [--json results.json]
     python benchmarks/kernels.py --fft-only [--exps 12-20] [--threads 1]   (FFT rows only)
+    python benchmarks/kernels.py --only gemm,batch,triad   (those sections of the full run)
     python benchmarks/kernels.py --gpu   (GPU rows only: numba-cuda beside CuPy/cuBLAS;
                                           needs the ``gpu`` extra and cupy-cuda12x)
 
@@ -58,6 +59,7 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 
 SETTLE_S = 0.15  # before a threaded call: other libraries' pool threads stop spinning
+WARM_S = 0.002  # after the pause: untimed calls of the contender for at least this long
 
 
 def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) -> list[float]:
@@ -76,6 +78,13 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
     The untimed call then also wakes the library's own pool: after the pause its threads
     are asleep, and waking them took ~5 ms on this benchmark's VM (a 1M-element triad
     takes 0.4 ms), a cost that back-to-back calls, as in STREAM or validate, never pay.
+    After the pause the untimed calls go on for at least WARM_S (one call at least): one
+    call of a 1M triad (0.3-0.6 ms) did not bring the core back to its pace before the
+    pause (2-vCPU AMD EPYC Zen 4 KVM guest, load 2, medians of 15-21 interleaved rounds,
+    GB/s, ours (1 thread, streamed) / numpy's two passes: no pause 77.5 / 43.8; pause and
+    one untimed call 48.1 / 33.6; pause and 2 ms of untimed calls 77.1 / 44.2, 5 ms 63.9
+    / 41.4, 20 ms 58.6 / 35.1), while the same calls back to back, as STREAM runs them,
+    ran at the unpaused rate; every contender gets the same warm-up.
     """
     for fn in fns:
         fn()
@@ -87,7 +96,12 @@ def interleaved(fns: list[Callable[[], object]], repeat: int, threads: int = 1) 
         for i in order:
             if threads > 1:
                 time.sleep(SETTLE_S)
-            fns[i]()
+                w0 = time.perf_counter()
+                fns[i]()
+                while time.perf_counter() - w0 < WARM_S:
+                    fns[i]()
+            else:
+                fns[i]()
             t0 = time.perf_counter()
             fns[i]()
             times[i].append(time.perf_counter() - t0)
@@ -385,6 +399,11 @@ def main() -> None:
     parser.add_argument("--no-validate", action="store_true", help="skip the validate timing")
     parser.add_argument("--fft-only", action="store_true", help="only the 1-D FFT rows")
     parser.add_argument("--gpu", action="store_true", help="only the GPU rows (GPU 0)")
+    parser.add_argument(
+        "--only",
+        help="comma list of sections of the full run: gemm, fft (1-D, --exps), batch, triad, "
+        "validate",
+    )
     parser.add_argument("--exps", default="10-22", help="FFT sizes 2^a..2^b (with --fft-only)")
     parser.add_argument(
         "--threads",
@@ -409,6 +428,19 @@ def main() -> None:
     rows: list[Row] = []
     if args.gpu:
         bench_gpu(args.repeat, rows)
+    elif args.only:
+        only = set(args.only.split(","))
+        lo, _, hi = args.exps.partition("-")
+        if "gemm" in only:
+            bench_gemm([1024, 2048], args.repeat, rows)
+        if "fft" in only:
+            bench_fft(list(range(int(lo), int(hi or lo) + 1)), [], args.repeat, rows)
+        if "batch" in only:
+            bench_fft([], [(256, 256), (1024, 1024)], args.repeat, rows)
+        if "triad" in only:
+            bench_triad([1 << 20, 1 << 24, 1 << 25], args.repeat, rows)
+        if "validate" in only:
+            bench_validate(rows)
     elif args.fft_only:
         lo, _, hi = args.exps.partition("-")
         exps = list(range(int(lo), int(hi or lo) + 1))
