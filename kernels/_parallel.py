@@ -7,7 +7,9 @@ once more for the function around it. For the FFT that cost more than the FFT it
 core). Here a core is one ordinary jitted function that a thread runs on its share,
 compiled once and used alike by one thread and by many; the threads take work from an
 atomic counter (a thread the OS has descheduled on a busy host holds up no fixed share)
-and meet at a barrier that spins briefly, then yields the CPU.
+and wait, spinning briefly and then yielding the CPU, only for work another thread has
+taken (``wait_for``), so a thread that starts late or not at all holds no one up; the
+``barrier``, which waits for every thread to arrive, is kept for cores that need one.
 
 One parallel call runs at a time per process (``run``): a core waiting at a barrier needs
 every one of its threads running, which a pool shared by overlapping calls cannot promise.
@@ -108,6 +110,20 @@ def barrier(sync: Any, idx: int, target: int) -> None:
     """Arrive at the barrier counted in ``sync[idx]`` and wait until ``target`` arrivals
     (a counter that only grows: the g-th barrier of T threads waits for g * T)."""
     atomic_add(sync, idx, 1)
+    spins = 0
+    while atomic_load(sync, idx) < target:
+        if spins < SPINS:
+            cpu_relax()
+            spins += 1
+        else:
+            yield_cpu()
+
+
+@jit()
+def wait_for(sync: Any, idx: int, target: int) -> None:
+    """Wait until the counter ``sync[idx]`` reaches ``target`` (spinning briefly, then
+    yielding the CPU, as ``barrier``): unlike a barrier, it waits for work done, never
+    for a thread to arrive."""
     spins = 0
     while atomic_load(sync, idx) < target:
         if spins < SPINS:

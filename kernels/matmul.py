@@ -21,7 +21,7 @@ from numba.extending import overload
 from kernels import _cpu
 from kernels._cpu import Kernel
 from kernels._jit import OPTIONS, jit, use_threads
-from kernels._parallel import atomic_add, barrier, run
+from kernels._parallel import atomic_add, run, wait_for
 from kernels._simd import (
     kern_field,
     prefetch,
@@ -281,16 +281,24 @@ def _gemm_worker(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any,
     """One thread's part of C = A @ B; every thread of a call runs this with the same
     arguments but its own ``ws`` (a packed A block of ``chunk`` x KC, then an edge tile).
 
-    For each KC x NC panel of B (``it``-th): the threads pack its strip groups, taken from
-    the counter ``sync[1 + 2 it]``, into one of the two ``panels`` (alternating, so that
-    packing the next never overwrites one still in use), meet at the barrier ``sync[0]``,
-    then take row chunks of A from ``sync[2 + 2 it]``, pack each and multiply.
+    For each KC x NC panel of B (``it``-th, counters ``sync[4 it ..4 it + 3]``): the
+    threads pack its strip groups, taken from the counter ``sync[4 it]`` and counted done
+    in ``sync[4 it + 1]``, into one of the two ``panels`` (alternating), wait until every
+    group is packed, then take row chunks of A from ``sync[4 it + 2]``, pack each,
+    multiply, and count it done in ``sync[4 it + 3]`` and in its own flag (from
+    ``4 * panels``: ``nchunks`` per panel). A chunk that adds to C (pc > 0) first waits
+    for the flag of the same rows' chunk of the panel before; before packing panel it + 2
+    into the buffer of panel it, a thread waits until every chunk of panel it is done. They
+    wait only for work another thread has taken, never for a thread to arrive (no
+    barrier): a thread that starts late, or not at all, holds no one up, and the first
+    can do all the work alone (so ``run`` may drop a late one).
     """
     literally(kern)
     mr = kern_field(kern, 1)
     nr = wlanes(c, kern) * kern_field(kern, 0)
     bsize = panels.shape[0] // 2
     nchunks = (m + chunk - 1) // chunk
+    flags = 4 * ((n + nc_blk - 1) // nc_blk) * ((k + kc_blk - 1) // kc_blk)
     it = 0
     for jc in range(0, n, nc_blk):
         nc = min(nc_blk, n - jc)
@@ -298,23 +306,32 @@ def _gemm_worker(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any,
         for pc in range(0, k, kc_blk):
             kc = min(kc_blk, k - pc)
             bp = panels[(it % 2) * bsize : (it % 2 + 1) * bsize]
-            g = atomic_add(sync, 1 + 2 * it, 1)
+            s0 = 4 * it
+            if threads > 1 and it >= 2:  # panel it - 2's buffer: every chunk done with it
+                wait_for(sync, s0 - 5, nchunks)
+            g = atomic_add(sync, s0, 1)
             while g < ngroups:
                 j0 = g * PACK_GROUP * nr
                 jn = min(PACK_GROUP * nr, nc - j0)
                 _pack_b(b, ldb, tb, pc, kc, jc + j0, jn, nr, bp, j0 * kc, kern)
-                g = atomic_add(sync, 1 + 2 * it, 1)
+                atomic_add(sync, s0 + 1, 1)
+                g = atomic_add(sync, s0, 1)
             if threads > 1:
-                barrier(sync, 0, (it + 1) * threads)
+                wait_for(sync, s0 + 1, ngroups)
             ap = ws[: chunk * kc]
             tile = ws[chunk * kc_blk : chunk * kc_blk + mr * nr]
-            i = atomic_add(sync, 2 + 2 * it, 1)
+            i = atomic_add(sync, s0 + 2, 1)
             while i < nchunks:
                 ic = i * chunk
                 mc = min(chunk, m - ic)
                 _pack_a(a, lda, ta, ic, mc, pc, kc, ap, kern)
+                f = flags + it * nchunks + i
+                if threads > 1 and pc > 0:  # these rows of C: the panel before done
+                    wait_for(sync, f - nchunks, 1)
                 _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, pc == 0, tile, kern)
-                i = atomic_add(sync, 2 + 2 * it, 1)
+                atomic_add(sync, f, 1)
+                atomic_add(sync, s0 + 3, 1)
+                i = atomic_add(sync, s0 + 2, 1)
             it += 1
 
 
@@ -404,7 +421,8 @@ def gemm(
     per = _aligned(chunk * kc + kern.mr * nr, a.itemsize)
     work = _workspace(2 * bsize + nthreads * per, a.dtype)
     panels = work[: 2 * bsize]
-    sync = np.zeros(1 + 2 * (-(-n // nc)) * (-(-k // kc)), np.int64)
+    panels_n = (-(-n // nc)) * (-(-k // kc))
+    sync = np.zeros(panels_n * (4 + -(-m // chunk)), np.int64)
     args = (av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
             m, n, k, chunk, kc, nc, panels, work[2 * bsize : 2 * bsize + per], sync,
             nthreads)  # fmt: skip
@@ -413,7 +431,7 @@ def gemm(
     for t in range(nthreads):
         ws = work[2 * bsize + t * per : 2 * bsize + (t + 1) * per]
         calls.append((entry, (*args[:14], ws, *args[15:], kern.code)))
-    run(calls)
+    run(calls, skip_late=True)
     return c
 
 

@@ -55,6 +55,22 @@ def test_threads_agree() -> None:
     assert_allclose(gemm(a, b, threads=1), gemm(a, b, threads=2), rtol=1e-13, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_share_many_panels(dtype: type) -> None:
+    """Two threads over many B panels (partial in every direction), without a barrier:
+    each panel waits for the chunks of the panel before on the same rows, and the
+    buffer of panel it - 2 for its chunks; bit for bit the one-thread product, run after
+    run (a race would show as a changed element)."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((211, 97)).astype(dtype)
+    b = rng.standard_normal((97, 143)).astype(dtype)
+    for blocking in [(12, 16, 32), (30, 40, 64), (6, 8, 200)]:
+        one = gemm(a, b, threads=1, blocking=blocking)
+        _check(a, b, threads=1, blocking=blocking)
+        for _ in range(20):
+            assert np.array_equal(gemm(a, b, threads=2, blocking=blocking), one)
+
+
 def test_blocking_override_edges() -> None:
     rng = np.random.default_rng(3)
     a = rng.standard_normal((97, 211))

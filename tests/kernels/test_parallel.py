@@ -84,3 +84,19 @@ def test_row_chunks(m: int, mc: int, mr: int, threads: int) -> None:
     n = -(-m // chunk)
     assert chunk % mr == 0 and chunk <= max(mc, mr)
     assert n % threads == 0  # every thread gets as many chunks
+
+
+@jit()
+def _add_five(sync: np.ndarray) -> None:
+    for _ in range(5):
+        atomic_add(sync, 0, 1)
+
+
+def test_wait_for_waits_for_work_done() -> None:
+    """wait_for returns once the counter reaches the target, whoever adds the last unit."""
+    from kernels._parallel import wait_for
+
+    sync = np.zeros(2, np.int64)
+    run([(wait_for, (sync, 0, 5)), (_add_five, (sync,))])
+    assert sync[0] == 5
+    wait_for(sync, 1, 0)  # already there: returns at once
