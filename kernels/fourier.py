@@ -710,8 +710,15 @@ def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: A
 
 _REAL = {"D": "d", "F": "f"}
 # Transforms this small (all rows together) run on the calling thread: waking the pool's
-# threads costs 20-30 us on an idle host, more on a busy one.
-PARALLEL_MIN = 1 << 15
+# threads costs 20-30 us on an idle host, more on a busy one; and one row's column blocks
+# are shared only from COLUMNS_MIN points. Below, a second thread was no faster, or
+# slower. 2-vCPU AMD EPYC Zen 4 KVM guest, load 0.6, GF/s, medians of 15, 1 thread vs 2,
+# back to back / each after a 0.15 s pause and 2 ms of untimed calls: one row 2^16 24.5
+# vs 18.4 / 23.9 vs 20.4; 2^17 26.6 vs 24.2 / 26.9 vs 24.7; 256 x 256 18.5 vs 19.9 / 18.7
+# vs 15.8; 64 x 1024 22.0 vs 22.4 / 17.2 vs 15.6; while 2^18 (1.0 vs 0.70 ms) and
+# 1024 x 1024 (19.2 vs 35.8) gain back to back.
+PARALLEL_MIN = 1 << 17
+COLUMNS_MIN = 1 << 18
 _NO_SYNC = np.zeros(1, np.int64)  # the counter argument of a one-thread call (unused)
 
 _local = threading.local()
@@ -796,7 +803,8 @@ def fft(
             raise ValueError(f"threads must be >= 1, got {threads}")
     rows = size // n
     inv = bool(inverse)
-    if nthreads == 1 or size < PARALLEL_MIN:
+    columns = rows < nthreads or rows == 1  # threads would share one row's column blocks
+    if nthreads == 1 or size < PARALLEL_MIN or (columns and n < COLUMNS_MIN):
         # the one-thread path, its lookups inlined: at 2^12 points each ~0.1 us counts
         try:
             work = _local.ws[real]

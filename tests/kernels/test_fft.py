@@ -49,6 +49,7 @@ def test_batched(
     shape: tuple[int, ...], threads: int, dtype: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)  # small batches take the threaded paths too
+    monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     x = _signal(shape, dtype, seed=len(shape))
     _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
     back = fft(fft(x, threads=threads), inverse=True, threads=threads)
@@ -57,18 +58,23 @@ def test_batched(
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
 @pytest.mark.parametrize("n", [1 << 17, 3 * (1 << 12), 1 << 20])
-def test_threads_on_one_long_transform(n: int, dtype: type) -> None:
+def test_threads_on_one_long_transform(
+    n: int, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Threads share one row's column blocks (the fast path, the copying path for a mixed
     radix, and the size validate runs), meeting between the two steps."""
+    monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     x = _signal((n,), dtype, seed=7)
     x128 = x.astype(np.complex128)
     _close(fft(x, threads=2), np.fft.fft(x128), dtype)
     _close(fft(x, threads=2, inverse=True), np.fft.ifft(x128), dtype)
 
 
-@pytest.mark.parametrize("shape", [(40, 1024), (3, 1 << 14), (9, 4000)])
+@pytest.mark.parametrize("shape", [(160, 1024), (9, 1 << 14), (33, 4000)])
 def test_threads_take_rows_at_full_size(shape: tuple[int, ...]) -> None:
     """Batches past PARALLEL_MIN: row blocks and four-step rows shared out by a counter."""
+    assert np.prod(shape) >= fourier.PARALLEL_MIN
     x = _signal(shape, np.complex128, seed=shape[0])
     _close(fft(x, threads=2), np.fft.fft(x, axis=-1), np.complex128)
     _close(fft(x, threads=2, inverse=True), np.fft.ifft(x, axis=-1), np.complex128)
@@ -139,6 +145,7 @@ def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> Non
         x = _signal((n,), dtype, seed=5)
         for threads in (1, 2):
             monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+            monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
             _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
             back = fft(fft(x, threads=threads), inverse=True, threads=threads)
             _close(back, x.astype(np.complex128), dtype)
@@ -196,6 +203,7 @@ def test_row_blocks(
     from kernels.fourier import plan
 
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     x = _signal(shape, dtype, seed=shape[-1])
     _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128), axis=-1), dtype)
     back = fft(fft(x, threads=threads), inverse=True, threads=threads)
@@ -207,7 +215,7 @@ def test_row_blocks(
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
 @pytest.mark.parametrize("inverse", [False, True])
-@pytest.mark.parametrize(("shape", "threads"), [((4096,), 1), ((1000,), 2), ((1 << 15,), 2),
+@pytest.mark.parametrize(("shape", "threads"), [((4096,), 1), ((1000,), 2), ((1 << 17,), 2),
                                                 ((3, 64), 1), ((5, 96), 2)])  # fmt: skip
 def test_plan_matches_fft_and_follows_its_input(
     shape: tuple[int, ...], threads: int, inverse: bool, dtype: type
@@ -265,6 +273,7 @@ def test_streamed_output(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPat
     tiled, unshifted blocks by ordinary stores."""
     monkeypatch.setattr(fourier, "STREAM_OUT", 1 << 11)
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     monkeypatch.setattr(fourier, "Z_TILED", tiled)
     fourier.plan.cache_clear()
     try:
@@ -310,6 +319,7 @@ def test_z_layout(dtype: type, tiled: bool, skew: bool, monkeypatch: pytest.Monk
     monkeypatch.setattr(fourier, "Z_SKEW", skew)
     monkeypatch.setattr(fourier, "SKEW_MIN", 1 << 10)
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     monkeypatch.setattr(fourier, "STEP2_VECTORS", {1 << 17: 2, 1 << 13: 1})
     monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
     fourier.plan.cache_clear()
@@ -336,3 +346,22 @@ def test_z_layout(dtype: type, tiled: bool, skew: bool, monkeypatch: pytest.Monk
                 _close(back, x.astype(np.complex128), dtype)
     finally:
         fourier.plan.cache_clear()
+
+
+def test_small_transforms_stay_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under PARALLEL_MIN points (all rows), or one row under COLUMNS_MIN, threads=2 runs
+    on the calling thread (the pool is not used); from them on it is."""
+    calls: list[int] = []
+
+    def one_by_one(c: list, **kw: object) -> None:  # type: ignore[type-arg]
+        calls.append(len(c))
+        for f, a in c:  # in turn: the counter leaves the later calls nothing to do
+            f(*a)
+
+    monkeypatch.setattr(fourier, "run", one_by_one)
+    for shape, pooled in [((1 << 16,), False), ((1 << 17,), False), ((1 << 18,), True),
+                          ((256, 256), False), ((256, 512), True)]:  # fmt: skip
+        calls.clear()
+        x = _signal(shape, np.complex128, seed=1)
+        _close(fft(x, threads=2), np.fft.fft(x, axis=-1), np.complex128)
+        assert bool(calls) == pooled, shape
