@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, Executable, String, Uuid, and_, bindparam, exists, func, select
+from sqlalchemy import ARRAY, String, Uuid, and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import BrokerError, Conflict, IdempotencyMismatch, NotFound
@@ -259,13 +259,13 @@ _HOOKED = (exists().where(Webhook.project_id == Project.id),)
 
 
 @cache
-def _projects(pg: bool) -> Executable:
+def _projects(pg: bool) -> bulk.Query:
     """Built once (per dialect): a batch only binds its ids."""
     return select(Project.id, Project.enterprise_id).where(bulk.in_list(Project.id, "ids", pg=pg))
 
 
 @cache
-def _keys(pg: bool) -> Executable:
+def _keys(pg: bool) -> bulk.Query:
     """The stored jobs of (project, key) pairs, each pair looked up in the unique index
     on (project_id, idempotency_key). On PostgreSQL the pairs are two parallel arrays
     joined as rows (``unnest``): ``project_id = ANY(..) AND idempotency_key = ANY(..)``
@@ -300,7 +300,7 @@ def _visible(
     missing = sorted({i.project_id for i in items} - _ENTERPRISE_OF.keys())
     if missing:
         query = _projects(bulk.is_pg(session))
-        for project_id, enterprise_id in session.connection().execute(query, {"ids": missing}):
+        for project_id, enterprise_id in bulk.fetch(session, query, {"ids": missing}):
             if len(_ENTERPRISE_OF) >= _MAX_REMEMBERED:
                 _ENTERPRISE_OF.clear()
             _ENTERPRISE_OF[project_id] = enterprise_id
@@ -340,8 +340,8 @@ def _stored_keys(
             "projects": sorted({p for p, _ in wanted}),
             "keys": sorted({k for _, k in wanted}),
         }
-    rows = session.connection().execute(_keys(pg), params)
-    ids = [row.id for row in rows if (row[1], row[2]) in wanted]
+    rows = bulk.fetch(session, _keys(pg), params)
+    ids = [row[0] for row in rows if (row[1], row[2]) in wanted]
     if not ids:  # the usual case: no replay, no Job object loaded
         return {}
     jobs = session.scalars(select(Job).where(Job.id.in_(ids)))

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, ColumnElement, Executable, func, literal_column, select
+from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..errors import CapacityExceeded, Conflict, InvalidInput, NotFound, QuotaExceeded
@@ -221,7 +221,7 @@ class EnterpriseState:
 
 
 @cache
-def _lock_batch(pg: bool, also: tuple[ColumnElement[Any], ...]) -> Executable:
+def _lock_batch(pg: bool, also: tuple[ColumnElement[Any], ...]) -> bulk.Query:
     """Built once (per dialect): a batch only binds its ids."""
     return (
         select(
@@ -270,8 +270,7 @@ def lock_batch(
     ents: dict[uuid.UUID, EnterpriseState | Enterprise] = {}
     params = {"ids": ids, "projects": projects}
     query = _lock_batch(bulk.is_pg(session), also)
-    for row in session.connection().execute(query, params):  # plain rows
-        values: tuple[Any, ...] = tuple(row)
+    for values in bulk.fetch(session, query, params):  # plain rows
         c = Counters(*values[7:17])
         c.project_status, c.allocation_units, c.also = values[17], values[18], values[19:]
         if c.enterprise_id not in ents:
@@ -562,7 +561,7 @@ def capacity_in_use_mflops(
 
 
 @cache
-def _in_use(pg: bool) -> Executable:
+def _in_use(pg: bool) -> bulk.Query:
     width = Job.nodes * Job.array_width * Job.rate_mflops
     return (
         select(Job.enterprise_id, func.coalesce(func.sum(width), 0))
@@ -578,7 +577,7 @@ def capacity_in_use_many(
     if not enterprise_ids:
         return {}
     query = _in_use(bulk.is_pg(session))
-    rows = session.connection().execute(query, {"ids": sorted(enterprise_ids)})
+    rows = bulk.fetch(session, query, {"ids": sorted(enterprise_ids)})
     found = {ent: int(total or 0) for ent, total in rows}
     return {ent: found.get(ent, 0) for ent in enterprise_ids}
 

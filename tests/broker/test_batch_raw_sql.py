@@ -1,0 +1,151 @@
+"""The batch's statements on the DBAPI connection (``bulk.fetch`` and ``bulk.write`` on
+PostgreSQL skip SQLAlchemy's per-statement work): the same rows as SQLAlchemy gives,
+and the same errors: a lock wait that fails is SQLAlchemy's ``OperationalError``, a
+connection the server dropped is invalidated (the next batch gets a fresh one), and a
+batch PostgreSQL picks as a deadlock's victim is run once more and accepted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.api.batching import SubmitBatcher
+from broker.db import make_engine, make_session_factory, session_scope
+from broker.models import EnterpriseStatus, Job, ProjectStatus
+from broker.services import brokering, bulk, intake, ledger
+
+from .test_submit_batching import Tenant, _factory, factory, make_tenant, spec
+
+__all__ = ["factory"]
+
+
+@pytest.fixture
+def pg_factory(pg_url: str, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    yield from _factory(pg_url, tmp_path)
+
+
+def _wanted(*tenants: Tenant) -> dict[uuid.UUID, set[uuid.UUID]]:
+    return {t.enterprise_id: {t.p1, t.p2} for t in tenants}
+
+
+def test_fetch_gives_the_rows_sqlalchemy_gives(factory: sessionmaker[Session]) -> None:
+    t = make_tenant(factory)
+    wanted = _wanted(t)
+    with factory() as s:
+        pg = bulk.is_pg(s)
+    query = ledger._lock_batch(pg, intake._HOOKED)
+    params = {"ids": sorted(wanted), "projects": sorted(wanted[t.enterprise_id])}
+    with session_scope(factory) as s:
+        expected = [tuple(r) for r in s.connection().execute(query, params)]
+        got = bulk.fetch(s, query, params)
+    assert got == expected and len(got) == 3  # the enterprise's row and its two projects'
+    assert type(got[0][1]) is EnterpriseStatus and got[0][1] is EnterpriseStatus.ACTIVE
+    assert {type(r[17]) for r in got[1:]} == {ProjectStatus}
+
+
+def _lock_balance(url: str, enterprise_id: uuid.UUID) -> psycopg.Connection:
+    """Another transaction holding the enterprise's own balance row."""
+    conn = psycopg.connect(url.replace("+psycopg", ""))
+    conn.execute("SET deadlock_timeout = '30s'")  # the batch, not this, finds a deadlock
+    conn.execute(
+        "SELECT id FROM balance WHERE enterprise_id = %s AND project_id IS NULL FOR UPDATE",
+        (enterprise_id,),
+    )
+    return conn
+
+
+@pytest.mark.postgres
+def test_a_failed_lock_wait_is_sqlalchemys_operational_error(
+    pg_url: str, pg_factory: sessionmaker[Session]
+) -> None:
+    factory = pg_factory
+    t = make_tenant(factory)
+    other = _lock_balance(pg_url, t.enterprise_id)
+    try:
+        with factory() as s:
+            s.execute(text("SET LOCAL lock_timeout = '50ms'"))
+            with pytest.raises(OperationalError) as caught:
+                ledger.lock_batch(s, _wanted(t))
+            assert isinstance(caught.value.orig, psycopg.errors.LockNotAvailable)
+            assert "FOR UPDATE" in str(caught.value.statement)
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_not_used_again(
+    pg_url: str, pg_factory: sessionmaker[Session]
+) -> None:
+    engine = make_engine(pg_url, pool_pre_ping=False, pool_size=1)  # as the batches' pool
+    factory = make_session_factory(engine)
+    t = make_tenant(factory)
+    with factory() as s:
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        s.commit()
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        with pytest.raises(DBAPIError) as caught:
+            ledger.lock_batch(s, _wanted(t))
+        assert caught.value.connection_invalidated
+    with factory() as s:  # the pool's one connection is a new one
+        assert s.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+        assert ledger.lock_batch(s, _wanted(t))[0]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_batch_picked_as_a_deadlock_victim_is_run_again(
+    pg_url: str, pg_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    factory = pg_factory
+    first, second = sorted((make_tenant(factory) for _ in range(2)), key=lambda t: t.enterprise_id)
+    batcher = SubmitBatcher(factory, weights=brokering.Weights(), workspace=None)
+    items = [
+        intake.Submission(
+            t.member, t.p2, spec(), None, intake.prepare(spec(), None, max_script_bytes=4096)
+        )
+        for t in (first, second)
+    ]
+    # Another transaction holds the second enterprise's row; the batch locks the first's
+    # and waits for it; then the other asks for the first's: a cycle.
+    other = _lock_balance(pg_url, second.enterprise_id)
+    answers: list[object] = []
+    writer = threading.Thread(target=lambda: answers.extend(batcher._write(items)))
+    with caplog.at_level(logging.WARNING, logger="broker.api.batching"):
+        writer.start()
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as watch:
+            for _ in range(100):  # the batch waits for the second enterprise's row
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting and waiting[0] >= 1:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the batch never waited for the locked row")
+        other.execute(
+            "SELECT id FROM balance WHERE enterprise_id = %s AND project_id IS NULL FOR UPDATE",
+            (first.enterprise_id,),
+        )  # granted once the batch, the victim, rolled back
+        other.commit()
+        other.close()
+        writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert [getattr(a, "error", None) for a in answers] == [None, None]
+    assert [getattr(a, "created", None) for a in answers] == [True, True]
+    assert any("deadlock victim" in r.getMessage() for r in caplog.records)
+    with session_scope(factory) as s:
+        for t in (first, second):
+            assert ledger.check_invariants(s, t.enterprise_id) == []
+            assert s.query(Job).filter_by(enterprise_id=t.enterprise_id).count() == 1
