@@ -437,6 +437,10 @@ def test_the_lean_submit_path_answers_as_the_route_does(
 
     monkeypatch.setattr(submit_path.SubmitFront, "_submit", counted)
     srv = _served(tmp_path, grant_jobs=3)
+    # No lifespan here (ASGITransport), so no refresher: an entry would go stale 0.5 s
+    # after the first request read it, and a slow first batch made the next request
+    # the route's (a flaky failure under load). What expires a token is tested apart.
+    srv.app.state.token_cache.ttl_s = 60
     t = srv.tenant
     auth = {"Authorization": f"Bearer {srv.token}"}
     body = {"name": "r", "script": "true", "nodes": 1, "time_limit_minutes": 60}
