@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import io
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -311,15 +313,84 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(data, default=str, ensure_ascii=False)
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines written through a buffer, not a system call each: flushed within
+    ``flush_s`` of being written (a thread of its own), at once for a WARNING or worse,
+    and at exit (``logging.shutdown``), as nginx's ``access_log ... buffer= flush=``.
+    The access log writes a line per request: its flush was a quarter of what the
+    line cost. A process killed outright loses at most the last ``flush_s`` of lines."""
+
+    def __init__(self, fd: int, flush_s: float = 0.2) -> None:
+        raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115 (the handler's)
+        stream = io.TextIOWrapper(
+            io.BufferedWriter(raw, 1 << 16), encoding="utf-8", errors="backslashreplace"
+        )
+        super().__init__(stream)
+        self.flush_s = flush_s
+        self._pending = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+        elif not self._pending.is_set():
+            self._pending.set()
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_soon, name="log-flush", daemon=True
+                )
+                self._flusher.start()
+
+    def close(self) -> None:
+        """Write what is buffered; the file descriptor stays open (it is stderr's)."""
+        self.acquire()
+        try:
+            self.stream.close()  # flushes; the descriptor is not closed
+        finally:
+            self.release()
+            super().close()
+
+    def _flush_soon(self) -> None:
+        while True:
+            self._pending.wait()
+            time.sleep(self.flush_s)
+            self._pending.clear()
+            try:
+                self.flush()
+            except ValueError:  # closed (at exit)
+                return
+
+
+def _stderr_handler() -> logging.StreamHandler:  # type: ignore[type-arg]
+    """A buffered handler on stderr's file, or a plain one where stderr is not a file
+    (a test's capture)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return logging.StreamHandler(sys.stderr)
+    return BufferedStreamHandler(fd)
+
+
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     """Log to stderr as JSON lines (``fmt="json"``) or plain text, for every logger."""
-    handler = logging.StreamHandler(sys.stderr)
+    # No record field any line here shows: skip reading them for each record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    handler = _stderr_handler()
     handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.flush()  # a buffered one's lines first
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -335,6 +406,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _STATUSES = frozenset(int(s) for s in HTTPStatus)
 #: Most route objects a ``RouteTemplates`` remembers (an app has a few hundred).
 _MAX_ROUTES = 4096
+#: Most (method, route, status) series a ``RequestContext`` keeps at hand.
+_MAX_SERIES = 4096
 
 
 def method_label(method: str) -> str:
@@ -451,6 +524,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.routes = RouteTemplates()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or OBSERVED in scope:
@@ -466,7 +540,7 @@ class RequestContext:
         scope[OBSERVED] = True
         incoming = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
         text = incoming.decode("latin-1")
-        rid = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
+        rid = text if _REQUEST_ID.match(text) else os.urandom(16).hex()  # uuid4().hex's size
         token = request_id_var.set(rid)
         top = scope.get("app")  # the top application: mounted ones replace it in scope
         status = 500
@@ -486,21 +560,40 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             route, method = self.routes.of(scope, top), scope.get("method", "")
-            HTTP_REQUESTS.labels(method_label(method), route, status_label(status)).inc()
-            HTTP_LATENCY.labels(method_label(method), route).observe(elapsed)
-            access_log.info(
-                "%s %s %s",
-                method,
-                scope.get("path", ""),
-                status,
-                extra={
+            count, latency = self._series(method, route, status)
+            count.inc()
+            latency.observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                # The record made and handled as ``Logger.info`` would, less its search
+                # of the stack for the caller's file and line, which no line here shows.
+                extra = {
                     "route": route,
                     "status": status,
                     "duration_ms": round(elapsed * 1e3, 2),
                     "request_id": rid,
-                },
-            )
+                }
+                args = (method, scope.get("path", ""), status)
+                record = access_log.makeRecord(
+                    access_log.name, logging.INFO, __file__, 0, "%s %s %s", args, None, extra=extra
+                )
+                access_log.handle(record)
             request_id_var.reset(token)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request's counter and latency series (prometheus_client's ``labels()``
+        takes a lock and builds its key each call; the sets are bounded, see the class)."""
+        m = method_label(method)
+        key = (m, route, status)
+        found = self._children.get(key)
+        if found is None:
+            found = (
+                HTTP_REQUESTS.labels(m, route, status_label(status)),
+                HTTP_LATENCY.labels(m, route),
+            )
+            if len(self._children) >= _MAX_SERIES:
+                self._children.clear()
+            self._children[key] = found
+        return found
 
 
 def install_metrics_route(
