@@ -37,8 +37,13 @@ def request_hash(req: JobCreate) -> str:
     # Unset optional fields do not count: a field added to the spec later leaves the
     # hash of older requests, and so their Idempotency-Key replays, unchanged.
     body = req.model_dump(mode="json", exclude_none=True)
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
+
+
+#: ``json.dumps(body, sort_keys=True, separators=(",", ":"))``'s encoder, made once
+#: (``json.dumps`` makes one per call when given options): the same text, so the same
+#: hashes as the Idempotency-Keys already stored.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def with_shebang(script: str) -> str:
