@@ -226,3 +226,38 @@ def test_idempotency_key_too_long_is_422(
     _, member, project = tenant
     r = api.submit(project["id"], member, key="k" * 300)
     assert_shape(r, 422)
+
+
+#: String parameters checked elsewhere: a file's path by the workspace's own rules
+#: (``tests/broker/test_workspaces.py``, NUL refused with a 422 naming it).
+NUL_CHECKED_ELSEWHERE = {("path", "path")}
+
+
+def test_every_string_parameter_of_the_api_refuses_nul(api: Api) -> None:
+    """A guard over the whole documented API: each query or path parameter that is
+    free text (not a UUID, date, number or enum) carries a pattern that refuses NUL,
+    which PostgreSQL's text cannot hold (a NUL reaching a filter answered 503). A new
+    parameter without one fails here, before a tenant finds it."""
+    import re
+
+    def texts(schema: dict[str, Any]) -> list[dict[str, Any]]:
+        options = schema.get("anyOf", [schema])
+        return [o for o in options if o.get("type") == "string"]
+
+    unguarded, seen = [], 0
+    for path, ops in api.client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
+        for method, op in ops.items():
+            for p in op.get("parameters", []):
+                if p["in"] not in ("query", "path"):
+                    continue  # headers: the HTTP parser refuses NUL in them
+                for s in texts(p.get("schema", {})):
+                    if s.get("format") in ("uuid", "date", "date-time") or "enum" in s:
+                        continue
+                    seen += 1
+                    pattern = s.get("pattern")
+                    if (p["in"], p["name"]) in NUL_CHECKED_ELSEWHERE:
+                        continue
+                    if pattern is None or re.search(pattern, "a\x00b") is not None:
+                        unguarded.append(f"{method.upper()} {path} {p['in']} {p['name']}")
+    assert seen >= 8  # the walk found the parameters (jobs, files, clusters, usage)
+    assert unguarded == []
