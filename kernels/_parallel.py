@@ -110,13 +110,7 @@ def barrier(sync: Any, idx: int, target: int) -> None:
     """Arrive at the barrier counted in ``sync[idx]`` and wait until ``target`` arrivals
     (a counter that only grows: the g-th barrier of T threads waits for g * T)."""
     atomic_add(sync, idx, 1)
-    spins = 0
-    while atomic_load(sync, idx) < target:
-        if spins < SPINS:
-            cpu_relax()
-            spins += 1
-        else:
-            yield_cpu()
+    wait_for(sync, idx, target)
 
 
 @jit()
