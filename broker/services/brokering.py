@@ -268,11 +268,15 @@ def _check_allowed_anywhere(req: ResourceRequest, parts: list[Partition]) -> Non
 @dataclass(frozen=True)
 class Snapshot:
     """The enabled clusters' partitions and their hold rates, read once for many
-    decisions (a batch of submissions routes every item from one)."""
+    decisions (a batch of submissions routes every item from one). ``decided``: the
+    decisions ``choose_in`` made from it, by request shape (see there)."""
 
     rows: list[tuple[Cluster, Partition]]
     rates: dict[uuid.UUID, int]
     gpu_rates: dict[uuid.UUID, int] = field(default_factory=dict)  # one GPU's, measured
+    decided: dict[tuple[Any, ...], RoutingDecision] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def snapshot(session: Session) -> Snapshot:
@@ -290,8 +294,52 @@ def snapshot(session: Session) -> Snapshot:
     return Snapshot(rows, max_rates_mflops(session, parts), gpu_rates_mflops(session, parts))
 
 
+#: The most decisions one snapshot remembers (it lives ``SnapshotCache.ttl_s``).
+MAX_DECIDED = 1024
+
+
+def _shape(req: ResourceRequest) -> tuple[Any, ...]:
+    """Every field of the request that routing reads (``ResourceRequest``)."""
+    return (
+        req.nodes,
+        req.ntasks,
+        req.cpus_per_task,
+        req.memory_mb,
+        req.gpus_per_node,
+        req.time_limit_minutes,
+        req.cluster,
+        req.partition,
+        None if req.constraints is None else tuple(req.constraints),
+        req.qos,
+        req.reservation,
+        req.array,
+    )
+
+
+def choose_in(
+    snap: Snapshot,
+    req: ResourceRequest,
+    weights: Weights,
+    *,
+    capacity_left_mflops: int | None = None,
+) -> RoutingDecision:
+    """``choose`` from ``snap``, once per request shape: a decision is a function of the
+    snapshot, the request's routing fields, the weights and the capacity left, so two
+    requests alike in those get the same decision (the same object: callers only read
+    it). A batch of submissions routes most items from here; a refusal is not
+    remembered (it is raised again each time)."""
+    key = (_shape(req), weights, capacity_left_mflops)
+    decision = snap.decided.get(key)
+    if decision is None:
+        decision = choose(None, req, weights, capacity_left_mflops=capacity_left_mflops, snap=snap)
+        if len(snap.decided) >= MAX_DECIDED:
+            snap.decided.clear()
+        snap.decided[key] = decision
+    return decision
+
+
 def choose(
-    session: Session,
+    session: Session | None,
     req: ResourceRequest,
     weights: Weights = Weights(),
     *,
@@ -303,6 +351,7 @@ def choose(
     """Pick the best partition for ``req``; ``exclude`` clusters (re-routing); ``snap``:
     the clusters as read once for several decisions (default: read them now)."""
     if snap is None:
+        assert session is not None
         snap = snapshot(session)
     rows = snap.rows
     if req.cluster is not None and req.cluster not in {c.name for c, _ in rows}:

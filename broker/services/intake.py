@@ -381,7 +381,7 @@ def _accept_one(
         raise Conflict("the enterprise is suspended")
     cap, used = ent.capacity_cap_mflops, batch.in_use.get(ent.id)
     left = None if cap is None or used is None else cap - used
-    decision = brokering.choose(session, req, weights, capacity_left_mflops=left, snap=batch.snap)
+    decision = brokering.choose_in(batch.snap, req, weights, capacity_left_mflops=left)
     tenants.require_submit_user(ent, decision.chosen.cluster)  # 409 now, not a rejection later
     job = _new_job(item, project, decision, depends_on)
     if req.inputs is not None or req.outputs is not None:

@@ -470,6 +470,48 @@ def test_routing_gpu_jobs_by_gpu_rate_and_cpu_jobs_off_gpu(gapi: Api) -> None:
         assert d.alternatives[0]["gpu_rate_tflops"] == 5.0
 
 
+def test_routing_decisions_remembered_per_snapshot_are_the_fresh_ones(gapi: Api) -> None:
+    """``choose_in`` (the batch writer's routing) decides once per request shape and
+    snapshot: each decision equals ``choose``'s from the same snapshot; weights and the
+    capacity left are part of the shape; a refusal is raised again, never remembered."""
+    api, w = gapi, brokering.Weights()
+    shapes = [
+        _req(),
+        _req(cpus_per_task=4),
+        _req(gpus_per_node=2),
+        _req(gpus_per_node=1, cluster="gs"),
+        _req(nodes=2, time_limit_minutes=90),
+        _req(memory_mb=100, partition="default"),
+        _req(array="0-3"),
+    ]
+    with session_scope(_factory(api)) as s:
+        snap = brokering.snapshot(s)
+        for req in shapes:
+            first = brokering.choose_in(snap, req, w)
+            assert first.as_json() == brokering.choose(s, req, w, snap=snap).as_json()
+            alike = brokering.JobRequest(**vars(req))  # equal, another object
+            assert brokering.choose_in(snap, alike, w) is first
+        assert len({id(brokering.choose_in(snap, r, w)) for r in shapes}) == len(shapes)
+        off = brokering.Weights(cpu_jobs_off_gpu=False)
+        decided = brokering.choose_in(snap, _req(), off)
+        assert decided is not brokering.choose_in(snap, _req(), w)
+        assert decided.as_json() == brokering.choose(s, _req(), off, snap=snap).as_json()
+        # The capacity left: too little refuses, each time; enough decides as without.
+        for _ in range(2):
+            with pytest.raises(InvalidInput):
+                brokering.choose_in(snap, _req(), w, capacity_left_mflops=0)
+        roomy = brokering.choose_in(snap, _req(), w, capacity_left_mflops=10**12)
+        assert roomy.as_json() == brokering.choose_in(snap, _req(), w).as_json()
+        remembered = len(snap.decided)
+        with pytest.raises(InvalidInput) as err:
+            brokering.choose_in(snap, _req(gpus_per_node=8), w)
+        assert err.value.field == "gpus_per_node" and len(snap.decided) == remembered
+        # Another snapshot (the cache's next read) decides afresh.
+        assert brokering.choose_in(brokering.snapshot(s), _req(), w) is not (
+            brokering.choose_in(snap, _req(), w)
+        )
+
+
 @pytest.mark.slow
 def test_kernels_validate_gpu_json_matches_the_broker_schema() -> None:
     """The pinned contract, GPUs included: the real command under the CUDA simulator with
