@@ -82,6 +82,15 @@ def root(
         c.overrides["clusters_file"] = clusters_file
 
 
+#: uvicorn's options for every API process: our logging (``broker.access`` logs each
+#: request), and the httptools protocol writing each response in one system call.
+_SERVER: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "http": "broker.api.http_protocol:CoalescingHttpToolsProtocol",
+}
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -103,7 +112,7 @@ def serve(
         with c.database(settings.database_url, must_exist=False):
             migrate.upgrade(settings.database_url)
     application = create_app(settings, run_worker=True)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(application, host=host, port=port, **_SERVER)
 
 
 @app.command()
@@ -130,7 +139,7 @@ def api(
     observability.configure_logging(log_format, log_level)
     if workers == 1:
         application = create_app(settings, run_worker=False)
-        uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+        uvicorn.run(application, host=host, port=port, **_SERVER)
         return
     from .services import clusters
 
@@ -145,8 +154,7 @@ def api(
         workers=workers,
         host=host,
         port=port,
-        log_config=None,
-        access_log=False,
+        **_SERVER,
     )
 
 
