@@ -4,14 +4,15 @@ Who owns a transaction, and when it commits (the one place this is written down)
 
 - ``POST /projects/{id}/jobs``: this module. Each API process keeps one queue of
   submissions that passed ``intake.prepare``, whatever their enterprise, and one
-  writer thread. Whenever the writer is free it takes *everything* queued (no timer:
-  a batch is one submission when the broker is idle and grows with the load), runs
-  ``intake.accept`` in one transaction of its own (each enterprise's
-  balance rows locked once, enterprises in id order; ``BEGIN IMMEDIATE`` on SQLite),
-  commits, and only then answers each request with its own 202, 409 or 422. A 202 is
-  never sent for a row that is not durable (``synchronous_commit`` stays on); a batch
-  that fails to commit answers every one of its requests with the error (503 for a
-  database outage), and nothing of it is written. A batch that PostgreSQL chose as a
+  writer thread with a database connection of its own. Whenever the writer is free it
+  takes *everything* queued (no timer: a batch is one submission when the broker is
+  idle and grows with the load), runs ``intake.accept`` in one transaction of its own
+  (each enterprise's balance rows locked once, enterprises in id order; ``BEGIN
+  IMMEDIATE`` on SQLite), commits, and only then answers each request with its own
+  202, 409 or 422. A 202 is never sent for a row that is not durable
+  (``synchronous_commit`` stays on); a batch that fails to commit answers every one of
+  its requests with the error (503 for a database outage), and nothing of it is
+  written. A batch that PostgreSQL chose as a
   deadlock's victim (another transaction locking several enterprises in another
   order) is run once more before it fails.
 - Every other write request: ``broker.request_db.get_db`` opens the session; a handler
@@ -35,6 +36,7 @@ import uuid
 from collections.abc import Sequence
 
 from psycopg.errors import DeadlockDetected
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +82,8 @@ class SubmitBatcher:
         workspace: workspaces.WorkspaceConfig | None,
     ) -> None:
         self._factory = factory
+        self._engine = _engine_of(factory)
+        self._connection: Connection | None = None  # the writer thread's own
         self._weights = weights
         self._workspace = workspace
         self._routes = SnapshotCache()  # routing from memory (``services.snapshot_cache``)
@@ -114,6 +118,7 @@ class SubmitBatcher:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join()
+        self._disconnect()  # the thread's, or one a caller of ``_write`` left open
 
     def _start(self) -> None:
         with self._lock:
@@ -136,7 +141,8 @@ class SubmitBatcher:
                 batch.append(more)
             self._batch(batch)
             if stop:
-                return
+                break
+        self._disconnect()
 
     def _batch(self, batch: list[_Queued]) -> None:
         self.batches += 1
@@ -176,8 +182,15 @@ class SubmitBatcher:
         return answers
 
     def _accept(self, items: Sequence[intake.Submission]) -> list[intake.Outcome]:
-        with self._factory() as session:
-            try:
+        """The batch in a session of its own on the writer's connection, which the
+        writer keeps from batch to batch (no pool checkout, reset and checkin per
+        batch); after any error the connection is closed, and the next batch opens
+        another (a connection the database dropped fails one batch)."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._connection = self._engine.connect()
+        try:
+            with self._factory(bind=connection) as session:
                 outcomes = intake.accept(
                     session,
                     items,
@@ -186,10 +199,25 @@ class SubmitBatcher:
                     routes=self._routes,
                 )
                 session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        except BaseException:
+            self._disconnect()
+            raise
         return outcomes
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()  # rolls back what is left, returns it to the pool
+            except Exception:
+                log.warning("closing the batch writer's connection failed", exc_info=True)
+
+
+def _engine_of(factory: sessionmaker[Session]) -> Engine:
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the batch writer's session factory must be bound to an Engine")
+    return bind
 
 
 def _set_results(answered: list[tuple[asyncio.Future[Answer], Answer]]) -> None:

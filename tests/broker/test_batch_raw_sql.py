@@ -149,3 +149,44 @@ def test_a_batch_picked_as_a_deadlock_victim_is_run_again(
         for t in (first, second):
             assert ledger.check_invariants(s, t.enterprise_id) == []
             assert s.query(Job).filter_by(enterprise_id=t.enterprise_id).count() == 1
+
+
+@pytest.mark.postgres
+def test_the_writer_keeps_its_connection_and_replaces_one_the_server_dropped(
+    pg_url: str, pg_factory: sessionmaker[Session]
+) -> None:
+    """The batch writer keeps one connection from batch to batch; when the server drops
+    it, that batch fails (nothing of it written) and the next one runs on a new one."""
+    factory = pg_factory
+    t = make_tenant(factory)
+    batcher = SubmitBatcher(factory, weights=brokering.Weights(), workspace=None)
+
+    def batch() -> list[object]:
+        item = intake.Submission(
+            t.member, t.p2, spec(), None, intake.prepare(spec(), None, max_script_bytes=4096)
+        )
+        return [a.error for a in batcher._write([item])]
+
+    def writer_pid() -> int:
+        """The writer's connection's backend (and that connection left idle)."""
+        connection = batcher._connection
+        assert connection is not None
+        pid = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        connection.rollback()
+        return pid
+
+    assert batch() == [None]
+    pid = writer_pid()
+    assert batch() == [None] and writer_pid() == pid  # the same connection
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    with pytest.raises(OperationalError):
+        batch()
+    assert batcher._connection is None
+    assert batch() == [None] and writer_pid() != pid
+    with session_scope(factory) as s:
+        assert s.query(Job).filter_by(enterprise_id=t.enterprise_id).count() == 3
+        assert ledger.check_invariants(s, t.enterprise_id) == []
+    batcher.close()
+    assert batcher._connection is None
