@@ -88,7 +88,7 @@ class Job(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     enterprise_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enterprise.id"))
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), index=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"))
     submitted_by: Mapped[str] = mapped_column(String(120), default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     request_hash: Mapped[str] = mapped_column(String(64), default="")
