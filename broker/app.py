@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from . import __version__, observability
 from .api import errors
-from .api.batching import SubmitBatcher
+from .api.batching import SubmitBatcher, writer_engine
 from .api.limits import AnonymousRateLimit, RateLimiter
 from .api.routes import clusters as clusters_routes
 from .api.routes import (
@@ -50,9 +50,7 @@ def create_app(
     processes start, so they do not race to insert the same rows).
     """
     engine = make_engine(settings.database_url)
-    # The submission batches' own pool, without a ping per checkout (a round trip per
-    # batch): a connection the database dropped fails its batch (503) and is replaced.
-    batch_engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=4)
+    batch_engine = writer_engine(settings.database_url)  # the submission batches' own
     factory = make_session_factory(engine)
     read_factory = make_session_factory(engine, write=False)
     cluster_configs = settings.load_clusters()

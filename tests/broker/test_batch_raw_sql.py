@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.api.batching import SubmitBatcher
+from broker.api.batching import SubmitBatcher, writer_engine
 from broker.db import make_engine, make_session_factory, session_scope
 from broker.models import EnterpriseStatus, Job, ProjectStatus
 from broker.services import brokering, bulk, intake, ledger
@@ -190,3 +190,25 @@ def test_the_writer_keeps_its_connection_and_replaces_one_the_server_dropped(
         assert ledger.check_invariants(s, t.enterprise_id) == []
     batcher.close()
     assert batcher._connection is None
+
+
+_SETTINGS = ("plan_cache_mode", "enable_seqscan")
+
+
+@pytest.mark.postgres
+def test_the_writers_connections_plan_once_and_look_jobs_up_by_index(pg_url: str) -> None:
+    """``writer_engine``'s connections plan each prepared statement once (generic plans)
+    and scan a table only where no index answers: the Idempotency-Key lookup goes
+    through the unique index even on an empty ``job`` table (truncated here), where a
+    scan looks cheapest and the plan would be kept as the table grows."""
+    engine = writer_engine(pg_url)
+    query = intake._keys(True).compile(dialect=engine.dialect).string
+    params = {"projects": [uuid.uuid4()] * 8, "keys": [f"k{i}" for i in range(8)]}
+    with engine.connect() as conn:
+        show = [conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in _SETTINGS]
+        assert show == ["force_generic_plan", "off"]
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur.execute("EXPLAIN " + query, params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "uq_job_project_id_idempotency_key" in plan and "Seq Scan on job" not in plan, plan
+    engine.dispose()
