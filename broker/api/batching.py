@@ -38,7 +38,7 @@ from typing import Any
 
 from psycopg.errors import DeadlockDetected
 from sqlalchemy import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import make_engine
@@ -85,6 +85,7 @@ class SubmitBatcher:
     ) -> None:
         self._factory = factory
         self._engine = _engine_of(factory)
+        self._pg = self._engine.dialect.name == "postgresql"
         self._connection: Connection | None = None  # the writer thread's own
         self._weights = weights
         self._workspace = workspace
@@ -94,6 +95,7 @@ class SubmitBatcher:
         self._lock = threading.Lock()  # starting and stopping the thread
         self.batches = 0
         self.largest_batch = 0
+        self.looked_up = 0  # batches run again to look up a stored Idempotency-Key
 
     async def submit(
         self,
@@ -163,14 +165,30 @@ class SubmitBatcher:
                 log.warning("a submission batch ended after its event loop")
 
     def _write(self, items: Sequence[intake.Submission]) -> list[Answer]:
-        """One transaction for the batch: accept, commit, then the answers' JSON."""
-        try:
-            outcomes = self._accept(items)
-        except OperationalError as exc:
-            if not isinstance(exc.orig, DeadlockDetected):
-                raise
-            log.warning("submission batch of %d chosen as a deadlock victim: run again", len(items))
-            outcomes = self._accept(items)
+        """One transaction for the batch: accept, commit, then the answers' JSON.
+
+        The Idempotency-Keys are looked up only when the batch's insert says one is
+        stored (a client's retry: rare), on PostgreSQL: the batch runs without the
+        lookup, and again with it if its insert met a stored key. A batch that
+        PostgreSQL picked as a deadlock's victim runs again too (once)."""
+        lookup = not self._pg
+        retried = False
+        while True:
+            try:
+                outcomes = self._accept(items, stored_keys=lookup)
+                break
+            except IntegrityError as exc:
+                if lookup or not intake.key_taken(exc):
+                    raise
+                lookup = True  # a stored key: the lookup answers it (not a retry)
+                self.looked_up += 1
+            except OperationalError as exc:
+                if retried or not isinstance(exc.orig, DeadlockDetected):
+                    raise
+                retried = True
+                log.warning(
+                    "submission batch of %d chosen as a deadlock victim: run again", len(items)
+                )
         answers = []
         for out in outcomes:
             if out.error is not None or out.job is None:
@@ -183,11 +201,15 @@ class SubmitBatcher:
                 answers.append(Answer(body, out.created))
         return answers
 
-    def _accept(self, items: Sequence[intake.Submission]) -> list[intake.Outcome]:
+    def _accept(
+        self, items: Sequence[intake.Submission], *, stored_keys: bool = True
+    ) -> list[intake.Outcome]:
         """The batch in a session of its own on the writer's connection, which the
         writer keeps from batch to batch (no pool checkout, reset and checkin per
-        batch); after any error the connection is closed, and the next batch opens
-        another (a connection the database dropped fails one batch)."""
+        batch). After an error the database reported (a constraint, a deadlock) it is
+        kept, rolled back; after any other, or when the connection was dropped, it is
+        closed and the next batch opens another (a dropped connection fails one
+        batch)."""
         connection = self._connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._connection = self._engine.connect()
@@ -199,8 +221,15 @@ class SubmitBatcher:
                     weights=self._weights,
                     workspace=self._workspace,
                     routes=self._routes,
+                    stored_keys=stored_keys,
                 )
                 session.commit()
+        except Exception as exc:
+            # Rolled back by the session's close; a connection the database dropped
+            # (or left in doubt) is not used again.
+            if connection.invalidated or not isinstance(exc, DBAPIError):
+                self._disconnect()
+            raise
         except BaseException:
             self._disconnect()
             raise

@@ -48,6 +48,7 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import ARRAY, String, Uuid, bindparam, exists, func, literal_column, select, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import BrokerError, Conflict, IdempotencyMismatch, NotFound
@@ -162,13 +163,19 @@ def accept(
     weights: brokering.Weights = brokering.Weights(),
     workspace: workspaces.WorkspaceConfig | None = None,
     routes: SnapshotCache | None = None,
+    stored_keys: bool = True,
 ) -> list[Outcome]:
     """Accept or refuse each submission in order, in the caller's transaction (see the
     module). The items may be of any number of enterprises: each enterprise's balance
     rows are locked in enterprise id order (every batch writer keeps that order, so two
     never wait on each other in a cycle), and each item is checked against its own
     enterprise's state and the items of that enterprise before it. ``routes``: the
-    process's routing snapshot (default: read it now)."""
+    process's routing snapshot (default: read it now).
+
+    ``stored_keys`` false: the Idempotency-Keys are not looked up first (a statement
+    per batch), as if none were stored; one that is makes the batch's insert fail on
+    the unique index (``key_taken``), and the caller, having rolled back, runs the batch
+    again with the lookup. Keys repeated within the batch are found either way."""
     outcomes = [Outcome() for _ in items]
     session.flush()  # the rules read plain rows: what the caller changed first is seen
     mine = _visible(session, items, outcomes)
@@ -182,7 +189,7 @@ def accept(
     counters, ents = ledger.lock_batch(session, wanted, _HOOKED)  # and the enterprises
     capped = [e.id for e in ents.values() if e.capacity_cap_mflops is not None]
     in_use = ledger.capacity_in_use_many(session, capped)
-    keys = _stored_keys(session, [i for _, i, _ in mine])
+    keys = _stored_keys(session, [i for _, i, _ in mine]) if stored_keys else {}
     hooked = {c.project_id for c in counters.values() if c.project_id and c.also[0]}
     batch = _Batch(ents, counters, in_use, snap, keys, hooked)
     with session.no_autoflush:
@@ -330,6 +337,19 @@ def _visible(
         except BrokerError as exc:
             outcomes[n].error = exc
     return mine
+
+
+#: The unique index a stored Idempotency-Key makes an insert fail on.
+KEY_INDEX = "uq_job_project_id_idempotency_key"
+
+
+def key_taken(exc: BaseException) -> bool:
+    """Whether ``exc`` is an insert refused because a job with that project and
+    Idempotency-Key is stored (``accept`` without ``stored_keys``)."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) == KEY_INDEX
 
 
 def _stored_keys(

@@ -6,6 +6,7 @@ batch PostgreSQL picks as a deadlock's victim is run once more and accepted."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -212,3 +213,43 @@ def test_the_writers_connections_plan_once_and_look_jobs_up_by_index(pg_url: str
         plan = "\n".join(row[0] for row in cur.fetchall())
     assert "uq_job_project_id_idempotency_key" in plan and "Seq Scan on job" not in plan, plan
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_stored_key_found_by_the_insert_is_answered_as_a_replay(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    """The PostgreSQL writer looks Idempotency-Keys up only when its insert meets a
+    stored one: that batch is rolled back and run again with the lookup, and each item
+    gets the answer it would have had (a replay, a new job, a 422 for another body
+    under a used key), on the same connection."""
+    factory = pg_factory
+    t = make_tenant(factory)
+    batcher = SubmitBatcher(factory, weights=brokering.Weights(), workspace=None)
+
+    def item(key: str, name: str = "b") -> intake.Submission:
+        req = spec(name=name)
+        return intake.Submission(
+            t.member, t.p2, req, key, intake.prepare(req, key, max_script_bytes=4096)
+        )
+
+    [first] = batcher._write([item("k1")])
+    assert first.created and first.body is not None
+    assert batcher.looked_up == 0  # no key was looked up: none was stored
+    connection = batcher._connection
+    answers = batcher._write([item("k2"), item("k1"), item("k1", name="other"), item("k3")])
+    assert [(a.created, type(a.error).__name__) for a in answers] == [
+        (True, "NoneType"),
+        (False, "NoneType"),
+        (False, "IdempotencyMismatch"),
+        (True, "NoneType"),
+    ]
+    assert answers[1].body is not None
+    assert json.loads(answers[1].body)["id"] == json.loads(first.body)["id"]
+    assert batcher.looked_up == 1
+    assert batcher._connection is connection  # kept: the database's refusal, not a fault
+    with session_scope(factory) as s:
+        keys = s.scalars(select(Job.idempotency_key).where(Job.enterprise_id == t.enterprise_id))
+        assert sorted(k or "" for k in keys) == ["k1", "k2", "k3"]
+        assert ledger.check_invariants(s, t.enterprise_id) == []
+    batcher.close()
