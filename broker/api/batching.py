@@ -32,6 +32,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import make_engine
 from ..models import Job
+from ..observability import SUBMIT_BATCH_JOBS, SUBMIT_BATCH_RERUNS, SUBMIT_BATCH_SECONDS
 from ..schemas.jobs import JobCreate
 from ..services import brokering, intake, workspaces
 from ..services.principal import Principal
@@ -151,10 +153,13 @@ class SubmitBatcher:
     def _batch(self, batch: list[_Queued]) -> None:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
+        started = time.perf_counter()
         try:
             answers = self._write([item for item, _ in batch])
         except Exception as exc:
             answers = [Answer(None, False, exc)] * len(batch)
+        SUBMIT_BATCH_JOBS.observe(len(batch))
+        SUBMIT_BATCH_SECONDS.observe(time.perf_counter() - started)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer], Answer]]] = {}
         for (_, future), answer in zip(batch, answers, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, answer))
@@ -182,10 +187,12 @@ class SubmitBatcher:
                     raise
                 lookup = True  # a stored key: the lookup answers it (not a retry)
                 self.looked_up += 1
+                SUBMIT_BATCH_RERUNS.labels("key").inc()
             except OperationalError as exc:
                 if retried or not isinstance(exc.orig, DeadlockDetected):
                     raise
                 retried = True
+                SUBMIT_BATCH_RERUNS.labels("deadlock").inc()
                 log.warning(
                     "submission batch of %d chosen as a deadlock victim: run again", len(items)
                 )

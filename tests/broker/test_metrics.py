@@ -93,6 +93,42 @@ def test_metrics_show_requests_jobs_ledger_adapters_and_worker(api: Api) -> None
     assert value(after, "broker_cluster_up", cluster="local") == 1
 
 
+def _count(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
+    found = [s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()]
+    return float(sum(found))
+
+
+def test_submission_batches_are_measured_and_key_lookups_counted(api: Api) -> None:
+    """Each batch of the submissions' writer: its jobs and its time; on PostgreSQL, a
+    batch run again to look up a stored Idempotency-Key (a client's retry)."""
+    _, member, project = api.tenant(grant_pfh=10)
+    before = scrape(api)
+    first = api.submit(project["id"], member, key="retry-1")
+    again = api.submit(project["id"], member, key="retry-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers.get("idempotent-replayed") == "true"
+    after = scrape(api)
+    grew = {
+        name: _count(after, name) - _count(before, name)
+        for name in (
+            "broker_submit_batch_jobs_count",
+            "broker_submit_batch_jobs_sum",
+            "broker_submit_batch_duration_seconds_count",
+        )
+    }
+    assert grew == {
+        "broker_submit_batch_jobs_count": 2,
+        "broker_submit_batch_jobs_sum": 2,
+        "broker_submit_batch_duration_seconds_count": 2,
+    }
+    reruns = "broker_submit_batch_reruns_total"
+    app_settings = api.client.app.state.settings  # type: ignore[attr-defined]
+    pg = app_settings.database_url.startswith("postgresql")
+    assert _count(after, reruns, reason="key") - _count(before, reruns, reason="key") == (
+        1 if pg else 0  # SQLite's writer looks every key up first
+    )
+
+
 def test_adapter_errors_are_counted_per_cluster(api: Api) -> None:
     adapter = api.client.app.state.adapters.get("local")  # type: ignore[attr-defined]
     with pytest.raises(sa_.SchedulerError):
