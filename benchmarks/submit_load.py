@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import resource
@@ -49,6 +50,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,6 +437,7 @@ def broker_run(
     seconds: float,
     connections: int,
     threads: int,
+    workers: int,
 ) -> dict[str, float]:
     database = url.rsplit("/", 1)[1]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
@@ -445,12 +449,51 @@ def broker_run(
             "pg-shared": pg_shared,
         }
     )
-    before = count_jobs(url)
+    before, batches = count_jobs(url), batch_totals(base, workers)
     lua = BROKER_LUA % {"body": json.dumps(JOB)}
     with wrk_cpu(meter) as cpu:
         r = run_wrk(base, lua, seconds, connections, threads, fh.name, uuid.uuid4().hex[:8])
     os.unlink(fh.name)
-    return _row(r, count_jobs(url) - before, cpu)
+    row = _row(r, count_jobs(url) - before, cpu)
+    after = batch_totals(base, workers)
+    n = after[0] - batches[0]
+    row["jobs_per_batch"] = (after[1] - batches[1]) / n if n else float("nan")
+    row["writer_ms_per_batch"] = 1000 * (after[2] - batches[2]) / n if n else float("nan")
+    return row
+
+
+_BATCH_SERIES = (
+    "broker_submit_batch_jobs_count",
+    "broker_submit_batch_jobs_sum",
+    "broker_submit_batch_duration_seconds_sum",
+)
+
+
+def batch_totals(base: str, processes: int, most: int = 400) -> tuple[float, float, float]:
+    """The API processes' submission batches so far: (batches, jobs, writer seconds),
+    summed over their /metrics (loopback may scrape). A scrape on a new connection
+    reaches one process or the other: scraped until ``processes`` distinct answers
+    came (counters only grow, and nothing is submitted meanwhile); NaN if they did
+    not within ``most`` scrapes."""
+    seen: set[tuple[float, ...]] = set()
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=base, timeout=5, limits=no_reuse) as client:
+        for _ in range(most):
+            values = dict.fromkeys(_BATCH_SERIES, 0.0)
+            for family in text_string_to_metric_families(client.get("/metrics").text):
+                for sample in family.samples:
+                    if sample.name in values:
+                        values[sample.name] = sample.value
+            seen.add(tuple(values.values()))
+            if len(seen) >= processes:
+                break
+    if len(seen) != processes:
+        return (math.nan, math.nan, math.nan)
+    return (
+        sum(v[0] for v in seen),
+        sum(v[1] for v in seen),
+        sum(v[2] for v in seen),
+    )
 
 
 class _Conn:
@@ -658,13 +701,22 @@ def main() -> None:
                     if w != workers:
                         continue
                     with broker_api(url, tmp, workers, level) as (pid, base):
-                        broker_run(url, pid, base, ts[:n], 2, args.connections, args.threads)
+                        broker_run(
+                            url, pid, base, ts[:n], 2, args.connections, args.threads, workers
+                        )
                         analyze(url)
                         label = f"broker x{workers} {n} ent" + (
                             " no-log" if level != "INFO" else ""
                         )
                         r = broker_run(
-                            url, pid, base, ts[:n], args.seconds, args.connections, args.threads
+                            url,
+                            pid,
+                            base,
+                            ts[:n],
+                            args.seconds,
+                            args.connections,
+                            args.threads,
+                            workers,
                         )
                         results.setdefault(label, []).append(r)
                         print(f"  {label}: {r['accepted_per_s']:.0f}/s", flush=True)
@@ -711,6 +763,11 @@ def report(
         cpu = ", ".join(
             f"{k.split(':', 1)[1]} {v:.2f}" for k, v in m.items() if k.startswith("cpu_ms_per_job:")
         )
+        if "jobs_per_batch" in m:  # the broker's: its batches, per process
+            cpu += (
+                f"; batches: {m['jobs_per_batch']:.1f} jobs, "
+                f"writer {m['writer_ms_per_batch']:.2f} ms"
+            )
         print(
             f"{label:<24}{runs:>28}{m['accepted_per_s']:>9.0f}{m['p50_ms']:>8.1f}"
             f"{m['p99_ms']:>8.1f}{m['refused']:>8.0f}  {cpu}"

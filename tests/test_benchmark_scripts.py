@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -51,5 +52,8 @@ def test_submit_load_benchmark_runs() -> None:
     for r in (r for r in rows if r[4].isdigit()):
         assert float(r[5]) > 0 and r[8] == "0", out
     assert "api" in out and "postgres" in out
+    # each broker row: the API processes' batches (from their /metrics)
+    per_batch = re.findall(r"^broker x.*; batches: ([\d.]+) jobs, writer ([\d.]+) ms$", out, re.M)
+    assert len(per_batch) == 4 and all(float(j) >= 1 and float(ms) > 0 for j, ms in per_batch), out
     paced = [ln.split() for ln in out.splitlines() if ln.startswith("50% of peak")]
     assert len(paced) == 1 and float(paced[0][4]) > 0, out
