@@ -35,10 +35,9 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from psycopg.errors import DeadlockDetected
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection, Engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -258,21 +257,32 @@ class SubmitBatcher:
 #: assumes 10 rows), ~0.1 ms of the server's CPU per statement and batch; and a plan
 #: made while a table was small scans it whole until the table is analysed again,
 #: which on a new database taking thousands of jobs a second may be a minute away.
-#: So the writer's connections plan each statement once, and never by a scan where an
+#: So the writer's transactions plan each statement once, and never by a scan where an
 #: index can answer (``enable_seqscan`` off makes a scan the last resort, not
-#: forbidden). Set when each connection starts (libpq's ``options``).
-_PG_OPTIONS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
+#: forbidden). ``SET LOCAL``, sent with the BEGIN (one round trip, as psycopg's own
+#: BEGIN was): nothing outlives the transaction, so a pooler in transaction mode
+#: (PgBouncer) hands no other client a connection with these settings.
+_PG_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 
 def writer_engine(database_url: str) -> Engine:
     """The engine of the batch writer's connections (one in use; another after an
     error), without a ping per checkout (a round trip per batch: a connection the
-    database dropped fails its batch, 503, and is replaced) and, on PostgreSQL, with
-    the planner settings above (its own connections only)."""
-    options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 2}
-    if make_url(database_url).get_backend_name() == "postgresql":
-        options["connect_args"] = {"options": _PG_OPTIONS}
-    return make_engine(database_url, **options)
+    database dropped fails its batch, 503, and is replaced). On PostgreSQL its
+    transactions begin with the planner settings above: the driver is left in
+    autocommit mode, and each transaction's BEGIN is ours (psycopg still sends the
+    COMMIT or ROLLBACK of a transaction that is open)."""
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return make_engine(database_url, pool_pre_ping=False, pool_size=2)
+    engine = make_engine(
+        database_url, pool_pre_ping=False, pool_size=2, isolation_level="AUTOCOMMIT"
+    )
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(_PG_BEGIN)
+
+    return engine
 
 
 def _engine_of(factory: sessionmaker[Session]) -> Engine:

@@ -198,8 +198,8 @@ _SETTINGS = ("plan_cache_mode", "enable_seqscan")
 
 @pytest.mark.postgres
 def test_the_writers_connections_plan_once_and_look_jobs_up_by_index(pg_url: str) -> None:
-    """``writer_engine``'s connections plan each prepared statement once (generic plans)
-    and scan a table only where no index answers: the Idempotency-Key lookup goes
+    """``writer_engine``'s transactions plan each prepared statement once (generic
+    plans) and scan a table only where no index answers: the Idempotency-Key lookup goes
     through the unique index even on an empty ``job`` table (truncated here), where a
     scan looks cheapest and the plan would be kept as the table grows."""
     engine = writer_engine(pg_url)
@@ -207,10 +207,15 @@ def test_the_writers_connections_plan_once_and_look_jobs_up_by_index(pg_url: str
     params = {"projects": [uuid.uuid4()] * 8, "keys": [f"k{i}" for i in range(8)]}
     with engine.connect() as conn:
         show = [conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in _SETTINGS]
-        assert show == ["force_generic_plan", "off"]
+        assert show == ["force_generic_plan", "off"]  # in the writer's transaction
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cur.execute("EXPLAIN " + query, params)
         plan = "\n".join(row[0] for row in cur.fetchall())
+        conn.commit()
+        # ... and only there (SET LOCAL): a pooler may give the connection to another
+        for name, default in zip(_SETTINGS, ("auto", "on"), strict=True):
+            cur.execute(f"SHOW {name}")
+            assert cur.fetchone() == (default,)
     assert "uq_job_project_id_idempotency_key" in plan and "Seq Scan on job" not in plan, plan
     engine.dispose()
 
