@@ -12,9 +12,9 @@ Who owns a transaction, and when it commits (the one place this is written down)
   202, 409 or 422. A 202 is never sent for a row that is not durable
   (``synchronous_commit`` stays on); a batch that fails to commit answers every one of
   its requests with the error (503 for a database outage), and nothing of it is
-  written. A batch that PostgreSQL chose as a
-  deadlock's victim (another transaction locking several enterprises in another
-  order) is run once more before it fails.
+  written. A batch that PostgreSQL chose as a deadlock's victim (another transaction
+  locking several enterprises in another order) is run once more before it fails; one
+  whose insert met a stored Idempotency-Key is run again with the keys looked up.
 - Every other write request: ``broker.request_db.get_db`` opens the session; a handler
   that takes locks commits itself before it returns, else ``get_db`` commits after it.
 - Reads: ``get_db``'s read session, never committed.
