@@ -693,6 +693,10 @@ def main() -> None:
             )
             results.setdefault("slurmrestd", []).append(r)
             print(f"  slurmrestd: {r['accepted_per_s']:.0f}/s", flush=True)
+            # Its jobs are cancelled, but beta's controller purges their records for the
+            # next two minutes (MinJobAge), on the same two cores: the broker's runs
+            # wait for that, as slurmrestd's wait for the broker's to be over.
+            wait_for_controller()
         for workers in args.api_workers:
             url, tmp = fresh_pg(), Path(tempfile.mkdtemp())
             try:
