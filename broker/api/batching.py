@@ -230,14 +230,11 @@ class SubmitBatcher:
                     stored_keys=stored_keys,
                 )
                 session.commit()
-        except Exception as exc:
+        except BaseException as exc:
             # Rolled back by the session's close; a connection the database dropped
             # (or left in doubt) is not used again.
             if connection.invalidated or not isinstance(exc, DBAPIError):
                 self._disconnect()
-            raise
-        except BaseException:
-            self._disconnect()
             raise
         return outcomes
 
