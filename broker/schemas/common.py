@@ -43,6 +43,27 @@ def _wrong_type(kind: str, value: Any) -> bool:
     return False
 
 
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where in a decoded JSON value a string (or a key) holds NUL: "name",
+    "environment.FOO", "inputs.0.path"; None if nowhere."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return path or "body"
+            if not isinstance(item, int | float | bool | None) and (found := nul_at(item, here)):
+                return found
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            if not isinstance(item, int | float | bool | None):
+                found = nul_at(item, f"{path}.{n}" if path else str(n))
+                if found:
+                    return found
+    return None
+
+
 class StrictModel(BaseModel):
     """Request bodies refuse unknown fields, so a typo is a 422 naming it; numbers and
     booleans must be JSON numbers and booleans (no ``"2"``, no ``true`` for 1)."""
@@ -60,6 +81,9 @@ class StrictModel(BaseModel):
     def _strict_scalars(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        where = nul_at(data)
+        if where is not None:  # PostgreSQL's text and jsonb cannot hold it: a 503 there
+            raise ValueError(f"{where}: must not contain NUL (U+0000) characters")
         kinds = cls._scalar_fields()
         wrong = [n for n, k in kinds.items() if n in data and _wrong_type(k, data[n])]
         if not wrong:

@@ -7,6 +7,7 @@ cursors, dates and headers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -261,3 +262,57 @@ def test_every_string_parameter_of_the_api_refuses_nul(api: Api) -> None:
                         unguarded.append(f"{method.upper()} {path} {p['in']} {p['name']}")
     assert seen >= 8  # the walk found the parameters (jobs, files, clusters, usage)
     assert unguarded == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        # A token's name was plain text: the NUL reached PostgreSQL and answered 503
+        # (found by the schemathesis run in CI).
+        ("/enterprises/{e}/tokens", {"name": "a\x00b"}, "name"),
+        ("/enterprises/{e}/grants", {"amount_pfh": 1, "memo": "\x00"}, "memo"),
+        (
+            "/projects/{p}/jobs",
+            {**json.loads(GOOD), "environment": {"K": "v\x00"}},
+            "environment.K",
+        ),
+        (
+            "/projects/{p}/jobs",
+            {**json.loads(GOOD), "constraints": ["ok", "a\x00"]},
+            "constraints.1",
+        ),
+        ("/projects/{p}/jobs", {**json.loads(GOOD), "environment": {"K\x00": "v"}}, "environment"),
+    ],
+)
+def test_nul_in_any_body_string_is_422_naming_it(
+    api: Api,
+    tenant: tuple[dict[str, Any], str, dict[str, Any]],
+    path: str,
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    ent, member, project = tenant
+    token = member if "/jobs" in path else None
+    r = api.post(path.format(e=ent["id"], p=project["id"]), token, json=body)
+    assert_shape(r, 422, "ValidationError")
+    assert f"{field}: must not contain NUL" in r.json()["detail"], r.json()
+
+
+def test_every_request_body_refuses_nul(api: Api) -> None:
+    """A guard over the whole documented API: every JSON body is a ``StrictModel``,
+    whose validator refuses NUL anywhere in it (a body model of another kind fails here)."""
+    from broker.schemas.common import StrictModel
+
+    def strict(cls: type) -> set[str]:
+        return {cls.__name__}.union(*(strict(sub) for sub in cls.__subclasses__()))
+
+    names = strict(StrictModel)
+    bodies = {}
+    for path, ops in api.client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
+        for method, op in ops.items():
+            content = op.get("requestBody", {}).get("content", {})
+            for kind, media in content.items():
+                ref = media.get("schema", {}).get("$ref", "")
+                bodies[f"{method.upper()} {path} {kind}"] = ref.rpartition("/")[2]
+    assert len(bodies) >= 10  # the walk found the bodies
+    assert {op: name for op, name in bodies.items() if name not in names} == {}
