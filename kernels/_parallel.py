@@ -10,6 +10,8 @@ atomic counter (a thread the OS has descheduled on a busy host holds up no fixed
 and wait, spinning briefly and then yielding the CPU, only for work another thread has
 taken (``wait_for``), so a thread that starts late or not at all holds no one up; the
 ``barrier``, which waits for every thread to arrive, is kept for cores that need one.
+After its share, a pool thread watches a few milliseconds for the next call before it
+sleeps (``SPIN_TICKS``), as OpenMP runtimes do, so calls in a row find it awake.
 
 One parallel call runs at a time per process (``run``): a core waiting at a barrier needs
 every one of its threads running, which a pool shared by overlapping calls cannot promise.
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
@@ -127,6 +130,54 @@ def wait_for(sync: Any, idx: int, target: int) -> None:
             yield_cpu()
 
 
+#: After its share of a call, a pool thread watches for the next call for this many
+#: time-stamp counter ticks (~2-5 ms: the counter runs at the CPU's base clock) before it
+#: sleeps, as OpenMP runtimes and OpenBLAS keep their threads spinning: on a VM a
+#: sleeping thread's vCPU is descheduled, and waking it again took up to ~5 ms here
+#: (Intel Xeon, KVM), about a 1024 SGEMM on two threads, so the call's first thread did
+#: nearly all the work and two threads ran at 1.1x one (back-to-back calls, whose
+#: threads never slept: 1.9x). The next call's own Python set-up takes ~0.4 ms.
+SPIN_TICKS = 10_000_000
+_posts = np.zeros(8, np.int64)  # _posts[0]: calls handed to the pool so far
+
+
+@intrinsic
+def ticks(typingctx: Any) -> Any:
+    """The time-stamp counter (``llvm.readcyclecounter``: rdtsc on x86)."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+@jit()
+def _watch(posts: Any, seen: int, span: int) -> None:
+    """Return once ``posts[0]`` is not ``seen`` (a call was posted), or ``span`` ticks
+    from now (nogil: the calling thread holds no lock meanwhile)."""
+    end = ticks() + span
+    for _ in range(span // 64):  # a bound should the counter stand still
+        if atomic_load(posts, 0) != seen or ticks() > end:
+            return
+        for _ in range(64):
+            cpu_relax()
+
+
+def _share(fn: Callable[..., Any], args: tuple[Any, ...], done: threading.Event,
+           box: list[BaseException | None]) -> None:  # fmt: skip
+    """A pool thread's share of a call: run it, say so, then watch for the next call."""
+    seen = int(_posts[0])
+    try:
+        fn(*args)
+    except BaseException as e:
+        box[0] = e
+    finally:
+        done.set()
+    _watch(_posts, seen, SPIN_TICKS)
+
+
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -159,17 +210,21 @@ def run(
         return
     with _lock:
         pool = _get_pool(len(calls) - 1)
-        futures: list[Future[Any]] = [pool.submit(fn, *args) for fn, args in calls[1:]]
+        shares: list[tuple[Future[Any], threading.Event, list[BaseException | None]]] = []
+        for fn, args in calls[1:]:
+            done, box = threading.Event(), [None]
+            shares.append((pool.submit(_share, fn, args, done, box), done, box))
+        _posts[0] += 1  # after the submissions: a watching pool thread finds its share
         fn, args = calls[0]
         error: BaseException | None = None
         try:
             fn(*args)
         except BaseException as e:  # the others must still be waited for
             error = e
-        for f in futures:
-            if skip_late and f.cancel():
+        for future, done, box in shares:
+            if skip_late and future.cancel():
                 continue
-            e2 = f.exception()
-            error = error or e2
+            done.wait()
+            error = error or box[0]
         if error is not None:
             raise error

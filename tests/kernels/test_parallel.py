@@ -10,7 +10,7 @@ import pytest
 
 from kernels import _parallel
 from kernels._jit import jit
-from kernels._parallel import atomic_add, atomic_load, barrier, run
+from kernels._parallel import atomic_add, atomic_load, barrier, run, ticks
 from kernels.matmul import _chunk
 
 
@@ -100,3 +100,31 @@ def test_wait_for_waits_for_work_done() -> None:
     run([(wait_for, (sync, 0, 5)), (_add_five, (sync,))])
     assert sync[0] == 5
     wait_for(sync, 1, 0)  # already there: returns at once
+
+
+@jit()
+def _ticks() -> int:
+    return ticks()
+
+
+def test_a_pool_thread_watches_for_the_next_call_then_sleeps() -> None:
+    """After its share a pool thread spins (``_watch``) until the next call is posted, or
+    until its span of ticks is over; calls made while it watches, or after it slept,
+    all run."""
+    import time
+
+    from kernels._parallel import _watch
+
+    posts = np.zeros(1, np.int64)
+    started = time.perf_counter()
+    _watch(posts, 1, 1 << 40)  # a call was posted since: returns at once
+    assert time.perf_counter() - started < 0.5
+    t0 = _ticks()
+    _watch(posts, 0, 2_000_000)  # nothing posted: returns when the span is over
+    assert _ticks() - t0 >= 2_000_000
+    out: list[int] = []
+    for i in range(50):  # the pool thread is watching for most of these, asleep for the last
+        if i == 49:
+            time.sleep(0.05)
+        run([(out.append, (i,)), (out.append, (1000 + i,))])
+    assert sorted(out) == sorted([*range(50), *range(1000, 1050)])
