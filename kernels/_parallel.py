@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -165,17 +165,40 @@ def _watch(posts: Any, seen: int, span: int) -> None:
             cpu_relax()
 
 
-def _share(fn: Callable[..., Any], args: tuple[Any, ...], done: threading.Event,
-           box: list[BaseException | None]) -> None:  # fmt: skip
-    """A pool thread's share of a call: run it, say so, then watch for the next call."""
-    seen = int(_posts[0])
-    try:
-        fn(*args)
-    except BaseException as e:
-        box[0] = e
-    finally:
-        done.set()
-    _watch(_posts, seen, SPIN_TICKS)
+class _Share:
+    """One pool thread's part of a call: its function, whether it started or was
+    dropped (``skip_late``), its error, and when it is done."""
+
+    __slots__ = ("args", "done", "dropped", "error", "fn", "lock", "started")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.lock = threading.Lock()
+        self.started = self.dropped = False
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def drop(self) -> bool:
+        """Drop it if no thread has started it (the caller then does not wait for it)."""
+        with self.lock:
+            self.dropped = not self.started
+            return self.dropped
+
+    def __call__(self) -> None:
+        """On a pool thread: run it unless dropped, then watch for the next call. A
+        dropped share still wakes its thread and keeps it watching: the thread that came
+        too late for this call is awake for the next."""
+        seen = int(_posts[0])
+        with self.lock:
+            self.started = not self.dropped
+        if self.started:
+            try:
+                self.fn(*self.args)
+            except BaseException as e:
+                self.error = e
+            finally:
+                self.done.set()
+        _watch(_posts, seen, SPIN_TICKS)
 
 
 _lock = threading.Lock()
@@ -210,10 +233,9 @@ def run(
         return
     with _lock:
         pool = _get_pool(len(calls) - 1)
-        shares: list[tuple[Future[Any], threading.Event, list[BaseException | None]]] = []
-        for fn, args in calls[1:]:
-            done, box = threading.Event(), [None]
-            shares.append((pool.submit(_share, fn, args, done, box), done, box))
+        shares = [_Share(fn, args) for fn, args in calls[1:]]
+        for share in shares:
+            pool.submit(share)
         _posts[0] += 1  # after the submissions: a watching pool thread finds its share
         fn, args = calls[0]
         error: BaseException | None = None
@@ -221,10 +243,10 @@ def run(
             fn(*args)
         except BaseException as e:  # the others must still be waited for
             error = e
-        for future, done, box in shares:
-            if skip_late and future.cancel():
+        for share in shares:
+            if skip_late and share.drop():
                 continue
-            done.wait()
-            error = error or box[0]
+            share.done.wait()
+            error = error or share.error
         if error is not None:
             raise error
