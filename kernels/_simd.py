@@ -481,14 +481,15 @@ def vsum(typingctx: Any, v: Any) -> Any:
 
 
 # Vectors of an explicit width. ``kern`` is a compile-time kernel code (an integer literal,
-# see kernels._cpu.kernel_code): its vector width in bytes is ``kern // 100``. The GEMM passes
-# it down so that one process can run any micro-kernel, whatever the host's own width.
+# see kernels._cpu.Kernel.code): its vector width in bytes is ``kern // 100 % 1000``. The
+# GEMM passes it down so that one process can run any micro-kernel, whatever the host's
+# own width.
 
 
 def _kern_bytes(kern: Any) -> int | None:
     if not isinstance(kern, types.IntegerLiteral):
         return None
-    return int(kern.literal_value) // 100
+    return int(kern.literal_value) // 100 % 1000
 
 
 def _vec_w(arrty: Any, nbytes: int) -> Vec:
@@ -559,7 +560,8 @@ def wlanes(typingctx: Any, arr: Any, kern: Any) -> Any:
 
 @intrinsic(prefer_literal=True)
 def kern_field(typingctx: Any, kern: Any, field: Any) -> Any:
-    """Digit ``field`` of kernel code ``kern`` (0: vectors per row, 1: rows), a constant."""
+    """Digit ``field`` of kernel code ``kern`` (0: vectors per row, 1: rows, 5: prefetch
+    distance), a constant."""
     if not isinstance(kern, types.IntegerLiteral) or not isinstance(field, types.IntegerLiteral):
         return None
     value = int(kern.literal_value) // 10 ** int(field.literal_value) % 10

@@ -100,7 +100,12 @@ def _ukernel_6x4(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, l
     c00 = z; c01 = z; c02 = z; c03 = z; c10 = z; c11 = z; c12 = z; c13 = z  # noqa: E702
     c20 = z; c21 = z; c22 = z; c23 = z; c30 = z; c31 = z; c32 = z; c33 = z  # noqa: E702
     c40 = z; c41 = z; c42 = z; c43 = z; c50 = z; c51 = z; c52 = z; c53 = z  # noqa: E702
+    pf = kern_field(kern, 5) * 4 * w  # B elements ahead (a constant: 0 compiles no fetch)
     for _ in range(kc):
+        if pf:
+            prefetch_r(bp, bo + pf); prefetch_r(bp, bo + pf + w)  # noqa: E702
+            prefetch_r(bp, bo + pf + 2 * w); prefetch_r(bp, bo + pf + 3 * w)  # noqa: E702
+            prefetch_r(ap, ao + 64)
         b0 = wload(bp, bo, kern)
         b1 = wload(bp, bo + w, kern)
         b2 = wload(bp, bo + 2 * w, kern)

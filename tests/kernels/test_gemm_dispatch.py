@@ -3,6 +3,7 @@ blocking rule, without the CPU they describe."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
@@ -75,7 +76,11 @@ def test_isa_follows_the_features() -> None:
     for isa in ("avx512", "avx2", "sse"):
         feats = {"avx512f", "avx2", "fma"} if isa == "avx512" else {"avx2", "fma"}
         cpu = _cpu_with(feats if isa != "sse" else set())
-        assert _cpu.pick_kernel(cpu).name == isa
+        # Intel's AVX-512 cores get the tile with software prefetch; AMD's the plain one
+        assert _cpu.pick_kernel(cpu).name == ("avx512-pf" if isa == "avx512" else isa)
+        amd = dataclasses.replace(cpu, vendor="AuthenticAMD")
+        assert _cpu.pick_kernel(amd).name == isa
+    assert _cpu.KERNELS["avx512-pf"].code == 806464  # the prefetch distance leads the code
     sets = _cpu_with({"amx-tile", "avx2", "avx512f", "fma"}).vector_sets()
     assert sets == ["avx2", "fma", "avx512f", "amx-tile"]
 

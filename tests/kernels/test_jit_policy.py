@@ -93,7 +93,10 @@ def test_slp_vectorizes_straight_line_code() -> None:
     assert "vaddsd" not in asm
 
 
-@pytest.mark.parametrize(("name", "fn"), [("avx2", "_ukernel_6x2"), ("avx512", "_ukernel_6x4")])
+@pytest.mark.parametrize(
+    ("name", "fn"),
+    [("avx2", "_ukernel_6x2"), ("avx512", "_ukernel_6x4"), ("avx512-pf", "_ukernel_6x4")],
+)
 def test_microkernels_are_vector_fma_code(name: str, fn: str) -> None:
     """Each micro-kernel at its own width: all FMAs packed, none of the tile spilled."""
     kern = _cpu.KERNELS[name]
@@ -110,6 +113,9 @@ def test_microkernels_are_vector_fma_code(name: str, fn: str) -> None:
     assert len(fmas) >= tile
     if native:  # the k loop keeps the whole tile in registers: no stack traffic in it
         assert not [ln for ln in _hot_loop(asm) if "(%rsp)" in ln]
+    if fn == "_ukernel_6x4":  # software prefetch (4 lines of B, 1 of A) if its code asks
+        fetches = [ln for ln in _hot_loop(asm) if "prefetcht0" in ln]
+        assert len(fetches) == (5 if kern.prefetch else 0), fetches
 
 
 def _hot_loop(asm: str) -> list[str]:
