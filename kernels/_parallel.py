@@ -169,10 +169,11 @@ class _Share:
     """One pool thread's part of a call: its function, whether it started or was
     dropped (``skip_late``), its error, and when it is done."""
 
-    __slots__ = ("args", "done", "dropped", "error", "fn", "lock", "started")
+    __slots__ = ("args", "done", "dropped", "error", "fn", "lock", "post", "started")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], post: int) -> None:
         self.fn, self.args = fn, args
+        self.post = post  # its call's number in ``_posts[0]``
         self.lock = threading.Lock()
         self.started = self.dropped = False
         self.error: BaseException | None = None
@@ -188,7 +189,6 @@ class _Share:
         """On a pool thread: run it unless dropped, then watch for the next call. A
         dropped share still wakes its thread and keeps it watching: the thread that came
         too late for this call is awake for the next."""
-        seen = int(_posts[0])
         with self.lock:
             self.started = not self.dropped
         if self.started:
@@ -198,7 +198,10 @@ class _Share:
                 self.error = e
             finally:
                 self.done.set()
-        _watch(_posts, seen, SPIN_TICKS)
+        # Watched against its own call's number, not the count when the thread got here:
+        # a thread that woke after the next call was posted returns at once to take its
+        # share (the count then would have it watch, ~3 ms, with that share queued).
+        _watch(_posts, self.post, SPIN_TICKS)
 
 
 _lock = threading.Lock()
@@ -233,10 +236,11 @@ def run(
         return
     with _lock:
         pool = _get_pool(len(calls) - 1)
-        shares = [_Share(fn, args) for fn, args in calls[1:]]
+        post = int(_posts[0]) + 1
+        shares = [_Share(fn, args, post) for fn, args in calls[1:]]
         for share in shares:
             pool.submit(share)
-        _posts[0] += 1  # after the submissions: a watching pool thread finds its share
+        _posts[0] = post  # after the submissions: a watching pool thread finds its share
         fn, args = calls[0]
         error: BaseException | None = None
         try:

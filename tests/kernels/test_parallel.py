@@ -128,3 +128,27 @@ def test_a_pool_thread_watches_for_the_next_call_then_sleeps() -> None:
             time.sleep(0.05)
         run([(out.append, (i,)), (out.append, (1000 + i,))])
     assert sorted(out) == sorted([*range(50), *range(1000, 1050)])
+
+
+def test_a_late_thread_does_not_watch_past_a_call_already_posted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pool thread that wakes for a share its call dropped, after the next call was
+    posted, returns at once to take that call's share: it watches against its own
+    call's number (against the count it found, it watched with the next share queued)."""
+    import time
+
+    monkeypatch.setattr(_parallel, "SPIN_TICKS", 1 << 33)  # a watch: ~2-8 s
+    with _parallel._lock:  # no run() meanwhile
+        post = int(_parallel._posts[0]) + 1
+        share = _parallel._Share(print, ("never",), post)
+        _parallel._posts[0] = post
+        assert share.drop()  # its call finished without it
+        _parallel._posts[0] = post + 1  # ... and the next call was posted
+        started = time.perf_counter()
+        share()  # the thread gets to it now: back at once
+        assert time.perf_counter() - started < 1.0
+    assert not share.started and not share.done.is_set()
+    out: list[int] = []
+    run([(out.append, (1,)), (out.append, (2,))])
+    assert sorted(out) == [1, 2]
