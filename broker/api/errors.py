@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
-from ..schemas.common import ErrorRead
+from ..schemas.common import NUL_ERROR, ErrorRead
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def install(app: FastAPI) -> None:
                 msgs.append(_json_error(err, getattr(exc, "body", None)))
                 continue
             where = _loc(tuple(err.get("loc", ())))
+            if err.get("type") == NUL_ERROR:  # located by the body's validator
+                where = str((err.get("ctx") or {}).get("where", where))
             # A rule of ours (a ValueError in a validator) reads as the rule alone.
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             msgs.append(f"{where}: {msg}")

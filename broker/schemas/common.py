@@ -9,6 +9,7 @@ from functools import cache
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class _WrongJsonType:
@@ -41,6 +42,11 @@ def _wrong_type(kind: str, value: Any) -> bool:
     if kind in ("int", "float"):
         return isinstance(value, bool | str)
     return False
+
+
+#: The error type of a NUL in a body; its ``where`` (``environment.K``) is where the API's
+#: 422 says it is (a model's own errors are located at the body).
+NUL_ERROR = "nul_character"
 
 
 def nul_at(value: Any, path: str = "") -> str | None:
@@ -83,7 +89,8 @@ class StrictModel(BaseModel):
             return data
         where = nul_at(data)
         if where is not None:  # PostgreSQL's text and jsonb cannot hold it: a 503 there
-            raise ValueError(f"{where}: must not contain NUL (U+0000) characters")
+            raise PydanticCustomError(NUL_ERROR, "must not contain NUL (U+0000) characters",
+                                      {"where": where})  # fmt: skip
         kinds = cls._scalar_fields()
         wrong = [n for n, k in kinds.items() if n in data and _wrong_type(k, data[n])]
         if not wrong:

@@ -295,7 +295,7 @@ def test_nul_in_any_body_string_is_422_naming_it(
     token = member if "/jobs" in path else None
     r = api.post(path.format(e=ent["id"], p=project["id"]), token, json=body)
     assert_shape(r, 422, "ValidationError")
-    assert f"{field}: must not contain NUL" in r.json()["detail"], r.json()
+    assert r.json()["detail"].startswith(f"{field}: must not contain NUL"), r.json()
 
 
 def test_every_request_body_refuses_nul(api: Api) -> None:
