@@ -49,25 +49,32 @@ def _wrong_type(kind: str, value: Any) -> bool:
 NUL_ERROR = "nul_character"
 
 
-def nul_at(value: Any, path: str = "") -> str | None:
+def nul_at(value: Any) -> str | None:
     """Where in a decoded JSON value a string (or a key) holds NUL: "name",
-    "environment.FOO", "inputs.0.path"; None if nowhere."""
-    if isinstance(value, str):
-        return (path or "body") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                return path or "body"
-            if not isinstance(item, int | float | bool | None) and (found := nul_at(item, here)):
-                return found
-    elif isinstance(value, list):
-        for n, item in enumerate(value):
-            if not isinstance(item, int | float | bool | None):
-                found = nul_at(item, f"{path}.{n}" if path else str(n))
-                if found:
-                    return found
+    "environment.FOO", "inputs.0.path"; None if nowhere. Walked with a stack of its own,
+    not by recursion: a body nested as deep as the JSON parser allows (~980 levels) would
+    otherwise exhaust Python's stack under the framework's frames (a 500)."""
+    stack: list[tuple[Any, Any]] = [(value, None)]  # (value, (parent's place, key))
+    while stack:
+        item, place = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return _place(place)
+        elif isinstance(item, dict):
+            if any(isinstance(k, str) and "\x00" in k for k in item):
+                return _place(place)
+            stack.extend((v, (place, k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, (place, n)) for n, v in reversed(list(enumerate(item))))
     return None
+
+
+def _place(place: Any) -> str:
+    parts: list[str] = []
+    while place is not None:
+        place, key = place
+        parts.append(str(key))
+    return ".".join(reversed(parts)) or "body"
 
 
 class StrictModel(BaseModel):

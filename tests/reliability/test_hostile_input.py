@@ -298,6 +298,25 @@ def test_nul_in_any_body_string_is_422_naming_it(
     assert r.json()["detail"].startswith(f"{field}: must not contain NUL"), r.json()
 
 
+@pytest.mark.parametrize("depth", [900, *range(944, 958, 2), 980])
+@pytest.mark.parametrize("where", ["job environment", "token name"])
+def test_nul_deep_in_a_body_nested_to_the_parsers_limit_is_4xx(
+    api: Api, tenant: tuple[dict[str, Any], str, dict[str, Any]], depth: int, where: str
+) -> None:
+    # The NUL scan once recursed: at 950 levels (the JSON parser takes up to ~980) it
+    # exhausted Python's stack under the framework's frames, and the request answered
+    # 500 (the depth that fails moves with the frames beneath: a band around it).
+    ent, member, project = tenant
+    if where == "job environment":
+        path, token = f"/projects/{project['id']}/jobs", member
+        body = job_body(environment='{"a":' * depth + '"v\\u0000"' + "}" * depth)
+    else:
+        path, token = f"/enterprises/{ent['id']}/tokens", None
+        body = '{"name":' + "[" * depth + '"v\\u0000"' + "]" * depth + "}"
+    headers = {"Content-Type": "application/json"}
+    assert_shape(api.post(path, token, content=body, headers=headers), (400, 422))
+
+
 def test_every_request_body_refuses_nul(api: Api) -> None:
     """A guard over the whole documented API: every JSON body is a ``StrictModel``,
     whose validator refuses NUL anywhere in it (a body model of another kind fails here)."""
