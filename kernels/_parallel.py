@@ -138,7 +138,7 @@ def wait_for(sync: Any, idx: int, target: int) -> None:
 #: nearly all the work and two threads ran at 1.1x one (back-to-back calls, whose
 #: threads never slept: 1.9x). The next call's own Python set-up takes ~0.4 ms.
 SPIN_TICKS = 10_000_000
-_posts = np.zeros(8, np.int64)  # _posts[0]: calls handed to the pool so far
+_posts = np.zeros(1, np.int64)  # _posts[0]: calls handed to the pool so far
 
 
 @intrinsic
