@@ -8,10 +8,11 @@ Who owns a transaction, and when it commits (the one place this is written down)
   takes *everything* queued (no timer: a batch is one submission when the broker is
   idle and grows with the load), runs ``intake.accept`` in one transaction of its own
   (each enterprise's balance rows locked once, enterprises in id order; ``BEGIN
-  IMMEDIATE`` on SQLite), commits, and only then answers each request with its own
-  202, 409 or 422. A 202 is never sent for a row that is not durable
-  (``synchronous_commit`` stays on); a batch that fails to commit answers every one of
-  its requests with the error (503 for a database outage), and nothing of it is
+  IMMEDIATE`` on SQLite; on PostgreSQL two round trips: the BEGIN with the lock, the
+  writes with the COMMIT, ``bulk.defer_round_trips``), commits, and only then answers
+  each request with its own 202, 409 or 422. A 202 is never sent for a row that is not
+  durable (``synchronous_commit`` stays on); a batch that fails to commit answers every
+  one of its requests with the error (503 for a database outage), and nothing of it is
   written. A batch that PostgreSQL chose as a deadlock's victim (another transaction
   locking several enterprises in another order) is run once more before it fails; one
   whose insert met a stored Idempotency-Key is run again with the keys looked up.
@@ -37,7 +38,7 @@ import uuid
 from collections.abc import Sequence
 
 from psycopg.errors import DeadlockDetected
-from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,7 +46,7 @@ from ..db import make_engine
 from ..models import Job
 from ..observability import SUBMIT_BATCH_JOBS, SUBMIT_BATCH_RERUNS, SUBMIT_BATCH_SECONDS
 from ..schemas.jobs import JobCreate
-from ..services import brokering, intake, workspaces
+from ..services import brokering, bulk, intake, workspaces
 from ..services.principal import Principal
 from ..services.snapshot_cache import SnapshotCache
 from . import views
@@ -231,10 +232,13 @@ class SubmitBatcher:
                 )
                 session.commit()
         except BaseException as exc:
-            # Rolled back by the session's close; a connection the database dropped
-            # (or left in doubt) is not used again.
+            # Rolled back by the session's close (and here, for a COMMIT that failed:
+            # its transaction is left to the connection); a connection the database
+            # dropped (or left in doubt) is not used again.
             if connection.invalidated or not isinstance(exc, DBAPIError):
                 self._disconnect()
+            else:
+                connection.rollback()
             raise
         return outcomes
 
@@ -256,10 +260,14 @@ class SubmitBatcher:
 #: which on a new database taking thousands of jobs a second may be a minute away.
 #: So the writer's transactions plan each statement once, and never by a scan where an
 #: index can answer (``enable_seqscan`` off makes a scan the last resort, not
-#: forbidden). ``SET LOCAL``, sent with the BEGIN (one round trip, as psycopg's own
-#: BEGIN was): nothing outlives the transaction, so a pooler in transaction mode
-#: (PgBouncer) hands no other client a connection with these settings.
-_PG_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
+#: forbidden). Set for the transaction only (``set_config(..., true)``, as ``SET
+#: LOCAL``), sent with the BEGIN: nothing outlives the transaction, so a pooler in
+#: transaction mode (PgBouncer) hands no other client a connection with these settings.
+_PG_BEGIN = (
+    "BEGIN",
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
+    " set_config('enable_seqscan', 'off', true)",
+)
 
 
 def writer_engine(database_url: str) -> Engine:
@@ -267,18 +275,15 @@ def writer_engine(database_url: str) -> Engine:
     error), without a ping per checkout (a round trip per batch: a connection the
     database dropped fails its batch, 503, and is replaced). On PostgreSQL its
     transactions begin with the planner settings above: the driver is left in
-    autocommit mode, and each transaction's BEGIN is ours (psycopg still sends the
-    COMMIT or ROLLBACK of a transaction that is open)."""
+    autocommit mode, and each transaction's BEGIN is ours, sent with the transaction's
+    first statement, and its writes with its COMMIT (``bulk.defer_round_trips``)."""
     if make_url(database_url).get_backend_name() != "postgresql":
         return make_engine(database_url, pool_pre_ping=False, pool_size=2)
     engine = make_engine(
         database_url, pool_pre_ping=False, pool_size=2, isolation_level="AUTOCOMMIT"
     )
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(_PG_BEGIN)
-
+    bulk.defer_round_trips(engine, _PG_BEGIN)
     return engine
 
 

@@ -26,24 +26,32 @@ result processors (an enum's string made its member): SQLAlchemy's work per exec
 (the statement's cache key, result metadata, row objects) cost ~60-250 us of the API
 process's CPU per statement, against ~17 us for the round trip itself. Writes on
 PostgreSQL go the same way (their SQL is made once per set of tables and columns).
+
+On an engine given to ``defer_round_trips`` (the submission batch writer's), a
+transaction's BEGIN goes with its first statement and ``write``'s statements with its
+next one or its COMMIT, each group in one round trip (psycopg's pipeline mode): a
+batch that locks its balance rows and writes its jobs waits for the server twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
 
 import orjson
+from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Engine,
     Select,
     Table,
     any_,
     bindparam,
+    event,
     insert,
     update,
 )
@@ -131,7 +139,13 @@ def fetch(session: Session, stmt: Query, params: Mapping[str, Any]) -> list[tupl
         for name, proc in c.binds:
             params[name] = proc(params[name])
     with _raw(conn, c.sql, params) as cur:
-        cur.execute(c.sql, params)
+        state = _deferred(conn)
+        if state is None or not state.pending:
+            cur.execute(c.sql, params)
+        else:  # what waits goes first, in the same round trip
+            with cur.connection.pipeline():
+                state.send(cur.connection)
+                cur.execute(c.sql, params)
         rows: list[tuple[Any, ...]] = cur.fetchall()
     if not any(c.results):
         return rows
@@ -206,6 +220,10 @@ def write(session: Session, inserts: Inserts, updates: Updates = ()) -> None:
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         sql, params = _pg_statement(inserts, updates)
+        state = _deferred(conn)
+        if state is not None:  # sent with the next round trip (the COMMIT's, usually)
+            state.writes.append((sql, params))
+            return
         with _raw(conn, sql, params) as cur:
             cur.execute(sql, params)
         return
@@ -220,6 +238,114 @@ def write(session: Session, inserts: Inserts, updates: Updates = ()) -> None:
             .values({k: bindparam(k) for k in keys})
         )
         conn.execute(stmt, [{"row_id": r["id"], **{k: r[k] for k in keys}} for r in rows])
+
+
+# -- Fewer round trips: a transaction's BEGIN and its writes wait for the next statement
+
+
+_DEFERRED = "broker.bulk.deferred"
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """What a connection of a ``defer_round_trips`` engine has yet to send: its
+    transaction's BEGIN (and the statement that follows it), and ``write``'s
+    statements."""
+
+    begin: tuple[str, ...]
+    begun: bool = False  # a transaction is open and its BEGIN not yet sent
+    writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return self.begun or bool(self.writes)
+
+    def send(self, driver: Any) -> None:
+        """Queue what waits on ``driver``, in pipeline mode (results not read here: the
+        pipeline's sync raises the first error)."""
+        if self.begun:
+            for sql in self.begin:
+                driver.execute(sql)
+            self.begun = False
+        for sql, params in self.writes:
+            driver.execute(sql, params)
+        self.writes.clear()
+
+    def flush(self, conn: Connection, *, commit: bool = False) -> None:
+        """Send what waits, and COMMIT after it if ``commit``: one round trip."""
+        if commit and not self.writes:
+            # A BEGIN never sent opened nothing; one sent is committed by psycopg.
+            self.begun = False
+            return
+        if not self.pending:
+            return
+        sql, params = self.writes[0] if self.writes else (self.begin[0], {})
+        with _raw(conn, sql, params) as cur:
+            driver = cur.connection
+            try:
+                with driver.pipeline():
+                    self.send(driver)
+                    if commit:
+                        driver.execute("COMMIT")
+            except BaseException:
+                self.writes.clear()
+                if driver.info.transaction_status == TransactionStatus.INERROR:
+                    with suppress(Exception):
+                        driver.rollback()  # the writes' transaction failed: end it
+                raise
+
+
+def _deferred(conn: Connection) -> _Deferred | None:
+    state: _Deferred | None = conn.info.get(_DEFERRED)
+    return state
+
+
+def defer_round_trips(engine: Engine, begin: Sequence[str] = ("BEGIN",)) -> None:
+    """Each transaction on ``engine`` (PostgreSQL, in autocommit mode: the BEGIN is
+    ``begin``'s statements, sent by this module) spends as few round trips as it can:
+
+    - its BEGIN is sent with its first statement, in one round trip (a pipeline, when
+      that statement is ``fetch``'s; before it, when it is any other);
+    - ``write``'s statements wait for the transaction's next statement, or its COMMIT,
+      and go with it in one round trip.
+
+    A transaction that locks rows and then writes them is two round trips, not four.
+    Errors are raised where the statements are sent, as SQLAlchemy raises them (a
+    write refused by a constraint, at the commit; the transaction is rolled back)."""
+    begin = tuple(begin)
+
+    def state_of(conn: Connection) -> _Deferred:
+        state: _Deferred | None = conn.info.get(_DEFERRED)
+        if state is None:
+            state = conn.info[_DEFERRED] = _Deferred(begin)
+        return state
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        state = state_of(conn)
+        state.writes.clear()
+        state.begun = True
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Connection, *_: object) -> None:
+        state = _deferred(conn)
+        if state is not None and state.pending:
+            state.flush(conn)
+
+    @event.listens_for(engine, "commit")
+    def _commit(conn: Connection) -> None:
+        state = _deferred(conn)
+        if state is not None:
+            state.flush(conn, commit=True)
+
+    @event.listens_for(engine, "rollback")
+    def _rollback(conn: Connection) -> None:
+        if conn.invalidated:  # its DBAPI connection, and what waited on it, are gone
+            return
+        state = _deferred(conn)
+        if state is not None:  # nothing unsent is kept; psycopg ends what was begun
+            state.writes.clear()
+            state.begun = False
 
 
 def _quote(name: str) -> str:

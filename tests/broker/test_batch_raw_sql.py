@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -16,23 +17,34 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import make_url, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.api.batching import SubmitBatcher, writer_engine
 from broker.db import make_engine, make_session_factory, session_scope
-from broker.models import EnterpriseStatus, Job, ProjectStatus
+from broker.models import Balance, EnterpriseStatus, Job, ProjectStatus
 from broker.services import brokering, bulk, intake, ledger
+from broker.services.snapshot_cache import SnapshotCache
 
 from .test_submit_batching import Tenant, _factory, factory, make_tenant, spec
 
 __all__ = ["factory"]
 
 
-@pytest.fixture
-def pg_factory(pg_url: str, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    yield from _factory(pg_url, tmp_path)
+@pytest.fixture(params=["engine", "writer_engine"])
+def pg_factory(
+    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path
+) -> Iterator[sessionmaker[Session]]:
+    """A plain engine's sessions, or the batch writer's (``writer_engine``: BEGIN sent
+    with the first statement, writes with the COMMIT)."""
+    for plain in _factory(pg_url, tmp_path):  # the clusters' rows, on a plain engine
+        if request.param == "engine":
+            yield plain
+            continue
+        engine = writer_engine(pg_url)
+        yield make_session_factory(engine)
+        engine.dispose()
 
 
 def _wanted(*tenants: Tenant) -> dict[uuid.UUID, set[uuid.UUID]]:
@@ -258,3 +270,102 @@ def test_a_stored_key_found_by_the_insert_is_answered_as_a_replay(
         assert sorted(k or "" for k in keys) == ["k1", "k2", "k3"]
         assert ledger.check_invariants(s, t.enterprise_id) == []
     batcher.close()
+
+
+class _RoundTrips:
+    """A TCP relay between a client and PostgreSQL that counts the server's
+    ReadyForQuery messages: one ends each round trip (a simple query's, or a pipeline's
+    Sync), so their count is the number of times the client waited for the server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ready = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        pending = b""
+        while data := src.recv(65536):
+            dst.sendall(data)
+            if not count:
+                continue
+            pending += data
+            while len(pending) >= 5:  # a message: type byte, then its length (int32)
+                size = 1 + int.from_bytes(pending[1:5], "big")
+                if len(pending) < size:
+                    break
+                self.ready += pending[0] == ord("Z")
+                pending = pending[size:]
+        dst.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _items(t: Tenant, n: int) -> list[intake.Submission]:
+    req = spec()
+    return [
+        intake.Submission(
+            t.member, t.p2, req, uuid.uuid4().hex, intake.prepare(req, None, max_script_bytes=4096)
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.postgres
+def test_a_batch_of_the_writer_is_two_round_trips(pg_url: str, tmp_path: Path) -> None:
+    """On ``writer_engine`` a batch of known projects is two round trips: its BEGIN (and
+    planner settings) with the lock, its writes with the COMMIT (it was four: BEGIN,
+    lock, writes, COMMIT). A statement run between a write and the COMMIT sees the
+    write, and what a batch wrote is committed (read from another connection)."""
+    url = make_url(pg_url)
+    relay = _RoundTrips(url.host or "127.0.0.1", url.port or 5432)
+    relayed = url.set(
+        host="127.0.0.1", port=relay.port, query={"sslmode": "disable", "gssencmode": "disable"}
+    )
+    for plain in _factory(pg_url, tmp_path):
+        t = make_tenant(plain)
+        engine = writer_engine(relayed.render_as_string(hide_password=False))
+        batcher = SubmitBatcher(
+            make_session_factory(engine), weights=brokering.Weights(), workspace=None
+        )
+        batcher._routes = SnapshotCache(ttl_s=3600)  # routing read once (then every 0.5 s)
+        batcher._write(_items(t, 1))  # routing read, the project's enterprise learnt
+        counts = []
+        for n in (1, 1, 1, 1, 1, 1, 8, 8):  # psycopg prepares a statement at its 5th run
+            before = relay.ready
+            answers = batcher._write(_items(t, n))
+            assert [a.error for a in answers] == [None] * n
+            counts.append(relay.ready - before)
+        assert counts == [2] * 8
+        with session_scope(plain) as s:  # committed, every job with its HOLD
+            assert s.query(Job).filter_by(enterprise_id=t.enterprise_id).count() == 1 + 6 + 16
+            assert ledger.check_invariants(s, t.enterprise_id) == []
+        # A read between a write and the COMMIT is sent after the write, and sees it.
+        with make_session_factory(engine)() as s:
+            ids = bulk.fetch(
+                s, ledger._lock_batch(True, ()), {"ids": [t.enterprise_id], "projects": [t.p2]}
+            )
+            held = ids[0][11]
+            bulk.write(s, [], [(Balance, [{"id": ids[0][7], "held_units": held + 5}])])
+            read = s.execute(
+                text("SELECT held_units FROM balance WHERE id = :id"), {"id": ids[0][7]}
+            ).scalar_one()
+            assert read == held + 5
+            s.rollback()
+        with session_scope(plain) as s:  # rolled back: nothing of it kept
+            assert ledger.check_invariants(s, t.enterprise_id) == []
+        batcher.close()
+        engine.dispose()
+    relay.close()
