@@ -296,18 +296,25 @@ class _RoundTrips:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
         pending = b""
-        while data := src.recv(65536):
-            dst.sendall(data)
-            if not count:
-                continue
-            pending += data
-            while len(pending) >= 5:  # a message: type byte, then its length (int32)
-                size = 1 + int.from_bytes(pending[1:5], "big")
-                if len(pending) < size:
-                    break
-                self.ready += pending[0] == ord("Z")
-                pending = pending[size:]
-        dst.close()
+        try:
+            while data := src.recv(65536):
+                if count:  # counted before the client can read it
+                    pending = self._count(pending + data)
+                dst.sendall(data)
+        except OSError:  # the other side went away
+            pass
+        finally:
+            dst.close()
+
+    def _count(self, pending: bytes) -> bytes:
+        """Count the whole messages in ``pending``; what is left of it."""
+        while len(pending) >= 5:  # a message: its type byte, then its length (int32)
+            size = 1 + int.from_bytes(pending[1:5], "big")
+            if len(pending) < size:
+                break
+            self.ready += pending[0] == ord("Z")
+            pending = pending[size:]
+        return pending
 
     def close(self) -> None:
         self.listener.close()
