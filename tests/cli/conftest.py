@@ -13,6 +13,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from broker.cli import app
+from broker.cli_cmds import _common
 from broker.db import make_engine, make_session_factory, session_scope
 from broker.models import Role
 from broker.schemas.jobs import JobCreate
@@ -79,7 +80,12 @@ def cli(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("BROKER_DATABASE_URL", url)
     monkeypatch.setenv("BROKER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("BROKER_CLUSTERS_FILE", raising=False)
+    # Wide tables, whatever ran first: rich reads COLUMNS when a Console is made, and
+    # brokerctl's consoles are made when its modules are first imported (in a test
+    # process, by whichever test imports them first).
     monkeypatch.setenv("COLUMNS", "200")
+    for console in (_common.console, _common.err_console):
+        monkeypatch.setattr(console, "_width", 200)
     return Cli(CliRunner(), url, tmp_path)
 
 
