@@ -10,6 +10,7 @@ import pwd
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -69,33 +70,48 @@ def test_the_tool_has_the_users_ids_only_and_no_capability(
     assert "CapEff:\t0000000000000000" in helper
 
 
+#: The descriptors test's call, run in a Python of its own (below).
+_DESCRIPTORS = """
+import json, os, sys
+from scheduler_adapters.slurm.runas import UserRunner, identity_of
+env = json.loads(sys.argv[2])
+fd = os.memfd_create("job-env")
+os.write(fd, b"A=1\\0MSG=two\\nlines")
+os.lseek(fd, 0, os.SEEK_SET)
+# A number that the helper's own socket would take if it were not moved away.
+target = 3 if fd != 3 else 4
+if target != fd:
+    os.dup2(fd, target)
+runner = UserRunner(env=env)
+try:
+    proc = runner.run(
+        identity_of(sys.argv[1]),
+        ["/bin/sh", "-c", f"cat /dev/fd/{target}; echo; cat; echo oops >&2; exit 3"],
+        env=env, cwd="/", stdin="from stdin\\n", timeout=10, pass_fds=[target],
+    )
+finally:
+    runner.close()
+print(json.dumps([proc.returncode, proc.stdout, proc.stderr]))
+"""
+
+
 @needs_root
-def test_stdin_output_exit_status_and_descriptors_arrive_intact(
-    runner: UserRunner, ident: runas.Identity
-) -> None:
-    fd = os.memfd_create("job-env")
-    try:
-        os.write(fd, b"A=1\0MSG=two\nlines")
-        os.lseek(fd, 0, os.SEEK_SET)
-        # A number that the helper's own socket would take if it were not moved away.
-        target = 3 if fd != 3 else 4
-        os.dup2(fd, target) if target != fd else None
-        proc = runner.run(
-            ident,
-            ["/bin/sh", "-c", f"cat /dev/fd/{target}; echo; cat; echo oops >&2; exit 3"],
-            env=ENV,
-            cwd="/",
-            stdin="from stdin\n",
-            timeout=10,
-            pass_fds=[target],
-        )
-    finally:
-        os.close(fd)
-        if target != fd:
-            os.close(target)
-    assert proc.returncode == 3
-    assert proc.stdout == "A=1\0MSG=two\nlines\nfrom stdin\n"
-    assert proc.stderr == "oops\n"
+def test_stdin_output_exit_status_and_descriptors_arrive_intact(ident: runas.Identity) -> None:
+    """The call runs in a Python of its own, where descriptor 3 is free: in this process
+    it may be another's (a pytest-xdist worker's channel to its controller), and putting
+    the job's descriptor there would cut it."""
+    child = subprocess.run(
+        [sys.executable, "-c", _DESCRIPTORS, ident.name, json.dumps(ENV)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    returncode, stdout, stderr = json.loads(child.stdout)
+    assert returncode == 3
+    assert stdout == "A=1\0MSG=two\nlines\nfrom stdin\n"
+    assert stderr == "oops\n"
 
 
 @needs_root
