@@ -61,4 +61,7 @@ mypy
 log "import-linter"
 lint-imports
 log "pytest"
-pytest -p no:cacheprovider "$@"
+# Two workers (pytest-xdist; BROKER_TEST_WORKERS=0 runs in this process): the suite spends
+# half its time waiting (for Slurm jobs, servers, subprocesses), one core idle. The tests
+# on the live Slurm clusters run one after another on one worker (tests/conftest.py).
+pytest -p no:cacheprovider -n "${BROKER_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -96,6 +96,26 @@ def pg_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+#: The live Slurm clusters' fixtures (``tests._slurm``).
+_SLURM_FIXTURES = frozenset(
+    {"slurm_clusters_file", "slurm_three_file", "slurm_tenant", "slurm_three_tenant"}
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its worker's hook)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """When the suite runs on several workers (pytest-xdist's ``--dist loadgroup``, as
+    the README's test command does), the tests on the live Slurm clusters run on one
+    worker, one after another (some take a controller down, drain or down nodes, or
+    count a cluster's jobs, and every worker shares the clusters), and each file's
+    other tests on one worker, in file order (its module fixtures are made once; a few
+    tests read what the ones before them did)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        live = item.get_closest_marker("slurm") is not None or bool(fixtures & _SLURM_FIXTURES)
+        item.add_marker(pytest.mark.xdist_group("slurm" if live else item.nodeid.split("::")[0]))
+
+
 _EXIT_STATUS: list[int] = []
 
 
