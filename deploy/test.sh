@@ -61,7 +61,8 @@ mypy
 log "import-linter"
 lint-imports
 log "pytest"
-# Two workers (pytest-xdist; BROKER_TEST_WORKERS=0 runs in this process): the suite spends
-# half its time waiting (for Slurm jobs, servers, subprocesses), one core idle. The tests
-# on the live Slurm clusters run one after another on one worker (tests/conftest.py).
-pytest -p no:cacheprovider -n "${BROKER_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# One process by default. BROKER_TEST_WORKERS=2 runs two pytest-xdist workers (the suite
+# spends half its time waiting on Slurm jobs, servers and subprocesses, one core idle):
+# each file's tests on one worker, the live Slurm tests on one worker one after another
+# (tests/conftest.py); a few tests still depend on what ran before them in their process.
+pytest -p no:cacheprovider -n "${BROKER_TEST_WORKERS:-0}" --dist loadgroup "$@"
