@@ -87,8 +87,11 @@ def live_server(
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test file: Playwright's sync API keeps an event loop running in
+    the main thread while it is open, and every test after it in the process that calls
+    ``asyncio.run`` would fail (on a pytest-xdist worker other files follow these)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: deploy/test.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright
