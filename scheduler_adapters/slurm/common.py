@@ -87,9 +87,9 @@ def with_earlier_runs(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
 
 
 def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
-    """A job the controller says has ended, as accounting recorded it: its elapsed time
-    (which leaves out time suspended, where the controller's end - start counts it), its
-    nodes, GPUs and times, and the earlier runs of a requeued job; the controller's state,
+    """A job the controller says has ended, as accounting recorded it: its nodes, GPUs
+    and times, and the earlier runs of a requeued job; its elapsed time the lower of the
+    two records' (``_elapsed``: both leave out time suspended); the controller's state,
     reason and exit code. An array's tasks are merged likewise. Without an ended record
     in accounting yet (slurmdbd lags), the controller's record as it is."""
     if accounted is not None and not _same_job(final, accounted):
@@ -109,12 +109,22 @@ def from_accounting(final: JobInfo, accounted: JobInfo | None) -> JobInfo:
         return final
     return dataclasses.replace(
         with_earlier_runs(final, accounted),
-        elapsed_s=accounted.elapsed_s if accounted.elapsed_s is not None else final.elapsed_s,
+        elapsed_s=_elapsed(final, accounted),
         start_time=accounted.start_time or final.start_time,
         end_time=accounted.end_time or final.end_time,
         nodes=accounted.nodes or final.nodes,
         alloc_gpus=accounted.alloc_gpus or final.alloc_gpus,
     )
+
+
+def _elapsed(final: JobInfo, accounted: JobInfo) -> int | None:
+    """The run's time used, without time suspended, as the lower of accounting's and
+    the controller's. Both leave the time suspended out, and either can miss it:
+    slurmdbd when a job is suspended before it has recorded the job's start (it then
+    logs "couldn't suspend job" and keeps none of it: end - start). A job is not charged
+    for time it was stopped that either of them saw."""
+    known = [e for e in (accounted.elapsed_s, final.elapsed_s) if e is not None]
+    return min(known) if known else None
 
 
 #: How long a requeued job that ended waits for accounting (slurmdbd lags the

@@ -222,6 +222,22 @@ def parse_job(job: Json) -> JobInfo:
     return _parse_job(job, run=False)
 
 
+def _run_time(job: Json, start: datetime, end: datetime | None, state: JobState) -> int:
+    """A controller record's run time as Slurm reckons it (``job_info.c``; pyslurm's
+    ``Job.run_time`` likewise), without the time suspended: ``suspend_time`` is when the
+    job was last suspended or resumed and ``pre_sus_time`` what it ran before then. Its
+    end - start alone counts the time suspended. (Accounting's records carry
+    ``time.elapsed``, which leaves it out, and do not come here.)"""
+    before = number(job.get("pre_sus_time")) or 0
+    if state is JobState.SUSPENDED:
+        return max(0, before)
+    stop = end if end is not None else datetime.now(UTC)
+    since = timestamp(job.get("suspend_time"))
+    if since is None:
+        return max(0, int((stop - start).total_seconds()))
+    return max(0, int((stop - since).total_seconds()) + before)
+
+
 def _parse_job(job: Json, *, run: bool) -> JobInfo:
     """``run``: the record is an earlier run of a requeued job, which has ended whatever
     its flags say: its state is ``run_state``'s and its end time is kept."""
@@ -247,8 +263,7 @@ def _parse_job(job: Json, *, run: bool) -> JobInfo:
         # ...and a pending job's start_time the expected start (a requeued one's too).
         start = None
     if elapsed is None and start is not None:
-        stop = end if end is not None else datetime.now(UTC)
-        elapsed = max(0, int((stop - start).total_seconds()))
+        elapsed = _run_time(job, start, end, state)
     if not is_db and start is None:
         elapsed = None
     raw_exit = job.get("exit_code")

@@ -151,8 +151,8 @@ def test_a_requeued_job_is_followed_and_charged_once_for_both_runs(live: Live) -
 
 
 def test_a_suspended_job_is_charged_without_its_suspended_time(live: Live) -> None:
-    # Settled from accounting: sacct's elapsed leaves out the time suspended, where the
-    # controller's end - start counts it (alpha: `sleep 10` suspended 6 s: 10 vs 4).
+    # sacct's elapsed and the controller's run time leave out the time suspended, where
+    # end - start counts it (alpha: `sleep 10` suspended 6 s: 10 vs 4).
     api, _, member, project, env = live
     job = api.submit(
         project["id"], member, cluster="alpha", script="sleep 12", time_limit_minutes=5

@@ -170,9 +170,11 @@ def test_ping_and_nodes(harness: Harness) -> None:
     indirect=True,
 )
 def test_a_suspended_jobs_elapsed_leaves_out_the_time_suspended(harness: Harness) -> None:
-    """Settled from accounting, which leaves out the time suspended (the controller's
-    end - start counts it). ``sleep 10`` suspended 6 s still ends ~10 s after it started
-    (the sleep's clock runs while it is stopped), with ~4 s used.
+    """Its elapsed time leaves out the time suspended (end - start counts it): the lower
+    of accounting's and the controller's run time, either of which can miss it (slurmdbd
+    when the suspension comes before it has recorded the start, as here, suspended as
+    soon as it runs). ``sleep 10`` suspended 6 s still ends ~10 s after it started (the
+    sleep's clock runs while it is stopped), with ~4 s used.
     (slurm-cli and slurmrestd: tests/broker/test_end_states_live.py and the recorded
     shapes in test_slurm_cli.py.)"""
     import os

@@ -202,6 +202,7 @@ def test_held_suspended_and_timed_out_jobs_2511() -> None:
     assert held.state is JobState.PENDING and held.reason == "AssocGrpBillingMinutes"
     assert held.nodes == () and held.start_time is None
     assert suspended.state is JobState.SUSPENDED and suspended.nodes == ("gamma1",)
+    assert suspended.elapsed_s == 1  # its pre_sus_time: suspended a second after it started
     assert live[STATES["timeout"]].state is JobState.RUNNING
 
     done = parse.parse_jobs(load("sacct_states.json"), "gamma")

@@ -177,6 +177,42 @@ def test_accounting_elapsed_leaves_out_time_suspended() -> None:
     assert from_accounting(dataclasses.replace(final, submit_time=t0), same).elapsed_s == 4
 
 
+def test_the_controllers_run_time_leaves_out_time_suspended() -> None:
+    """squeue's and slurmrestd's record of a job suspended and resumed: ``suspend_time``
+    is the resume, ``pre_sus_time`` what it ran before the suspension (as Slurm's
+    job_info.c reckons run time). ``sleep 10`` suspended from second 2 to 8: 4 s used,
+    not end - start's 10, and 2 s while it is still suspended."""
+    import json
+
+    from scheduler_adapters.slurm.parse import parse_job
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "slurm" / "22.05"
+    (record,) = json.loads((fixtures / "squeue_finished.json").read_text())["jobs"][:1]
+    t0 = 1_796_000_000
+    done = {
+        **record, "job_state": "COMPLETED", "start_time": t0, "end_time": t0 + 10,
+        "suspend_time": t0 + 8, "pre_sus_time": 2,
+    }  # fmt: skip
+    assert parse_job(done).elapsed_s == 4
+    assert parse_job({**done, "suspend_time": 0, "pre_sus_time": 0}).elapsed_s == 10
+    stopped = {**done, "job_state": "SUSPENDED", "suspend_time": t0 + 2, "end_time": t0 + 99}
+    assert parse_job(stopped).elapsed_s == 2
+
+
+def test_a_suspension_accounting_missed_is_not_charged() -> None:
+    """slurmdbd can miss a suspension (one that came before it had recorded the job's
+    start: CI saw sacct's elapsed 11 for ``sleep 10`` suspended 6 s); the controller's
+    run time still leaves it out, and the lower of the two is the time used."""
+    t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+    final = JobInfo(
+        job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
+        start_time=t0, end_time=t0 + timedelta(seconds=10), elapsed_s=4,
+    )  # fmt: skip
+    missed = dataclasses.replace(final, elapsed_s=10, exit_code=None)
+    assert from_accounting(final, missed).elapsed_s == 4
+    assert from_accounting(dataclasses.replace(final, elapsed_s=None), missed).elapsed_s == 10
+
+
 @pytest.mark.parametrize(
     ("stderr", "error"),
     [
