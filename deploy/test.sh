@@ -61,8 +61,8 @@ mypy
 log "import-linter"
 lint-imports
 log "pytest"
-# One process by default. BROKER_TEST_WORKERS=2 runs two pytest-xdist workers (the suite
-# spends half its time waiting on Slurm jobs, servers and subprocesses, one core idle):
-# each file's tests on one worker, the live Slurm tests on one worker one after another
-# (tests/conftest.py). Not yet the default: a whole run on two workers is still to pass.
-pytest -p no:cacheprovider -n "${BROKER_TEST_WORKERS:-0}" --dist loadgroup "$@"
+# Two pytest-xdist workers (in one process the suite spent half its time waiting on Slurm
+# jobs, servers and subprocesses, one core idle): each file's tests on one worker, in file
+# order, the live Slurm tests on one worker one after another (tests/conftest.py names the
+# groups). BROKER_TEST_WORKERS=0 runs them all in this process.
+pytest -p no:cacheprovider -n "${BROKER_TEST_WORKERS:-2}" --dist loadgroup "$@"
