@@ -200,9 +200,9 @@ def test_the_controllers_run_time_leaves_out_time_suspended() -> None:
 
 
 def test_a_suspension_accounting_missed_is_not_charged() -> None:
-    """slurmdbd can miss a suspension (one that came before it had recorded the job's
-    start: CI saw sacct's elapsed 11 for ``sleep 10`` suspended 6 s); the controller's
-    run time still leaves it out, and the lower of the two is the time used."""
+    """Accounting can miss a suspension (CI saw slurmdbd's elapsed 11 for ``sleep 10``
+    suspended 6 s as soon as it ran); the controller's run time still leaves it out, and
+    the lower of the two is the time used."""
     t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
     final = JobInfo(
         job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
