@@ -233,7 +233,7 @@ def _run_time(job: Json, start: datetime, end: datetime | None, state: JobState)
         return max(0, before)
     stop = end if end is not None else datetime.now(UTC)
     since = timestamp(job.get("suspend_time"))
-    if since is None:
+    if since is None or since < start:  # never suspended (or not in this run)
         return max(0, int((stop - start).total_seconds()))
     return max(0, int((stop - since).total_seconds()) + before)
 

@@ -195,6 +195,8 @@ def test_the_controllers_run_time_leaves_out_time_suspended() -> None:
     }  # fmt: skip
     assert parse_job(done).elapsed_s == 4
     assert parse_job({**done, "suspend_time": 0, "pre_sus_time": 0}).elapsed_s == 10
+    # A suspension before this run started (a requeued job's earlier run) is not its.
+    assert parse_job({**done, "suspend_time": t0 - 60, "pre_sus_time": 30}).elapsed_s == 10
     stopped = {**done, "job_state": "SUSPENDED", "suspend_time": t0 + 2, "end_time": t0 + 99}
     assert parse_job(stopped).elapsed_s == 2
 
