@@ -11,6 +11,7 @@ import importlib.util
 import subprocess
 import tarfile
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -216,3 +217,33 @@ def test_every_cluster_has_a_gpu_partition_of_fake_gpus(dc: ModuleType, tmp_path
                 assert "--quick" in gpu.validation_args
                 per_cpu = c["rate_tflops"] / c["cpus"]
                 assert gpu.rate_tflops == pytest.approx(2 * per_cpu + 2 * 0.5)
+
+
+# The foreground daemon's Popen is dropped while it runs, as the script means it to be.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("foreground", [True, False], ids=["slurmrestd-like", "forking"])
+def test_daemons_start_in_the_state_directory_not_the_callers(
+    dc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, foreground: bool
+) -> None:
+    """A daemon started from a checkout keeps no hold on it: slurmrestd works in the
+    directory it was started in, and after the checkout it was started from was removed,
+    beta's failed a submission ("getcwd failed") and the broker found beta down."""
+    dc.STATE.mkdir(parents=True)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    pidfile, seen = tmp_path / "d.pid", tmp_path / "cwd"
+    # exec: the pid written (or, forking, the child's pid) is the process named "sleep"
+    body = f"pwd > {seen}; exec sleep 30"
+    forks = f"({body}) >/dev/null 2>&1 & echo $! > {pidfile}"
+    argv = ["sh", "-c", body if foreground else forks]
+    dc.ensure_daemon("sleep", pidfile, argv, {}, restart=False,
+                     logfile=tmp_path / "d.log" if foreground else None)  # fmt: skip
+    try:
+        for _ in range(100):
+            if seen.exists() and seen.read_text():
+                break
+            time.sleep(0.05)
+        assert Path(seen.read_text().strip()) == dc.STATE
+    finally:
+        dc.stop(pidfile, "sleep")
