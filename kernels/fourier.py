@@ -22,6 +22,7 @@ import numpy as np
 from numba import typeof
 from numba.extending import overload
 
+from kernels import _cpu
 from kernels._fft_passes import _pass, last_out, last_tw, pass_from, stockham
 from kernels._jit import OPTIONS, jit, max_threads, use_threads
 from kernels._parallel import atomic_add, run
@@ -171,6 +172,13 @@ META = HEAD + 32  # where the int tables start in Plan.meta
 # 2^18 512x512 16.0 vs 1024x256 15.4; 2^20 2048x512 11.1 vs 1024x1024 10.0.
 POW2_N1 = {1 << 13: 128, 1 << 14: 256, 1 << 15: 512, 1 << 16: 1024, 1 << 17: 512,
            1 << 18: 512, 1 << 19: 1024, 1 << 20: 2048}  # fmt: skip
+# Where Intel's AVX-512 cores measured another split fastest (Xeon, KVM, 2 vCPUs, L1d 48
+# KiB, L2 2 MiB; 1 thread, complex128, GF/s, medians of 25 interleaved rounds, three
+# runs): 2^16 256x256 19.1-19.3 vs 1024x64 16.9-17.0 (512x128 18.4-18.6; complex64 even,
+# 39-43 for all three). The table's other splits were the fastest there too: 2^13 128x64
+# 19.0 (256x32 18.7-18.9), 2^15 512x64 22.7-23.0 (256x128 20.0-20.7), 2^17 512x256
+# 17.1-17.4 (256x512 16.5-17.2).
+POW2_N1_INTEL_AVX512 = {1 << 16: 256}
 # From this length on, column blocks of four vectors, not two: the strided rows of step 1
 # and the output rows of step 2 then move 8 cache lines at a time, which the L3 and memory
 # stream better (Zen 4, 1 thread, complex128, GF/s, 32 vs 16 columns: 2^17 512x256 18.2
@@ -220,10 +228,19 @@ ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which bloc
 ROW_BLOCK_MAX = 1024
 
 
+def pow2_n1(n: int, cpu: _cpu.CpuInfo | None = None) -> int:
+    """The measured n1 for length n on ``cpu`` (the host's by default), or 0 if none."""
+    cpu = cpu or _cpu.host()
+    if cpu.vendor == "GenuineIntel" and cpu.isa == "avx512" and n in POW2_N1_INTEL_AVX512:
+        return POW2_N1_INTEL_AVX512[n]
+    return POW2_N1.get(n, 0)
+
+
 def split(n: int) -> tuple[int, int]:
-    """(n1, n2) with n = n1 * n2: POW2_N1's n1, else n1 <= n2 as close to sqrt(n) as can be."""
+    """(n1, n2) with n = n1 * n2: the measured n1 (``pow2_n1``), else n1 <= n2 as close to
+    sqrt(n) as can be."""
     factor(n)
-    n1 = POW2_N1.get(n, 0)
+    n1 = pow2_n1(n)
     if not n1:
         n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
     return n1, n // n1

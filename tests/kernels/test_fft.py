@@ -121,11 +121,28 @@ def test_split() -> None:
         n1, n2 = fourier.split(n)
         assert n1 * n2 == n
         if n in fourier.POW2_N1:
-            assert n1 == fourier.POW2_N1[n]
+            assert n1 == fourier.pow2_n1(n)
         else:
             assert n1 <= n2 and not any(n % d == 0 for d in range(n1 + 1, math.isqrt(n) + 1))
     with pytest.raises(ValueError):
         fourier.split(14)
+
+
+def test_intel_avx512_cores_take_their_measured_splits() -> None:
+    """Whatever CPU runs the test: an Intel AVX-512 core takes its table's split (2^16:
+    256 x 256), an AMD or AVX2 one the general table's (1024 x 64); lengths the Intel
+    table does not list are the general table's on both."""
+    from kernels._cpu import CpuInfo
+
+    def cpu(vendor: str, features: set[str]) -> CpuInfo:
+        return CpuInfo("test", vendor, "x", frozenset(features), 48 << 10, 2 << 20, 32 << 20)
+
+    intel = cpu("GenuineIntel", {"avx2", "fma", "avx512f"})
+    others = [cpu("AuthenticAMD", {"avx2", "fma", "avx512f"}), cpu("GenuineIntel", {"avx2", "fma"})]
+    assert fourier.pow2_n1(1 << 16, intel) == 256
+    assert all(fourier.pow2_n1(1 << 16, c) == 1024 for c in others)
+    for n in fourier.POW2_N1.keys() - fourier.POW2_N1_INTEL_AVX512.keys():
+        assert {fourier.pow2_n1(n, c) for c in (intel, *others)} == {fourier.POW2_N1[n]}
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
@@ -150,6 +167,24 @@ def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> Non
             _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
             back = fft(fft(x, threads=threads), inverse=True, threads=threads)
             _close(back, x.astype(np.complex128), dtype)
+    finally:
+        fourier.plan.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("n1", [256, 1024])
+def test_each_measured_split_of_2_16(dtype: type, n1: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2^16 as 256 x 256 (Intel's AVX-512 cores) and as 1024 x 64 (the others), forced
+    whatever CPU runs the test, forward and back."""
+    monkeypatch.setitem(fourier.POW2_N1, 1 << 16, n1)
+    monkeypatch.setattr(fourier, "POW2_N1_INTEL_AVX512", {})
+    fourier.plan.cache_clear()
+    try:
+        real = np.float64 if dtype == np.complex128 else np.float32
+        assert fourier.plan(1 << 16, np.dtype(real).char).n1 == n1
+        x = _signal((1 << 16,), dtype, seed=7)
+        _close(fft(x), np.fft.fft(x.astype(np.complex128)), dtype)
+        _close(fft(fft(x), inverse=True), x.astype(np.complex128), dtype)
     finally:
         fourier.plan.cache_clear()
 
