@@ -143,6 +143,34 @@ def test_intel_avx512_cores_take_their_measured_splits() -> None:
     assert all(fourier.pow2_n1(1 << 16, c) == 1024 for c in others)
     for n in fourier.POW2_N1.keys() - fourier.POW2_N1_INTEL_AVX512.keys():
         assert {fourier.pow2_n1(n, c) for c in (intel, *others)} == {fourier.POW2_N1[n]}
+    # Batched rows: two vectors' rows at a time up to 512 points on Intel's AVX-512
+    # cores, one vector's from 128 points on the others (four buffers over 32 KiB).
+    w, block = lanes(8), 16  # complex128: a block of 16 rows is two AVX-512 vectors
+    assert [fourier.row_block(n, block, 8, intel) for n in (256, 512, 1024)] == [16, 16, w]
+    assert fourier.row_block(32, block, 8, others[0]) == 16
+    assert [fourier.row_block(n, block, 8, c) for n in (256, 512) for c in others] == [w] * 4
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("rows_of", ["one vector", "two vectors"])
+def test_batched_rows_in_blocks_of_one_or_two_vectors(
+    dtype: type, rows_of: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both row-block sizes the CPU can choose, forced whatever CPU runs the test, at the
+    lengths where Intel's AVX-512 cores and the others choose differently."""
+    real = np.dtype(np.float64 if dtype == np.complex128 else np.float32)
+    w = lanes(real.itemsize)
+    try:
+        for n in (256, 512):
+            monkeypatch.setitem(fourier.ROW_BLOCK_ROWS, n, w if rows_of == "one vector" else 2 * w)
+            fourier.plan.cache_clear()
+            assert fourier.plan(n, real.char).rows == fourier.ROW_BLOCK_ROWS[n]
+            x = _signal((3 * w + 5, n), dtype, seed=n)
+            for threads in (1, 2):
+                _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
+            _close(fft(fft(x), inverse=True), x.astype(np.complex128), dtype)
+    finally:
+        fourier.plan.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
