@@ -222,12 +222,13 @@ Z_STREAM = 1 << 20
 # shifted: 2^18 21.1 / 19.3 / 18.5; 2^19 19.4 / 15.4 / 17.4; 2^20 15.8 / 15.3 / 13.8.
 Z_TILED = True
 ROW_BLOCK_L1 = 32 << 10  # bytes of the four row-block buffers beyond which blocks shrink
-# The same bound on Intel's AVX-512 cores, where blocks of two vectors' rows ran faster up
-# to 512-point rows (Xeon, KVM, 2 vCPUs, L1d 48 KiB, L2 2 MiB; 1 thread, GF/s, medians of
-# 15 interleaved rounds, two runs, two vectors' rows vs one's): complex128 256 x 256
-# 15.8-16.2 vs 14.6-15.0 (numpy 15.9-16.1), 1024 x 256 15.2-15.4 vs 14.2-14.4, 128 x 128
-# 13.8 vs 13.0, 512 x 512 17.9 vs 16.8, 1024 x 1024 17.7 vs 17.2 (even, kept at one);
-# complex64 256 x 256 31.6 vs 30.5, 512 x 512 33.3 vs 30.7.
+# The same bound on Intel's AVX-512 cores, where blocks of the plan's two vectors' rows
+# ran faster up to 512-point rows (Xeon, KVM, 2 vCPUs, L1d 48 KiB, L2 2 MiB; 1 thread,
+# GF/s, medians of 15 interleaved rounds, two runs, two vectors' rows vs one's):
+# complex128 256 x 256 15.8-16.2 vs 14.6-15.0 (numpy 15.9-16.1), 1024 x 256 15.2-15.4 vs
+# 14.2-14.4, 512 x 512 17.9 vs 16.8; 1024 x 1024 17.7 vs 17.2 (even: kept at one). Where
+# the plan's block is one vector (complex64 at these lengths, rows under 256 points) it
+# changes nothing.
 ROW_BLOCK_L1_INTEL_AVX512 = 256 << 10
 # Batched rows up to this length go B rows at a time through one buffer; longer rows take
 # the four-step path. Measured (1 thread, complex128, GF/s, Zen 4, row blocks vs four-step):
