@@ -89,12 +89,15 @@ class CpuInfo:
         return "sse"
 
     @property
+    def intel_avx512(self) -> bool:
+        """An Intel core with AVX-512, where some kernels measured other choices fastest."""
+        return self.isa == "avx512" and self.vendor == "GenuineIntel"
+
+    @property
     def default_kernel(self) -> str:
         """The micro-kernel measured fastest for this CPU: its ISA's, with software
         prefetch on Intel's AVX-512 cores (see ``KERNELS``)."""
-        if self.isa == "avx512" and self.vendor == "GenuineIntel":
-            return "avx512-pf"
-        return self.isa
+        return "avx512-pf" if self.intel_avx512 else self.isa
 
     def vector_sets(self) -> list[str]:
         """The SIMD/matrix extensions present, in the order a reader expects."""

@@ -236,13 +236,9 @@ ROW_BLOCK_L1_INTEL_AVX512 = 256 << 10
 ROW_BLOCK_MAX = 1024
 
 
-def _intel_avx512(cpu: _cpu.CpuInfo) -> bool:
-    return cpu.vendor == "GenuineIntel" and cpu.isa == "avx512"
-
-
 def pow2_n1(n: int, cpu: _cpu.CpuInfo | None = None) -> int:
     """The measured n1 for length n on ``cpu`` (the host's by default), or 0 if none."""
-    if _intel_avx512(cpu or _cpu.host()) and n in POW2_N1_INTEL_AVX512:
+    if (cpu or _cpu.host()).intel_avx512 and n in POW2_N1_INTEL_AVX512:
         return POW2_N1_INTEL_AVX512[n]
     return POW2_N1.get(n, 0)
 
@@ -289,7 +285,7 @@ def row_block(n: int, block: int, itemsize: int, cpu: _cpu.CpuInfo | None = None
     """Rows per row block: the plan's block, or one vector's worth where the four buffers
     of ``block`` rows of n would outgrow ROW_BLOCK_L1 (``cpu``'s, the host's by default)."""
     w = lanes(itemsize)
-    bound = ROW_BLOCK_L1_INTEL_AVX512 if _intel_avx512(cpu or _cpu.host()) else ROW_BLOCK_L1
+    bound = ROW_BLOCK_L1_INTEL_AVX512 if (cpu or _cpu.host()).intel_avx512 else ROW_BLOCK_L1
     return w if n * block * itemsize * 4 > bound else block
 
 
