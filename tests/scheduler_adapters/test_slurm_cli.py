@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import shlex
@@ -27,6 +28,7 @@ from scheduler_adapters import (
 )
 from scheduler_adapters.slurm.cli import SlurmCliAdapter
 from scheduler_adapters.slurm.common import from_accounting
+from scheduler_adapters.slurm.parse import parse_job
 from tests._slurm import SlurmTenant, ensure_posix_user
 
 #: a tenant-like POSIX user for the identity tests (made if missing, as the live tests do)
@@ -155,13 +157,21 @@ def test_2205_squeue_is_never_given_jobs(fake_bin: Path) -> None:
     assert squeue_args(fake_bin) == [["--json"], ["--json"]]
 
 
+T0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+
+
+def _ten_second_run(elapsed_s: int | None) -> JobInfo:
+    """The controller's record of a job that ended 10 s after it started."""
+    return JobInfo(
+        job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
+        start_time=T0, end_time=T0 + timedelta(seconds=10), elapsed_s=elapsed_s,
+    )  # fmt: skip
+
+
 def test_accounting_elapsed_leaves_out_time_suspended() -> None:
     # As alpha recorded `sleep 10` suspended for 6 s: squeue end - start 10, sacct 4.
-    t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
-    final = JobInfo(
-        job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
-        start_time=t0, end_time=t0 + timedelta(seconds=10), elapsed_s=10,
-    )  # fmt: skip
+    t0 = T0
+    final = _ten_second_run(10)
     accounted = dataclasses.replace(final, elapsed_s=4, exit_code=None)
     merged = from_accounting(final, accounted)
     assert merged.elapsed_s == 4 and merged.exit_code == 0  # the controller's exit code
@@ -182,10 +192,6 @@ def test_the_controllers_run_time_leaves_out_time_suspended() -> None:
     is the resume, ``pre_sus_time`` what it ran before the suspension (as Slurm's
     job_info.c reckons run time). ``sleep 10`` suspended from second 2 to 8: 4 s used,
     not end - start's 10, and 2 s while it is still suspended."""
-    import json
-
-    from scheduler_adapters.slurm.parse import parse_job
-
     fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "slurm" / "22.05"
     (record,) = json.loads((fixtures / "squeue_finished.json").read_text())["jobs"][:1]
     t0 = 1_796_000_000
@@ -205,11 +211,7 @@ def test_a_suspension_accounting_missed_is_not_charged() -> None:
     """Accounting can miss a suspension (CI saw slurmdbd's elapsed 11 for ``sleep 10``
     suspended 6 s as soon as it ran); the controller's run time still leaves it out, and
     the lower of the two is the time used."""
-    t0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
-    final = JobInfo(
-        job_id="7", state=JobState.COMPLETED, exit_code=0, nodes=("n1",),
-        start_time=t0, end_time=t0 + timedelta(seconds=10), elapsed_s=4,
-    )  # fmt: skip
+    final = _ten_second_run(4)
     missed = dataclasses.replace(final, elapsed_s=10, exit_code=None)
     assert from_accounting(final, missed).elapsed_s == 4
     assert from_accounting(dataclasses.replace(final, elapsed_s=None), missed).elapsed_s == 10
