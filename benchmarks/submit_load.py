@@ -11,9 +11,11 @@ Closed loop (wrk: every connection sends its next request when the last is answe
 Every request has its own Idempotency-Key (a Lua script; wrk is Debian's package).
 
 For each: accepted/s, wrk's p50/p99, and CPU seconds per accepted job of each process
-group, from /proc: the API processes (the server and its children), PostgreSQL (the
-backends of the benchmark's database; the shared WAL writer, checkpointer and
-background writer apart), slurmrestd and beta's slurmctld, and the generator.
+group, from /proc: the API processes (the server and its children; of which their batch
+writer threads, by the OS name ``submit-batches``, the rest being their event loops'),
+PostgreSQL (the backends of the benchmark's database; the shared WAL writer,
+checkpointer and background writer apart), slurmrestd and beta's slurmctld, and the
+generator.
 
 Open loop: submissions offered at fixed rates (50% and 90% of the broker's peak with
 2 processes, one enterprise), each scheduled at its own instant whatever the ones
@@ -46,7 +48,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from broker import migrate  # noqa: E402
+from broker.api.batching import WRITER_THREAD  # noqa: E402
 from broker.db import make_engine  # noqa: E402
 from broker.models import Job  # noqa: E402
 from tests import _submit_load  # noqa: E402
@@ -129,8 +132,9 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds user+system) of a process, None if it is gone."""
+def _stat(pid: int | str) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds user+system) of a process, or of a thread given as
+    "pid/task/tid" (``threads_named``), None if it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -164,6 +168,25 @@ def tree(root: int) -> list[int]:
     while frontier:
         frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
         out += frontier
+    return out
+
+
+def threads_named(pids: list[int], name: str) -> list[int | str]:
+    """``pids``' threads whose OS name is ``name`` (/proc's ``comm``), each as
+    "pid/task/tid" (/proc/<tid>/stat gives its whole process's CPU, not its own)."""
+    out = []
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == name:
+                out.append(f"{pid}/task/{tid}")
     return out
 
 
@@ -201,11 +224,13 @@ class CpuMeter:
     until its last sample, and none counts its life before the interval.
     """
 
-    def __init__(self, groups: dict[str, Callable[[], list[int]]], every_s: float = 0.25) -> None:
+    def __init__(
+        self, groups: dict[str, Callable[[], Sequence[int | str]]], every_s: float = 0.25
+    ) -> None:
         self.groups = groups
         self.every_s = every_s
-        self.start: dict[int, float] = {}
-        self.last: dict[str, dict[int, float]] = {}
+        self.start: dict[int | str, float] = {}
+        self.last: dict[str, dict[int | str, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -445,6 +470,9 @@ def broker_run(
     meter = CpuMeter(
         {
             "api": lambda: tree(pid),
+            # of which: each API process's batch writer thread (the rest is its event
+            # loop's: HTTP, validation, the access log)
+            "api writer thread": lambda: threads_named(tree(pid), WRITER_THREAD),
             "postgres": lambda: pg_backends(database),
             "pg-shared": pg_shared,
         }

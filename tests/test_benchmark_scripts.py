@@ -52,6 +52,9 @@ def test_submit_load_benchmark_runs() -> None:
     for r in (r for r in rows if r[4].isdigit()):
         assert float(r[5]) > 0 and r[8] == "0", out
     assert "api" in out and "postgres" in out
+    # of the API processes' CPU, their batch writer threads' (the rest their event loops')
+    split = re.findall(r"^broker x.* api ([\d.]+), api writer thread ([\d.]+),", out, re.M)
+    assert len(split) == 4 and all(0 < float(w) < float(a) for a, w in split), out
     # each broker row: the API processes' batches (from their /metrics)
     per_batch = re.findall(r"^broker x.*; batches: ([\d.]+) jobs, writer ([\d.]+) ms$", out, re.M)
     assert len(per_batch) == 4 and all(float(j) >= 1 and float(ms) > 0 for j, ms in per_batch), out

@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Sequence
 
 from psycopg.errors import DeadlockDetected
+from setproctitle import setthreadtitle
 from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +68,9 @@ class Answer:
 
 _Queued = tuple[intake.Submission, "asyncio.Future[Answer]"]
 _STOP = None
+#: The writer thread's name, in Python and to the OS (``top -H``, ``ps -L``, /proc's
+#: ``comm``: what ``benchmarks/submit_load.py`` splits an API process's CPU by).
+WRITER_THREAD = "submit-batches"
 
 
 class SubmitBatcher:
@@ -129,13 +133,12 @@ class SubmitBatcher:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="submit-batches", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name=WRITER_THREAD, daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:
         """The writer thread: everything queued is the next batch (no timer)."""
+        setthreadtitle(WRITER_THREAD)
         while (first := self._queue.get()) is not _STOP:
             batch = [first]
             stop = False

@@ -12,7 +12,10 @@ answers as the route does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import pytest
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.api.batching import WRITER_THREAD, Answer, SubmitBatcher
 from broker.app import create_app
 from broker.config import Settings, load_clusters_file
 from broker.db import make_engine, make_session_factory, session_scope
@@ -42,6 +46,7 @@ from broker.models import (
 )
 from broker.schemas.jobs import JobCreate
 from broker.services import (
+    brokering,
     clusters,
     intake,
     jobs,
@@ -275,6 +280,39 @@ def test_one_batch_of_three_enterprises_keeps_each_ones_rules(
         answers = [_answer(o) for o in outs[i::3]]
         assert (answers, ledger_state(factory, t)) == alone[i]
     assert [a[0] for a in alone[0][0]].count("created") == 3
+
+
+def _os_thread_names() -> list[str]:
+    """This process's threads as the OS names them (/proc's comm); one that ends
+    meanwhile is left out."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):
+            names.append(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+    return names
+
+
+def test_the_writer_thread_bears_its_name_to_the_os(factory: sessionmaker[Session]) -> None:
+    """``top -H`` and benchmarks/submit_load.py tell the writer's CPU from the event
+    loop's by the thread's OS name; it is there while the writer runs, and gone after
+    ``close``."""
+    t = make_tenant(factory)
+    batcher = SubmitBatcher(factory, weights=brokering.Weights(), workspace=None)
+    prepared = intake.prepare(spec(), None, max_script_bytes=4096)
+    assert WRITER_THREAD not in _os_thread_names()
+
+    async def submit() -> Answer:
+        return await batcher.submit(t.member, t.p2, spec(), None, prepared)
+
+    answer = asyncio.run(submit())
+    assert answer.error is None and answer.created
+    assert _os_thread_names().count(WRITER_THREAD) == 1
+    batcher.close()
+    # joined in Python; the OS thread ends just after
+    deadline = time.monotonic() + 5
+    while WRITER_THREAD in _os_thread_names() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert WRITER_THREAD not in _os_thread_names()
 
 
 def test_arrays_dependencies_io_audit_and_outbox_in_one_batch(
