@@ -185,6 +185,16 @@ POW2_N1_INTEL_AVX512 = {1 << 16: 256}
 # vs 17.2, 2^18 1024x256 15.4 vs 14.0, 2^19 1024x512 12.1 vs 10.6, 2^20 1024x1024 10.0 vs
 # 9.4, 2^22 2048x2048 11.0 vs 9.5; at 2^14..2^16 16 columns were as fast or faster).
 WIDE_BLOCK = 1 << 17
+# The same from 2^11 on Intel's AVX-512 cores, where four vectors' columns ran faster at
+# every length measured from there (Xeon, Emerald Rapids, KVM, 2 vCPUs, L1d 48 KiB, L2
+# 2 MiB; 1 thread, GF/s, FFTPlan, medians of 11-15 runs, three interleaved rounds, four
+# vs two vectors, pyFFTW's MEASURE plan in the same round): complex128 2^11 14.5 vs
+# 11.6-12.0, 2^12 16.7-16.8 vs 14.9-15.2 (pyFFTW 20.3-20.6: 0.81-0.82x vs 0.72-0.75x),
+# 2^13 17.3-17.7 vs 15.2-15.4, 2^14 13.9-19.3 vs 12.7-17.1, 2^15 12.6-12.8 vs 12.3-12.5,
+# 2^16 10.3-10.5 vs 9.9-10.3; complex64 2^12 21.2-21.8 vs 18.6-19.6, 2^13 23.4-24.0 vs
+# 21.2-21.5, 2^14 26.2-26.8 vs 24.2-24.6, 2^15 26.4-26.8 vs 25.7-26.4, 2^16 26.0-26.8 vs
+# 24.9-25.6. (2^10 was even: 8.1-10.4 vs 7.1-8.8, noisy.)
+WIDE_BLOCK_INTEL_AVX512 = 1 << 11
 # Lengths from WIDE_BLOCK on that keep blocks of two vectors: measured faster since step 2
 # writes every output with non-temporal stores (Zen 4, 1 thread, GF/s, load 2.4-2.7, six
 # interleaved pairs, two vs four vectors, into np.empty_like's output: 2^18 512x512 16.6
@@ -243,6 +253,12 @@ def pow2_n1(n: int, cpu: _cpu.CpuInfo | None = None) -> int:
     return POW2_N1.get(n, 0)
 
 
+def wide_from(cpu: _cpu.CpuInfo | None = None) -> int:
+    """The length from which column blocks are four vectors wide on ``cpu`` (the host's
+    by default), but NARROW_BLOCK's lengths."""
+    return WIDE_BLOCK_INTEL_AVX512 if (cpu or _cpu.host()).intel_avx512 else WIDE_BLOCK
+
+
 def split(n: int) -> tuple[int, int]:
     """(n1, n2) with n = n1 * n2: the measured n1 (``pow2_n1``), else n1 <= n2 as close to
     sqrt(n) as can be."""
@@ -296,7 +312,7 @@ def plan(n: int, dtype: Any) -> Plan:
     item = np.dtype(dtype).itemsize
     w = lanes(item)
     block = w
-    for vectors in (4, 2) if n >= WIDE_BLOCK and n not in NARROW_BLOCK else (2,):
+    for vectors in (4, 2) if n >= wide_from() and n not in NARROW_BLOCK else (2,):
         if n1 % (vectors * w) == 0 and n2 % (vectors * w) == 0:
             block = vectors * w
             break

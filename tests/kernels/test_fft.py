@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from kernels import FFTPlan, fft, fourier
+from kernels import FFTPlan, _cpu, fft, fourier
 from kernels._simd import lanes
 from kernels.fourier import factor
 
@@ -128,10 +128,11 @@ def test_split() -> None:
         fourier.split(14)
 
 
-def test_intel_avx512_cores_take_their_measured_splits() -> None:
+def test_intel_avx512_cores_take_their_measured_splits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever CPU runs the test: an Intel AVX-512 core takes its table's split (2^16:
     256 x 256), an AMD or AVX2 one the general table's (1024 x 64); lengths the Intel
-    table does not list are the general table's on both."""
+    table does not list are the general table's on both. Likewise the column blocks'
+    and the row blocks' widths."""
     from kernels._cpu import CpuInfo
 
     def cpu(vendor: str, features: set[str]) -> CpuInfo:
@@ -143,6 +144,18 @@ def test_intel_avx512_cores_take_their_measured_splits() -> None:
     assert all(fourier.pow2_n1(1 << 16, c) == 1024 for c in others)
     for n in fourier.POW2_N1.keys() - fourier.POW2_N1_INTEL_AVX512.keys():
         assert {fourier.pow2_n1(n, c) for c in (intel, *others)} == {fourier.POW2_N1[n]}
+    # Four vectors' column blocks from 2^11 on Intel's AVX-512 cores, from 2^17 on the
+    # others: the plan of a 2^12-point transform on each
+    assert fourier.wide_from(intel) == 1 << 11
+    assert all(fourier.wide_from(c) == fourier.WIDE_BLOCK == 1 << 17 for c in others)
+    for host, vectors in ((intel, 4), (others[0], 2)):
+        monkeypatch.setattr(_cpu, "host", lambda host=host: host)
+        fourier.plan.cache_clear()
+        try:
+            assert fourier.plan(1 << 12, "d").block == vectors * lanes(8)
+        finally:
+            monkeypatch.undo()
+            fourier.plan.cache_clear()
     # Batched rows: two vectors' rows at a time up to 512 points on Intel's AVX-512
     # cores, one vector's from 128 points on the others (four buffers over 32 KiB).
     w, block = lanes(8), 16  # complex128: a block of 16 rows is two AVX-512 vectors
@@ -174,27 +187,34 @@ def test_batched_rows_in_blocks_of_one_or_two_vectors(
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
-def test_wide_column_blocks(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four-vector column blocks (from WIDE_BLOCK on, but NARROW_BLOCK's lengths), at a
-    length small enough to test, one thread and two (the threads share one row's column
-    blocks)."""
+@pytest.mark.parametrize("vectors", [4, 2])
+def test_wide_column_blocks(dtype: type, vectors: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four-vector column blocks (from ``wide_from`` on, but NARROW_BLOCK's lengths) and
+    two-vector ones, forced whatever CPU runs the test (Intel's AVX-512 cores take four
+    from 2^11, the others from 2^17), at lengths small enough to test, one thread and two
+    (the threads share one row's column blocks)."""
     from kernels._simd import lanes
 
-    monkeypatch.setattr(fourier, "WIDE_BLOCK", 1 << 12)
+    start = 1 << 11 if vectors == 4 else 1 << 30
+    monkeypatch.setattr(fourier, "WIDE_BLOCK", start)
+    monkeypatch.setattr(fourier, "WIDE_BLOCK_INTEL_AVX512", start)
     fourier.plan.cache_clear()
     try:
-        n = 1 << 13
         real = np.float64 if dtype == np.complex128 else np.float32
-        assert fourier.plan(n, np.dtype(real).char).block == 4 * lanes(np.dtype(real).itemsize)
+        w = lanes(np.dtype(real).itemsize)
         for m in fourier.NARROW_BLOCK:  # measured exceptions: two vectors
-            assert fourier.plan(m, np.dtype(real).char).block == 2 * lanes(np.dtype(real).itemsize)
-        x = _signal((n,), dtype, seed=5)
-        for threads in (1, 2):
-            monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
-            monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
-            _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
-            back = fft(fft(x, threads=threads), inverse=True, threads=threads)
-            _close(back, x.astype(np.complex128), dtype)
+            assert fourier.plan(m, np.dtype(real).char).block == 2 * w
+        monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
+        for n in (1 << 11, 1 << 12, 1 << 13):
+            n1, n2 = fourier.split(n)
+            fits = n1 % (vectors * w) == 0 and n2 % (vectors * w) == 0
+            assert fourier.plan(n, np.dtype(real).char).block == (vectors if fits else 2) * w
+            x = _signal((n,), dtype, seed=5)
+            for threads in (1, 2):
+                _close(fft(x, threads=threads), np.fft.fft(x.astype(np.complex128)), dtype)
+                back = fft(fft(x, threads=threads), inverse=True, threads=threads)
+                _close(back, x.astype(np.complex128), dtype)
     finally:
         fourier.plan.cache_clear()
 
@@ -340,6 +360,9 @@ def test_streamed_output(dtype: type, tiled: bool, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(fourier, "PARALLEL_MIN", 1)
     monkeypatch.setattr(fourier, "COLUMNS_MIN", 1)
     monkeypatch.setattr(fourier, "Z_TILED", tiled)
+    # Two-vector column blocks at these lengths, whatever the CPU (Intel's AVX-512 cores
+    # take four from 2^11, which leave no room at these lengths for every shift)
+    monkeypatch.setattr(fourier, "WIDE_BLOCK_INTEL_AVX512", fourier.WIDE_BLOCK)
     fourier.plan.cache_clear()
     try:
         real = np.float64 if dtype == np.complex128 else np.float32
