@@ -186,14 +186,16 @@ POW2_N1_INTEL_AVX512 = {1 << 16: 256}
 # 9.4, 2^22 2048x2048 11.0 vs 9.5; at 2^14..2^16 16 columns were as fast or faster).
 WIDE_BLOCK = 1 << 17
 # The same from 2^11 on Intel's AVX-512 cores, where four vectors' columns ran faster at
-# every length measured from there (Xeon, Emerald Rapids, KVM, 2 vCPUs, L1d 48 KiB, L2
-# 2 MiB; 1 thread, GF/s, FFTPlan, medians of 11-15 runs, three interleaved rounds, four
-# vs two vectors, pyFFTW's MEASURE plan in the same round): complex128 2^11 14.5 vs
-# 11.6-12.0, 2^12 16.7-16.8 vs 14.9-15.2 (pyFFTW 20.3-20.6: 0.81-0.82x vs 0.72-0.75x),
-# 2^13 17.3-17.7 vs 15.2-15.4, 2^14 13.9-19.3 vs 12.7-17.1, 2^15 12.6-12.8 vs 12.3-12.5,
-# 2^16 10.3-10.5 vs 9.9-10.3; complex64 2^12 21.2-21.8 vs 18.6-19.6, 2^13 23.4-24.0 vs
-# 21.2-21.5, 2^14 26.2-26.8 vs 24.2-24.6, 2^15 26.4-26.8 vs 25.7-26.4, 2^16 26.0-26.8 vs
-# 24.9-25.6. (2^10 was even: 8.1-10.4 vs 7.1-8.8, noisy.)
+# every length measured from there but one (Xeon, Emerald Rapids, KVM, 2 vCPUs, L1d 48
+# KiB, L2 2 MiB; 1 thread, GF/s, FFTPlan, medians of 11-15 runs, three interleaved
+# rounds, four vs two vectors, pyFFTW's MEASURE plan in the same round): complex128 2^11
+# 14.5 vs 11.6-12.0, 2^12 16.7-16.8 vs 14.9-15.2 (pyFFTW 20.3-20.6: 0.81-0.82x vs
+# 0.72-0.75x), 2^13 17.3-17.7 vs 15.2-15.4, 2^14 13.9-19.3 vs 12.7-17.1, 2^16 10.3-10.5 vs
+# 9.9-10.3; complex64 2^12 21.2-21.8 vs 18.6-19.6, 2^13 23.4-24.0 vs 21.2-21.5, 2^14
+# 26.2-26.8 vs 24.2-24.6, 2^15 26.4-26.8 vs 25.7-26.4, 2^16 26.0-26.8 vs 24.9-25.6. The
+# one: complex128 2^15 was mixed, 15.7-15.9 vs 16.5-16.7 in two rounds of one run and
+# 12.6-12.8 vs 12.3-12.5 in another (pyFFTW 17.0-17.3 and 11.5-11.6: at or above 0.9x
+# either way). (2^10, not taken: 8.1-10.4 vs 7.1-8.8, noisy.)
 WIDE_BLOCK_INTEL_AVX512 = 1 << 11
 # Lengths from WIDE_BLOCK on that keep blocks of two vectors: measured faster since step 2
 # writes every output with non-temporal stores (Zen 4, 1 thread, GF/s, load 2.4-2.7, six
