@@ -248,9 +248,14 @@ ROW_BLOCK_L1_INTEL_AVX512 = 256 << 10
 ROW_BLOCK_MAX = 1024
 
 
+def _intel_avx512(cpu: _cpu.CpuInfo | None) -> bool:
+    """Whether ``cpu`` (the host's if None) takes the Intel AVX-512 tables below."""
+    return (cpu or _cpu.host()).intel_avx512
+
+
 def pow2_n1(n: int, cpu: _cpu.CpuInfo | None = None) -> int:
     """The measured n1 for length n on ``cpu`` (the host's by default), or 0 if none."""
-    if (cpu or _cpu.host()).intel_avx512 and n in POW2_N1_INTEL_AVX512:
+    if _intel_avx512(cpu) and n in POW2_N1_INTEL_AVX512:
         return POW2_N1_INTEL_AVX512[n]
     return POW2_N1.get(n, 0)
 
@@ -258,7 +263,7 @@ def pow2_n1(n: int, cpu: _cpu.CpuInfo | None = None) -> int:
 def wide_from(cpu: _cpu.CpuInfo | None = None) -> int:
     """The length from which column blocks are four vectors wide on ``cpu`` (the host's
     by default), but NARROW_BLOCK's lengths."""
-    return WIDE_BLOCK_INTEL_AVX512 if (cpu or _cpu.host()).intel_avx512 else WIDE_BLOCK
+    return WIDE_BLOCK_INTEL_AVX512 if _intel_avx512(cpu) else WIDE_BLOCK
 
 
 def split(n: int) -> tuple[int, int]:
@@ -303,7 +308,7 @@ def row_block(n: int, block: int, itemsize: int, cpu: _cpu.CpuInfo | None = None
     """Rows per row block: the plan's block, or one vector's worth where the four buffers
     of ``block`` rows of n would outgrow ROW_BLOCK_L1 (``cpu``'s, the host's by default)."""
     w = lanes(itemsize)
-    bound = ROW_BLOCK_L1_INTEL_AVX512 if (cpu or _cpu.host()).intel_avx512 else ROW_BLOCK_L1
+    bound = ROW_BLOCK_L1_INTEL_AVX512 if _intel_avx512(cpu) else ROW_BLOCK_L1
     return w if n * block * itemsize * 4 > bound else block
 
 
