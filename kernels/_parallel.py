@@ -11,7 +11,10 @@ and wait, spinning briefly and then yielding the CPU, only for work another thre
 taken (``wait_for``), so a thread that starts late or not at all holds no one up; the
 ``barrier``, which waits for every thread to arrive, is kept for cores that need one.
 After its share, a pool thread watches a few milliseconds for the next call before it
-sleeps (``SPIN_TICKS``), as OpenMP runtimes do, so calls in a row find it awake.
+sleeps (``SPIN_TICKS``), as OpenMP runtimes do, so calls in a row find it awake. A pool
+thread that wakes on its caller's CPU moves off it (``_hop_off``), and the caller waits
+for its pool threads spinning, not asleep (``_await``): on a VM, a woken thread was often
+put on the CPU of the thread that woke it, beside that thread.
 
 One parallel call runs at a time per process (``run``): a core waiting at a barrier needs
 every one of its threads running, which a pool shared by overlapping calls cannot promise.
@@ -20,6 +23,7 @@ every one of its threads running, which a pool shared by overlapping calls canno
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +45,10 @@ llvm_binding.add_symbol(
 )
 
 SPINS = 4000  # pause instructions (~100 ns each) before a waiter starts yielding
+
+_sched_getcpu = _libc.sched_getcpu  # the CPU the calling thread runs on now
+_sched_getcpu.restype = ctypes.c_int
+_sched_getcpu.argtypes = []
 
 
 def _elem_ptr(context: Any, builder: Any, arrty: Any, arr: Any, idx: Any) -> Any:
@@ -165,15 +173,59 @@ def _watch(posts: Any, seen: int, span: int) -> None:
             cpu_relax()
 
 
+@jit()
+def _await(flag: Any, span: int) -> bool:
+    """Wait, spinning and yielding the CPU but never sleeping, until ``flag[0]`` is set
+    or ``span`` ticks have passed; whether it was set (nogil). The caller waits for its
+    pool threads so: woken from a sleep by a pool thread, it was often put on that
+    thread's CPU (the waker's), where the pool thread then watched for the next call."""
+    end = ticks() + span
+    for _ in range(span // 64):  # a bound should the counter stand still
+        if atomic_load(flag, 0) != 0:
+            return True
+        if ticks() > end:
+            return False
+        for _ in range(64):
+            cpu_relax()
+        yield_cpu()
+    return atomic_load(flag, 0) != 0
+
+
+def _hop_off(cpu: int) -> None:
+    """Move the calling thread off ``cpu`` to another it may run on: narrow its affinity
+    to the others (the kernel migrates it at once) and widen it again.
+
+    A pool thread woken by its caller was often put on the caller's own CPU (the
+    waker's: the scheduler does so when the other vCPU looks busy or descheduled),
+    where it ran only when the caller gave way: 7.4 ms a call against 3.4 on two CPUs
+    (DGEMM n=512, 2 threads, 2-vCPU Zen 4 KVM guest, 80 calls logged by sched_getcpu).
+    With this and ``_await``, GEMM n=512 on 2 threads after the benchmark's pause, each
+    run in its own process, base and changed alternated, ratio to OpenBLAS in four
+    rounds: SGEMM 0.61/0.80/0.80/0.84 against 0.45/0.46/0.86/0.47, DGEMM
+    0.65/0.74/0.90/0.89 against 0.52/0.59/0.71/0.62.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = os.sched_getaffinity(0)
+    if cpu in allowed and len(allowed) > 1:
+        os.sched_setaffinity(0, allowed - {cpu})
+        os.sched_setaffinity(0, allowed)
+
+
 class _Share:
-    """One pool thread's part of a call: its function, whether it started or was
-    dropped (``skip_late``), its error, and when it is done."""
+    """One pool thread's part of a call: its function, the CPU its caller ran on,
+    whether it started or was dropped (``skip_late``), its error, and when it is done
+    (``finished[0]``, which the caller spins on, then ``done``)."""
 
-    __slots__ = ("args", "done", "dropped", "error", "fn", "lock", "post", "started")
+    __slots__ = ("args", "caller_cpu", "done", "dropped", "error", "finished", "fn", "lock",
+                 "post", "started")  # fmt: skip
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], post: int) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], post: int,
+                 caller_cpu: int) -> None:  # fmt: skip
         self.fn, self.args = fn, args
         self.post = post  # its call's number in ``_posts[0]``
+        self.caller_cpu = caller_cpu
+        self.finished = np.zeros(1, np.int64)
         self.lock = threading.Lock()
         self.started = self.dropped = False
         self.error: BaseException | None = None
@@ -188,7 +240,10 @@ class _Share:
     def __call__(self) -> None:
         """On a pool thread: run it unless dropped, then watch for the next call. A
         dropped share still wakes its thread and keeps it watching: the thread that came
-        too late for this call is awake for the next."""
+        too late for this call is awake for the next. A thread that finds itself on its
+        caller's CPU first moves off it."""
+        if _sched_getcpu() == self.caller_cpu:
+            _hop_off(self.caller_cpu)
         with self.lock:
             self.started = not self.dropped
         if self.started:
@@ -197,6 +252,7 @@ class _Share:
             except BaseException as e:
                 self.error = e
             finally:
+                self.finished[0] = 1
                 self.done.set()
         # Watched against its own call's number, not the count when the thread got here:
         # a thread that woke after the next call was posted returns at once to take its
@@ -237,7 +293,8 @@ def run(
     with _lock:
         pool = _get_pool(len(calls) - 1)
         post = int(_posts[0]) + 1
-        shares = [_Share(fn, args, post) for fn, args in calls[1:]]
+        cpu = _sched_getcpu()
+        shares = [_Share(fn, args, post, cpu) for fn, args in calls[1:]]
         for share in shares:
             pool.submit(share)
         _posts[0] = post  # after the submissions: a watching pool thread finds its share
@@ -250,6 +307,7 @@ def run(
         for share in shares:
             if skip_late and share.drop():
                 continue
+            _await(share.finished, SPIN_TICKS)  # then, should it run longer, asleep
             share.done.wait()
             error = error or share.error
         if error is not None:

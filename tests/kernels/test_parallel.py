@@ -3,13 +3,15 @@ and how GEMM splits rows among threads."""
 
 from __future__ import annotations
 
+import os
 import threading
 
+import numba
 import numpy as np
 import pytest
 
 from kernels import _parallel
-from kernels._jit import jit
+from kernels._jit import OPTIONS, jit
 from kernels._parallel import atomic_add, atomic_load, barrier, run, ticks
 from kernels.matmul import _chunk
 
@@ -141,7 +143,7 @@ def test_a_late_thread_does_not_watch_past_a_call_already_posted(
     monkeypatch.setattr(_parallel, "SPIN_TICKS", 1 << 33)  # a watch: ~2-8 s
     with _parallel._lock:  # no run() meanwhile
         post = int(_parallel._posts[0]) + 1
-        share = _parallel._Share(print, ("never",), post)
+        share = _parallel._Share(print, ("never",), post, -1)
         _parallel._posts[0] = post
         assert share.drop()  # its call finished without it
         _parallel._posts[0] = post + 1  # ... and the next call was posted
@@ -152,3 +154,54 @@ def test_a_late_thread_does_not_watch_past_a_call_already_posted(
     out: list[int] = []
     run([(out.append, (1,)), (out.append, (2,))])
     assert sorted(out) == [1, 2]
+
+
+def test_the_callers_wait_yields_the_cpu_as_it_spins() -> None:
+    """A pool thread stacked on the caller's CPU gets it while the caller waits."""
+    from kernels._parallel import _await
+
+    fresh = numba.njit(**OPTIONS)(_await.py_func)
+    sig = (numba.int64[::1], numba.int64)
+    fresh.compile(sig)  # uncached: numba inspects no code it loaded from its cache
+    assert "kernels_sched_yield" in fresh.inspect_llvm(sig)
+
+
+def test_the_callers_wait_spins_until_the_share_is_finished() -> None:
+    from kernels._parallel import _await
+
+    flag = np.zeros(1, np.int64)
+    assert not _await(flag, 1_000_000)  # never set: gives up when the span is over
+    flag[0] = 1
+    assert _await(flag, 1 << 40)  # set: returns at once
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+@pytest.mark.skipif(_cpus() < 2, reason="needs two CPUs to move between")
+def test_hop_off_moves_the_thread_and_keeps_its_affinity() -> None:
+    allowed = os.sched_getaffinity(0)
+    here = _parallel._sched_getcpu()
+    _parallel._hop_off(here)
+    assert _parallel._sched_getcpu() != here
+    assert os.sched_getaffinity(0) == allowed
+
+
+@pytest.mark.skipif(_cpus() < 2, reason="needs two CPUs to move between")
+def test_a_share_that_starts_on_its_callers_cpu_runs_on_another() -> None:
+    """A pool thread the scheduler put on its caller's CPU moves off it before its share
+    (were it to stay, it would run only when the caller gave way)."""
+    seen: dict[str, int] = {}
+
+    def pool_thread() -> None:
+        here = _parallel._sched_getcpu()
+        seen["caller"] = here  # as if the caller had run here when it posted the call
+        share = _parallel._Share(lambda: seen.update(ran_on=_parallel._sched_getcpu()), (),
+                                 -1, here)  # fmt: skip
+        share()  # its call number is not the posted one's: no watch after
+
+    t = threading.Thread(target=pool_thread)
+    t.start()
+    t.join()
+    assert seen["ran_on"] != seen["caller"]
