@@ -206,10 +206,15 @@ def _hop_off(cpu: int) -> None:
     """
     if not hasattr(os, "sched_setaffinity"):
         return
-    allowed = os.sched_getaffinity(0)
-    if cpu in allowed and len(allowed) > 1:
-        os.sched_setaffinity(0, allowed - {cpu})
-        os.sched_setaffinity(0, allowed)
+    try:  # a hint: a call never fails for it
+        allowed = os.sched_getaffinity(0)
+        if cpu in allowed and len(allowed) > 1:
+            try:
+                os.sched_setaffinity(0, allowed - {cpu})
+            finally:
+                os.sched_setaffinity(0, allowed)
+    except OSError:
+        pass
 
 
 class _Share:
