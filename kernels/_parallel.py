@@ -13,8 +13,8 @@ taken (``wait_for``), so a thread that starts late or not at all holds no one up
 After its share, a pool thread watches a few milliseconds for the next call before it
 sleeps (``SPIN_TICKS``), as OpenMP runtimes do, so calls in a row find it awake. A pool
 thread that wakes on its caller's CPU moves off it (``_hop_off``), and the caller waits
-for its pool threads spinning, not asleep (``_await``): on a VM, a woken thread was often
-put on the CPU of the thread that woke it, beside that thread.
+for its pool threads spinning, not asleep (``_watch``, ``polite``): on a VM, a woken
+thread was often put on the CPU of the thread that woke it, beside that thread.
 
 One parallel call runs at a time per process (``run``): a core waiting at a barrier needs
 every one of its threads running, which a pool shared by overlapping calls cannot promise.
@@ -162,33 +162,25 @@ def ticks(typingctx: Any) -> Any:
 
 
 @jit()
-def _watch(posts: Any, seen: int, span: int) -> None:
-    """Return once ``posts[0]`` is not ``seen`` (a call was posted), or ``span`` ticks
-    from now (nogil: the calling thread holds no lock meanwhile)."""
+def _watch(posts: Any, seen: int, span: int, polite: bool = False) -> bool:
+    """Return once ``posts[0]`` is not ``seen``, or ``span`` ticks from now; whether it
+    changed (nogil: the calling thread holds no lock meanwhile). A pool thread watches
+    so for the next call to be posted. ``polite`` yields the CPU every 64 pauses: the
+    caller waits so for its pool threads' ``finished`` flag, never asleep (woken from a
+    sleep by a pool thread, it was often put on that thread's CPU, the waker's, where
+    the pool thread then watched for the next call), letting a pool thread that shares
+    its CPU run."""
     end = ticks() + span
     for _ in range(span // 64):  # a bound should the counter stand still
-        if atomic_load(posts, 0) != seen or ticks() > end:
-            return
-        for _ in range(64):
-            cpu_relax()
-
-
-@jit()
-def _await(flag: Any, span: int) -> bool:
-    """Wait, spinning and yielding the CPU but never sleeping, until ``flag[0]`` is set
-    or ``span`` ticks have passed; whether it was set (nogil). The caller waits for its
-    pool threads so: woken from a sleep by a pool thread, it was often put on that
-    thread's CPU (the waker's), where the pool thread then watched for the next call."""
-    end = ticks() + span
-    for _ in range(span // 64):  # a bound should the counter stand still
-        if atomic_load(flag, 0) != 0:
+        if atomic_load(posts, 0) != seen:
             return True
         if ticks() > end:
             return False
         for _ in range(64):
             cpu_relax()
-        yield_cpu()
-    return atomic_load(flag, 0) != 0
+        if polite:
+            yield_cpu()
+    return atomic_load(posts, 0) != seen
 
 
 def _hop_off(cpu: int) -> None:
@@ -199,10 +191,10 @@ def _hop_off(cpu: int) -> None:
     waker's: the scheduler does so when the other vCPU looks busy or descheduled),
     where it ran only when the caller gave way: 7.4 ms a call against 3.4 on two CPUs
     (DGEMM n=512, 2 threads, 2-vCPU Zen 4 KVM guest, 80 calls logged by sched_getcpu).
-    With this and ``_await``, GEMM n=512 on 2 threads after the benchmark's pause, each
-    run in its own process, base and changed alternated, ratio to OpenBLAS in four
-    rounds: SGEMM 0.61/0.80/0.80/0.84 against 0.45/0.46/0.86/0.47, DGEMM
-    0.65/0.74/0.90/0.89 against 0.52/0.59/0.71/0.62.
+    With this and the caller's polite ``_watch``, GEMM n=512 on 2 threads after the
+    benchmark's pause, each run in its own process, base and changed alternated, ratio
+    to OpenBLAS in four rounds: SGEMM 0.61/0.80/0.80/0.84 against 0.45/0.46/0.86/0.47,
+    DGEMM 0.65/0.74/0.90/0.89 against 0.52/0.59/0.71/0.62.
     """
     if not hasattr(os, "sched_setaffinity"):
         return
@@ -312,7 +304,7 @@ def run(
         for share in shares:
             if skip_late and share.drop():
                 continue
-            _await(share.finished, SPIN_TICKS)  # then, should it run longer, asleep
+            _watch(share.finished, 0, SPIN_TICKS, True)  # then, if still running, asleep
             share.done.wait()
             error = error or share.error
         if error is not None:

@@ -158,21 +158,21 @@ def test_a_late_thread_does_not_watch_past_a_call_already_posted(
 
 def test_the_callers_wait_yields_the_cpu_as_it_spins() -> None:
     """A pool thread stacked on the caller's CPU gets it while the caller waits."""
-    from kernels._parallel import _await
+    from kernels._parallel import _watch
 
-    fresh = numba.njit(**OPTIONS)(_await.py_func)
-    sig = (numba.int64[::1], numba.int64)
+    fresh = numba.njit(**OPTIONS)(_watch.py_func)
+    sig = (numba.int64[::1], numba.int64, numba.int64, numba.boolean)
     fresh.compile(sig)  # uncached: numba inspects no code it loaded from its cache
     assert "kernels_sched_yield" in fresh.inspect_llvm(sig)
 
 
 def test_the_callers_wait_spins_until_the_share_is_finished() -> None:
-    from kernels._parallel import _await
+    from kernels._parallel import _watch
 
     flag = np.zeros(1, np.int64)
-    assert not _await(flag, 1_000_000)  # never set: gives up when the span is over
+    assert not _watch(flag, 0, 1_000_000, True)  # never set: gives up when the span is over
     flag[0] = 1
-    assert _await(flag, 1 << 40)  # set: returns at once
+    assert _watch(flag, 0, 1 << 40, True)  # set: returns at once
 
 
 def _cpus() -> int:
