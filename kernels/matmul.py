@@ -5,6 +5,9 @@ KC x NC panel of B, shared by all threads); ic over row chunks of A (at most MC 
 by the threads from a shared counter; pack that chunk x KC block of A); jr over NR-column
 strips; ir over MR-row strips; then the micro-kernel, which keeps an MR x NR tile of C in
 registers for the whole KC loop. The B micro-panel (KC x NR) stays in L1, the A block in L2.
+An A-resident kernel (Intel's default, see kernels._cpu) runs OpenBLAS's order instead: each
+thread packs a row chunk of A, then B panel by B panel (KC x NC, in L2) with ir outer and jr
+inner, so an A micro-panel stays in L1 while the B micro-panels stream past (``_a_resident``).
 Threads are Python threads running one compiled worker (see kernels._parallel).
 """
 
@@ -151,6 +154,79 @@ def _ukernel_6x4(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, l
     # fmt: on
 
 
+@jit()
+def _ukernel_8x3(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: int,
+                 first: bool, kern: int) -> None:  # fmt: skip
+    """C[co:...] (+)= A micro-panel (kc x 8) times B micro-panel (kc x 3 vectors).
+
+    The A-resident order's tile (see ``_a_resident``): its A micro-panel stays in L1 while
+    the B micro-panels stream from L2, three lines per k step, fetched ``prefetch`` k steps
+    ahead. 8 broadcasts and 3 loads per 24 FMAs (the 6 x 4 tile: 6 and 4).
+    """
+    w = wlanes(ap, kern)
+    r = co
+    for _ in range(8):
+        prefetch(c, r)
+        prefetch(c, r + 3 * w - 1)
+        r += ldc
+    # fmt: off
+    z = wzero(ap, kern)
+    c00 = z; c01 = z; c02 = z; c10 = z; c11 = z; c12 = z; c20 = z; c21 = z  # noqa: E702
+    c22 = z; c30 = z; c31 = z; c32 = z; c40 = z; c41 = z; c42 = z; c50 = z  # noqa: E702
+    c51 = z; c52 = z; c60 = z; c61 = z; c62 = z; c70 = z; c71 = z; c72 = z  # noqa: E702
+    pf = kern_field(kern, 5) * 3 * w  # B elements ahead (a constant: 0 compiles no fetch)
+    for _ in range(kc):
+        if pf:
+            prefetch_r(bp, bo + pf); prefetch_r(bp, bo + pf + w)  # noqa: E702
+            prefetch_r(bp, bo + pf + 2 * w)
+        b0 = wload(bp, bo, kern)
+        b1 = wload(bp, bo + w, kern)
+        b2 = wload(bp, bo + 2 * w, kern)
+        a = wbcast(ap, ao, kern)
+        c00 = vfma(a, b0, c00); c01 = vfma(a, b1, c01); c02 = vfma(a, b2, c02)  # noqa: E702
+        a = wbcast(ap, ao + 1, kern)
+        c10 = vfma(a, b0, c10); c11 = vfma(a, b1, c11); c12 = vfma(a, b2, c12)  # noqa: E702
+        a = wbcast(ap, ao + 2, kern)
+        c20 = vfma(a, b0, c20); c21 = vfma(a, b1, c21); c22 = vfma(a, b2, c22)  # noqa: E702
+        a = wbcast(ap, ao + 3, kern)
+        c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31); c32 = vfma(a, b2, c32)  # noqa: E702
+        a = wbcast(ap, ao + 4, kern)
+        c40 = vfma(a, b0, c40); c41 = vfma(a, b1, c41); c42 = vfma(a, b2, c42)  # noqa: E702
+        a = wbcast(ap, ao + 5, kern)
+        c50 = vfma(a, b0, c50); c51 = vfma(a, b1, c51); c52 = vfma(a, b2, c52)  # noqa: E702
+        a = wbcast(ap, ao + 6, kern)
+        c60 = vfma(a, b0, c60); c61 = vfma(a, b1, c61); c62 = vfma(a, b2, c62)  # noqa: E702
+        a = wbcast(ap, ao + 7, kern)
+        c70 = vfma(a, b0, c70); c71 = vfma(a, b1, c71); c72 = vfma(a, b2, c72)  # noqa: E702
+        ao += 8
+        bo += 3 * w
+    o = co
+    _put(c, o, c00, first, kern); _put(c, o + w, c01, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c02, first, kern)
+    o += ldc
+    _put(c, o, c10, first, kern); _put(c, o + w, c11, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c12, first, kern)
+    o += ldc
+    _put(c, o, c20, first, kern); _put(c, o + w, c21, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c22, first, kern)
+    o += ldc
+    _put(c, o, c30, first, kern); _put(c, o + w, c31, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c32, first, kern)
+    o += ldc
+    _put(c, o, c40, first, kern); _put(c, o + w, c41, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c42, first, kern)
+    o += ldc
+    _put(c, o, c50, first, kern); _put(c, o + w, c51, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c52, first, kern)
+    o += ldc
+    _put(c, o, c60, first, kern); _put(c, o + w, c61, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c62, first, kern)
+    o += ldc
+    _put(c, o, c70, first, kern); _put(c, o + w, c71, first, kern)  # noqa: E702
+    _put(c, o + 2 * w, c72, first, kern)
+    # fmt: on
+
+
 def _ukernel(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
     """The micro-kernel of kernel code ``kern`` (typed in jitted code only)."""
     raise NotImplementedError("called from jitted code only")
@@ -164,6 +240,10 @@ def _call_6x2(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-u
     _ukernel_6x2(kc, ap, ao, bp, bo, c, co, ldc, first, kern)
 
 
+def _call_8x3(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
+    _ukernel_8x3(kc, ap, ao, bp, bo, c, co, ldc, first, kern)
+
+
 @overload(_ukernel, prefer_literal=True, jit_options=OPTIONS)
 def _ukernel_impl(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[no-untyped-def]
     """Pick the micro-kernel while typing, so a specialisation compiles only its own."""
@@ -174,6 +254,8 @@ def _ukernel_impl(kc, ap, ao, bp, bo, c, co, ldc, first, kern):  # type: ignore[
         return _call_6x4
     if shape == (6, 2):
         return _call_6x2
+    if shape == (8, 3):
+        return _call_8x3
     raise ValueError(f"no micro-kernel {shape[0]} x {shape[1]} vectors")
 
 
@@ -256,13 +338,23 @@ def _pack_a(a: Any, lda: int, ta: bool, i0: int, mc: int, p0: int, kc: int, ap: 
 @jit()
 def _macro(mc: int, nc: int, kc: int, ap: Any, bp: Any, c: Any, i0: int, j0: int, n: int,
            nr: int, first: bool, tile: Any, kern: int) -> None:  # fmt: skip
-    """C[i0:i0+mc, j0:j0+nc] (+)= packed A block times packed B panel."""
+    """C[i0:i0+mc, j0:j0+nc] (+)= packed A block times packed B panel.
+
+    BLIS's order (jr outer, ir inner: one B micro-panel, read by every A strip), or, for
+    an A-resident kernel (digit 6 of its code), ir outer and jr inner: one A micro-panel
+    stays in L1 while the B micro-panels stream past it from L2.
+    """
     mr = kern_field(kern, 1)
-    for js in range((nc + nr - 1) // nr):
-        jj = js * nr
-        cols = min(nr, nc - jj)
-        bo = js * kc * nr
-        for is_ in range((mc + mr - 1) // mr):
+    a_outer = kern_field(kern, 6) == 1  # a constant: one order is compiled
+    nis = (mc + mr - 1) // mr
+    njs = (nc + nr - 1) // nr
+    for outer in range(nis if a_outer else njs):
+        for inner in range(njs if a_outer else nis):
+            is_ = outer if a_outer else inner
+            js = inner if a_outer else outer
+            jj = js * nr
+            cols = min(nr, nc - jj)
+            bo = js * kc * nr
             ii = is_ * mr
             rows = min(mr, mc - ii)
             ao = is_ * kc * mr
@@ -277,6 +369,41 @@ def _macro(mc: int, nc: int, kc: int, ap: Any, bp: Any, c: Any, i0: int, j0: int
                             c[co + j] = tile[i * nr + j]
                         else:
                             c[co + j] += tile[i * nr + j]
+
+
+@jit()
+def _a_resident(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any, m: int, n: int,
+                k: int, chunk: int, kc_blk: int, nc_blk: int, ws: Any, sync: Any,
+                kern: int) -> None:  # fmt: skip
+    """One thread's part of C = A @ B in the A-resident order (OpenBLAS's on Skylake-X).
+
+    Each thread takes row chunks of A from the counter ``sync[0]`` and computes those rows
+    of C alone: for each KC slice it packs the chunk (``chunk`` x KC, read from L3), then
+    for each NC-wide panel of B packs the panel into its own ``ws`` (KC x NC, sized for
+    L2) and multiplies, each A micro-panel held in L1 across the panel's B micro-panels.
+    Threads share no packed data and never wait for one another (a late or dropped
+    thread's chunks go to the others); each packs B once per chunk it takes.
+    """
+    mr = kern_field(kern, 1)
+    nr = wlanes(c, kern) * kern_field(kern, 0)
+    nchunks = (m + chunk - 1) // chunk
+    asize = chunk * kc_blk
+    bsize = kc_blk * min(nc_blk, (n + nr - 1) // nr * nr)
+    ap = ws[:asize]
+    bp = ws[asize : asize + bsize]
+    tile = ws[asize + bsize : asize + bsize + mr * nr]
+    i = atomic_add(sync, 0, 1)
+    while i < nchunks:
+        ic = i * chunk
+        mc = min(chunk, m - ic)
+        for pc in range(0, k, kc_blk):
+            kc = min(kc_blk, k - pc)
+            _pack_a(a, lda, ta, ic, mc, pc, kc, ap, kern)
+            for jc in range(0, n, nc_blk):
+                nc = min(nc_blk, n - jc)
+                _pack_b(b, ldb, tb, pc, kc, jc, nc, nr, bp, 0, kern)
+                _macro(mc, nc, kc, ap, bp, c, ic, jc, n, nr, pc == 0, tile, kern)
+        i = atomic_add(sync, 0, 1)
 
 
 @jit()
@@ -299,6 +426,9 @@ def _gemm_worker(a: Any, lda: int, ta: bool, b: Any, ldb: int, tb: bool, c: Any,
     can do all the work alone (so ``run`` may drop a late one).
     """
     literally(kern)
+    if kern_field(kern, 6) == 1:  # an A-resident kernel: its own order (``panels`` unused)
+        _a_resident(a, lda, ta, b, ldb, tb, c, m, n, k, chunk, kc_blk, nc_blk, ws, sync, kern)
+        return
     mr = kern_field(kern, 1)
     nr = wlanes(c, kern) * kern_field(kern, 0)
     bsize = panels.shape[0] // 2
@@ -422,12 +552,16 @@ def gemm(
     av, ta = _as_operand(a)
     bv, tb = _as_operand(b)
     c = np.empty((m, n), dtype=a.dtype)
-    bsize = _aligned(kc * min(nc, -(-n // nr) * nr), a.itemsize)
-    per = _aligned(chunk * kc + kern.mr * nr, a.itemsize)
+    bpanel = _aligned(kc * min(nc, -(-n // nr) * nr), a.itemsize)
+    if kern.a_resident:  # each thread packs its own B panels (see _a_resident)
+        bsize, per = 0, _aligned(chunk * kc + bpanel + kern.mr * nr, a.itemsize)
+        sync = np.zeros(1, np.int64)
+    else:  # two B panels shared by the threads, each thread's A block
+        bsize, per = bpanel, _aligned(chunk * kc + kern.mr * nr, a.itemsize)
+        panels_n = (-(-n // nc)) * (-(-k // kc))
+        sync = np.zeros(panels_n * (4 + -(-m // chunk)), np.int64)
     work = _workspace(2 * bsize + nthreads * per, a.dtype)
     panels = work[: 2 * bsize]
-    panels_n = (-(-n // nc)) * (-(-k // kc))
-    sync = np.zeros(panels_n * (4 + -(-m // chunk)), np.int64)
     args = (av.reshape(-1), av.shape[1], ta, bv.reshape(-1), bv.shape[1], tb, c.reshape(-1),
             m, n, k, chunk, kc, nc, panels, work[2 * bsize : 2 * bsize + per], sync,
             nthreads)  # fmt: skip

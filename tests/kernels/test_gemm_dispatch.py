@@ -16,7 +16,7 @@ from kernels.matmul import gemm_plan
 
 PATHS = sorted(_cpu.KERNELS)
 DTYPES = [np.float64, np.float32]
-# Edges in every direction for MR = 6 and NR = 4..32: partial strips, k = 1, k > KC.
+# Edges in every direction for MR = 6 or 8 and NR = 4..48: partial strips, k = 1, k > KC.
 SHAPES = [(1, 1, 1), (6, 9, 8), (7, 13, 33), (13, 1, 65), (64, 64, 64), (97, 600, 75),
           (130, 257, 129)]  # fmt: skip
 
@@ -41,6 +41,28 @@ def test_every_microkernel_matches_numpy(path: str, dtype: type) -> None:
     b = rng.standard_normal((70, 50)).astype(dtype)
     _check(gemm(a.T.copy().T, np.asfortranarray(b), kernel=path, threads=1), a, b)
     _check(gemm(a, b, kernel=path, blocking=(12, 16, 8)), a, b)  # many partial blocks
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_one_thread_alone_computes_every_chunk(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call planned for two threads whose second never starts: the first takes every
+    row chunk (and, in BLIS's order, packs every B panel) itself and waits for no one."""
+    from kernels import _jit, matmul
+
+    if _jit.max_threads() < 2:
+        pytest.skip("one CPU allowed: gemm plans a single thread")
+
+    def first_only(calls: list[tuple[object, tuple[object, ...]]], skip_late: bool) -> None:
+        assert skip_late and len(calls) == 2
+        fn, args = calls[0]
+        fn(*args)  # type: ignore[operator]
+
+    monkeypatch.setattr(matmul, "run", first_only)
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        a = rng.standard_normal((150, 70)).astype(dtype)
+        b = rng.standard_normal((70, 90)).astype(dtype)
+        _check(gemm(a, b, kernel=path, threads=2, blocking=(24, 32, 48)), a, b)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -76,11 +98,12 @@ def test_isa_follows_the_features() -> None:
     for isa in ("avx512", "avx2", "sse"):
         feats = {"avx512f", "avx2", "fma"} if isa == "avx512" else {"avx2", "fma"}
         cpu = _cpu_with(feats if isa != "sse" else set())
-        # Intel's AVX-512 cores get the tile with software prefetch; AMD's the plain one
-        assert _cpu.pick_kernel(cpu).name == ("avx512-pf" if isa == "avx512" else isa)
+        # Intel's AVX-512 cores get the A-resident 8 x 3 tile; AMD's the plain 6 x 4
+        assert _cpu.pick_kernel(cpu).name == ("avx512-8x3" if isa == "avx512" else isa)
         amd = dataclasses.replace(cpu, vendor="AuthenticAMD")
         assert _cpu.pick_kernel(amd).name == isa
     assert _cpu.KERNELS["avx512-pf"].code == 806464  # the prefetch distance leads the code
+    assert _cpu.KERNELS["avx512-8x3"].code == 1406483  # and the A-resident order leads it
     sets = _cpu_with({"amx-tile", "avx2", "avx512f", "fma"}).vector_sets()
     assert sets == ["avx2", "fma", "avx512f", "amx-tile"]
 
@@ -101,6 +124,14 @@ def test_blocking_rule_and_measured_entries() -> None:
     spr = _cpu_with({"avx512f", "avx2", "fma"}, l1=48 << 10, l2=2 << 20)
     mc, kc, nc = _cpu.blocking(spr, _cpu.KERNELS["avx512"], 8)
     assert kc >= 384 and mc % 6 == 0 and mc * kc * 8 <= spr.l2_bytes
+    # A-resident: the A micro-panel in a third of L1, the B panel in 3/8 of L2
+    ares = _cpu.KERNELS["avx512-8x3"]
+    assert _cpu.blocking(spr, ares, 8) == (2048, 256, 384)
+    assert _cpu.blocking(spr, ares, 4) == (2048, 512, 384)
+    for itemsize in (8, 4):
+        mc, kc, nc = _cpu.blocking(spr, ares, itemsize)
+        assert ares.mr * kc * itemsize <= spr.l1d_bytes // 3
+        assert kc * nc * itemsize <= spr.l2_bytes * 3 // 8 and nc % ares.nr(itemsize) == 0
 
 
 def test_cache_sizes_from_sysfs(tmp_path: Path) -> None:

@@ -95,8 +95,9 @@ def test_slp_vectorizes_straight_line_code() -> None:
 
 @pytest.mark.parametrize(
     ("name", "fn"),
-    [("avx2", "_ukernel_6x2"), ("avx512", "_ukernel_6x4"), ("avx512-pf", "_ukernel_6x4")],
-)
+    [("avx2", "_ukernel_6x2"), ("avx512", "_ukernel_6x4"), ("avx512-pf", "_ukernel_6x4"),
+     ("avx512-8x3", "_ukernel_8x3")],
+)  # fmt: skip
 def test_microkernels_are_vector_fma_code(name: str, fn: str) -> None:
     """Each micro-kernel at its own width: all FMAs packed, none of the tile spilled."""
     kern = _cpu.KERNELS[name]
@@ -113,14 +114,16 @@ def test_microkernels_are_vector_fma_code(name: str, fn: str) -> None:
     assert len(fmas) >= tile
     if native:  # the k loop keeps the whole tile in registers: no stack traffic in it
         assert not [ln for ln in _hot_loop(asm) if "(%rsp)" in ln]
-    if fn == "_ukernel_6x4":  # software prefetch (4 lines of B, 1 of A) if its code asks
-        # per k step: LLVM unrolls the k loop on some CPUs (twice for znver4), so the hot
-        # block holds one tile's FMAs and five fetches per unrolled step
+    if fn != "_ukernel_6x2":  # software prefetch if its code asks: 4 lines of B
+        # and 1 of A (6 x 4), or 3 of B (8 x 3) per k step. LLVM unrolls the k loop on some
+        # CPUs (twice for znver4), so the hot block holds one tile's FMAs and one step's
+        # fetches per unrolled step
         hot = _hot_loop(asm)
         steps, rest = divmod(sum("vfmadd" in ln and reg in ln for ln in hot), tile)
         assert steps >= 1 and rest == 0, hot
         fetches = [ln for ln in hot if "prefetcht0" in ln]
-        assert len(fetches) == (5 * steps if kern.prefetch else 0), fetches
+        per_step = {"_ukernel_6x4": 5, "_ukernel_8x3": 3}[fn]
+        assert len(fetches) == (per_step * steps if kern.prefetch else 0), fetches
 
 
 def _hot_loop(asm: str) -> list[str]:
