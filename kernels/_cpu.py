@@ -214,7 +214,6 @@ def blocking(cpu: CpuInfo, kernel: Kernel, itemsize: int) -> tuple[int, int, int
     # A 6 x 4 zmm tile is loaded and stored once per KC: below ~384 that costs more than
     # the L1 misses of a longer B micro-panel, which the L2 streams at this width.
     floor = 384 if kernel.vector_bytes >= 64 else 128
-    floor = 384 if kernel.vector_bytes >= 64 else 128
     kc = min(512, max(floor, _down(cpu.l1d_bytes / 2 / (nr * itemsize), 16)))
     mc = min(960, _down(cpu.l2_bytes / 2 / (kc * itemsize), kernel.mr))
     nc = min(8192, _down(cpu.l3_bytes / 2 / (kc * itemsize), nr))
