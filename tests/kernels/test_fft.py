@@ -453,3 +453,11 @@ def test_small_transforms_stay_on_one_thread(monkeypatch: pytest.MonkeyPatch) ->
         x = _signal(shape, np.complex128, seed=1)
         _close(fft(x, threads=2), np.fft.fft(x, axis=-1), np.complex128)
         assert bool(calls) == pooled, shape
+
+
+def test_aligned_empty_starts_on_a_cache_line() -> None:
+    for size in (0, 1, 3, 17, 4096):
+        for dtype in (np.float32, np.float64, np.complex64, np.complex128):
+            a = fourier.aligned_empty(size, dtype)
+            assert a.size == size and a.dtype == dtype and a.flags.c_contiguous
+            assert size == 0 or a.ctypes.data % fourier.ALIGN == 0  # (no address if empty)
