@@ -51,6 +51,14 @@ def _put(c: Any, co: int, v: Any, first: bool, kern: int) -> None:
 
 
 @jit()
+def _put3(c: Any, co: int, w: int, v0: Any, v1: Any, v2: Any, first: bool, kern: int) -> None:
+    """One row of a three-vector tile: ``_put`` at co, co + w and co + 2w."""
+    _put(c, co, v0, first, kern)
+    _put(c, co + w, v1, first, kern)
+    _put(c, co + 2 * w, v2, first, kern)
+
+
+@jit()
 def _ukernel_6x2(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, ldc: int,
                  first: bool, kern: int) -> None:  # fmt: skip
     """C[co:...] (+)= A micro-panel (kc x 6) times B micro-panel (kc x 2 vectors)."""
@@ -201,29 +209,21 @@ def _ukernel_8x3(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, l
         ao += 8
         bo += 3 * w
     o = co
-    _put(c, o, c00, first, kern); _put(c, o + w, c01, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c02, first, kern)
+    _put3(c, o, w, c00, c01, c02, first, kern)
     o += ldc
-    _put(c, o, c10, first, kern); _put(c, o + w, c11, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c12, first, kern)
+    _put3(c, o, w, c10, c11, c12, first, kern)
     o += ldc
-    _put(c, o, c20, first, kern); _put(c, o + w, c21, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c22, first, kern)
+    _put3(c, o, w, c20, c21, c22, first, kern)
     o += ldc
-    _put(c, o, c30, first, kern); _put(c, o + w, c31, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c32, first, kern)
+    _put3(c, o, w, c30, c31, c32, first, kern)
     o += ldc
-    _put(c, o, c40, first, kern); _put(c, o + w, c41, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c42, first, kern)
+    _put3(c, o, w, c40, c41, c42, first, kern)
     o += ldc
-    _put(c, o, c50, first, kern); _put(c, o + w, c51, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c52, first, kern)
+    _put3(c, o, w, c50, c51, c52, first, kern)
     o += ldc
-    _put(c, o, c60, first, kern); _put(c, o + w, c61, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c62, first, kern)
+    _put3(c, o, w, c60, c61, c62, first, kern)
     o += ldc
-    _put(c, o, c70, first, kern); _put(c, o + w, c71, first, kern)  # noqa: E702
-    _put(c, o + 2 * w, c72, first, kern)
+    _put3(c, o, w, c70, c71, c72, first, kern)
     # fmt: on
 
 
