@@ -102,8 +102,11 @@ def _ukernel_6x4(kc: int, ap: Any, ao: int, bp: Any, bo: int, c: Any, co: int, l
     """C[co:...] (+)= A micro-panel (kc x 6) times B micro-panel (kc x 4 vectors)."""
     w = wlanes(ap, kern)
     r = co
-    for _ in range(6):
+    for _ in range(6):  # every line of the tile's row (4 lines, 5 when unaligned)
         prefetch(c, r)
+        prefetch(c, r + w)
+        prefetch(c, r + 2 * w)
+        prefetch(c, r + 3 * w)
         prefetch(c, r + 4 * w - 1)
         r += ldc
     # fmt: off
