@@ -183,6 +183,18 @@ def _watch(posts: Any, seen: int, span: int, polite: bool = False) -> bool:
     return atomic_load(posts, 0) != seen
 
 
+@jit()
+def _finish_and_watch(finished: Any, posts: Any, seen: int, span: int) -> bool:
+    """Mark a share finished, then ``_watch`` for the next call: one nogil call, so the
+    flag is raised only once the pool thread has let go of the GIL. Raised from Python
+    before, the caller that saw it then waited for the GIL the pool thread still held,
+    asleep, and was woken by that thread onto that thread's CPU (the waker's), where the
+    pool thread went on watching for the next call: the next call's two threads then
+    shared one CPU until the scheduler's tick (4 ms) moved one of them."""
+    atomic_add(finished, 0, 1)
+    return _watch(posts, seen, span)
+
+
 def _hop_off(cpu: int) -> None:
     """Move the calling thread off ``cpu`` to another it may run on: narrow its affinity
     to the others (the kernel migrates it at once) and widen it again.
@@ -249,12 +261,14 @@ class _Share:
             except BaseException as e:
                 self.error = e
             finally:
-                self.finished[0] = 1
                 self.done.set()
         # Watched against its own call's number, not the count when the thread got here:
         # a thread that woke after the next call was posted returns at once to take its
         # share (the count then would have it watch, ~3 ms, with that share queued).
-        _watch(_posts, self.post, SPIN_TICKS)
+        if self.started:
+            _finish_and_watch(self.finished, _posts, self.post, SPIN_TICKS)
+        else:
+            _watch(_posts, self.post, SPIN_TICKS)
 
 
 _lock = threading.Lock()
