@@ -728,6 +728,18 @@ def _fft_rows(xc: Any, oc: Any, rows: int, inv: bool, fb: Any, meta: Any, work: 
 
 
 @jit()
+def _fft_rows_placed(xc: Any, buf: Any, rows: int, inv: bool, fb: Any, meta: Any, work: Any,
+                     size: int) -> int:  # fmt: skip
+    """``_fft_rows`` on one thread into the first ``size`` elements of ``buf`` from its first
+    cache line (``buf`` is ALIGN bytes longer than that); returns their offset. fft()'s
+    own output is placed so: read here, the buffer's address costs nothing, where finding
+    it from Python (aligned_empty) took ~1 us a call, a tenth of a 2^12 transform."""
+    off = (-buf.ctypes.data & (ALIGN - 1)) // buf.itemsize
+    _fft_rows(xc, buf[off : off + size], rows, inv, fb, meta, work, _NO_SYNC, 1)
+    return off
+
+
+@jit()
 def _fft_cols(xc: Any, oc: Any, row: int, inv: bool, fb: Any, meta: Any, work: Any, zr: Any,
               zi: Any, phase: int, sync: Any, slot: int) -> None:  # fmt: skip
     """The column blocks of one row that this thread takes from the counter ``sync[slot]``:
@@ -781,21 +793,22 @@ _local = threading.local()
 _ENTRIES: dict[tuple[Any, ...], Any] = {}
 
 
-def _rows_entry(args: tuple[Any, ...]) -> Any:
-    """The compiled ``_fft_rows`` for these arguments, called without the dispatcher (whose
-    typing of nine arguments costs ~1 us, a tenth of a 2^12 transform). Only the input and
-    output arrays' flags can change the signature; the other arguments are the plan's and
-    the workspace's, always of one type per dtype."""
+def _rows_entry(args: tuple[Any, ...], placed: bool = False) -> Any:
+    """The compiled ``_fft_rows`` (``_fft_rows_placed`` if ``placed``) for these arguments,
+    called without the dispatcher (whose typing of nine arguments costs ~1 us, a tenth of
+    a 2^12 transform). Only the input and output arrays' flags can change the signature;
+    the other arguments are the plan's and the workspace's, always of one type per dtype."""
     xf, of = args[0], args[1]
     fx = xf.flags
-    key = (xf.dtype.char, fx.writeable, fx.aligned, of.flags.aligned)
+    key = (placed, xf.dtype.char, fx.writeable, fx.aligned, of.flags.aligned)
     entry = _ENTRIES.get(key)
     if entry is None:
+        fn = _fft_rows_placed if placed else _fft_rows
         sig = tuple(typeof(a) for a in args)
-        cres = _fft_rows.overloads.get(sig)
+        cres = fn.overloads.get(sig)
         if cres is None:
-            _fft_rows.compile(sig)  # compiles, or loads from the cache, the specialisation
-            cres = _fft_rows.overloads[sig]
+            fn.compile(sig)  # compiles, or loads from the cache, the specialisation
+            cres = fn.overloads[sig]
         entry = _ENTRIES[key] = cres.entry_point
     return entry
 
@@ -824,28 +837,27 @@ def fft(
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
     shape and dtype; else a 64-byte aligned one is allocated (long transforms write either
     with non-temporal stores, see STREAM_OUT)."""
-    x = np.asarray(x)
-    real = _REAL.get(x.dtype.char)
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
+    dt = x.dtype
+    real = _REAL.get(dt.char)
     if real is None:
-        raise TypeError(f"fft needs complex64 or complex128 input, got {x.dtype}")
+        raise TypeError(f"fft needs complex64 or complex128 input, got {dt}")
     shape = x.shape
     if not shape:
         raise ValueError("fft needs at least 1-D input")
     n = shape[-1]
     p = plan(n, real)
-    if out is None:
-        out = aligned_empty(x.size, x.dtype).reshape(shape)
-    elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+    if out is not None and (out.shape != shape or out.dtype != dt or not out.flags.c_contiguous):
         raise ValueError("out must be C-contiguous with the input's shape and dtype")
-    size = out.size
+    size = x.size
     if size == 0:
-        return out
+        return aligned_empty(0, dt).reshape(shape) if out is None else out
     fx = x.flags
     if len(shape) == 1 and fx.c_contiguous:
-        xf, of = x, out
+        xf = x
     else:
         xf = np.ascontiguousarray(x).reshape(-1)
-        of = out.reshape(-1)
         fx = xf.flags
     if threads is None:
         nthreads = max_threads()
@@ -866,13 +878,26 @@ def fft(
             work = None
         if work is None or work.size < p.work1:
             work = _workspace(p.work1, real)
+        if out is None:  # placed on a cache line by the compiled code (_fft_rows_placed)
+            buf = np.empty(size + ALIGN // dt.itemsize, dt)
+            pargs = (xf, buf, rows, inv, p.fb, p.meta, work, size)
+            # _rows_entry's key (np.empty's arrays are aligned to their items)
+            entry = _ENTRIES.get((True, dt.char, fx.writeable, fx.aligned, True))
+            if entry is None:
+                entry = _rows_entry(pargs, placed=True)
+            off = entry(*pargs)
+            out = buf[off : off + size]
+            return out if len(shape) == 1 else out.reshape(shape)
+        of = out if len(shape) == 1 else out.reshape(-1)
         args = (xf, of, rows, inv, p.fb, p.meta, work, _NO_SYNC, 1)
-        # _rows_entry's key
-        entry = _ENTRIES.get((xf.dtype.char, fx.writeable, fx.aligned, of.flags.aligned))
+        entry = _ENTRIES.get((False, dt.char, fx.writeable, fx.aligned, of.flags.aligned))
         if entry is None:
             entry = _rows_entry(args)
         entry(*args)
         return out
+    if out is None:
+        out = aligned_empty(size, dt).reshape(shape)
+    of = out.reshape(-1)
     nthreads = use_threads(nthreads)
     per = p.work1
     if rows >= nthreads and rows > 1:  # threads take rows (or row blocks) in turn

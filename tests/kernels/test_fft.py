@@ -461,3 +461,49 @@ def test_aligned_empty_starts_on_a_cache_line() -> None:
             a = fourier.aligned_empty(size, dtype)
             assert a.size == size and a.dtype == dtype and a.flags.c_contiguous
             assert size == 0 or a.ctypes.data % fourier.ALIGN == 0  # (no address if empty)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_own_output_is_placed_on_a_cache_line_by_the_compiled_code(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the one-thread path fft() allocates its output with np.empty, ALIGN bytes long
+    over, and _fft_rows_placed writes from its first cache line: aligned_empty (~1 us of
+    Python a call) is not called for it."""
+
+    def no_python_alignment(size: int, dtype: object) -> np.ndarray:
+        raise AssertionError("aligned_empty called on the one-thread path")
+
+    for shape in [(1,), (3,), (96,), (1024,), (4096,), (5, 96), (2, 3, 64)]:
+        x = _signal(shape, dtype, seed=len(shape))
+        fft(x)  # the plan's tables and the thread's workspace: allocated once, aligned
+        monkeypatch.setattr(fourier, "aligned_empty", no_python_alignment)
+        got = fft(x, threads=1)
+        inv = fft(x, inverse=True)  # threads=None: still one thread at these sizes
+        monkeypatch.undo()
+        for y in (got, inv):
+            assert y.shape == x.shape and y.dtype == x.dtype and y.flags.c_contiguous
+            assert y.ctypes.data % fourier.ALIGN == 0, shape
+        _close(got, np.fft.fft(x, axis=-1), dtype)
+        _close(inv, np.fft.ifft(x, axis=-1), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_placed_rows_start_at_the_first_cache_line_of_any_buffer(dtype: type) -> None:
+    """_fft_rows_placed at every element offset of its buffer from a cache line."""
+    n = 96
+    x = _signal((n,), dtype, seed=9)
+    ref = np.fft.fft(x)
+    real = fourier._REAL[np.dtype(dtype).char]
+    p = fourier.plan(n, real)
+    work = fourier.aligned_empty(p.work1, real)
+    per_line = fourier.ALIGN // np.dtype(dtype).itemsize
+    base = fourier.aligned_empty(n + 2 * per_line, dtype)
+    for k in range(per_line):
+        buf = base[k : k + n + per_line]
+        buf[:] = np.nan
+        off = fourier._fft_rows_placed(x, buf, 1, False, p.fb, p.meta, work, n)
+        assert off == (per_line - k) % per_line
+        assert buf[off:].ctypes.data % fourier.ALIGN == 0
+        _close(buf[off : off + n], ref, dtype)
+        assert np.isnan(buf[:off]).all() and np.isnan(buf[off + n :]).all()  # nothing else
