@@ -196,7 +196,8 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
     print("   numpy.fft is single-threaded; pyFFTW planned with FFTW_MEASURE, its own arrays;")
     print("   every library is called through Python (transforms under 2^13 points: timed as")
     print("   a loop of calls, so the timer's resolution does not count). Like calls beside")
-    print("   like: ours = kernels.fft(), a function, against numpy's and scipy's functions;")
+    print("   like: ours = kernels.fft(), a function allocating its output, against numpy's")
+    print("   and scipy's functions, which allocate theirs;")
     print("   plan = kernels.FFTPlan, bound to its arrays once, against pyFFTW's builder")
     print("   object, bound likewise, each with the output array it allocates itself")
     print("   (/fftw; /fftw fn: kernels.fft() against it)")
@@ -208,14 +209,13 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
     for shape in shapes:
         n = shape[-1]
         x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-        out = np.empty_like(x)
         reps = repeat if x.size < (1 << 21) else max(3, repeat // 2)
         calls = max(1, (1 << 13) // x.size)
         flop = 5 * x.size * math.log2(n) / 1e9 * calls
         for threads in thread_counts:
             fw = _fftw(x, threads)
             p = probe(threads)
-            fns = [lambda: kernels.fft(x, threads=threads, out=out),  # noqa: B023
+            fns = [lambda: kernels.fft(x, threads=threads),  # noqa: B023
                    kernels.FFTPlan(x, threads=threads),  # its own output, as pyFFTW's
                    lambda: np.fft.fft(x, axis=-1),  # noqa: B023
                    lambda: scipy.fft.fft(x, axis=-1, workers=threads),  # noqa: B023
