@@ -28,14 +28,20 @@ CHUNK_BYTES = 256 << 10  # of each array: the unit threads take from a shared co
 # 32.6, 37.1 vs 33.8, 39.3 vs 37.3; 2M 32.6 vs 30.6, 26.3 vs 27.1, 35.8 vs 34.4. From 4M
 # on it was mixed (two threads ahead in three runs of six), so two threads stay there.
 PARALLEL_BYTES = 64 << 20
+# Successive calls sweep the arrays in opposite directions, so that a call first reads
+# the lines the previous call read last, those most likely still in cache: swept one way
+# only, arrays a little larger than the cache left them are evicted, least recently used
+# first, just before they are read again. Flipped per call, shared by the threads.
+_sweep = [False]
 
 
 @jit()
 def _triad_part(a: Any, b: Any, c: Any, s: float, sync: Any, threads: int, stream: bool,
-                chunk: int, edges: bool) -> None:  # fmt: skip
+                chunk: int, edges: bool, back: bool) -> None:  # fmt: skip
     """The vector-aligned body in chunks of ``chunk`` elements (a multiple of the lanes):
     all of them (``threads`` 1) or those this thread takes from the counter ``sync[0]``;
-    with ``edges``, the unaligned head and the tail too."""
+    with ``edges``, the unaligned head and the tail too. ``back``: from the last chunk to
+    the first, each from its end."""
     n = a.shape[0]
     w = vlanes(a)
     head = min(misalignment(a), n)
@@ -49,13 +55,14 @@ def _triad_part(a: Any, b: Any, c: Any, s: float, sync: Any, threads: int, strea
     nchunks = (body + chunk - 1) // chunk
     k = 0 if threads == 1 else atomic_add(sync, 0, 1)
     while k < nchunks:
-        lo = head + k * chunk
+        lo = head + (nchunks - 1 - k if back else k) * chunk
         hi = min(lo + chunk, head + body)
+        first, stop, step = (hi - w, lo - 1, -w) if back else (lo, hi, w)
         if stream:
-            for i in range(lo, hi, w):
+            for i in range(first, stop, step):
                 vstore_stream(a, i, vfma(sv, vload(c, i), vload(b, i)))
         else:
-            for i in range(lo, hi, w):
+            for i in range(first, stop, step):
                 vstore(a, i, vfma(sv, vload(c, i), vload(b, i)))
         k = k + 1 if threads == 1 else atomic_add(sync, 0, 1)
     if stream:
@@ -87,6 +94,7 @@ def triad(
     stream = a.nbytes >= STREAMING_BYTES
     chunk = CHUNK_BYTES // a.itemsize
     sync = np.zeros(1, np.int64)
-    run([(_triad_part, (a, b, c, float(scalar), sync, nthreads, stream, chunk, t == 0))
+    back = _sweep[0] = not _sweep[0]
+    run([(_triad_part, (a, b, c, float(scalar), sync, nthreads, stream, chunk, t == 0, back))
          for t in range(nthreads)], skip_late=True)  # fmt: skip
     return a

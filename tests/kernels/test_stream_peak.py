@@ -12,9 +12,13 @@ from kernels.peak import fma_probe
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 17, 1000, 4099, 1 << 19])
 @pytest.mark.parametrize("offset", [0, 1, 3])
-def test_triad(n: int, dtype: type, offset: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("back", [False, True])
+def test_triad(
+    n: int, dtype: type, offset: int, back: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(stream, "PARALLEL_BYTES", 0)  # small arrays shared out too
     monkeypatch.setattr(stream, "CHUNK_BYTES", 256)  # many chunks, and a partial last one
+    monkeypatch.setattr(stream, "_sweep", [not back])  # this call sweeps forward or back
     rng = np.random.default_rng(n + offset)
     b = rng.standard_normal(n + offset).astype(dtype)[offset:]
     c = rng.standard_normal(n + offset).astype(dtype)[offset:]
@@ -35,6 +39,28 @@ def test_triad_streaming_sizes_both_thread_counts(monkeypatch: pytest.MonkeyPatc
         a = np.zeros(n)
         triad(a, b, c, -1.0, threads=threads)
         assert np.array_equal(a, b - 1.0)
+
+
+def test_successive_triads_sweep_in_opposite_directions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each call flips the direction, and the flag the compiled code gets is the new one;
+    both directions write every element once (a starts as NaN)."""
+    seen: list[bool] = []
+    part = stream._triad_part
+
+    def spy(*args: object) -> None:
+        seen.append(bool(args[-1]))
+        part(*args)
+
+    monkeypatch.setattr(stream, "_triad_part", spy)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 256)
+    n = 1001
+    b = np.arange(n, dtype=np.float64)
+    c = np.ones(n)
+    for _ in range(4):
+        a = np.full(n, np.nan)
+        triad(a, b, c, 2.0, threads=1)
+        assert np.array_equal(a, b + 2.0)
+    assert seen in ([True, False, True, False], [False, True, False, True])
 
 
 def test_triad_errors() -> None:
