@@ -11,7 +11,8 @@ in-place form, and the time ``python -m kernels validate`` takes cold and warm.
 Every figure is a median over ``--repeat`` rounds in which ours and the peers run
 alternately (the order flips each round), so that a noisy neighbour slows both sides
 alike; ratios are ours / theirs in speed (> 1: ours is faster). Beside every 2-thread row
-is the FMA probe taken right before it (shared hosts swing with the other vCPUs' load).
+is the FMA probe taken right before it (shared hosts swing with the other vCPUs' load),
+and beside every triad row the bound that streaming its output to memory sets.
 
     python benchmarks/kernels.py [--quick] [--repeat 7] [--json results.json]
     python benchmarks/kernels.py --fft-only [--exps 12-20] [--threads 1]   (FFT rows only)
@@ -47,7 +48,7 @@ import scipy.fft  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import _cpu  # noqa: E402
+from kernels import _cpu, stream  # noqa: E402
 from kernels.matmul import gemm_plan  # noqa: E402
 
 Row = dict[str, Any]
@@ -240,12 +241,18 @@ def bench_fft(exps: list[int], batches: list[tuple[int, int]], repeat: int, rows
 def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
     print("\n== STREAM triad a = b + s*c, GB/s = 24 B x n / median time ==")
     print("   numpy: np.multiply(c, s, out=a); np.add(a, b, out=a) (its best, single thread)")
-    print(f"{'n':>10} {'thr':>3} {'ours':>7} {'numpy':>7} {'ratio':>6}")
+    print("   bound: 3 x the rate of non-temporal stores alone into a, on the threads ours")
+    print("   uses (one below kernels.stream.PARALLEL_BYTES), taken before each size: ours")
+    print("   streams a to memory (from STREAMING_BYTES), a third of the bytes counted, and")
+    print("   cannot pass it")
+    print(f"{'n':>10} {'thr':>3} {'ours':>7} {'numpy':>7} {'ratio':>6} {'bound':>6}")
     rng = np.random.default_rng(2)
     for n in sizes:
         b = rng.random(n)
         c = rng.random(n)
         a = np.zeros(n)
+        used = {t: 1 if 3 * a.nbytes < stream.PARALLEL_BYTES else t for t in (1, 2)}
+        bound = {t: 3 * stream.store_rate(a, threads=t) for t in set(used.values())}
 
         def np_triad() -> None:
             np.multiply(c, 3.0, out=a)  # noqa: B023
@@ -259,11 +266,13 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
                 threads,
             )
             gb = 24 * n / 1e9
+            bd = bound[used[threads]]
             row = {"bench": "triad", "n": n, "threads": threads, "ours_gbs": gb / ours,
-                   "numpy_gbs": gb / t_np, "ratio": t_np / ours, "fma_probe": p}  # fmt: skip
+                   "numpy_gbs": gb / t_np, "ratio": t_np / ours, "store_bound_gbs": bd,
+                   "fma_probe": p}  # fmt: skip
             rows.append(row)
             print(f"{n:10d} {threads:3d} {gb / ours:7.1f} {gb / t_np:7.1f} {t_np / ours:6.2f}"
-                  f"{fmt_probe(p)}", flush=True)  # fmt: skip
+                  f" {bd:6.1f}{fmt_probe(p)}", flush=True)  # fmt: skip
 
 
 def bench_validate(rows: list[Row]) -> None:
@@ -378,7 +387,9 @@ def summary(rows: list[Row]) -> None:
             print(f"   FFT 2^{e} 1 thr: " + "; ".join(notes))
     for r in pick("triad", threads=2):
         print(f"   Triad n={r['n']} 2 thr: {r['ratio']:.2f}x numpy (goal 1.7) "
-              f"{_verdict(r['ratio'], 1.7)}")  # fmt: skip
+              f"{_verdict(r['ratio'], 1.7)} [ours at "
+              f"{r['ours_gbs'] / r['store_bound_gbs']:.0%} of its store bound; the goal: "
+              f"{1.7 * r['numpy_gbs'] / r['store_bound_gbs']:.0%}]")  # fmt: skip
     for r in pick("gpu_gemm") + pick("gpu_triad"):
         what = f"GPU {r['dtype']} GEMM" if r["bench"] == "gpu_gemm" else "GPU triad"
         peer = "cuBLAS" if r["bench"] == "gpu_gemm" else "CuPy copy"

@@ -84,3 +84,24 @@ def test_fma_probe_sums_are_exact(dtype: type) -> None:
 
 def test_fma_peak_is_positive() -> None:
     assert fma_peak(1, seconds=0.02) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_store_rate_streams_into_every_element(dtype: type, offset: int, threads: int) -> None:
+    """Each thread's part, its unaligned head and tail included, is written (with 1.5)."""
+    a = np.zeros(10_001 + offset, dtype)[offset:]
+    rate = stream.store_rate(a, threads=threads, calls=2)
+    assert np.isfinite(rate) and rate > 0
+    assert np.all(a == 1.5)
+
+
+def test_store_rate_errors() -> None:
+    for bad in (np.zeros((4, 4)), np.zeros(8)[::2], np.zeros(8, np.int64), [0.0] * 8):
+        with pytest.raises(ValueError, match="store_rate needs"):
+            stream.store_rate(bad)  # type: ignore[arg-type]
+    ro = np.zeros(8)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="store_rate needs"):
+        stream.store_rate(ro)
