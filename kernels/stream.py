@@ -99,6 +99,8 @@ def store_rate(a: np.ndarray[Any, Any], *, threads: int | None = None, calls: in
     if (not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous
             or a.dtype not in (np.float32, np.float64) or not a.flags.writeable):  # fmt: skip
         raise ValueError("store_rate needs a writeable 1-D contiguous float32/float64 array")
+    if calls < 1:
+        raise ValueError(f"store_rate needs calls >= 1, got {calls}")
     nthreads = use_threads(threads)
     cut = [a.size * t // nthreads for t in range(nthreads + 1)]
     parts = [(_fill, (a[lo:hi], 1.5)) for lo, hi in pairwise(cut)]

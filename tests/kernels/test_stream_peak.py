@@ -105,3 +105,5 @@ def test_store_rate_errors() -> None:
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="store_rate needs"):
         stream.store_rate(ro)
+    with pytest.raises(ValueError, match="calls >= 1"):
+        stream.store_rate(np.zeros(8), calls=0)
