@@ -48,7 +48,7 @@ import scipy.fft  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import _cpu, stream  # noqa: E402
+from kernels import _cpu, measure, stream  # noqa: E402
 from kernels.matmul import gemm_plan  # noqa: E402
 
 Row = dict[str, Any]
@@ -252,7 +252,7 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
         c = rng.random(n)
         a = np.zeros(n)
         used = {t: 1 if 3 * a.nbytes < stream.PARALLEL_BYTES else t for t in (1, 2)}
-        bound = {t: 3 * stream.store_rate(a, threads=t) for t in set(used.values())}
+        bound = {t: 3 * measure.store_rate(a, threads=t) for t in set(used.values())}
 
         def np_triad() -> None:
             np.multiply(c, 3.0, out=a)  # noqa: B023

@@ -4,14 +4,11 @@ Large arrays are written with non-temporal stores: the destination is not read f
 so the memory system moves the 24 bytes per element that STREAM counts, not 32. Threads
 take chunks from a shared counter (kernels._parallel): on a busy host a thread that
 starts late takes fewer, and one that has not started when the rest is done is dropped.
-store_rate measures the bound those stores set: the rate of the stores alone.
+fill_streamed makes those stores alone, for kernels.measure.store_rate.
 """
 
 from __future__ import annotations
 
-import time
-from itertools import pairwise
-from statistics import median
 from typing import Any
 
 import numpy as np
@@ -74,8 +71,9 @@ def _triad_part(a: Any, b: Any, c: Any, s: float, sync: Any, threads: int, strea
 
 
 @jit()
-def _fill(a: Any, x: float) -> None:
-    """a[:] = x, the vector-aligned body with non-temporal stores (as the triad writes a)."""
+def fill_streamed(a: Any, x: float) -> None:
+    """a[:] = x, the vector-aligned body with non-temporal stores (as the triad writes a):
+    kernels.measure.store_rate times it."""
     n = a.shape[0]
     w = vlanes(a)
     head = min(misalignment(a), n)
@@ -88,29 +86,6 @@ def _fill(a: Any, x: float) -> None:
     for i in range(head, head + body, w):
         vstore_stream(a, i, v)
     fence()
-
-
-def store_rate(a: np.ndarray[Any, Any], *, threads: int | None = None, calls: int = 15) -> float:
-    """GB/s at which ``threads`` threads, each an equal part, write ``a`` with non-temporal
-    stores alone (median of ``calls`` back-to-back calls after three): the rate the memory
-    system takes a streamed triad's output at, a third of the bytes the triad counts, so a
-    bound on it. Writes 1.5 everywhere: streamed zeros ran at 89 GB/s on a 2-vCPU AMD EPYC
-    Zen 4 KVM guest where other values ran at 28, as the triad's own output did."""
-    if (not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous
-            or a.dtype not in (np.float32, np.float64) or not a.flags.writeable):  # fmt: skip
-        raise ValueError("store_rate needs a writeable 1-D contiguous float32/float64 array")
-    if calls < 1:
-        raise ValueError(f"store_rate needs calls >= 1, got {calls}")
-    nthreads = use_threads(threads)
-    cut = [a.size * t // nthreads for t in range(nthreads + 1)]
-    parts = [(_fill, (a[lo:hi], 1.5)) for lo, hi in pairwise(cut)]
-    times = []
-    for i in range(calls + 3):
-        t0 = time.perf_counter()
-        run(parts)
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return a.nbytes / median(times) / 1e9
 
 
 def triad(

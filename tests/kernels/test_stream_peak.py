@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import fma_peak, stream, triad
+from kernels import fma_peak, measure, stream, triad
 from kernels.peak import fma_probe
 
 
@@ -92,7 +92,7 @@ def test_fma_peak_is_positive() -> None:
 def test_store_rate_streams_into_every_element(dtype: type, offset: int, threads: int) -> None:
     """Each thread's part, its unaligned head and tail included, is written (with 1.5)."""
     a = np.zeros(10_001 + offset, dtype)[offset:]
-    rate = stream.store_rate(a, threads=threads, calls=2)
+    rate = measure.store_rate(a, threads=threads, calls=2)
     assert np.isfinite(rate) and rate > 0
     assert np.all(a == 1.5)
 
@@ -100,10 +100,10 @@ def test_store_rate_streams_into_every_element(dtype: type, offset: int, threads
 def test_store_rate_errors() -> None:
     for bad in (np.zeros((4, 4)), np.zeros(8)[::2], np.zeros(8, np.int64), [0.0] * 8):
         with pytest.raises(ValueError, match="store_rate needs"):
-            stream.store_rate(bad)  # type: ignore[arg-type]
+            measure.store_rate(bad)  # type: ignore[arg-type]
     ro = np.zeros(8)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="store_rate needs"):
-        stream.store_rate(ro)
+        measure.store_rate(ro)
     with pytest.raises(ValueError, match="calls >= 1"):
-        stream.store_rate(np.zeros(8), calls=0)
+        measure.store_rate(np.zeros(8), calls=0)
