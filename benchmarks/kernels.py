@@ -251,7 +251,7 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
         b = rng.random(n)
         c = rng.random(n)
         a = np.zeros(n)
-        used = {t: 1 if 3 * a.nbytes < stream.PARALLEL_BYTES else t for t in (1, 2)}
+        used = {t: stream.triad_threads(a.nbytes, t) for t in (1, 2)}
         bound = {t: 3 * measure.store_rate(a, threads=t) for t in set(used.values())}
 
         def np_triad() -> None:

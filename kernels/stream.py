@@ -88,6 +88,12 @@ def fill_streamed(a: Any, x: float) -> None:
     fence()
 
 
+def triad_threads(nbytes: int, threads: int) -> int:
+    """The threads a triad of arrays of ``nbytes`` each runs on when given ``threads``:
+    one below PARALLEL_BYTES moved."""
+    return 1 if 3 * nbytes < PARALLEL_BYTES else threads
+
+
 def triad(
     a: np.ndarray[Any, Any],
     b: np.ndarray[Any, Any],
@@ -107,9 +113,7 @@ def triad(
         raise ValueError(f"triad arrays differ in length: {a.shape}, {b.shape}, {c.shape}")
     if not a.flags.writeable:
         raise ValueError("triad writes into a, which is read-only")
-    nthreads = use_threads(threads)
-    if a.nbytes * 3 < PARALLEL_BYTES:
-        nthreads = 1
+    nthreads = triad_threads(a.nbytes, use_threads(threads))
     stream = a.nbytes >= STREAMING_BYTES
     chunk = CHUNK_BYTES // a.itemsize
     sync = np.zeros(1, np.int64)
