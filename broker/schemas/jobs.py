@@ -54,7 +54,8 @@ class JobCreate(StrictModel):
     # Workspace paths copied into the job's directory before it is submitted.
     inputs: list[str] | None = Field(None, max_length=1000)
     # Globs (relative to the job's directory) collected into the workspace, with
-    # stdout and stderr, under jobs/<job id>/ when the job ends; [] = just the logs.
+    # stdout and stderr, under jobs/<job id>/ when the job ends; [] = just the logs. A
+    # directory named without a wildcard ("results") is collected whole.
     outputs: list[str] | None = Field(None, max_length=100)
     # POSTed the job on every state change, signed with the project's webhook secret.
     callback_url: str | None = Field(None, max_length=2000)

@@ -120,6 +120,7 @@ def fetch(plan: Plan, *, timeout_s: float) -> Fetched:
             matched = plan.mover.match(plan.where, plan.patterns)
             found = matched.files
             out.errors += matched.refused[:20]
+            out.errors += [f"outputs {p!r} matched no file" for p in matched.unmatched[:20]]
         except (safefs.UnsafeFile, safefs.WalkLimit, OSError) as exc:
             out.errors.append(f"outputs: {exc}")
     names = list(dict.fromkeys(plan.logs + found))

@@ -28,7 +28,7 @@ import re
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -252,10 +252,12 @@ class _Budget:
 
 @dataclass
 class GlobResult:
-    """Regular files that matched, and what matched but was not collected (and why)."""
+    """Regular files that matched, what matched but was not collected (and why), and the
+    patterns that matched nothing at all."""
 
     files: list[str]
     refused: list[str]
+    unmatched: list[str] = field(default_factory=list)
 
 
 def glob_files(
@@ -269,26 +271,34 @@ def glob_files(
     """Relative paths (to ``root/relpath``) of the regular files matching ``patterns``.
 
     Glob semantics as ``pathlib``: ``*``, ``?``, ``[...]`` within one component,
-    ``**`` for any number of directories. The walk never enters a symlinked
-    directory and lists only regular files, so a link to ``/`` or ``/root`` reveals
-    nothing; a link, FIFO or device that a pattern names is reported in ``refused``
-    (its own name only). It gives up (``WalkLimit``) past ``max_entries`` or
-    ``timeout_s``.
+    ``**`` for any number of directories; a directory that a pattern names by its name
+    (no wildcard in the last component) is taken whole (``outputs: ["results"]``
+    collects the files under ``results/``, its links and FIFOs refused by name; ``*``
+    still only the files at the top). The walk never enters a symlinked directory and
+    lists only regular files, so a link to ``/`` or ``/root`` reveals nothing; a link,
+    FIFO or device that a pattern names is reported in ``refused`` (its own name only),
+    and a pattern that names nothing in ``unmatched``. It gives up (``WalkLimit``) past
+    ``max_entries`` or ``timeout_s``.
     """
     budget = _Budget(max_entries, time.monotonic() + timeout_s)
     found: dict[str, None] = {}
     refused: dict[str, None] = {}
+    unmatched: list[str] = []
     top = open_dir(root, relpath)
     try:
         for pattern in patterns:
+            named = False
             for rel, mode in _match(top, "", pattern.split("/"), budget):
+                named = True
                 if stat.S_ISREG(mode):
                     found[rel] = None
                 else:
                     refused[f"{rel} is {kind_of(mode)}; not collected"] = None
+            if not named:
+                unmatched.append(pattern)
     finally:
         os.close(top)
-    return GlobResult(list(found), list(refused))
+    return GlobResult(list(found), list(refused), unmatched)
 
 
 def _entries(dfd: int, budget: _Budget) -> list[tuple[str, int]]:
@@ -304,9 +314,19 @@ def _entries(dfd: int, budget: _Budget) -> list[tuple[str, int]]:
     return sorted(out)
 
 
+_WILDCARDS = frozenset("*?[")
+
+
 def _match(dfd: int, prefix: str, comps: list[str], budget: _Budget) -> Iterator[tuple[str, int]]:
     """``(path, mode)`` of what ``comps`` names below ``dfd``: regular files, and the
     other things a pattern names (links, FIFOs...) for the caller to refuse."""
+    if not comps:  # everything below: its links and FIFOs too, for the caller to refuse
+        for name, mode in _entries(dfd, budget):
+            if stat.S_ISDIR(mode):
+                yield from _descend(dfd, name, prefix, [], budget)
+            else:
+                yield prefix + name, mode
+        return
     head, rest = comps[0], comps[1:]
     if head == "**":
         if rest:
@@ -318,12 +338,15 @@ def _match(dfd: int, prefix: str, comps: list[str], budget: _Budget) -> Iterator
                 yield prefix + name, mode
         return
     regex = re.compile(fnmatch.translate(head))
+    literal = not _WILDCARDS.intersection(head)
     for name, mode in _entries(dfd, budget):
         if not regex.match(name):
             continue
         if stat.S_ISDIR(mode):
             if rest:
                 yield from _descend(dfd, name, prefix, rest, budget)
+            elif literal:  # a directory named last, not by a wildcard: all of it
+                yield from _descend(dfd, name, prefix, [], budget)
         elif stat.S_ISREG(mode):
             if not rest:
                 yield prefix + name, mode

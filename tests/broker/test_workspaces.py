@@ -251,6 +251,56 @@ def test_stage_out_problems_are_recorded_and_the_charge_kept(small: Api) -> None
     assert "a.dat" not in paths and "hostname" not in paths
 
 
+def test_output_directory_is_collected_whole_and_unmatched_globs_are_named(api: Api) -> None:
+    _, member, project = api.tenant()
+    script = (
+        "mkdir -p results/sub empty && echo a > results/a.txt && echo b > results/sub/b.txt\n"
+        "ln -s /etc/hostname results/sub/leak && mkfifo results/pipe && echo t > top.txt"
+    )
+    outputs = ["results", "missing/*.h5", "*.nc", "empty", "*"]
+    r = api.submit(project["id"], member, script=script, outputs=outputs)
+    assert r.status_code == 202, r.text
+    done = api.drive_until(r.json()["id"], {"completed", "failed"})
+    assert done["state"] == "completed", done
+    jid = done["id"]
+    io = api.get(f"/jobs/{jid}/io", member).json()["stage_out"]
+    # "results" is taken whole; "*" (a wildcard) takes the files at the top, not the
+    # directories it matches.
+    assert sorted(io["files"]) == [
+        f"jobs/{jid}/{n}"
+        for n in ("results/a.txt", "results/sub/b.txt", "stderr.txt", "stdout.txt", "top.txt")
+    ], io
+    assert io["state"] == "partial", io
+    assert io["error"] == "; ".join(
+        [
+            "results/pipe is a FIFO; not collected",
+            "results/sub/leak is a symbolic link; not collected",
+            "outputs 'missing/*.h5' matched no file",
+            "outputs '*.nc' matched no file",
+            "outputs 'empty' matched no file",
+        ]
+    ), io
+    assert "matched no file" in done["reason"], done
+    got = fetch(api, project["id"], f"jobs/{jid}/results/sub/b.txt", member)
+    assert got.content == b"b\n"
+
+
+def test_whole_directory_walk_keeps_the_depth_and_entry_limits(tmp_path: Path) -> None:
+    deep = tmp_path / "results"
+    leaf = deep.joinpath(*["d"] * (safefs.MAX_DEPTH + 1))
+    leaf.mkdir(parents=True)
+    (leaf / "f.txt").write_text("x")
+    with pytest.raises(safefs.WalkLimit, match="nested deeper"):
+        safefs.glob_files(tmp_path, "", ["results"])
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(50):
+        (wide / f"{i}.txt").write_text("x")
+    with pytest.raises(safefs.WalkLimit, match="too many"):
+        safefs.glob_files(tmp_path, "", ["wide"], max_entries=40)
+    assert len(safefs.glob_files(tmp_path, "", ["wide"], max_entries=60).files) == 50
+
+
 def test_output_range_requests_get_206(api: Api) -> None:
     _, member, project = api.tenant()
     r = api.submit(project["id"], member, script="seq 1 2000; echo oops >&2")
