@@ -245,8 +245,16 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
     print("   uses (one below kernels.stream.PARALLEL_BYTES), taken before each size: ours")
     print("   streams a to memory (from STREAMING_BYTES), a third of the bytes counted, and")
     print("   cannot pass it")
+    print("   mem: the one-thread sizes again, b and c evicted from every cache before each")
+    print("   timed call (a read of 4 x L3 between calls), as after a pause in which the")
+    print("   host's other tenants took the L3 back. Both then read from memory, and the")
+    print("   ratio is at most the two's memory traffic: 24 B an element for ours (b and c")
+    print("   read, a streamed), 32-40 for numpy's two passes (a also read for ownership,")
+    print("   and again in the second pass if the first pushed it out), 1.33-1.67x. The")
+    print("   paced 2-thread row lands between this row and the first")
     print(f"{'n':>10} {'thr':>3} {'ours':>7} {'numpy':>7} {'ratio':>6} {'bound':>6}")
     rng = np.random.default_rng(2)
+    evict = np.ones(4 * _cpu.host().l3_bytes // 8)
     for n in sizes:
         b = rng.random(n)
         c = rng.random(n)
@@ -273,6 +281,34 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
             rows.append(row)
             print(f"{n:10d} {threads:3d} {gb / ours:7.1f} {gb / t_np:7.1f} {t_np / ours:6.2f}"
                   f" {bd:6.1f}{fmt_probe(p)}", flush=True)  # fmt: skip
+        if used[2] == 1:
+            ours, t_np = from_memory(
+                [lambda: kernels.triad(a, b, c, 3.0, threads=1), np_triad],  # noqa: B023
+                repeat,
+                evict,
+            )
+            row = {"bench": "triad_mem", "n": n, "threads": 1, "ours_gbs": gb / ours,
+                   "numpy_gbs": gb / t_np, "ratio": t_np / ours}  # fmt: skip
+            rows.append(row)
+            print(f"{n:10d} mem {gb / ours:7.1f} {gb / t_np:7.1f} {t_np / ours:6.2f}", flush=True)
+
+
+def from_memory(
+    fns: list[Callable[[], object]], repeat: int, evict: np.ndarray[Any, Any]
+) -> list[float]:
+    """Median seconds of each of ``fns``, run in turn ``repeat`` times (the order reversed
+    every other round), each timed call after a read of ``evict`` (several times the L3):
+    every call reads its operands from memory."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        for i in range(len(fns))[:: -1 if r % 2 else 1]:
+            evict.sum()
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - t0)
+    return [median(t) for t in times]
 
 
 def bench_validate(rows: list[Row]) -> None:
@@ -390,6 +426,9 @@ def summary(rows: list[Row]) -> None:
               f"{_verdict(r['ratio'], 1.7)} [ours at "
               f"{r['ours_gbs'] / r['store_bound_gbs']:.0%} of its store bound; the goal: "
               f"{1.7 * r['numpy_gbs'] / r['store_bound_gbs']:.0%}]")  # fmt: skip
+    for r in pick("triad_mem"):
+        print(f"   Triad n={r['n']} from memory (no goal): {r['ratio']:.2f}x numpy, ours "
+              f"{r['ours_gbs']:.1f} GB/s, numpy {r['numpy_gbs']:.1f}")  # fmt: skip
     for r in pick("gpu_gemm") + pick("gpu_triad"):
         what = f"GPU {r['dtype']} GEMM" if r["bench"] == "gpu_gemm" else "GPU triad"
         peer = "cuBLAS" if r["bench"] == "gpu_gemm" else "CuPy copy"
