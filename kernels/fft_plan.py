@@ -36,6 +36,8 @@ class FFTPlan:
     ) -> None:
         if not isinstance(x, np.ndarray):
             raise TypeError("an FFT plan binds a numpy array")
+        if not x.dtype.isnative:
+            raise TypeError(f"an FFT plan binds native-endian arrays, not {x.dtype.str}")
         if out is None:  # aligned, as fft() allocates it
             out = aligned_empty(x.size, x.dtype).reshape(x.shape)
         fft(x, inverse=inverse, threads=threads, out=out)  # every check fft() makes, once

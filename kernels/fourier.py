@@ -840,6 +840,9 @@ def fft(
     if type(x) is not np.ndarray:
         x = np.asarray(x)
     dt = x.dtype
+    if not dt.isnative:  # numba's arrays are native-endian
+        x = x.astype(dt.newbyteorder("="))
+        dt = x.dtype
     real = _REAL.get(dt.char)
     if real is None:
         raise TypeError(f"fft needs complex64 or complex128 input, got {dt}")

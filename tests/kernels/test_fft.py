@@ -327,6 +327,8 @@ def test_plan_errors() -> None:
         FFTPlan(np.zeros(8, np.complex128), np.zeros(8, np.complex64))
     with pytest.raises(ValueError, match="2\\^a"):
         FFTPlan(np.zeros(7, np.complex128))
+    with pytest.raises(TypeError, match="native-endian"):
+        FFTPlan(np.zeros(8, ">c16"))  # its calls would each need a copy
 
 
 def test_one_thread_path_entries_and_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -507,3 +509,16 @@ def test_placed_rows_start_at_the_first_cache_line_of_any_buffer(dtype: type) ->
         assert buf[off:].ctypes.data % fourier.ALIGN == 0
         _close(buf[off : off + n], ref, dtype)
         assert np.isnan(buf[:off]).all() and np.isnan(buf[off + n :]).all()  # nothing else
+
+
+@pytest.mark.parametrize("dtype", [">c16", ">c8"])
+def test_non_native_byte_order(dtype: str) -> None:
+    """A big-endian input (read from a file, say) is transformed, as numpy's fft does; numba
+    refused it (NumbaValueError: Unsupported array dtype)."""
+    x = _signal((3, 96), np.complex128, seed=4).astype(dtype)
+    got = fft(x)
+    assert got.dtype == np.dtype(dtype).newbyteorder("=")
+    _close(got, np.fft.fft(x, axis=-1), np.complex64 if "8" in dtype else np.complex128)
+    _close(
+        fft(x[0], inverse=True), np.fft.ifft(x[0]), np.complex64 if "8" in dtype else np.complex128
+    )
