@@ -788,6 +788,15 @@ COLUMNS_MIN = 1 << 18
 _NO_SYNC = np.zeros(1, np.int64)  # the counter argument of a one-thread call (unused)
 
 _local = threading.local()
+# Per thread: (shape, dtype) of a 1-D input under PARALLEL_MIN points -> what fft()'s
+# one-thread path into its own output needs (entry, tables, workspace, size, padding), so
+# that a repeated call skips the checks and lookups. Filled by that path for C-contiguous,
+# aligned, writeable inputs (the entry's signature); at most FAST_MAX kept. 2-vCPU AMD
+# EPYC Zen 4 KVM guest, us a call, medians of 9 timeit rounds, two runs, before / after
+# (FFTPlan beside): 2^10 complex128 5.38-5.89 / 4.74-5.33 (3.36-3.69), complex64
+# 3.92-4.37 / 3.29-3.54 (2.10-2.15); 2^12 complex128 12.5-17.9 / 11.7-14.2 (10.5-12.4),
+# complex64 7.69-7.95 / 7.21-7.23 (5.78-6.04).
+FAST_MAX = 64
 
 
 _ENTRIES: dict[tuple[Any, ...], Any] = {}
@@ -837,6 +846,18 @@ def fft(
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
     shape and dtype; else a 64-byte aligned one is allocated (long transforms write either
     with non-temporal stores, see STREAM_OUT)."""
+    if out is None and type(x) is np.ndarray and (threads is None or threads == 1):
+        try:
+            fast = _local.fast.get((x.shape, x.dtype))
+        except AttributeError:
+            fast = None
+        if fast is not None:
+            fx = x.flags
+            if fx.c_contiguous and fx.aligned and fx.writeable:
+                entry, fb, meta, work, size, pad, dt = fast
+                buf = np.empty(size + pad, dt)
+                off = entry(x, buf, 1, bool(inverse), fb, meta, work, size)
+                return buf[off : off + size]
     if type(x) is not np.ndarray:
         x = np.asarray(x)
     dt = x.dtype
@@ -890,7 +911,14 @@ def fft(
                 entry = _rows_entry(pargs, placed=True)
             off = entry(*pargs)
             out = buf[off : off + size]
-            return out if len(shape) == 1 else out.reshape(shape)
+            if len(shape) > 1:
+                return out.reshape(shape)
+            if size < PARALLEL_MIN and fx.aligned and fx.writeable:  # the entry's signature
+                fast = getattr(_local, "fast", None)
+                if fast is None or len(fast) >= FAST_MAX:
+                    fast = _local.fast = {}
+                fast[shape, dt] = (entry, p.fb, p.meta, work, size, ALIGN // dt.itemsize, dt)
+            return out
         of = out if len(shape) == 1 else out.reshape(-1)
         args = (xf, of, rows, inv, p.fb, p.meta, work, _NO_SYNC, 1)
         entry = _ENTRIES.get((False, dt.char, fx.writeable, fx.aligned, of.flags.aligned))

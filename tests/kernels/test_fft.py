@@ -522,3 +522,108 @@ def test_non_native_byte_order(dtype: str) -> None:
     _close(
         fft(x[0], inverse=True), np.fft.ifft(x[0]), np.complex64 if "8" in dtype else np.complex128
     )
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_repeated_calls_skip_the_lookups(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1-D input under PARALLEL_MIN points seen before on this thread goes straight to its
+    compiled entry (no plan() lookup), into a new aligned output each call."""
+    monkeypatch.setattr(fourier, "_local", __import__("threading").local())
+    sizes = (1, 96, 1024, 4096, 1 << 13)
+    xs = [_signal((n,), dtype, seed=n) for n in sizes]
+    for x in xs:
+        fft(x)  # the first call: the full path, which remembers the entry
+
+    def no_plan(n: int, dtype: object) -> None:
+        raise AssertionError("plan() looked up again")
+
+    monkeypatch.setattr(fourier, "plan", no_plan)
+    for x in xs:
+        outs = [fft(x), fft(x, threads=1), fft(x, inverse=True)]
+        for y in outs:
+            assert y.shape == x.shape and y.dtype == x.dtype and y.flags.c_contiguous
+            assert y.flags.writeable and y.ctypes.data % fourier.ALIGN == 0
+        assert len({y.ctypes.data for y in outs}) == 3  # each call its own output
+        _close(outs[0], np.fft.fft(x), dtype)
+        _close(outs[1], np.fft.fft(x), dtype)
+        _close(outs[2], np.fft.ifft(x), dtype)
+        x2 = _signal(x.shape, dtype, seed=7)  # another array of the same shape and dtype
+        _close(fft(x2), np.fft.fft(x2), dtype)
+
+
+def test_inputs_the_remembered_entry_does_not_fit_take_the_full_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fourier, "_local", __import__("threading").local())
+    n = 1024
+    x = _signal((n,), np.complex128, seed=1)
+    fft(x)
+    ro = x.copy()
+    ro.flags.writeable = False
+    raw = np.zeros(n * 16 + 1, np.uint8)[1:].view(np.complex128)  # not aligned to its items
+    raw[:] = x
+    big_endian = x.astype(">c16")
+    cases = [ro, raw, _signal((2 * n,), np.complex128)[::2], big_endian, x.view(_Sub),
+             _signal((n,), np.complex64), _signal((3, n), np.complex128)]  # fmt: skip
+    assert not raw.flags.aligned
+    for arr in cases:
+        ref = np.fft.fft(np.asarray(arr), axis=-1)
+        _close(fft(arr), ref, np.complex64 if arr.dtype == np.complex64 else np.complex128)
+    out = np.empty_like(x)
+    assert fft(x, out=out) is out
+    _close(out, np.fft.fft(x), np.complex128)
+    _close(fft(x, threads=2), np.fft.fft(x), np.complex128)
+    with pytest.raises(ValueError, match="threads"):
+        fft(x, threads=0)
+    with pytest.raises(ValueError, match="out must be"):
+        fft(x, out=np.empty(n + 1, np.complex128))
+
+
+def test_long_transforms_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From PARALLEL_MIN points, threads=2 after threads=1 still shares the transform."""
+    monkeypatch.setattr(fourier, "_local", __import__("threading").local())
+    x = _signal((1 << 18,), np.complex128, seed=2)
+    fft(x, threads=1)
+    fft(x, threads=1)
+    assert (x.shape, x.dtype) not in getattr(fourier._local, "fast", {})
+    calls: list[int] = []
+
+    def counted(c: list, **kw: object) -> None:  # type: ignore[type-arg]
+        calls.append(len(c))
+        for f, a in c:
+            f(*a)
+
+    monkeypatch.setattr(fourier, "run", counted)
+    _close(fft(x, threads=2), np.fft.fft(x), np.complex128)
+    assert calls
+
+
+def test_remembered_entries_are_per_thread_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(fourier, "_local", threading.local())
+    n = 2048
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        for i in range(40):
+            x = _signal((n,), np.complex128, seed=seed * 100 + i)
+            got = fft(x)
+            if not np.allclose(got, np.fft.fft(x), rtol=0, atol=1e-9 * n):
+                errors.append(f"thread {seed} call {i}")
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for dtype in (np.complex64, np.complex128):
+        for n in SIZES:
+            fft(np.ones(n, dtype))
+            assert len(fourier._local.fast) <= fourier.FAST_MAX
+    assert 2 * len(SIZES) > fourier.FAST_MAX
