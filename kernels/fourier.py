@@ -846,12 +846,13 @@ def fft(
     the inverse is divided by N). ``out``, if given, must be a C-contiguous array of x's
     shape and dtype; else a 64-byte aligned one is allocated (long transforms write either
     with non-temporal stores, see STREAM_OUT)."""
-    if out is None and type(x) is np.ndarray and (threads is None or threads == 1):
+    # Remembered inputs (see FAST_MAX) are short: one thread, whatever ``threads`` asks.
+    if out is None and type(x) is np.ndarray and (threads is None or type(threads) is int):
         try:
             fast = _local.fast.get((x.shape, x.dtype))
         except AttributeError:
             fast = None
-        if fast is not None:
+        if fast is not None and (threads is None or threads > 0):
             fx = x.flags
             if fx.c_contiguous and fx.aligned and fx.writeable:
                 entry, fb, meta, work, size, pad, dt = fast

@@ -543,7 +543,7 @@ def test_repeated_calls_skip_the_lookups(dtype: type, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(fourier, "plan", no_plan)
     for x in xs:
-        outs = [fft(x), fft(x, threads=1), fft(x, inverse=True)]
+        outs = [fft(x), fft(x, threads=1), fft(x, inverse=True, threads=2)]
         for y in outs:
             assert y.shape == x.shape and y.dtype == x.dtype and y.flags.c_contiguous
             assert y.flags.writeable and y.ctypes.data % fourier.ALIGN == 0
