@@ -254,7 +254,7 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
     print("   paced 2-thread row lands between this row and the first")
     print(f"{'n':>10} {'thr':>3} {'ours':>7} {'numpy':>7} {'ratio':>6} {'bound':>6}")
     rng = np.random.default_rng(2)
-    evict = np.ones(4 * _cpu.host().l3_bytes // 8)
+    evict: np.ndarray[Any, Any] | None = None  # 4 x L3, for the 'mem' rows only
     for n in sizes:
         b = rng.random(n)
         c = rng.random(n)
@@ -282,6 +282,8 @@ def bench_triad(sizes: list[int], repeat: int, rows: list[Row]) -> None:
             print(f"{n:10d} {threads:3d} {gb / ours:7.1f} {gb / t_np:7.1f} {t_np / ours:6.2f}"
                   f" {bd:6.1f}{fmt_probe(p)}", flush=True)  # fmt: skip
         if used[2] == 1:
+            if evict is None:
+                evict = np.ones(4 * _cpu.host().l3_bytes // 8)
             ours, t_np = from_memory(
                 [lambda: kernels.triad(a, b, c, 3.0, threads=1), np_triad],  # noqa: B023
                 repeat,
