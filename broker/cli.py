@@ -214,7 +214,7 @@ def db_upgrade(
     if as_json:
         c.print_json({"current": current, "head": migrate.head()})
     else:
-        c.console.print(f"database at revision {current}")
+        c.say(f"database at revision {current}")
 
 
 @db_app.command("current")

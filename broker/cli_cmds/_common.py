@@ -21,8 +21,10 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -143,7 +145,9 @@ def process_env(found: Settings) -> dict[str, str]:
 
 
 def fail(message: str, code: int = DOMAIN_ERROR) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[red]error:[/red] {escape(visible(message))}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -310,6 +314,21 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]00:00)?$")
 
 
+def visible(text: str) -> str:
+    """``text`` with control characters (but newlines) written as escapes (``\\x1b``):
+    job reasons name files a tenant's job wrote, and a terminal would obey an escape
+    sequence in one."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == "\n" else ascii(ch)[1:-1] for ch in text)
+
+
+def say(text: str, *, err: bool = False, **kw: Any) -> None:
+    """Print a message line as written (names in it may be a tenant's: no rich markup, and
+    control characters shown as escapes)."""
+    (err_console if err else console).print(visible(text), markup=False, **kw)
+
+
 def cell(value: Any, *, short_ids: bool = True) -> str:
     """A table cell: ids as their first 8 digits (every id argument takes a unique
     prefix), UTC times to the minute; the full values are in ``--json``."""
@@ -367,7 +386,7 @@ def table(
     Where even that is too wide, the columns with the longest words are cut with an
     ellipsis (the full text is in ``--json``), never broken mid-word.
     """
-    cells = [[cell(v, short_ids=short_ids) for v in row] for row in rows]
+    cells = [[visible(cell(v, short_ids=short_ids)) for v in row] for row in rows]
     # A space of padding either side of each cell and a (blank) rule between columns.
     budget = max(console.width - 3 * (len(columns) - 1), len(columns))
     widths, cut = _widths(columns, cells, budget)
@@ -388,7 +407,7 @@ def table(
             no_wrap=i in cut,
         )
     for row in cells:
-        out.add_row(*row)
+        out.add_row(*(Text(text) for text in row))  # as written: no rich markup
     console.print(out)
 
 

@@ -127,9 +127,9 @@ def _dry_run_out(
         )
         return
     shown = ", ".join(p.node for p in previews) or "no node"
-    c.console.print(f"would validate on {cluster}: {shown}", highlight=False)
+    c.say(f"would validate on {cluster}: {shown}", highlight=False)
     if quick:
-        c.console.print(
+        c.say(
             "quick runs (--quick): judged against the partitions' quick_references; "
             "without them a failing run degrades nothing",
             highlight=False,
@@ -141,7 +141,7 @@ def _dry_run_out(
             if p.since is not None
             else "nothing (it never passed: no job to credit)"
         )
-        c.console.print(f"  if {p.node} fails, it is drained and credits {what}", highlight=False)
+        c.say(f"  if {p.node} fails, it is drained and credits {what}", highlight=False)
 
 
 def _f(value: float | None) -> str:
@@ -203,9 +203,9 @@ def usage_export(
             written.append(path.resolve())
         # On stderr, so that stdout stays the table or the JSON a script parses.
         for path in written:
-            c.err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            c.say(f"wrote {path}", err=True, highlight=False, soft_wrap=True)
         if not written:
-            c.err_console.print(f"wrote nothing: no enterprise in {month}", highlight=False)
+            c.say(f"wrote nothing: no enterprise in {month}", err=True, highlight=False)
     if as_json:
         c.print_json(docs)
         return

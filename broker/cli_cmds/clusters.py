@@ -322,7 +322,7 @@ def _change_nodes(
         prefix = "would " if dry_run else ""
         for r in results:
             done = "failed: " + r["error"] if r["error"] else f"{prefix}{action} (was {r['was']})"
-            c.console.print(f"{cluster}/{r['node']}: {done}", highlight=False)
+            c.say(f"{cluster}/{r['node']}: {done}", highlight=False)
     if any(r["error"] for r in results):
         raise typer.Exit(c.DOMAIN_ERROR)
 

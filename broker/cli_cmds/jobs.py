@@ -140,7 +140,7 @@ def jobs_cancel(
         return
     prefix = "would: " if dry_run else ""
     for r in results:
-        c.console.print(f"{r['id']}: {prefix}{r['outcome']} (was {r['was']})", highlight=False)
+        c.say(f"{r['id']}: {prefix}{r['outcome']} (was {r['was']})", highlight=False)
 
 
 @jobs_app.command("resolve")

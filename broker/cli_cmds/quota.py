@@ -26,7 +26,7 @@ def _entry_out(entry_data: dict[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
         c.print_json(entry_data)
     else:
-        c.console.print(f"{verb} {entry_data['amount_pfh']:g} PFlop·h (entry {entry_data['id']})")
+        c.say(f"{verb} {entry_data['amount_pfh']:g} PFlop·h (entry {entry_data['id']})")
 
 
 @quota_app.command("grant")
@@ -74,10 +74,10 @@ def quota_allocate(
     if as_json:
         c.print_json(data)
     elif data["allocation_pfh"] is None:
-        c.console.print(f"project {data['project_id']} has no allocation limit")
+        c.say(f"project {data['project_id']} has no allocation limit")
     else:
         shown = f"{data['allocation_pfh']:g}"
-        c.console.print(f"project {data['project_id']} allocated {shown} PFlop·h")
+        c.say(f"project {data['project_id']} allocated {shown} PFlop·h")
 
 
 @quota_app.command("show")

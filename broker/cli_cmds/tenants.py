@@ -93,7 +93,7 @@ def enterprise_create(
     if as_json:
         c.print_json(data)
     else:
-        c.console.print(f"created enterprise {data['name']} ({data['id']})")
+        c.say(f"created enterprise {data['name']} ({data['id']})")
 
 
 @enterprise_app.command("list")
@@ -135,7 +135,7 @@ def _set_status(ref: str, status: EnterpriseStatus, as_json: bool) -> None:
     if as_json:
         c.print_json(data)
     else:
-        c.console.print(f"enterprise {data['name']} is {data['status']}")
+        c.say(f"enterprise {data['name']} is {data['status']}")
 
 
 @enterprise_app.command("suspend")
@@ -279,7 +279,7 @@ def token_revoke(
     if as_json:
         c.print_json(data)
     else:
-        c.console.print(f"token {data['name']} ({data['id']}) revoked at {data['revoked_at']}")
+        c.say(f"token {data['name']} ({data['id']}) revoked at {data['revoked_at']}")
 
 
 # -- project -------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def project_create(
     if as_json:
         c.print_json(data)
     else:
-        c.console.print(f"created project {data['name']} ({data['id']}), {data['status']}")
+        c.say(f"created project {data['name']} ({data['id']}), {data['status']}")
 
 
 def _project_action(ref: str, action: str, as_json: bool) -> None:
@@ -348,7 +348,7 @@ def _project_action(ref: str, action: str, as_json: bool) -> None:
     if as_json:
         c.print_json(data)
     else:
-        c.console.print(f"project {data['name']} is {data['status']}")
+        c.say(f"project {data['name']} is {data['status']}")
 
 
 @project_app.command("approve")

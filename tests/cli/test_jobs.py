@@ -76,3 +76,46 @@ def test_jobs_resolve_a_lost_job(cli: Cli) -> None:
     assert "charged 60 s from evidence (node log)" in done["reason"]
     kinds = sorted(e["kind"] for e in cli.json("jobs", "show", lost)["ledger"])
     assert kinds == ["CHARGE", "HOLD", "RELEASE"]
+
+
+# What a tenant writes reaches an operator's terminal: a job's reason names files its job
+# made, an enterprise admin names its tokens. An escape sequence there would drive the
+# terminal, and rich markup ("[/x]" unbalanced) would be obeyed, or fail the command.
+HOSTILE = "out/x\x1b[2J\x1b]0;pwned\x07 [bold red]loud[/] [/bogus] is a FIFO; not collected"
+
+
+def _shows_hostile_text_as_written(out: str) -> None:
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    for part in ("\\x1b[2J", "\\x1b]0;pwned\\x07", "[bold red]loud[/]", "[/bogus]"):
+        assert part in out, (part, out)
+
+
+def test_tenant_text_is_printed_as_written_not_obeyed(cli: Cli) -> None:
+    from broker.db import make_engine, make_session_factory, session_scope
+    from broker.models import Job, Role
+    from broker.services import tokens
+    from broker.services.principal import SYSTEM
+
+    seeded = cli.seed(jobs_n=1)
+    job_id = seeded["jobs"][0]
+    engine = make_engine(cli.url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            s.get(Job, uuid.UUID(job_id)).reason = f"exit code 0; stage-out partial: {HOSTILE}"
+            row, _ = tokens.create_token(
+                s,
+                SYSTEM,
+                name=HOSTILE,
+                role=Role.MEMBER,
+                enterprise_id=uuid.UUID(seeded["enterprise"]["id"]),
+            )
+            token_id = str(row.id)
+    finally:
+        engine.dispose()
+    _shows_hostile_text_as_written(cli.run("jobs", "show", job_id).stdout)
+    listed = cli.run("token", "list", "--enterprise", "acme").stdout
+    assert "\x1b" not in listed and "[/bogus]" in listed
+    _shows_hostile_text_as_written(cli.run("token", "revoke", token_id).stdout)
+    assert cli.json("jobs", "show", job_id)["reason"].endswith(HOSTILE)  # the data unchanged
+    refused = cli.run("jobs", "show", "[/bogus]\x1b[2J", code=2)  # an error naming the input
+    assert "[/bogus]\\x1b[2J" in refused.stderr and "\x1b" not in refused.stderr, refused.stderr
