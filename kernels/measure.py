@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from itertools import pairwise
 from statistics import median
 from typing import Any
 
@@ -157,6 +156,5 @@ def store_rate(a: np.ndarray[Any, Any], *, threads: int | None = None, calls: in
     if calls < 1:
         raise ValueError(f"store_rate needs calls >= 1, got {calls}")
     nthreads = use_threads(threads)
-    cut = [a.size * t // nthreads for t in range(nthreads + 1)]
-    parts = [(fill_streamed, (a[lo:hi], 1.5)) for lo, hi in pairwise(cut)]
+    parts = [(fill_streamed, (part, 1.5)) for part in np.array_split(a, nthreads)]
     return a.nbytes / median(_times(lambda: run(parts), calls, warmup=3)) / 1e9
